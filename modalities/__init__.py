@@ -1,0 +1,1 @@
+"""relpos built-in modality plugins (image, eeg), registered through the relpos entry points."""

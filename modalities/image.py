@@ -1,0 +1,217 @@
+"""The ``image`` modality: 2 axes (row, col), pixels as native units.
+
+Opens a folder of images (searched recursively; any size; RGB, greyscale, RGBA or palette) or a
+NumPy ``.npz`` holding an image array. Images are resized so the shorter side is ``image_size`` and
+centre-cropped to a square, scaled to [-1, 1]. In a folder whose images sit in sub-folders, the
+sub-folder names become class labels (the ImageFolder layout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from relpos import hookimpl
+from relpos.errors import ConfigError, DataError
+from relpos.modality import Modality, Windows
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+NPZ_IMAGE_KEYS = ("x_train", "x", "images", "X_train", "X", "arr_0")
+NPZ_LABEL_KEYS = {"x_train": "y_train", "X_train": "y_train", "x": "y", "X": "y", "images": "labels"}
+
+
+@dataclass
+class ImageConfig:
+    """Options of the image modality."""
+
+    image_size: int = 32  # side of the square every image is resized and centre-cropped to
+    patch_size: int = 4  # patch side in pixels (also the patch resolution)
+    color: str = "auto"  # auto (grey if every image is grey, else RGB) | rgb | grey
+    hflip: bool = True  # random horizontal flips while pretraining
+    npz_key: str = ""  # array to read from an .npz (default: x_train, x, images, ...)
+    max_images: int = 0  # read at most this many images (0 = all)
+
+    def validate(self) -> None:
+        if self.color not in ("auto", "rgb", "grey"):
+            raise ConfigError(
+                f"Invalid value for 'modality.color': allowed auto, rgb or grey, got {self.color!r}."
+            )
+        if self.patch_size < 1:
+            raise ConfigError(f"'modality.patch_size' must be at least 1 pixel, got {self.patch_size}.")
+        if self.image_size < self.patch_size:
+            raise ConfigError(
+                f"'modality.image_size' ({self.image_size}) must be at least the patch size "
+                f"({self.patch_size})."
+            )
+
+
+def _resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``(N, C, H, W)`` so the shorter side is ``size``, then centre-crop to ``size²``."""
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        x = x[..., top : top + size, left : left + size]
+    return x
+
+
+class ImageModality(Modality):
+    """Images from a folder or an .npz array; patches are square boxes in pixels."""
+
+    name = "image"
+    axes = ("row", "col")
+    Config = ImageConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.config.validate()
+
+    def load(self, data) -> Windows:
+        if isinstance(data, np.ndarray):
+            return self._from_array(data, None, [], "array")
+        path = Path(data)
+        if not path.exists():
+            raise DataError(f"Data path {str(path)!r} does not exist.")
+        if path.is_dir():
+            return self._from_folder(path)
+        if path.suffix.lower() == ".npz":
+            return self._from_npz(path)
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return self._from_files([path], path.parent, labels=None, class_names=[])
+        raise DataError(
+            f"Cannot open {str(path)!r} as images: expected a folder of images, an image file "
+            f"({', '.join(IMAGE_SUFFIXES)}) or an .npz array."
+        )
+
+    # -- sources -------------------------------------------------------------------------------
+    def _from_folder(self, root: Path) -> Windows:
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(
+                f"No images found in folder {str(root)!r} (looked recursively for "
+                f"{', '.join(IMAGE_SUFFIXES)})."
+            )
+        if self.config.max_images:
+            files = files[: self.config.max_images]
+        parents = {f.parent for f in files}
+        labels, class_names = None, []
+        if all(p != root and p.parent == root for p in parents) and len(parents) > 1:
+            class_names = sorted(p.name for p in parents)
+            index = {c: i for i, c in enumerate(class_names)}
+            labels = torch.tensor([index[f.parent.name] for f in files], dtype=torch.long)
+        return self._from_files(files, root, labels, class_names)
+
+    def _from_files(self, files, root, labels, class_names) -> Windows:
+        from PIL import Image, UnidentifiedImageError
+
+        arrays, grey = [], []
+        patch = self.config.patch_size
+        for f in files:
+            try:
+                with Image.open(f) as img:
+                    img.load()
+                    mode = img.mode
+                    is_grey = mode in ("L", "LA", "1", "I", "I;16", "F")
+                    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+                        base = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                        img = Image.alpha_composite(base, img.convert("RGBA"))
+                    rgb = np.asarray(img.convert("L" if is_grey else "RGB"), dtype=np.float32) / 255.0
+            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                raise DataError(f"Cannot read image {str(f)!r}: {' '.join(str(exc).split())}.") from None
+            h, w = rgb.shape[:2]
+            if min(h, w) < patch:
+                raise DataError(
+                    f"Image {str(f)!r} is {w}×{h} px, smaller than the patch size {patch} px; "
+                    f"remove it or lower modality.patch_size."
+                )
+            arrays.append(rgb)
+            grey.append(is_grey)
+        want_grey = self._want_grey(all(grey))
+        tensors = []
+        for arr in arrays:
+            t = torch.from_numpy(arr)
+            t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+            t = t[:1] if want_grey and t.shape[0] == 1 else (t.mean(0, keepdim=True) if want_grey else t)
+            if not want_grey and t.shape[0] == 1:
+                t = t.expand(3, -1, -1)
+            tensors.append(_resize_square(t.unsqueeze(0), self.config.image_size)[0])
+        x = torch.stack(tensors)
+        groups = np.array([str(f.relative_to(root)) for f in files])
+        return self._windows(x, labels, groups, class_names, source=str(root))
+
+    def _from_npz(self, path: Path) -> Windows:
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error
+            raise DataError(f"Cannot read {str(path)!r} as a NumPy .npz archive: {' '.join(str(exc).split())}.") from None
+        with archive:
+            keys = list(archive.keys())
+            key = self.config.npz_key or next((k for k in NPZ_IMAGE_KEYS if k in keys), "")
+            if not key or key not in keys:
+                raise DataError(
+                    f"No image array in {str(path)!r}: found arrays {keys}; set modality.npz_key to one of them."
+                )
+            images = archive[key]
+            label_key = NPZ_LABEL_KEYS.get(key)
+            labels = archive[label_key] if label_key in keys else None
+            class_names = [str(c) for c in archive["class_names"]] if "class_names" in keys else []
+        return self._from_array(images, labels, class_names, f"{path}:{key}")
+
+    def _from_array(self, images: np.ndarray, labels, class_names, source: str) -> Windows:
+        if images.ndim == 3:
+            images = images[:, None]
+        elif images.ndim == 4 and images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
+            images = images.transpose(0, 3, 1, 2)
+        if images.ndim != 4 or images.shape[1] not in (1, 3, 4) or len(images) == 0:
+            raise DataError(
+                f"Image array {source!r} has shape {list(images.shape)}; expected (N, H, W), "
+                f"(N, H, W, C) or (N, C, H, W) with C in 1, 3, 4 and N >= 1."
+            )
+        if self.config.max_images:
+            images = images[: self.config.max_images]
+            labels = labels[: self.config.max_images] if labels is not None else None
+        h, w = images.shape[2:]
+        if min(h, w) < self.config.patch_size:
+            raise DataError(
+                f"Images in {source!r} are {w}×{h} px, smaller than the patch size "
+                f"{self.config.patch_size} px; lower modality.patch_size."
+            )
+        scale = 255.0 if images.dtype == np.uint8 else 1.0
+        x = torch.from_numpy(np.ascontiguousarray(images)).float() / scale
+        if x.shape[1] == 4:
+            x = x[:, :3] * x[:, 3:] + (1 - x[:, 3:])  # composite over white
+        want_grey = self._want_grey(x.shape[1] == 1)
+        if want_grey and x.shape[1] == 3:
+            x = x.mean(1, keepdim=True)
+        elif not want_grey and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        chunks = [_resize_square(c, self.config.image_size) for c in x.split(4096)]
+        x = torch.cat(chunks)
+        y = torch.as_tensor(np.asarray(labels), dtype=torch.long) if labels is not None else None
+        groups = np.array([str(i) for i in range(len(x))])
+        return self._windows(x, y, groups, class_names, source=source)
+
+    def _want_grey(self, all_grey: bool) -> bool:
+        return self.config.color == "grey" or (self.config.color == "auto" and all_grey)
+
+    def _windows(self, x, labels, groups, class_names, source) -> Windows:
+        x = (x.clamp(0, 1) - 0.5) / 0.5
+        info = {"source": source, "image_size": self.config.image_size, "channels": int(x.shape[1])}
+        return Windows(x=x.contiguous(), labels=labels, groups=groups, class_names=class_names, info=info)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if not self.config.hflip:
+            return x
+        flip = torch.rand(x.shape[0], generator=generator) < 0.5
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+@hookimpl
+def register_modalities(register):
+    register(ImageModality)

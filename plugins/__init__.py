@@ -1,0 +1,1 @@
+"""relpos built-in pretext plugins (PART, PART-grid), registered through the relpos entry points."""

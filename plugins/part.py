@@ -1,0 +1,221 @@
+"""PART: pairwise relative translations between off-grid patches.
+
+The method of "How PARTs assemble into wholes: Learning the relative composition of images"
+(Ayoughi et al.): N patches are sampled at continuous random positions, resized to the patch size
+and encoded by a transformer *without* position embeddings. For ``n_pairs`` random (reference,
+target) pairs a relative encoder predicts
+
+    θ_ref,tgt = (c_tgt − c_ref) / s_ref            per axis (Δt, or Δy and Δx)
+              [+ s_tgt / s_ref per axis]           with ``predict_size`` (the Δh, Δw extension)
+
+and the loss is the mean squared error over pairs and components (the paper's L_MSE).
+
+Relative encoders (``head``), the paper's ablation of Table 5:
+
+* ``cross_attention`` (default): query = Linear(concat(x_ref, x_tgt)) (2d → d); keys and values
+  are all patch embeddings; θ̂ = Linear(Attention(q, X', X')).
+* ``pairwise_mlp``: a linear map of the concatenated pair alone (2d → |θ|, the paper's 2·d·2
+  parameters), so it cannot see the other patches.
+* ``mlp``: one fully connected layer from all N concatenated patch embeddings to θ̂ for all N²
+  ordered pairs (N·d·N²·|θ| parameters), of which the sampled pairs are read.
+
+``part-grid`` is the same objective on non-overlapping grid patches (the paper's Table 4 ablation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from relpos import hookimpl
+from relpos.errors import ConfigError
+from relpos.extraction import extract_patches
+from relpos.geometry import Boxes, relative_transform, target_dim
+from relpos.pretext import Pretext
+from relpos.sampling import grid_boxes, grid_count, sample_offgrid, sample_pairs
+
+HEADS = ("cross_attention", "pairwise_mlp", "mlp")
+
+
+@dataclass
+class PARTConfig:
+    """Options of the PART pretext."""
+
+    n_patches: int = 0  # patches per sample; 0 = the modality's default (images: grid count, EEG: 40)
+    n_pairs: int = 2048  # (reference, target) pairs per sample; the paper's best on CIFAR-100
+    head: str = "cross_attention"  # cross_attention | pairwise_mlp | mlp
+    head_heads: int = 0  # attention heads in the cross-attention head; 0 = the encoder's
+    predict_size: bool = False  # also predict s_tgt / s_ref per axis (Δw, Δh)
+    scale_range: tuple[float, float] = (1.0, 1.0)  # patch size factor, e.g. [0.5, 2.0]
+    aspect_range: tuple[float, float] = (1.0, 1.0)  # width / height ratio (2+ axes)
+
+    def validate(self) -> None:
+        if self.head not in HEADS:
+            from relpos.errors import did_you_mean
+
+            raise ConfigError(
+                f"Invalid value for 'pretext.head': {self.head!r}.{did_you_mean(self.head, HEADS)} "
+                f"Allowed: {', '.join(HEADS)}."
+            )
+        if self.n_pairs < 1:
+            raise ConfigError(f"'pretext.n_pairs' must be at least 1, got {self.n_pairs}.")
+        if self.n_patches < 0 or self.n_patches == 1:
+            raise ConfigError(
+                f"'pretext.n_patches' must be 0 (modality default) or at least 2, got {self.n_patches}."
+            )
+
+
+class CrossAttentionHead(nn.Module):
+    """The paper's relative encoder: a pair query attends to every patch embedding."""
+
+    def __init__(self, dim: int, heads: int, out_dim: int):
+        super().__init__()
+        self.query = nn.Linear(2 * dim, dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, out_dim)
+
+    def forward(self, tokens: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        pair = torch.cat([_take(tokens, ref), _take(tokens, tgt)], dim=-1)
+        query = self.query(pair)
+        attended, _ = self.attn(query, tokens, tokens, need_weights=False)
+        return self.out(self.norm(attended))
+
+
+class PairwiseHead(nn.Module):
+    """Linear map of the concatenated (reference, target) embeddings."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.out = nn.Linear(2 * dim, out_dim)
+
+    def forward(self, tokens: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([_take(tokens, ref), _take(tokens, tgt)], dim=-1))
+
+
+class FullMLPHead(nn.Module):
+    """All patch embeddings → θ̂ for every ordered pair; needs a fixed number of patches."""
+
+    def __init__(self, dim: int, n_patches: int, out_dim: int):
+        super().__init__()
+        self.n_patches = n_patches
+        self.out_dim = out_dim
+        self.out = nn.Linear(n_patches * dim, n_patches * n_patches * out_dim)
+
+    def forward(self, tokens: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        batch = tokens.shape[0]
+        all_pairs = self.out(tokens.reshape(batch, -1)).reshape(batch, self.n_patches**2, self.out_dim)
+        return _take(all_pairs, ref * self.n_patches + tgt)
+
+
+def _take(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``tokens[b, index[b, m]]`` for ``(B, N, d)`` tokens and ``(B, M)`` indices."""
+    return tokens.gather(1, index.unsqueeze(-1).expand(*index.shape, tokens.shape[-1]))
+
+
+class PART(Pretext):
+    """PART: predict relative translations between pairs of off-grid patches (MSE)."""
+
+    name = "part"
+    Config = PARTConfig
+    modalities = None
+    min_axes = 1
+    sampling = "offgrid"
+
+    def __init__(self, config, modality, encoder_config, data):
+        super().__init__(config, modality, encoder_config, data)
+        config.validate()
+        self.patch_size = modality.patch_size()
+        self.patch_shape = modality.patch_shape()
+        n_axes = modality.n_axes
+        if self.sampling == "grid":
+            if config.scale_range != (1.0, 1.0) or config.aspect_range != (1.0, 1.0):
+                raise ConfigError(
+                    "PART-grid samples fixed grid patches: 'pretext.scale_range' and "
+                    "'pretext.aspect_range' must stay [1.0, 1.0]."
+                )
+            self.n_patches = grid_count(self.extent, self.patch_size)
+            if config.n_patches not in (0, self.n_patches):
+                raise ConfigError(
+                    f"PART-grid uses every grid patch ({self.n_patches} for extent "
+                    f"{list(self.extent)}), so 'pretext.n_patches' must be 0 or {self.n_patches}, "
+                    f"got {config.n_patches}."
+                )
+            self.register_buffer("grid_center", grid_boxes(self.extent, self.patch_size).center, persistent=False)
+        else:
+            self.n_patches = config.n_patches or modality.default_num_patches(self.extent)
+            # Validate the ranges once, here, rather than on the first step.
+            sample_offgrid(1, self.extent, self.patch_size, 2, None, config.scale_range, config.aspect_range)
+        if self.n_patches < 2:
+            raise ConfigError(
+                f"PART needs at least 2 patches per sample; extent {list(self.extent)} with patch size "
+                f"{list(self.patch_size)} gives {self.n_patches}."
+            )
+        varying = config.scale_range != (1.0, 1.0) or config.aspect_range != (1.0, 1.0)
+        if config.predict_size and not varying:
+            raise ConfigError(
+                "'pretext.predict_size' needs patches of varying size: set 'pretext.scale_range' "
+                "(e.g. [0.5, 2.0]) or 'pretext.aspect_range'."
+            )
+        out_dim = target_dim(n_axes, config.predict_size)
+        dim = encoder_config.dim
+        if config.head == "cross_attention":
+            heads = config.head_heads or encoder_config.heads
+            if dim % heads:
+                raise ConfigError(f"'pretext.head_heads' ({heads}) must divide encoder.dim ({dim}).")
+            self.head = CrossAttentionHead(dim, heads, out_dim)
+        elif config.head == "pairwise_mlp":
+            self.head = PairwiseHead(dim, out_dim)
+        else:
+            self.head = FullMLPHead(dim, self.n_patches, out_dim)
+        self.n_axes = n_axes
+        self.log_keys = ("center_l2",) + (("size_mse",) if config.predict_size else ())
+
+    def sample_boxes(self, batch_size: int, generator: torch.Generator, device: torch.device) -> Boxes:
+        if self.sampling == "grid":
+            center = self.grid_center.to(device).expand(batch_size, -1, -1)
+            size = torch.tensor(self.patch_size, device=device).expand_as(center)
+            return Boxes(center, size)
+        return sample_offgrid(
+            batch_size,
+            self.extent,
+            self.patch_size,
+            self.n_patches,
+            generator,
+            self.config.scale_range,
+            self.config.aspect_range,
+            device=device,
+        )
+
+    def forward(self, batch, generator):
+        x = batch["x"]
+        batch_size = x.shape[0]
+        boxes = self.sample_boxes(batch_size, generator, x.device)
+        patches = extract_patches(x, boxes, self.patch_shape)
+        tokens = self.encoder(patches, boxes.center, generator)[:, 1:]
+        ref, tgt = sample_pairs(batch_size, self.n_patches, self.config.n_pairs, generator, x.device)
+        theta = relative_transform(boxes.gather(ref), boxes.gather(tgt), self.config.predict_size)
+        pred = self.head(tokens, ref, tgt).float()
+        loss = F.mse_loss(pred, theta)
+        with torch.no_grad():
+            d = self.n_axes
+            logs = {"center_l2": (pred[..., :d] - theta[..., :d]).norm(dim=-1).mean().item()}
+            if self.config.predict_size:
+                logs["size_mse"] = F.mse_loss(pred[..., d:], theta[..., d:]).item()
+        return loss, logs
+
+
+class PARTGrid(PART):
+    """PART-grid: the PART objective on non-overlapping grid patches (the sampling ablation)."""
+
+    name = "part-grid"
+    sampling = "grid"
+
+
+@hookimpl
+def register_pretexts(register):
+    register(PART)
+    register(PARTGrid)

@@ -1,0 +1,55 @@
+"""relpos: self-supervised pretraining with relative-position pretext tasks.
+
+The public API (imported lazily, so ``relpos --help`` stays instant)::
+
+    import relpos
+    config = relpos.resolve_config(modality="eeg", pretext="part", overrides=["train.steps=50"])
+    result = relpos.train(config)                      # leaves a run directory
+    encoder = relpos.load_encoder(result.run_dir)      # the pretrained encoder
+    embeddings = encoder.embed_data("recording.edf")   # (n_windows, dim)
+
+Plugins implement the hooks in :mod:`relpos.hookspecs` with :data:`relpos.hookimpl`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Boxes": "geometry",
+    "relative_transform": "geometry",
+    "sample_offgrid": "sampling",
+    "grid_boxes": "sampling",
+    "sample_pairs": "sampling",
+    "extract_patches": "extraction",
+    "EncoderConfig": "encoder",
+    "PatchEncoder": "encoder",
+    "Modality": "modality",
+    "Windows": "modality",
+    "Pretext": "pretext",
+    "RunConfig": "config",
+    "TrainConfig": "config",
+    "resolve_config": "config",
+    "train": "training",
+    "TrainResult": "training",
+    "load_encoder": "api",
+    "PretrainedEncoder": "api",
+    "get_modality": "plugins",
+    "get_pretext": "plugins",
+    "list_modalities": "plugins",
+    "list_pretexts": "plugins",
+    "RelposError": "errors",
+}
+
+__all__ = ["hookimpl", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'relpos' has no attribute {name!r}")

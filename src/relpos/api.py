@@ -1,0 +1,103 @@
+"""Use a finished run: load its pretrained encoder and embed data with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import checkpoint_path, load_checkpoint
+from .config import RunConfig, config_from_dict
+from .encoder import PatchEncoder, build_encoder
+from .errors import DataError
+from .extraction import extract_patches
+from .geometry import Boxes
+from .modality import Modality, Windows
+from .plugins import get_modality
+from .sampling import grid_boxes
+
+FEATURES = ("cls", "mean", "both")
+
+
+@dataclass
+class PretrainedEncoder:
+    """A pretrained encoder with the modality it was trained on.
+
+    Attributes
+    ----------
+    encoder : PatchEncoder
+        The transformer (in eval mode).
+    modality : Modality
+        The run's modality, configured as in training (to open new data the same way).
+    config : RunConfig
+        The run's resolved configuration.
+    step : int
+        Training step of the checkpoint.
+    """
+
+    encoder: PatchEncoder
+    modality: Modality
+    config: RunConfig
+    step: int
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, features: str = "cls", batch_size: int = 256) -> torch.Tensor:
+        """Embed windows ``(N, C, *extent)`` on the regular patch grid (the fine-tuning tokenisation).
+
+        Parameters
+        ----------
+        features : {"cls", "mean", "both"}
+            The CLS token, the mean of the patch tokens, or both concatenated.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, dim)`` (``(N, 2 * dim)`` for ``"both"``), on the CPU.
+        """
+        if features not in FEATURES:
+            raise ValueError(f"Invalid value for 'features': allowed {', '.join(FEATURES)}, got {features!r}.")
+        if x.shape[1] != self.encoder.in_channels:
+            raise DataError(
+                f"The encoder was trained on {self.encoder.in_channels} channels, but the data has {x.shape[1]}."
+            )
+        device = next(self.encoder.parameters()).device
+        grid = grid_boxes(tuple(x.shape[2:]), self.modality.patch_size(), device=device)
+        outputs = []
+        self.encoder.eval()
+        for chunk in x.split(batch_size):
+            chunk = chunk.to(device)
+            center = grid.center.expand(len(chunk), -1, -1)
+            size = grid.size.expand(len(chunk), -1, -1)
+            patches = extract_patches(chunk, Boxes(center, size), self.encoder.patch_shape)
+            tokens = self.encoder(patches, center)
+            cls, mean = tokens[:, 0], tokens[:, 1:].mean(1)
+            out = {"cls": cls, "mean": mean, "both": torch.cat([cls, mean], -1)}[features]
+            outputs.append(out.float().cpu())
+        return torch.cat(outputs)
+
+    def open(self, data: Any) -> Windows:
+        """Open data with the run's modality settings."""
+        return self.modality.load(data)
+
+    def embed_data(self, data: Any, features: str = "cls") -> torch.Tensor:
+        """Open ``data`` with the run's modality and embed every window."""
+        return self.embed(self.open(data).x, features=features)
+
+
+def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> PretrainedEncoder:
+    """Load the pretrained encoder of a run directory (or a checkpoint file)."""
+    path = Path(run_dir)
+    state = load_checkpoint(path if path.suffix == ".pt" else checkpoint_path(path), map_location="cpu")
+    config = config_from_dict(state["config"])
+    encoder = build_encoder(state["encoder"])
+    prefix = "encoder."
+    encoder.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    encoder.to(device).eval()
+    modality = get_modality(config.modality)(config.modality_config)
+    return PretrainedEncoder(encoder=encoder, modality=modality, config=config, step=int(state["step"]))

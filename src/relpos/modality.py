@@ -1,0 +1,136 @@
+"""What a modality is: how to open data into windows, and its patch geometry.
+
+A modality plugin subclasses :class:`Modality`, gives it a ``name``, an ``axes`` tuple and a
+``Config`` dataclass, and implements :meth:`Modality.load`. Everything else (sampling, extraction,
+encoders, training) is axis-generic and lives in the core.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from .sampling import grid_count
+
+
+@dataclass
+class Windows(torch.utils.data.Dataset):
+    """Data opened by a modality: fixed-size windows, with optional labels and groups.
+
+    Attributes
+    ----------
+    x : torch.Tensor
+        ``(N, C, *extent)`` float32 windows, already normalised.
+    labels : torch.Tensor or None
+        ``(N,)`` int64 class indices, or None when the data carries no labels.
+    groups : numpy.ndarray
+        ``(N,)`` strings: the recording / subject each window comes from (for honest splits).
+    class_names : list of str
+        Names of the label indices.
+    info : dict
+        Free-form facts about the data (sampling rate, channel names, sources).
+    """
+
+    x: torch.Tensor
+    labels: torch.Tensor | None = None
+    groups: np.ndarray | None = None
+    class_names: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.groups is None:
+            self.groups = np.array(["0"] * len(self.x))
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {"x": self.x[index]}
+        if self.labels is not None:
+            item["y"] = self.labels[index]
+        return item
+
+    @property
+    def channels(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def extent(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.x.shape[2:])
+
+
+class Modality:
+    """Base class of modality plugins.
+
+    Subclasses set the class attributes and implement :meth:`load`.
+
+    Attributes
+    ----------
+    name : str
+        Registry name used on the command line (``--modality NAME``).
+    axes : tuple of str
+        Names of the positional axes in tensor order, e.g. ``("time",)`` or ``("row", "col")``.
+    Config : type
+        A dataclass with the modality's options; it must have a ``patch_size`` field (native units
+        per axis, a number or one value per axis).
+    description : str
+        One line for ``relpos plugins``.
+    """
+
+    name: ClassVar[str] = ""
+    axes: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type] = object
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Any | None = None):
+        self.config = config if config is not None else self.Config()
+
+    @property
+    def n_axes(self) -> int:
+        return len(self.axes)
+
+    # -- data ---------------------------------------------------------------------------------
+    def default_data(self) -> str | None:
+        """Data used when the user passes no ``--data`` (e.g. a sample shipped in the package)."""
+        return None
+
+    def load(self, data: Any) -> Windows:
+        """Open ``data`` (a path, or an in-memory object the modality accepts) into windows.
+
+        Raises :class:`relpos.errors.DataError` with a one-sentence message for unusable input.
+        """
+        raise NotImplementedError(f"Modality {self.name!r} does not implement load().")
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Sample-level augmentation applied to a training batch ``(B, C, *extent)``."""
+        return x
+
+    # -- patch geometry ----------------------------------------------------------------------
+    def patch_size(self) -> tuple[float, ...]:
+        """Patch size per axis at scale 1, in native units; also the patch resolution."""
+        size = self.config.patch_size
+        if isinstance(size, (int, float)):
+            return (float(size),) * self.n_axes
+        return tuple(float(s) for s in size)
+
+    def patch_shape(self) -> tuple[int, ...]:
+        """Resolution (per axis) every patch is resampled to."""
+        return tuple(int(round(s)) for s in self.patch_size())
+
+    def default_num_patches(self, extent: Sequence[int]) -> int:
+        """Patches per sample when a pretext leaves it to the modality: the grid count."""
+        return grid_count(extent, self.patch_size())
+
+    @classmethod
+    def describe(cls) -> str:
+        return cls.description or (cls.__doc__ or "").strip().splitlines()[0]
+
+
+def check_extent(extent: Sequence[int], patch_size: Sequence[float]) -> bool:
+    """True when at least one patch fits in ``extent`` on every axis."""
+    return all(e >= s for e, s in zip(extent, patch_size)) and math.prod(extent) > 0

@@ -1,0 +1,161 @@
+"""Patch samplers: where the boxes go.
+
+All samplers are batched (one call gives every box of every sample), draw their randomness from a
+``torch.Generator`` so that a run is reproducible and resumable, and work for any number of axes.
+Random numbers are drawn on the generator's device (CPU by default) and the boxes are then moved to
+the requested device, so the same seed gives the same boxes on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .errors import ConfigError
+from .geometry import Boxes
+
+
+def _as_tuple(value: float | Sequence[float], n_axes: int, name: str) -> tuple[float, ...]:
+    if isinstance(value, (int, float)):
+        return (float(value),) * n_axes
+    value = tuple(float(v) for v in value)
+    if len(value) != n_axes:
+        raise ConfigError(f"'{name}' needs one value per axis ({n_axes}), got {list(value)}.")
+    return value
+
+
+def _check_range(name: str, value: Sequence[float], lowest: float) -> tuple[float, float]:
+    value = tuple(float(v) for v in value)
+    if len(value) != 2 or not (lowest < value[0] <= value[1]):
+        raise ConfigError(
+            f"Invalid value for '{name}': expected [low, high] with {lowest} < low <= high, "
+            f"got {list(value)}."
+        )
+    return value  # type: ignore[return-value]
+
+
+def sample_offgrid(
+    batch_size: int,
+    extent: Sequence[int],
+    patch_size: float | Sequence[float],
+    n_patches: int,
+    generator: torch.Generator | None = None,
+    scale_range: Sequence[float] = (1.0, 1.0),
+    aspect_range: Sequence[float] = (1.0, 1.0),
+    device: torch.device | str | None = None,
+) -> Boxes:
+    """Sample boxes at continuous uniform positions (PART's off-grid sampling).
+
+    Each box has size ``patch_size * scale`` with ``scale ~ U(scale_range)``; with two or more axes
+    the aspect ratio ``a ~ logU(aspect_range)`` stretches the last axis by ``sqrt(a)`` and shrinks
+    the one before by ``sqrt(a)`` (width / height = a). Box corners are drawn uniformly so that every
+    box lies inside the sample, as in the paper (top-left corner uniform in ``[0, W − w]``).
+
+    Parameters
+    ----------
+    batch_size : int
+        Number of samples B.
+    extent : sequence of int
+        Sample extent per axis in native units, e.g. ``(H, W)`` or ``(T,)``.
+    patch_size : float or sequence of float
+        Box size per axis at scale 1, in native units.
+    n_patches : int
+        Boxes per sample N.
+    scale_range, aspect_range : (low, high)
+        Size factor and aspect ratio ranges; ``(1, 1)`` keeps every box at ``patch_size``.
+
+    Returns
+    -------
+    Boxes
+        ``(B, N, D)`` centres and sizes.
+    """
+    n_axes = len(extent)
+    base = torch.tensor(_as_tuple(patch_size, n_axes, "patch_size"), dtype=torch.float32)
+    ext = torch.tensor([float(e) for e in extent], dtype=torch.float32)
+    lo_s, hi_s = _check_range("scale_range", scale_range, 0.0)
+    lo_a, hi_a = _check_range("aspect_range", aspect_range, 0.0)
+    if n_axes < 2 and (lo_a, hi_a) != (1.0, 1.0):
+        raise ConfigError(
+            f"'aspect_range' needs at least 2 axes, but this data has {n_axes}; use scale_range."
+        )
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    shape = (batch_size, n_patches)
+    size = base.to(gen_device).expand(*shape, n_axes).clone()
+    if (lo_s, hi_s) != (1.0, 1.0):
+        scale = lo_s + (hi_s - lo_s) * torch.rand(shape, generator=generator, device=gen_device)
+        size = size * scale.unsqueeze(-1)
+    if (lo_a, hi_a) != (1.0, 1.0):
+        log_a = math.log(lo_a) + (math.log(hi_a) - math.log(lo_a)) * torch.rand(
+            shape, generator=generator, device=gen_device
+        )
+        stretch = torch.exp(log_a / 2)
+        size[..., -1] = size[..., -1] * stretch
+        size[..., -2] = size[..., -2] / stretch
+    ext = ext.to(gen_device)
+    size = torch.minimum(size, ext)  # a box never exceeds the sample
+    free = ext - size
+    start = torch.rand((*shape, n_axes), generator=generator, device=gen_device) * free
+    boxes = Boxes(center=start + size / 2, size=size)
+    return boxes.to(device) if device is not None else boxes
+
+
+def grid_boxes(
+    extent: Sequence[int],
+    patch_size: float | Sequence[float],
+    device: torch.device | str | None = None,
+) -> Boxes:
+    """Non-overlapping boxes on a regular grid, row-major (the ViT / PART-grid patching).
+
+    The grid covers ``floor(extent / patch_size)`` cells per axis starting at 0; a remainder at the
+    far edge is left out, as a ViT patch embedding does.
+
+    Returns
+    -------
+    Boxes
+        ``(N, D)`` with ``N = prod(floor(extent_d / patch_d))``.
+    """
+    n_axes = len(extent)
+    size = _as_tuple(patch_size, n_axes, "patch_size")
+    counts = [int(math.floor(e / s + 1e-9)) for e, s in zip(extent, size)]
+    if min(counts) < 1:
+        raise ConfigError(
+            f"The patch size {list(size)} does not fit in a sample of extent {list(extent)}."
+        )
+    axes = [(torch.arange(n, dtype=torch.float32) + 0.5) * s for n, s in zip(counts, size)]
+    centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, n_axes)
+    sizes = torch.tensor(size, dtype=torch.float32).expand_as(centers).clone()
+    return Boxes(centers.to(device), sizes.to(device))
+
+
+def grid_count(extent: Sequence[int], patch_size: float | Sequence[float]) -> int:
+    """Number of grid patches that fit in ``extent``."""
+    size = _as_tuple(patch_size, len(extent), "patch_size")
+    return int(math.prod(int(math.floor(e / s + 1e-9)) for e, s in zip(extent, size)))
+
+
+def sample_pairs(
+    batch_size: int,
+    n_patches: int,
+    n_pairs: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (reference, target) index pairs with reference ≠ target, drawn with replacement.
+
+    Returns
+    -------
+    ref, tgt : torch.Tensor
+        ``(B, n_pairs)`` long tensors of patch indices.
+    """
+    if n_patches < 2:
+        raise ConfigError(f"Relative pairs need at least 2 patches per sample, got {n_patches}.")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    shape = (batch_size, n_pairs)
+    ref = torch.randint(0, n_patches, shape, generator=generator, device=gen_device)
+    offset = torch.randint(1, n_patches, shape, generator=generator, device=gen_device)
+    tgt = (ref + offset) % n_patches
+    if device is not None:
+        ref, tgt = ref.to(device), tgt.to(device)
+    return ref, tgt
