@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from relpos import hookimpl
-from relpos.errors import ConfigError, DataError
+from relpos.errors import ConfigError, DataError, warn
 from relpos.modality import Modality, Windows
 
 RECORDING_SUFFIXES = (".edf", ".bdf", ".fif", ".fif.gz", ".vhdr", ".set", ".gdf", ".cnt", ".mff", ".nxe")
@@ -176,10 +176,7 @@ class EEGModality(Modality):
                     f"Recording {str(path)!r} lasts {duration:.1f} s, shorter than one window "
                     f"(modality.window_s = {cfg.window_s} s)."
                 )
-            warnings.warn(
-                f"Skipping {str(path)!r}: it lasts {duration:.1f} s, shorter than one window ({cfg.window_s} s).",
-                stacklevel=2,
-            )
+            warn(f"Skipping {str(path)!r}: it lasts {duration:.1f} s, shorter than one window ({cfg.window_s} s).")
             return None
         starts = np.arange(0, data.shape[1] - window + 1, stride)
         x = np.lib.stride_tricks.sliding_window_view(data, window, axis=1)[:, starts]  # (C, W, T)

@@ -126,6 +126,11 @@ class PART(Pretext):
     sampling = "offgrid"
 
     def __init__(self, config, modality, encoder_config, data):
+        if encoder_config.pos_embed != "none":
+            raise ConfigError(
+                f"PART predicts positions, so its encoder must not see them: 'encoder.pos_embed' "
+                f"must be 'none', got {encoder_config.pos_embed!r}."
+            )
         super().__init__(config, modality, encoder_config, data)
         config.validate()
         self.patch_size = modality.patch_size()

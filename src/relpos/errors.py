@@ -8,6 +8,7 @@ allowed. The CLI prints that sentence and exits with status 2; it never shows a 
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -38,3 +39,8 @@ def unknown_name(kind: str, value: str, choices: Iterable[str]) -> str:
     choices = sorted(choices)
     listed = ", ".join(repr(c) for c in choices) if choices else "none are installed"
     return f"Unknown {kind} {value!r}.{did_you_mean(value, choices)} Available: {listed}."
+
+
+def warn(message: str) -> None:
+    """Tell the user something was skipped or adjusted, in one ``relpos: warning:`` line on stderr."""
+    print(f"relpos: warning: {message}", file=sys.stderr)

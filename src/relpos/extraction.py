@@ -4,7 +4,7 @@ One function for 1, 2 and 3 axes. A sample is ``(C, *extent)``; pixel (or sample
 interval ``[i, i + 1)`` and its value sits at ``i + 0.5``. A box is resampled on an ``out_size``
 lattice whose points are the centres of ``out_size`` equal cells of the box, with bilinear (or
 trilinear) interpolation. A box with integer corners whose size equals ``out_size`` therefore
-returns exactly the slice ``x[..., start:end]``.
+returns the slice ``x[..., start:end]`` (up to float32 rounding of the normalised coordinates).
 
 All patches of all samples come from one ``grid_sample`` call: the patches of a sample are stacked
 along the first output axis, so no input is copied per patch and nothing loops in Python.

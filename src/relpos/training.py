@@ -108,7 +108,7 @@ def open_data(modality: Modality, source: Any) -> Windows:
             raise DataError(
                 f"Modality {modality.name!r} ships no default data; pass --data PATH."
             )
-    windows = modality.load(source)
+    windows = source if isinstance(source, Windows) else modality.load(source)
     if len(windows) == 0:
         raise DataError(f"No windows could be made from {str(source)!r}.")
     patch = modality.patch_size()
@@ -233,7 +233,12 @@ def train(
         set_rng_state(state["rng"], generator)
         start = int(state["step"])
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RelposError(
+            f"Cannot create the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose another --out."
+        ) from None
     atomic_write_text(config.to_yaml(), run_dir / "config.yaml")
     log = _MetricsLog(run_dir, METRIC_FIELDS + list(pretext.log_keys), start, cfg.tensorboard)
     use_amp = cfg.amp and device.type == "cuda"

@@ -1,0 +1,118 @@
+"""Helpers shared by the benchmark scripts (timing, machine facts, markdown and JSON output)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    """Facts that make a figure reproducible."""
+    info = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def time_call(fn: Callable[[], object], repeats: int, warmup: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls (CPU ops are
+    synchronous, so no device synchronisation is needed). When ``cpu`` is a list, the process CPU
+    seconds of each call are appended to it (robust to other processes competing for the cores
+    when one thread runs; with N threads it is up to N times the wall time)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if cpu is not None:
+            cpu.append(time.process_time() - c0)
+    return times
+
+
+def cpu_pressure() -> dict:
+    """Load average and CPU pressure (other processes competing for the cores skew timings)."""
+    out: dict = {}
+    try:
+        out["loadavg_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    try:
+        with open("/proc/pressure/cpu") as fh:
+            line = fh.readline().split()
+            out["psi_cpu_some_avg10"] = float(line[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
+
+
+def summarise(times: Sequence[float]) -> dict:
+    times = sorted(times)
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {
+        "median_s": statistics.median(times),
+        "min_s": times[0],
+        "max_s": times[-1],
+        "q1_s": q[0],
+        "q3_s": q[2],
+        "n": len(times),
+    }
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number with ``digits`` significant figures, no scientific notation for the usual ranges."""
+    if value == 0 or not (value == value):  # zero or NaN
+        return str(value)
+    magnitude = abs(value)
+    if magnitude >= 10 ** digits:
+        return f"{value:,.0f}"
+    decimals = max(0, digits - 1 - int(f"{magnitude:e}".split("e")[1]))
+    return f"{value:,.{decimals}f}"
+
+
+def write_results(stem: str, markdown: str, payload: dict, out_dir: Path | None = None) -> tuple[Path, Path]:
+    out_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    md_path.write_text(markdown.rstrip() + "\n")
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    return md_path, json_path

@@ -1,0 +1,130 @@
+"""Shared fixtures for the relpos test-suite.
+
+Every training run here is tiny (32-dim, one block, 16 pairs, batch 2) so the whole suite runs on two
+CPU cores in a few minutes. Runs write only under pytest's ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+#: The real EEG recording shipped inside the package (64 EEG channels, 160 Hz, 61.0 s).
+EEG_SAMPLE = REPO / "modalities" / "data" / "eegmmidb_S001R02.edf"
+#: Real data sets shared beside the repository (may be absent on other machines).
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+#: ``--set`` values that make any run tiny.
+TINY_OVERRIDES = [
+    "encoder.dim=32",
+    "encoder.depth=1",
+    "encoder.heads=2",
+    "pretext.n_pairs=16",
+    "train.batch_size=2",
+]
+
+
+def tiny_args(steps: int = 2) -> list[str]:
+    """CLI arguments for a tiny run of ``steps`` steps without a progress bar."""
+    args: list[str] = []
+    for override in TINY_OVERRIDES:
+        args += ["--set", override]
+    return [*args, "--steps", str(steps), "--no-progress"]
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    """The tiny ``key=value`` overrides (for :func:`relpos.resolve_config`)."""
+    return list(TINY_OVERRIDES)
+
+
+def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 300) -> tuple[int, str, str]:
+    """Run ``relpos ARGS`` as a real process (``python -m relpos.cli``); return (code, stdout, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "relpos.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        timeout=timeout,
+    )
+    return (
+        proc.returncode,
+        proc.stdout.decode("utf-8", errors="replace"),
+        proc.stderr.decode("utf-8", errors="replace"),
+    )
+
+
+@pytest.fixture
+def cli():
+    """The :func:`run_cli` helper as a fixture."""
+    return run_cli
+
+
+def read_metrics(run_dir: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a run's metrics.csv."""
+    with open(Path(run_dir) / "metrics.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+# -- data factories ----------------------------------------------------------------------------
+#: (file name, PIL mode, (width, height)) of a small, deliberately mixed image folder.
+DEFAULT_IMAGES = [
+    ("rgb_40x30.png", "RGB", (40, 30)),
+    ("grey_33x50.png", "L", (33, 50)),
+    ("alpha_36x36.png", "RGBA", (36, 36)),
+    ("photo_45x38.jpg", "RGB", (45, 38)),
+]
+
+
+@pytest.fixture
+def make_image_folder(tmp_path):
+    """Factory: ``make_image_folder(name="images", specs=DEFAULT_IMAGES)`` writes images, returns the folder."""
+    from PIL import Image
+
+    def make(name: str = "images", specs=DEFAULT_IMAGES, seed: int = 0) -> Path:
+        folder = tmp_path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        for filename, mode, (width, height) in specs:
+            bands = len(Image.new(mode, (1, 1)).getbands())
+            pixels = rng.integers(0, 256, size=(height, width, bands), dtype=np.uint8)
+            img = Image.fromarray(pixels[..., 0] if bands == 1 else pixels, mode=mode)
+            path = folder / filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+        return folder
+
+    return make
+
+
+@pytest.fixture
+def make_recording(tmp_path):
+    """Factory: ``make_recording(seconds, name="short_raw.fif")`` cuts the real EEG sample to
+    ``seconds`` and saves it as FIF (160 Hz, 64 channels); returns the file path."""
+
+    def make(seconds: float, name: str = "short_raw.fif") -> Path:
+        import mne
+
+        raw = mne.io.read_raw_edf(EEG_SAMPLE, preload=True, verbose="error")
+        raw.crop(0.0, seconds, include_tmax=False, verbose="error")
+        path = tmp_path / name
+        raw.save(path, overwrite=True, verbose="error")
+        return path
+
+    return make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``/work/shared/data`` beside the repository, or a skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared real data not found at {SHARED_DATA} (it lives beside the repository)")
+    return SHARED_DATA
