@@ -116,3 +116,48 @@ def write_results(stem: str, markdown: str, payload: dict, out_dir: Path | None 
     md_path.write_text(markdown.rstrip() + "\n")
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     return md_path, json_path
+
+
+def _machine_busy_s() -> float | None:
+    """CPU seconds all processes have used since boot (from /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class Contention:
+    """Measures how much CPU *other* processes used while a benchmark ran.
+
+    ``others_cores`` is the average number of cores other processes kept busy: near 0 on a quiet
+    machine; anything close to a whole core on this 2-core machine makes the timings pessimistic.
+    """
+
+    def __enter__(self) -> "Contention":
+        self.t0, self.busy0, self.own0 = time.perf_counter(), _machine_busy_s(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self.t0
+        busy1, own = _machine_busy_s(), time.process_time() - self.own0
+        self.result = {"wall_s": wall, "own_cpu_s": own}
+        if self.busy0 is not None and busy1 is not None:
+            others = max(0.0, (busy1 - self.busy0) - own)
+            self.result.update({"others_cpu_s": others, "others_cores": others / max(wall, 1e-9)})
+
+    def start(self) -> "Contention":
+        return self.__enter__()
+
+    def stop(self) -> dict:
+        self.__exit__(None, None, None)
+        return self.result
+
+    def describe(self) -> str:
+        r = self.result
+        if "others_cores" not in r:
+            return "other processes' CPU use unknown"
+        return (f"other processes kept {r['others_cores']:.2f} cores busy on average during the run "
+                f"(this process: {r['own_cpu_s'] / max(r['wall_s'], 1e-9):.2f} cores)")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from _common import cpu_pressure, fmt, machine_info, markdown_table, summarise, time_call, write_results
+from _common import Contention, cpu_pressure, fmt, machine_info, markdown_table, summarise, time_call, write_results
 from relpos.extraction import extract_patches, extract_patches_loop
 from relpos.geometry import Boxes
 from relpos.sampling import sample_offgrid
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     payload = {"machine": machine_info(), "args": vars(args), "cases": {}, "pressure_before": cpu_pressure()}
     rows, detail_rows, cpu_rows = [], [], []
+    contention = Contention().start()
     for key in args.cases:
         case = CASES[key]
         print(f"{case.name}, batch {case.batch}, {args.threads} thread(s)", file=sys.stderr)
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             detail_rows.append([case.name, part, f"{stats['median_s'] * 1e3:.3f}", f"{100 * stats['median_s'] / total:.0f} %"])
 
     payload["pressure_after"] = cpu_pressure()
+    payload["contention"] = contention.stop()
     header = ["case", "batch", "batched images/s", "loop (grid_sample) images/s",
               "extract_patches_loop images/s", "speed-up (vs faster loop)", "goal", "met?"]
     table = markdown_table(header, rows)
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu_table = markdown_table(["case", "batched", "loop (grid_sample)", "extract_patches_loop", "speed-up"], cpu_rows)
     pressure = (f"CPU pressure (other processes on the machine): load average {payload['pressure_before'].get('loadavg_1m', float('nan')):.2f} "
                 f"before, {payload['pressure_after'].get('loadavg_1m', float('nan')):.2f} after; PSI cpu some avg10 "
-                f"{payload['pressure_before'].get('psi_cpu_some_avg10', float('nan'))} → {payload['pressure_after'].get('psi_cpu_some_avg10', float('nan'))} %.")
+                f"{payload['pressure_before'].get('psi_cpu_some_avg10', float('nan'))} → {payload['pressure_after'].get('psi_cpu_some_avg10', float('nan'))} %; "
+                f"{contention.describe()}.")
     markdown = (f"{title}\n\n{table}\n\nThe same, as images per CPU-second of this process (median; insensitive "
                 f"to other processes taking the cores when 1 thread runs):\n\n{cpu_table}\n\n{pressure}\n\nMax |loop − batched| on the same boxes: {errors}.\n\n"
                 f"Where the batched time goes (each line timed on its own):\n\n{details}\n")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from _common import cpu_pressure, fmt, machine_info, markdown_table, write_results
+from _common import Contention, cpu_pressure, fmt, machine_info, markdown_table, write_results
 from relpos.encoder import EncoderConfig
 from relpos.extraction import extract_patches
 from relpos.geometry import relative_transform
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     payload = {"machine": machine_info(), "args": vars(args), "pressure_before": cpu_pressure(), "cases": {}}
+    contention = Contention().start()
     for key in args.cases:
         case = CASES[key]
         if args.n_pairs:
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  step {res['step_ms_median']:.1f} ms (phased, median), {res['real_step_ms_median']:.1f} ms (PART.forward, median); "
               f"sampling+extraction+targets {res['sampling_extraction_targets_pct']:.2f} %", file=sys.stderr)
     payload["pressure_after"] = cpu_pressure()
+    payload["contention"] = contention.stop()
 
     keys = list(payload["cases"])
     header = ["phase"] + [f"{payload['cases'][k]['case']['label']}: ms" for k in keys] + \
@@ -256,10 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         f"cross-attention head; {m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, {m['date']}\n\n"
         f"{table}\n\n{goal_table}\n\n{details}.\n\n"
         f"CPU pressure (other processes): load average {pb.get('loadavg_1m', float('nan')):.2f} before, "
-        f"{pa.get('loadavg_1m', float('nan')):.2f} after.\n"
+        f"{pa.get('loadavg_1m', float('nan')):.2f} after; {contention.describe()}.\n"
     )
     print(markdown)
-    md, js = write_results("step_share", markdown, payload, args.out)
+    stem = "step_share" + (f"_npairs{args.n_pairs}" if args.n_pairs else "") + (f"_threads{args.threads}" if args.threads != (os.cpu_count() or 1) else "")
+    md, js = write_results(stem, markdown, payload, args.out)
     print(f"Wrote {md} and {js}", file=sys.stderr)
     return 0
 

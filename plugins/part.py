@@ -69,31 +69,64 @@ class PARTConfig:
 
 
 class CrossAttentionHead(nn.Module):
-    """The paper's relative encoder: a pair query attends to every patch embedding."""
+    """The paper's relative encoder: a pair query attends to every patch embedding.
+
+    ``query`` is the paper's linear projection of ``concat(x_ref, x_tgt)`` (2d → d); multi-head
+    attention (query, key, value and output projections, as in "Attention is all you need") uses
+    it as the query and all patch embeddings as keys and values; a LayerNorm and a linear layer
+    read θ̂ out.
+
+    Linear(concat(a, b)) = W_ref·a + W_tgt·b + bias, and the attention's query projection is linear
+    too, so both are applied once per patch (N) and the results gathered per pair (n_pairs ≫ N):
+    the same function as projecting every concatenated pair, at a fraction of the cost.
+    """
 
     def __init__(self, dim: int, heads: int, out_dim: int):
         super().__init__()
+        self.heads = heads
         self.query = nn.Linear(2 * dim, dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.q_proj = nn.Linear(dim, dim)
+        self.kv_proj = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, out_dim)
 
+    def pair_queries(self, tokens: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """``q_proj(query(concat(x_ref, x_tgt)))`` for every pair, computed per patch."""
+        dim = tokens.shape[-1]
+        w_ref, w_tgt = self.query.weight[:, :dim], self.query.weight[:, dim:]
+        wq = self.q_proj.weight
+        per_patch_ref = tokens @ (wq @ w_ref).T
+        per_patch_tgt = tokens @ (wq @ w_tgt).T
+        bias = wq @ self.query.bias + self.q_proj.bias
+        return _take(per_patch_ref, ref) + _take(per_patch_tgt, tgt) + bias
+
     def forward(self, tokens: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        pair = torch.cat([_take(tokens, ref), _take(tokens, tgt)], dim=-1)
-        query = self.query(pair)
-        attended, _ = self.attn(query, tokens, tokens, need_weights=False)
-        return self.out(self.norm(attended))
+        batch, n_patches, dim = tokens.shape
+        n_pairs = ref.shape[1]
+        head_dim = dim // self.heads
+        q = self.pair_queries(tokens, ref, tgt).reshape(batch, n_pairs, self.heads, head_dim).transpose(1, 2)
+        k, v = self.kv_proj(tokens).reshape(batch, n_patches, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v)
+        attended = attended.transpose(1, 2).reshape(batch, n_pairs, dim)
+        return self.out(self.norm(self.proj(attended)))
 
 
 class PairwiseHead(nn.Module):
-    """Linear map of the concatenated (reference, target) embeddings."""
+    """Linear map of the concatenated (reference, target) embeddings (2d → |θ|).
+
+    Applied as W_ref·x_ref + W_tgt·x_tgt + bias, per patch then gathered per pair (the same map).
+    """
 
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
         self.out = nn.Linear(2 * dim, out_dim)
 
     def forward(self, tokens: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        return self.out(torch.cat([_take(tokens, ref), _take(tokens, tgt)], dim=-1))
+        dim = tokens.shape[-1]
+        per_ref = tokens @ self.out.weight[:, :dim].T
+        per_tgt = tokens @ self.out.weight[:, dim:].T
+        return _take(per_ref, ref) + _take(per_tgt, tgt) + self.out.bias
 
 
 class FullMLPHead(nn.Module):

@@ -8,6 +8,12 @@ returns the slice ``x[..., start:end]`` (up to float32 rounding of the normalise
 
 All patches of all samples come from one ``grid_sample`` call: the patches of a sample are stacked
 along the first output axis, so no input is copied per patch and nothing loops in Python.
+
+One case takes a shorter road with the same result: 1-D boxes on the CPU that are not rescaled
+(size == ``out_size``, as for EEG patches) and lie inside the signal. Every sample point of such a
+patch has the same fractional offset, so the patch is a linear interpolation between two
+integer-shifted slices. That is about twice as fast on long signals and exact in float32, where
+``grid_sample``'s coordinates, normalised to [-1, 1], lose about 1e-3 of a sample at 3,000 samples.
 """
 
 from __future__ import annotations
@@ -59,6 +65,15 @@ def extract_patches(
     extent = x.shape[2:]
     n_patches = boxes.center.shape[-2]
     dtype = x.dtype if x.is_floating_point() else torch.float32
+    if n_axes == 1 and mode == "bilinear" and x.device.type == "cpu":
+        start = (boxes.center[..., 0] - boxes.size[..., 0] / 2).to(dtype)
+        if (
+            bool((boxes.size[..., 0] == out_size[0]).all())
+            and bool((start >= 0).all())
+            and bool((start + out_size[0] <= extent[0]).all())
+            and extent[0] > out_size[0]
+        ):
+            return _shifted_slices_1d(x.to(dtype), start, out_size[0])
 
     # Per axis, the sampling positions of every patch, normalised to [-1, 1] (align_corners=False).
     coords = []
@@ -90,6 +105,26 @@ def extract_patches(
     if n_axes == 1:
         out = out.squeeze(3)
     return out
+
+
+def _shifted_slices_1d(x: torch.Tensor, start: torch.Tensor, size: int) -> torch.Tensor:
+    """Patches of ``size`` samples starting at continuous positions ``start`` (B, N) inside ``x``.
+
+    Sample ``k`` of a patch sits at ``start + k + 0.5``, i.e. at index ``u = start + k`` between
+    samples ``floor(u)`` and ``floor(u) + 1``, with weight ``frac(start)`` the same for every k.
+    """
+    batch, _, length = x.shape
+    first = start.floor()
+    weight = start - first
+    # A box flush with the end (start = length - size, weight 0) reads its last window from one
+    # sample earlier with weight 1: the same values, without reading past the signal.
+    flush = first > length - size - 1
+    first = torch.where(flush, first - 1, first)
+    weight = torch.where(flush, torch.ones_like(weight), weight)[..., None, None]  # (B, N, 1, 1)
+    windows = x.unfold(-1, size + 1, 1)  # (B, C, length - size, size + 1), a view
+    rows = torch.arange(batch, device=x.device).unsqueeze(-1)
+    pieces = windows.permute(0, 2, 1, 3)[rows, first.long()]  # (B, N, C, size + 1)
+    return torch.lerp(pieces[..., :size], pieces[..., 1:], weight)
 
 
 def extract_patches_loop(
