@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -29,6 +30,15 @@ TINY_OVERRIDES = [
     "pretext.n_pairs=16",
     "train.batch_size=2",
 ]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and far slower with two when the cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_args(steps: int = 2) -> list[str]:

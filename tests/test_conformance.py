@@ -17,22 +17,9 @@ import relpos.plugins
 from relpos.config import resolve_config
 from relpos.training import build_modality, build_pretext
 
-TINY = [
-    "encoder.dim=32",
-    "encoder.depth=1",
-    "encoder.heads=2",
-    "pretext.n_pairs=16",
-    "train.batch_size=2",
-]
+from conftest import TINY_OVERRIDES as TINY
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far slower with two when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- tiny data per modality ------------------------------------------------------------------------------

@@ -13,18 +13,11 @@ from relpos.geometry import relative_transform
 from relpos.modality import Windows
 from relpos.training import build_modality, build_pretext
 
-TINY = ["encoder.dim=32", "encoder.depth=1", "encoder.heads=2", "pretext.n_pairs=16", "train.batch_size=2"]
+from conftest import TINY_OVERRIDES as TINY
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 IMAGE = ["modality.image_size=16", "modality.patch_size=4"]
 EEG = ["modality.window_s=10", "modality.patch_s=1"]  # 100 Hz → windows of 1000 samples, patches of 100
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far slower with two when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make(modality: str, pretext: str, overrides=(), x: torch.Tensor | None = None):

@@ -10,15 +10,9 @@ import relpos
 from relpos.config import TrainConfig
 from relpos.training import TrainingError, _param_groups, lr_schedule
 
-TINY = [
-    "encoder.dim=32",
-    "encoder.depth=1",
-    "encoder.heads=2",
-    "pretext.n_pairs=16",
-    "train.batch_size=2",
-    "train.progress=false",
-    "train.tensorboard=false",
-]
+from conftest import TINY_OVERRIDES
+
+TINY = [*TINY_OVERRIDES, "train.progress=false", "train.tensorboard=false"]
 
 
 def test_schedule_warms_up_linearly_then_decays_by_cosine():
