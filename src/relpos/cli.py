@@ -44,14 +44,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .config import resolve_config
     from .training import train
 
-    overrides = []
-    for flag, key in (("data", "data"), ("out", "out"), ("steps", "train.steps"),
-                      ("seed", "train.seed"), ("device", "train.device")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}" if flag not in ("data", "out") else None)
-    # Paths go in verbatim (not through YAML parsing), so odd file names survive.
-    overrides = [o for o in overrides if o is not None]
+    # --steps/--seed/--device are shorthands for --set; paths are applied verbatim afterwards
+    # (not parsed as YAML), so any file name survives.
+    overrides = [
+        f"{key}={getattr(args, flag)}"
+        for flag, key in (("steps", "train.steps"), ("seed", "train.seed"), ("device", "train.device"))
+        if getattr(args, flag) is not None
+    ]
     config = resolve_config(args.config, args.modality, args.pretext, [*overrides, *args.overrides])
     if args.data is not None:
         config.data = args.data

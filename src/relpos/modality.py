@@ -7,7 +7,6 @@ encoders, training) is axis-generic and lives in the core.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -130,7 +129,3 @@ class Modality:
     def describe(cls) -> str:
         return cls.description or (cls.__doc__ or "").strip().splitlines()[0]
 
-
-def check_extent(extent: Sequence[int], patch_size: Sequence[float]) -> bool:
-    """True when at least one patch fits in ``extent`` on every axis."""
-    return all(e >= s for e, s in zip(extent, patch_size)) and math.prod(extent) > 0
