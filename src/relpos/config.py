@@ -129,6 +129,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             f"Invalid value for {key!r}: expected {' or '.join(_type_name(a) for a in args)}, "
             f"got {value!r}."
         )
+    if origin is dict or tp is dict:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError:
+                pass
+        if not isinstance(value, dict):
+            raise ConfigError(f"Invalid value for {key!r}: expected a mapping, got {value!r}.")
+        key_type, value_type = args if len(args) == 2 else (Any, Any)
+        return {_coerce(k, key_type, key): _coerce(v, value_type, key) for k, v in value.items()}
     if origin in (tuple, list):
         if isinstance(value, str):
             parsed = yaml.safe_load(value)
