@@ -1,31 +1,58 @@
 """The ``eeg`` modality: 1 axis (time), samples as native units.
 
-Recordings are read with MNE (``mne.io.read_raw``: EDF, BDF, FIF, BrainVision, EEGLAB, GDF, ...),
-EEG channels are picked, band-pass filtered and resampled, cut into fixed windows, and each window is
-instance-normalised per channel. The defaults are the PART paper's sleep-EEG recipe: 0.1–30 Hz,
-100 Hz, 30-second windows, 1-second patches, 40 of them sampled per window. Each patch spans every
-channel and is tokenised by one linear layer.
+Recordings are read with MNE (``mne.io.read_raw``: EDF, BDF, FIF, BrainVision, EEGLAB, GDF, ...)
+from a file, a folder (recursively), a glob pattern (``data/**/*.edf``) or a list file (``.txt``,
+one path per line, relative to the list file, ``#`` comments); from Python also from ``mne.io.Raw``
+objects. EEG trials stored as NumPy arrays (``.npz`` with ``X_train``/``y_train``/``X_test``/
+``y_test``/``sfreq``, the layout of the UEA archive copies) are read too, each trial a short
+recording.
 
-The package ships one real recording, ``eegmmidb_S001R02.edf`` (PhysioNet EEG Motor
-Movement/Imagery Dataset, subject 1, run 2; see ``ATTRIBUTION.md`` beside it). It lasts 61 s, so the
-default stride (5 s) overlaps windows to give it 7 of them.
+Channels are picked by type (``channel_types``), then by name or pattern (``channels``; ``common``
+keeps the channels every recording has). Each recording is notch-filtered (``notch_freq``),
+band-pass filtered, re-referenced (``reference``) and resampled with MNE, cut into fixed windows
+(``windows: fixed``) or one window per annotation (``windows: events``), and each window is
+instance-normalised per channel. Windows with non-finite samples or a flat channel are dropped and
+counted. Labels come from annotations (``labels: annotations`` with ``label_map``), or from Sleep-EDF
+hypnograms (``labels: sleep``: W, N1, N2, N3, REM). Every window carries its recording id and its
+subject id, so splits are by recording or subject. Windows made from files are cached on disk.
+
+The defaults are the PART paper's sleep-EEG recipe: 0.1–30 Hz, 100 Hz, 30-second windows, 1-second
+patches, 40 of them sampled per window. The package ships one real recording,
+``eegmmidb_S001R02.edf`` (PhysioNet EEG Motor Movement/Imagery Dataset, subject 1, run 2; see
+``ATTRIBUTION.md`` beside it). It lasts 61 s, so the default stride (5 s) overlaps windows to give it
+7 of them.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from relpos import hookimpl
-from relpos.errors import ConfigError, DataError, warn
+from relpos.errors import ConfigError, DataError
 from relpos.modality import Modality, Windows
 
-RECORDING_SUFFIXES = (".edf", ".bdf", ".fif", ".fif.gz", ".vhdr", ".set", ".gdf", ".cnt", ".mff", ".nxe")
+from .eeg_pipeline import (
+    LabelRule,
+    _TooShort,
+    params_of,
+    recording_windows,
+    select_channels,
+    split_names,
+)
+from .eeg_sources import RECORDING_SUFFIXES, resolve_recordings, strip_suffix, subject_of
+
 SAMPLE = Path(__file__).parent / "data" / "eegmmidb_S001R02.edf"
+NUMPY_SUFFIXES = (".npz", ".npy")
+#: Bumped when the pipeline changes what it writes, so old cache entries are not reused.
+PIPELINE_VERSION = 1
+
+__all__ = ["EEGConfig", "EEGModality", "RECORDING_SUFFIXES"]
 
 
 @dataclass
@@ -33,11 +60,25 @@ class EEGConfig:
     """Options of the EEG modality (defaults: the PART paper's recipe)."""
 
     channel_types: str = "eeg"  # MNE channel type(s) to keep, comma-separated
-    l_freq: float = 0.1  # band-pass low edge, Hz
+    channels: str = ""  # "" (all of those types) | names or glob patterns, comma-separated | "common"
+    standardize_names: bool = False  # rename EEGMMIDB-style dotted labels ("Fc5." -> "FC5") first
+    l_freq: float = 0.1  # band-pass low edge, Hz (0: low-pass only)
     h_freq: float = 30.0  # band-pass high edge, Hz
     sfreq: float = 100.0  # resampling rate, Hz
+    notch_freq: float = 0.0  # mains frequency to notch out, with its harmonics below Nyquist, Hz (0: off)
+    reference: str = ""  # "" (keep) | "average" | channel name(s), comma-separated
+    windows: str = "fixed"  # fixed (window_s, stride_s) | events (one window per annotation)
     window_s: float = 30.0  # window length, s
     stride_s: float = 5.0  # distance between window starts, s (window_s for non-overlapping)
+    event_offset_s: float = 0.0  # events: window start relative to the annotation onset, s
+    labels: str = "none"  # none | annotations (with label_map) | sleep (Sleep-EDF hypnograms, AASM)
+    label_map: dict[str, str] = field(default_factory=dict)  # annotation description -> class name
+    subject_pattern: str = ""  # regex on the file name, group 1 = subject ("": Sleep-EDF, EEGMMIDB)
+    flat_threshold: float = 1e-7  # a channel whose peak-to-peak in a window is below this (V) is flat
+    split: str = "train"  # .npz trials: train | test | all
+    npz_unit: str = "uV"  # unit of the values in .npz/.npy trials: V | mV | uV
+    source_sfreq: float = 0.0  # sampling rate of .npy trials (which cannot store it), Hz
+    cache: bool = True  # cache preprocessed windows on disk ($RELPOS_CACHE_DIR or ~/.cache/relpos)
     patch_s: float = 1.0  # patch length, s
     patches_per_window: int = 40  # off-grid patches sampled per window
 
@@ -60,11 +101,72 @@ class EEGConfig:
             )
         if self.patches_per_window < 2:
             raise ConfigError(f"'modality.patches_per_window' must be at least 2, got {self.patches_per_window}.")
+        _choice("windows", self.windows, ("fixed", "events"))
+        _choice("labels", self.labels, ("none", "annotations", "sleep"))
+        _choice("split", self.split, ("train", "test", "all"))
+        _choice("npz_unit", self.npz_unit, ("V", "mV", "uV"))
+        for key in ("notch_freq", "flat_threshold", "source_sfreq"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"'modality.{key}' must be >= 0, got {getattr(self, key)}.")
+        if not split_names(self.channel_types):
+            raise ConfigError("'modality.channel_types' is empty; give MNE channel types, e.g. 'eeg' or 'eeg,eog'.")
 
 
-def _is_recording(path: Path) -> bool:
-    name = path.name.lower()
-    return any(name.endswith(s) for s in RECORDING_SUFFIXES)
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"Invalid value for 'modality.{key}': allowed {', '.join(allowed)}, got {value!r}."
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _is_raw(obj: Any) -> bool:
+    try:
+        import mne
+    except ImportError:  # pragma: no cover - mne is a dependency
+        return False
+    return isinstance(obj, mne.io.BaseRaw)
+
+
+@dataclass
+class _Item:
+    """One recording to open: a file, or a Raw object passed from Python."""
+
+    where: str  # how messages name it
+    recording_id: str
+    subject_id: str
+    path: Path | None = None
+    hypnogram: Path | None = None
+    raw: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def open(self):
+        """The recording, not yet preloaded (a copy for Raw objects)."""
+        import mne
+
+        if self.raw is not None:
+            return self.raw.copy()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            raw = mne.io.read_raw(self.path, preload=False, verbose="warning")
+        # A truncated EDF/BDF is read up to where it stops; tell the user rather than hide it.
+        self.notes = [
+            " ".join(str(w.message).split()) for w in caught if "file size" in str(w.message).lower()
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if self.hypnogram is not None:
+                ann = mne.read_annotations(self.hypnogram)
+                # Hypnogram onsets count from the recording's start (Sleep-EDF: both start together).
+                raw.set_annotations(
+                    mne.Annotations(ann.onset, ann.duration, ann.description, orig_time=None),
+                    emit_warning=False,
+                    verbose="error",
+                )
+        return raw
 
 
 class EEGModality(Modality):
@@ -89,103 +191,296 @@ class EEGModality(Modality):
 
     # -- loading -------------------------------------------------------------------------------
     def load(self, data) -> Windows:
-        paths = self._resolve_paths(data)
-        windows, groups, names, skipped = [], [], None, []
-        for path in paths:
-            raw = self._read(path)
-            x = self._windows_of(raw, path, strict=len(paths) == 1)
-            if x is None:
-                skipped.append(path.name)
-                continue
-            if names is None:
-                names = raw.ch_names
-            elif len(raw.ch_names) != len(names):
-                raise DataError(
-                    f"Recording {str(path)!r} has {len(raw.ch_names)} channels but earlier recordings "
-                    f"have {len(names)}; all recordings must share their channels."
-                )
-            windows.append(x)
-            groups.extend([path.stem] * len(x))
-        if not windows:
+        """Open ``data`` into windows.
+
+        Parameters
+        ----------
+        data : str, pathlib.Path, mne.io.BaseRaw or list of mne.io.BaseRaw
+            A recording file, a folder (searched recursively), a glob pattern, a list file
+            (``.txt``), an ``.npz``/``.npy`` of trials, or Raw objects (not cached).
+
+        Returns
+        -------
+        Windows
+            ``(N, C, window_s * sfreq)`` float32 windows with ``groups`` (recording ids),
+            ``subjects`` and, with labels, ``labels``/``class_names``; ``info`` holds ``sfreq``,
+            ``ch_names``, ``files``, ``skipped``, ``dropped`` and ``unlabelled``.
+        """
+        from relpos.cache import cached_windows
+
+        if data is None:
+            data = self.default_data()
+        params = {"pipeline": PIPELINE_VERSION, "mne": _mne_version(), **params_of(self.config)}
+        if _is_raw(data) or (isinstance(data, (list, tuple)) and data and all(_is_raw(r) for r in data)):
+            raws = [data] if _is_raw(data) else list(data)
+            items = []
+            for i, raw in enumerate(raws):
+                names = getattr(raw, "filenames", None) or [None]
+                stem = strip_suffix(Path(str(names[0])).name) if names[0] else f"raw{i}"
+                where = f"Raw object {i} ({stem})" if names[0] else f"Raw object {i}"
+                rid = stem if names[0] else f"raw{i}"
+                items.append(_Item(where, rid, subject_of(rid, self.config.subject_pattern) or rid, raw=raw))
+            source = f"{len(raws)} Raw object{'s' if len(raws) != 1 else ''}"
+            windows = cached_windows("eeg", [], params, lambda w: self._build(w, items, source), enabled=False)
+            self._last_info = windows.info
+            return windows
+        if isinstance(data, (list, tuple)):
             raise DataError(
-                f"Every recording in {str(data)!r} is shorter than one window "
-                f"({self.config.window_s} s): {', '.join(skipped)}."
+                f"The eeg modality takes a path or mne.io.Raw objects, got a {type(data).__name__} of "
+                f"{', '.join(sorted({type(r).__name__ for r in data})) or 'nothing'}."
             )
-        x = torch.from_numpy(np.concatenate(windows)).float()
-        info = {
-            "sfreq": self.config.sfreq,
-            "ch_names": list(names),
-            "n_recordings": len(windows),
-            "skipped": skipped,
-            "source": str(data),
-        }
-        return Windows(x=x, labels=None, groups=np.array(groups), info=info)
-
-    def _resolve_paths(self, data) -> list[Path]:
+        if not isinstance(data, (str, Path)):
+            raise DataError(
+                f"The eeg modality takes a path or mne.io.Raw objects, got {type(data).__name__}."
+            )
         path = Path(data)
-        if not path.exists():
-            raise DataError(f"Data path {str(path)!r} does not exist.")
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and _is_recording(p))
-            if not files:
-                raise DataError(
-                    f"No recordings found in folder {str(path)!r} (looked recursively for "
-                    f"{', '.join(RECORDING_SUFFIXES)})."
-                )
-            return files
-        return [path]
+        if path.is_file() and path.name.lower().endswith(NUMPY_SUFFIXES):
+            from .eeg_npz import load_trials
 
-    def _read(self, path: Path):
-        import mne
+            windows = load_trials(self.config, path, params)
+            self._last_info = windows.info
+            return windows
+        recordings = resolve_recordings(data, self.config.subject_pattern)
+        items = [
+            _Item(repr(str(r.path)), r.recording_id, r.subject_id, path=r.path, hypnogram=r.hypnogram)
+            for r in recordings
+        ]
+        sources = []
+        for r in recordings:
+            sources.append(r.path)
+            if r.hypnogram is not None:
+                sources.append(r.hypnogram)
+        params["recordings"] = [[it.recording_id, it.subject_id] for it in items]
+        windows = cached_windows(
+            "eeg", sources, params, lambda w: self._build(w, items, str(data)), enabled=self.config.cache
+        )
+        self._last_info = windows.info
+        return windows
 
+    def inspect(self, data) -> dict[str, Any]:
+        """The base report, plus ``unlabelled`` ({annotation description: windows dropped for it})."""
+        self._last_info = {}
+        report = super().inspect(data)
+        report["unlabelled"] = dict(self._last_info.get("unlabelled") or {})
+        return report
+
+    # -- the build -----------------------------------------------------------------------------
+    def _read_header(self, item: _Item, strict: bool, writer, skipped: list) -> Any | None:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                raw = mne.io.read_raw(path, preload=True, verbose="error")
+            raw = item.open()
         except Exception as exc:  # noqa: BLE001 - MNE raises many kinds for a bad file
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise DataError(f"Cannot read {str(path)!r} as an EEG recording with MNE: {reason}") from None
-        types = [t.strip() for t in self.config.channel_types.split(",") if t.strip()]
+            if strict:
+                raise DataError(f"Cannot read {item.where} as an EEG recording with MNE: {_one_line(exc)}") from None
+            reason = f"cannot be read with MNE ({_one_line(exc)})"
+            writer.warn(f"Skipping {item.where}: it {reason}.")
+            skipped.append({"path": item.where.strip("'"), "reason": reason})
+            return None
+        if self.config.standardize_names:
+            import mne
+
+            mne.datasets.eegbci.standardize(raw)
+        types = split_names(self.config.channel_types)
         present = sorted(set(raw.get_channel_types()))
         if not any(t in present for t in types):
             raise DataError(
-                f"Recording {str(path)!r} has no channels of type {', '.join(types)}; its channel "
+                f"Recording {item.where} has no channels of type {', '.join(types)}; its channel "
                 f"types are {', '.join(present)} (set modality.channel_types)."
             )
         raw.pick([t for t in types if t in present], verbose="error")
-        cfg = self.config
-        if raw.info["sfreq"] <= 2 * cfg.h_freq:
-            raise DataError(
-                f"Recording {str(path)!r} is sampled at {raw.info['sfreq']} Hz, not above twice the "
-                f"band-pass high edge ({cfg.h_freq} Hz); lower modality.h_freq."
-            )
-        raw.filter(cfg.l_freq or None, cfg.h_freq, verbose="error")
-        if raw.info["sfreq"] != cfg.sfreq:
-            raw.resample(cfg.sfreq, verbose="error")
         return raw
 
-    def _windows_of(self, raw, path: Path, strict: bool) -> np.ndarray | None:
+    def _build(self, writer, items: list[_Item], source: str) -> None:
         cfg = self.config
-        data = raw.get_data()  # (channels, samples), volts
-        window = int(round(cfg.window_s * cfg.sfreq))
-        stride = int(round(cfg.stride_s * cfg.sfreq))
-        duration = data.shape[1] / cfg.sfreq
-        if data.shape[1] < window:
-            if strict:
+        rule = LabelRule(cfg.labels, cfg.label_map)
+        strict = len(items) == 1
+        skipped: list[dict[str, str]] = []
+        common: list[str] | None = None
+        if cfg.channels.strip().lower() == "common":
+            common = self._common_channels(items, writer, skipped)
+        reference_names: list[str] | None = None
+        reference_where = ""
+        files, dropped, unlabelled, descriptions = [], Counter(), Counter(), Counter()
+        classes = rule.class_names(set()) if rule.active and not rule.identity else []
+        index = {c: i for i, c in enumerate(classes)}
+        for item in items:
+            if any(s["path"] == item.where.strip("'") for s in skipped):
+                continue
+            raw = self._read_header(item, strict, writer, skipped)
+            if raw is None:
+                continue
+            available = list(raw.ch_names)
+            selected = common if common is not None else select_channels(available, cfg.channels, item.where)
+            if reference_names is None:
+                reference_names, reference_where = list(selected), item.where
+            elif set(selected) != set(reference_names):
+                only_here = sorted(set(selected) - set(reference_names))
+                only_there = sorted(set(reference_names) - set(selected))
                 raise DataError(
-                    f"Recording {str(path)!r} lasts {duration:.1f} s, shorter than one window "
-                    f"(modality.window_s = {cfg.window_s} s)."
+                    f"Recordings {reference_where} and {item.where} have different channels "
+                    f"(only in the first: {', '.join(only_there) or 'none'}; only in the second: "
+                    f"{', '.join(only_here) or 'none'}); set modality.channels to 'common' to keep the "
+                    f"channels they share, or name the channels to use."
                 )
-            warn(f"Skipping {str(path)!r}: it lasts {duration:.1f} s, shorter than one window ({cfg.window_s} s).")
-            return None
-        starts = np.arange(0, data.shape[1] - window + 1, stride)
-        x = np.lib.stride_tricks.sliding_window_view(data, window, axis=1)[:, starts]  # (C, W, T)
-        x = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float64)
-        mean = x.mean(axis=-1, keepdims=True)
-        std = x.std(axis=-1, keepdims=True)
-        return ((x - mean) / np.maximum(std, 1e-12)).astype(np.float32)
+            else:
+                selected = list(reference_names)
+            needed = self._needed_channels(available, selected, item.where)
+            if rule.mode == "sleep" and item.path is not None and item.hypnogram is None:
+                if not any(rule.label(d) is not None for d in raw.annotations.description):
+                    writer.warn(
+                        f"No hypnogram found for {item.where} (expected <name>-Hypnogram.edf beside it, or "
+                        f"one sharing its first 6 characters); its windows have no sleep stage."
+                    )
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    raw.pick(needed, verbose="error")
+                    raw.load_data(verbose="error")
+            except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file
+                if strict:
+                    raise DataError(
+                        f"Cannot read {item.where} as an EEG recording with MNE: {_one_line(exc)}"
+                    ) from None
+                reason = f"its samples cannot be read ({_one_line(exc)})"
+                writer.warn(f"Skipping {item.where}: {reason}.")
+                skipped.append({"path": item.where.strip("'"), "reason": reason})
+                continue
+            sfreq0 = float(raw.info["sfreq"])
+            duration_s = raw.n_times / sfreq0
+            for note in item.notes:
+                writer.warn(f"{item.where} looks truncated; reading the {duration_s:.1f} s it holds (MNE: {note})")
+            ann_counts = Counter(str(d) for d in raw.annotations.description)
+            descriptions.update(ann_counts)
+            try:
+                rw = recording_windows(raw, cfg, selected, item.where, rule)
+            except _TooShort as short:
+                if strict:
+                    raise DataError(
+                        f"Recording {item.where} lasts {short.duration_s:.1f} s, shorter than one window "
+                        f"(modality.window_s = {cfg.window_s} s)."
+                    ) from None
+                reason = f"it lasts {short.duration_s:.1f} s, shorter than one window ({cfg.window_s} s)"
+                writer.warn(f"Skipping {item.where}: {reason}.")
+                skipped.append({"path": item.where.strip("'"), "reason": reason})
+                continue
+            dropped.update(rw.dropped)
+            unlabelled.update(rw.unlabelled)
+            labels = None
+            if rule.active:
+                for lab in rw.labels:
+                    if lab not in index:
+                        index[lab] = len(classes)
+                        classes.append(lab)
+                labels = np.array([index[lab] for lab in rw.labels], dtype=np.int64)
+            if len(rw.x):
+                writer.append(rw.x, groups=item.recording_id, labels=labels, subjects=item.subject_id)
+            files.append(
+                {
+                    "path": item.where.strip("'"),
+                    "recording": item.recording_id,
+                    "subject": item.subject_id,
+                    "hypnogram": str(item.hypnogram) if item.hypnogram is not None else None,
+                    "channels": list(selected),
+                    "sfreq": sfreq0,
+                    "duration_s": round(duration_s, 6),
+                    "annotations": dict(ann_counts),
+                    "n_windows": int(len(rw.x)),
+                }
+            )
+            del raw, rw
+        self._finish(writer, rule, source, files, skipped, dropped, unlabelled, descriptions, classes, reference_names)
+
+    def _finish(self, writer, rule, source, files, skipped, dropped, unlabelled, descriptions, classes, names):
+        cfg = self.config
+        if not files:
+            listed = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped)
+            raise DataError(f"No usable recording in {source!r}: every one was skipped: {listed}.")
+        if rule.active and not rule.identity:
+            matched = [d for d in descriptions if rule.label(d) is not None]
+            if not matched:
+                found = ", ".join(repr(d) for d in sorted(descriptions)) or "none"
+                mapping = ", ".join(repr(k) for k in rule.map)
+                raise DataError(
+                    f"The label mapping (modality.labels = {cfg.labels!r}, descriptions {mapping}) matches "
+                    f"none of the annotations in {source!r}; the annotation descriptions found are: {found}."
+                )
+        if rule.active and rule.identity and not descriptions:
+            raise DataError(
+                f"The recordings in {source!r} have no annotations to label windows with "
+                f"(modality.labels = 'annotations'); use labels: none, or add annotations."
+            )
+        total = writer.count + sum(dropped.values())
+        if dropped:
+            reasons = ", ".join(f"{n} {why}" for why, n in dropped.items())
+            detail = ""
+            if unlabelled:
+                detail = " (" + ", ".join(f"{d!r}: {n}" for d, n in sorted(unlabelled.items())) + ")"
+            writer.warn(f"Dropped {sum(dropped.values())} of {total} windows in {source!r}: {reasons}{detail}.")
+        if writer.count == 0:
+            reasons = ", ".join(f"{n} {why}" for why, n in dropped.items()) or "none were cut"
+            raise DataError(f"No window is left in {source!r} after dropping bad or unlabelled ones ({reasons}).")
+        writer.class_names = list(classes) if rule.active else []
+        writer.info.update(
+            {
+                "sfreq": cfg.sfreq,
+                "ch_names": list(names or []),
+                "n_recordings": len(files),
+                "files": files,
+                "skipped": skipped,
+                "dropped": dict(dropped),
+                "unlabelled": dict(unlabelled),
+                "source": source,
+            }
+        )
+
+    def _common_channels(self, items, writer, skipped) -> list[str]:
+        common: list[str] | None = None
+        for item in items:
+            raw = self._read_header(item, len(items) == 1, writer, skipped)
+            if raw is None:
+                continue
+            names = list(raw.ch_names)
+            common = names if common is None else [c for c in common if c in names]
+        if common is None:
+            return []
+        if not common:
+            raise DataError(
+                "The recordings share no channel of the selected types (modality.channels = 'common'); "
+                "check modality.channel_types."
+            )
+        return common
+
+    def _needed_channels(self, available: list[str], selected: list[str], where: str) -> list[str]:
+        """The selected channels plus those the reference needs."""
+        reference = self.config.reference.strip()
+        if reference.lower() == "average":
+            return list(available)
+        refs = split_names(reference)
+        missing = [r for r in refs if r not in available]
+        if missing:
+            raise DataError(
+                f"Recording {where} has no reference channel {', '.join(map(repr, missing))} "
+                f"(modality.reference = {reference!r}); its channels of the selected types are: "
+                f"{', '.join(available)}."
+            )
+        return list(selected) + [r for r in refs if r not in selected]
+
+
+def _mne_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mne")
+    except PackageNotFoundError:  # pragma: no cover
+        return "?"
 
 
 @hookimpl
 def register_modalities(register):
     register(EEGModality)
+
+
+@hookimpl
+def register_datasets(register):
+    from .sleep_edf import SleepEDF
+
+    register(SleepEDF)

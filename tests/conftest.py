@@ -32,6 +32,20 @@ TINY_OVERRIDES = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Point the window cache at a per-session temporary folder, never the user's ~/.cache."""
+    import os
+
+    previous = os.environ.get("RELPOS_CACHE_DIR")
+    os.environ["RELPOS_CACHE_DIR"] = str(tmp_path_factory.mktemp("relpos-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("RELPOS_CACHE_DIR", None)
+    else:
+        os.environ["RELPOS_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run fastest on one thread, and far slower with two when the cores are busy."""

@@ -45,7 +45,15 @@ def eeg_data(tmp_path_factory):
     return str(path), ["modality.window_s=10", "modality.stride_s=5", "modality.patch_s=1"]
 
 
-DATA_BUILDERS = {"image": image_data, "eeg": eeg_data}
+def timeseries_data(tmp_path_factory):
+    # 2 cases × 3 channels × 400 samples at 100 Hz; 2-s windows every 1 s:
+    # floor((400 - 200) / 100) + 1 = 3 per case → 6 windows of (3, 200); 0.5-s patches = 50 samples
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((2, 3, 400)).astype(np.float32), [
+        "modality.sfreq=100", "modality.window_s=2", "modality.stride_s=1", "modality.patch_s=0.5"]
+
+
+DATA_BUILDERS = {"image": image_data, "eeg": eeg_data, "timeseries": timeseries_data}
 
 
 @pytest.fixture(scope="module")

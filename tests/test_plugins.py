@@ -344,7 +344,7 @@ def hook_functions():
 
 
 def test_the_hooks_exist():
-    assert {name for name, _ in hook_functions()} == {"register_modalities", "register_pretexts"}
+    assert {name for name, _ in hook_functions()} == {"register_modalities", "register_pretexts", "register_datasets"}
 
 
 @pytest.mark.parametrize("name, fn", hook_functions(), ids=[n for n, _ in hook_functions()])

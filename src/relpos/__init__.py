@@ -44,6 +44,10 @@ _LAZY = {
     "list_modalities": "plugins",
     "list_pretexts": "plugins",
     "RelposError": "errors",
+    "Dataset": "datasets",
+    "get_dataset": "plugins",
+    "list_datasets": "plugins",
+    "cached_windows": "cache",
 }
 
 __all__ = ["hookimpl", "__version__", *_LAZY]

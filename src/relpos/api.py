@@ -100,4 +100,5 @@ def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> Pre
     encoder.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
     encoder.to(device).eval()
     modality = get_modality(config.modality)(config.modality_config)
+    modality.restore(state.get("data_info", {}))
     return PretrainedEncoder(encoder=encoder, modality=modality, config=config, step=int(state["step"]))

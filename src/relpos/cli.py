@@ -67,8 +67,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _plugins_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plugins", help="list installed modalities and pretexts",
-                       description="List every modality and pretext, who registered it, and plugins that failed to load.")
+    p = sub.add_parser("plugins", help="list installed modalities, pretexts and data sets",
+                       description="List every modality, pretext and data set, who registered it, and plugins "
+                                   "that failed to load.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_plugins)
 
@@ -77,23 +78,30 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     from .plugins import load_registry
 
     registry = load_registry()
-    entries = [e.as_dict() for kind in ("modality", "pretext") for e in registry.entries[kind].values()]
+    kinds = (("modality", "Modalities"), ("pretext", "Pretexts"), ("dataset", "Data sets"))
+    entries = [e.as_dict() for kind, _ in kinds for e in registry.entries[kind].values()]
     for entry in entries:
         if entry["kind"] == "pretext":
             cls = registry.get("pretext", entry["name"])
             entry["modalities"] = [
                 m for m in registry.names("modality") if cls.supports(registry.get("modality", m))
             ]
+        elif entry["kind"] == "dataset":
+            entry["modality"] = registry.get("dataset", entry["name"]).modality
     failures = [f.as_dict() for f in registry.failures]
     if args.json:
         print(json.dumps({"plugins": entries, "failed": failures}, indent=2))
         return 0
-    for kind, title in (("modality", "Modalities"), ("pretext", "Pretexts")):
+    for kind, title in kinds:
         print(f"{title}:")
         rows = [e for e in entries if e["kind"] == kind]
         width = max((len(e["name"]) for e in rows), default=0)
         for e in sorted(rows, key=lambda r: r["name"]):
-            extra = f" [modalities: {', '.join(e['modalities'])}]" if kind == "pretext" else ""
+            extra = ""
+            if kind == "pretext":
+                extra = f" [modalities: {', '.join(e['modalities'])}]"
+            elif kind == "dataset" and e["modality"]:
+                extra = f" [modality: {e['modality']}]"
             print(f"  {e['name']:<{width}}  {e['description']}  (plugin {e['plugin']!r} from {e['distribution']}){extra}")
         if not rows:
             print("  (none)")
@@ -101,6 +109,276 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print("Failed to load:")
         for f in failures:
             print(f"  {f['plugin']} ({f['distribution']}): {f['error']}")
+    return 0
+
+
+def _data_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="inspect data, fetch public data sets",
+                       description="See what relpos makes of your data, or download a public data set.")
+    data_sub = p.add_subparsers(dest="data_command", metavar="COMMAND")
+    p.set_defaults(func=lambda args: _missing_subcommand(p))
+
+    inspect = data_sub.add_parser(
+        "inspect",
+        help="show the files, channels, sampling rates, windows and labels relpos sees",
+        description=(
+            "Open data exactly as `relpos train` would and report what relpos sees: each file's "
+            "channels, sampling rate, duration and annotations, the windows and label counts, and "
+            "what was skipped or dropped, and why."
+        ),
+    )
+    inspect.add_argument(
+        "path", nargs="?", help="file, folder, glob or list file (default: the modality's sample)"
+    )
+    inspect.add_argument("--modality", help="modality name (default: eeg); see `relpos plugins`")
+    inspect.add_argument("--config", help="YAML config file whose 'modality' section applies")
+    inspect.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="modality setting, e.g. --set modality.window_s=10 (repeatable)",
+    )
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(func=_cmd_data_inspect)
+
+    fetch = data_sub.add_parser(
+        "fetch",
+        help="download a public data set (see `relpos plugins` for the names)",
+        description="Download a registered public data set and print the paths of its files.",
+    )
+    fetch.add_argument("name", help="data-set name, e.g. sleep-edf")
+    fetch.add_argument(
+        "--dest", help="folder to download into (default: $RELPOS_DATA_DIR/NAME or ~/relpos_data/NAME)"
+    )
+    fetch.add_argument("--subjects", help="subject indices, e.g. 0,1,2 or 0-4 (default: the data set's choice)")
+    fetch.add_argument(
+        "--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+        help="a data-set specific option, e.g. --option recording=1 (repeatable)",
+    )
+    fetch.add_argument("--json", action="store_true", help="machine-readable output")
+    fetch.set_defaults(func=_cmd_data_fetch)
+
+
+def _missing_subcommand(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def _modality_for_inspect(args: argparse.Namespace):
+    from .config import DEFAULT_MODALITY, build_dataclass, load_yaml, parse_override
+    from .errors import ConfigError
+    from .plugins import get_modality
+
+    values: dict = {}
+    if args.config:
+        section = load_yaml(args.config).get("modality") or {}
+        if isinstance(section, str):
+            section = {"name": section}
+        if not isinstance(section, dict):
+            raise ConfigError(f"Config section 'modality' in {args.config!r} must be a mapping, got {section!r}.")
+        values.update(section)
+    for text in args.overrides:
+        path, value = parse_override(text)
+        if path[0] != "modality":
+            if len(path) == 1:
+                path = ["modality", *path]  # a bare KEY=VALUE means a modality setting
+            else:
+                raise ConfigError(
+                    f"Invalid --set {text!r}: `relpos data inspect` takes modality settings only, "
+                    f"e.g. modality.window_s=10."
+                )
+        if len(path) == 1:
+            values["name"] = value
+        else:
+            values[path[1]] = value if len(path) == 2 else _nested(values.get(path[1]), path[2:], value)
+    name = str(args.modality or values.pop("name", None) or DEFAULT_MODALITY)
+    values.pop("name", None)
+    cls = get_modality(name)
+    return cls(build_dataclass(cls.Config, values, "modality"))
+
+
+def _nested(node, path: list[str], value):
+    node = dict(node) if isinstance(node, dict) else {}
+    node[path[0]] = value if len(path) == 1 else _nested(node.get(path[0]), path[1:], value)
+    return node
+
+
+def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    modality = _modality_for_inspect(args)
+    report = modality.inspect(args.path)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        sys.stdout.write(format_inspect_report(report))
+    return 0
+
+
+def _short_list(names: Sequence[str], limit: int = 6) -> str:
+    names = [str(n) for n in names]
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _num(value) -> str:
+    return f"{float(value):g}" if isinstance(value, (int, float)) else str(value)
+
+
+_FILE_KEYS = {"path", "channels", "sfreq", "duration_s", "annotations", "n_windows"}
+_REPORT_KEYS = {
+    "modality", "source", "n_windows", "channels", "extent", "sfreq", "ch_names", "label_counts",
+    "recordings", "n_subjects", "files", "skipped", "dropped", "cache",
+}
+
+
+def format_inspect_report(report: dict) -> str:
+    """The readable form of :meth:`relpos.modality.Modality.inspect`'s report."""
+    lines = [f"Modality: {report.get('modality')}", f"Source: {report.get('source')}"]
+    files = report.get("files") or []
+    if files:
+        lines.append(f"Files ({len(files)}):")
+    for entry in files:
+        lines.append(f"  {entry.get('path')}")
+        channels = entry.get("channels")
+        if isinstance(channels, (list, tuple)):
+            lines.append(f"    channels: {len(channels)} ({_short_list(channels)})")
+        elif channels is not None:
+            lines.append(f"    channels: {channels}")
+        if entry.get("sfreq") is not None:
+            lines.append(f"    sfreq: {_num(entry['sfreq'])} Hz")
+        if entry.get("duration_s") is not None:
+            lines.append(f"    duration: {float(entry['duration_s']):.1f} s")
+        annotations = entry.get("annotations")
+        if isinstance(annotations, dict):
+            text = ", ".join(f"{desc} ×{count}" for desc, count in annotations.items()) or "none"
+            lines.append(f"    annotations: {text}")
+        for key, value in entry.items():
+            if key not in _FILE_KEYS and value is not None:
+                lines.append(f"    {key.replace('_', ' ')}: {value}")
+        if entry.get("n_windows") is not None:
+            lines.append(f"    windows: {entry['n_windows']}")
+    if not files and report.get("recordings"):
+        recordings = report["recordings"]
+        lines.append(f"Recordings ({len(recordings)}):")
+        for name, count in list(recordings.items())[:20]:
+            lines.append(f"  {name}: {count} windows")
+        if len(recordings) > 20:
+            lines.append(f"  ... (+{len(recordings) - 20} more)")
+    extent = report.get("extent") or []
+    lines.append(
+        f"Windows: {report.get('n_windows')} (each {report.get('channels')} channels × "
+        f"{' × '.join(str(e) for e in extent) or '?'})"
+    )
+    ch_names = report.get("ch_names") or []
+    if ch_names:
+        lines.append(f"Channels: {len(ch_names)} ({_short_list(ch_names)})")
+    if report.get("sfreq") is not None:
+        lines.append(f"Sampling rate after preprocessing: {_num(report['sfreq'])} Hz")
+    if report.get("n_subjects") is not None:
+        lines.append(f"Subjects: {report['n_subjects']}, recordings: {len(report.get('recordings') or {})}")
+    labels = report.get("label_counts") or {}
+    lines.append("Labels: " + (", ".join(f"{name} {count}" for name, count in labels.items()) or "none"))
+    skipped = report.get("skipped") or []
+    if skipped:
+        lines.append(f"Skipped ({len(skipped)}):")
+        for item in skipped:
+            reason = f": {item['reason']}" if item.get("reason") else ""
+            lines.append(f"  {item.get('path')}{reason}")
+    dropped = report.get("dropped") or {}
+    if dropped:
+        lines.append(f"Dropped windows ({sum(int(v) for v in dropped.values())}):")
+        for reason, count in dropped.items():
+            lines.append(f"  {reason}: {count}")
+    for key, value in report.items():  # whatever a modality's own inspect() adds
+        if key in _REPORT_KEYS or value in (None, {}, []):
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        lines.append(f"{key.replace('_', ' ').capitalize()}: {value}")
+    cache = report.get("cache")
+    if isinstance(cache, dict) and cache.get("path"):
+        lines.append(f"Cache: {'reused' if cache.get('hit') else 'written'} {cache['path']}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_subjects(text: str | None) -> list[int] | None:
+    """``"0,1,5-7"`` -> ``[0, 1, 5, 6, 7]``; None stays None."""
+    from .errors import ConfigError
+
+    if text is None:
+        return None
+    subjects: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part[1:]:
+                first, _, last = part.partition("-")
+                lo, hi = int(first), int(last)
+                if hi < lo:
+                    raise ValueError(part)
+                subjects.extend(range(lo, hi + 1))
+            else:
+                subjects.append(int(part))
+    except ValueError:
+        raise ConfigError(
+            f"Invalid value for '--subjects': expected subject indices such as 0,1,2 or 0-4, got {text!r}."
+        ) from None
+    if not subjects or any(s < 0 for s in subjects):
+        raise ConfigError(
+            f"Invalid value for '--subjects': expected non-negative subject indices such as 0,1,2, got {text!r}."
+        )
+    return subjects
+
+
+def _fetch_options(dataset, texts: Sequence[str]) -> dict:
+    import inspect as pyinspect
+
+    from .config import parse_override
+    from .errors import ConfigError, did_you_mean
+
+    options = {}
+    for text in texts:
+        path, value = parse_override(text)
+        if len(path) != 1:
+            raise ConfigError(f"Invalid --option {text!r}: expected KEY=VALUE, e.g. recording=1.")
+        options[path[0]] = value
+    params = pyinspect.signature(dataset.fetch).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return options  # the data set validates its own options
+    accepted = [
+        n for n, p in params.items()
+        if n not in ("dest", "subjects") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(
+                f"Data set {dataset.name!r} has no option {key!r}.{did_you_mean(key, accepted)} "
+                f"Options: {', '.join(accepted) or 'none'}."
+            )
+    return options
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .datasets import data_root
+    from .plugins import get_dataset
+
+    cls = get_dataset(args.name)
+    subjects = parse_subjects(args.subjects)
+    dataset = cls()
+    options = _fetch_options(dataset, args.options)
+    dest = Path(args.dest).expanduser() if args.dest else data_root() / cls.name
+    files = [Path(f) for f in dataset.fetch(dest, subjects=subjects, **options)]
+    if args.json:
+        print(json.dumps({"dataset": cls.name, "modality": cls.modality, "dest": str(dest),
+                          "files": [str(f) for f in files]}, indent=2))
+        return 0
+    for path in files:
+        print(path)
+    hint = f"; train on them with `relpos train --modality {cls.modality} --data {dest}`" if cls.modality else ""
+    print(f"relpos: {len(files)} files of data set {cls.name!r} in {dest}{hint}", file=sys.stderr)
     return 0
 
 
@@ -112,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relpos {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _train_parser(sub)
+    _data_parser(sub)
     _plugins_parser(sub)
     return parser
 

@@ -18,3 +18,8 @@ def register_modalities(register: Callable[[type], None]) -> None:
 @hookspec
 def register_pretexts(register: Callable[[type], None]) -> None:
     """Register pretext classes by calling ``register(PretextClass)`` once for each."""
+
+
+@hookspec
+def register_datasets(register: Callable[[type], None]) -> None:
+    """Register downloadable data sets by calling ``register(DatasetClass)`` once for each."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,7 +29,9 @@ class Windows(torch.utils.data.Dataset):
     labels : torch.Tensor or None
         ``(N,)`` int64 class indices, or None when the data carries no labels.
     groups : numpy.ndarray
-        ``(N,)`` strings: the recording / subject each window comes from (for honest splits).
+        ``(N,)`` strings: the recording each window comes from (for honest splits).
+    subjects : numpy.ndarray
+        ``(N,)`` strings: the subject each window comes from (default: a copy of ``groups``).
     class_names : list of str
         Names of the label indices.
     info : dict
@@ -40,10 +43,13 @@ class Windows(torch.utils.data.Dataset):
     groups: np.ndarray | None = None
     class_names: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    subjects: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.groups is None:
             self.groups = np.array(["0"] * len(self.x))
+        if self.subjects is None:
+            self.subjects = np.array(self.groups, copy=True)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -61,6 +67,12 @@ class Windows(torch.utils.data.Dataset):
     @property
     def extent(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.x.shape[2:])
+
+
+def _skipped_entry(item: Any) -> dict[str, str]:
+    if isinstance(item, dict):
+        return {"path": str(item.get("path", "")), "reason": str(item.get("reason", ""))}
+    return {"path": str(item), "reason": ""}
 
 
 class Modality:
@@ -104,6 +116,69 @@ class Modality:
         Raises :class:`relpos.errors.DataError` with a one-sentence message for unusable input.
         """
         raise NotImplementedError(f"Modality {self.name!r} does not implement load().")
+
+    def inspect(self, data: Any) -> dict[str, Any]:
+        """What relpos sees in ``data``: the report behind ``relpos data inspect``.
+
+        The base implementation loads the data and summarises the windows. It also copies, when
+        :meth:`load` put them in ``Windows.info`` (where the window cache keeps them too):
+        ``info["files"]`` (one dict per file read: ``path``, ``channels`` (names), ``sfreq`` (Hz, as
+        read), ``duration_s``, ``annotations`` ({description: count}), ``n_windows``),
+        ``info["skipped"]`` (dicts ``{"path", "reason"}``) and ``info["dropped"]`` ({reason: number
+        of windows}). Modalities may override it to report more.
+
+        Returns
+        -------
+        dict
+            ``modality``, ``source``, ``n_windows``, ``channels``, ``extent``, ``sfreq`` (after
+            preprocessing, or None), ``ch_names``, ``label_counts`` ({class name: windows}),
+            ``recordings`` ({group: windows}), ``n_subjects``, ``files``, ``skipped``, ``dropped``,
+            ``cache`` (``{"hit", "path"}`` or None).
+        """
+        if data is None:
+            data = self.default_data()
+            if data is None:
+                from .errors import DataError
+
+                raise DataError(f"Modality {self.name!r} ships no default data; pass a PATH to inspect.")
+        windows = self.load(data)
+        info = windows.info or {}
+        label_counts: dict[str, int] = {}
+        if windows.labels is not None:
+            labels = windows.labels.numpy().astype(np.int64)
+            counts = np.bincount(labels[labels >= 0], minlength=len(windows.class_names))
+            for index, count in enumerate(counts.tolist()):
+                name = windows.class_names[index] if index < len(windows.class_names) else str(index)
+                label_counts[name] = int(count)
+            if (labels < 0).any():
+                label_counts["(unlabelled)"] = int((labels < 0).sum())
+        groups, group_counts = np.unique(np.asarray(windows.groups, dtype=str), return_counts=True)
+        files = info.get("files")
+        skipped = info.get("skipped")
+        dropped = info.get("dropped")
+        return {
+            "modality": self.name,
+            "source": info.get("source", str(data) if isinstance(data, (str, Path)) else type(data).__name__),
+            "n_windows": len(windows),
+            "channels": windows.channels if windows.x.ndim >= 2 else 0,
+            "extent": list(windows.extent),
+            "sfreq": info.get("sfreq"),
+            "ch_names": list(info.get("ch_names") or []),
+            "label_counts": label_counts,
+            "recordings": {str(g): int(c) for g, c in zip(groups, group_counts)},
+            "n_subjects": int(len(np.unique(np.asarray(windows.subjects, dtype=str)))),
+            "files": [dict(f) for f in files if isinstance(f, dict)] if isinstance(files, list) else [],
+            "skipped": [_skipped_entry(s) for s in skipped] if isinstance(skipped, list) else [],
+            "dropped": {str(k): int(v) for k, v in dropped.items()} if isinstance(dropped, dict) else {},
+            "cache": info.get("cache"),
+        }
+
+    def restore(self, data_info: dict[str, Any]) -> None:
+        """Take back what :meth:`load` learned from the training data (e.g. its sampling rate).
+
+        A run's checkpoint stores ``Windows.info`` as ``data_info``; :func:`relpos.load_encoder`
+        calls this so the modality knows its patch geometry before any new data is opened.
+        """
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Sample-level augmentation applied to a training batch ``(B, C, *extent)``."""

@@ -1,4 +1,4 @@
-"""Plugin loading and the registry of modalities and pretexts.
+"""Plugin loading and the registry of modalities, pretexts and data sets.
 
 Plugins are modules advertised in the ``relpos`` entry-point group; relpos's own modalities and
 pretexts are registered exactly that way. Loading is lazy (nothing happens at import time), each
@@ -23,8 +23,8 @@ from . import hookspecs
 from .errors import PluginError, unknown_name
 
 ENTRY_POINT_GROUP = "relpos"
-KINDS = ("modality", "pretext")
-_HOOKS = {"modality": "register_modalities", "pretext": "register_pretexts"}
+KINDS = ("modality", "pretext", "dataset")
+_HOOKS = {"modality": "register_modalities", "pretext": "register_pretexts", "dataset": "register_datasets"}
 
 
 @dataclass(frozen=True)
@@ -91,14 +91,20 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _check_class(kind: str, cls: Any) -> None:
+    from .datasets import Dataset
     from .modality import Modality
     from .pretext import Pretext
 
-    base = Modality if kind == "modality" else Pretext
+    base = {"modality": Modality, "pretext": Pretext, "dataset": Dataset}[kind]
+    where = "relpos.datasets" if kind == "dataset" else "relpos"
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise TypeError(f"register() for a {kind} takes a subclass of relpos.{base.__name__}, got {cls!r}")
+        raise TypeError(f"register() for a {kind} takes a subclass of {where}.{base.__name__}, got {cls!r}")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         raise TypeError(f"{cls.__qualname__} has no 'name'")
+    if kind == "dataset":
+        if not isinstance(cls.modality, str):
+            raise TypeError(f"{cls.__qualname__}.modality must be a modality name (a string)")
+        return
     if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
         raise TypeError(f"{cls.__qualname__}.Config must be a dataclass")
     if kind == "modality" and not cls.axes:
@@ -226,12 +232,21 @@ def get_pretext(name: str) -> type:
     return get_registry().get("pretext", name)
 
 
+def get_dataset(name: str) -> type:
+    """The data-set class registered as ``name`` (with a did-you-mean error otherwise)."""
+    return get_registry().get("dataset", name)
+
+
 def list_modalities(pattern: str = "*") -> list[str]:
     return get_registry().names("modality", pattern)
 
 
 def list_pretexts(pattern: str = "*") -> list[str]:
     return get_registry().names("pretext", pattern)
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    return get_registry().names("dataset", pattern)
 
 
 def compatible_pairs() -> list[tuple[str, str]]:

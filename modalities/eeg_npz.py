@@ -1,0 +1,211 @@
+"""EEG trials stored as NumPy arrays, each trial a short recording.
+
+The layout is the one of the UEA-archive copies in the shared data (``scp1.npz``, ``blink.npz``):
+``X_train`` / ``X_test`` ``(n, channels, samples)``, ``y_train`` / ``y_test`` class indices,
+``class_names``, ``sfreq`` (Hz), ``ch_names`` and optionally ``ch_types``. An ``.npz`` holding ``X``
+(and ``y``), or an ``.npy`` array ``(n, channels, samples)`` / ``(channels, samples)`` with
+``modality.source_sfreq``, works too. Trials go through the same steps as recordings, with MNE's
+array functions (``mne.filter.notch_filter``, ``filter_data``, ``resample``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from relpos.errors import DataError
+
+from .eeg_pipeline import DROP_FLAT, DROP_NONFINITE, normalise, notch_freqs, select_channels, split_names
+from .eeg_sources import subject_of
+
+UNIT_SCALE = {"V": 1.0, "mV": 1e-3, "uV": 1e-6}
+CHUNK_TRIALS = 256
+
+
+def _arrays(cfg, path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray | None]], dict[str, Any]]:
+    """[(split, X, y)] and the archive's metadata."""
+    where = repr(str(path))
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - numpy raises several kinds for a bad file
+        raise DataError(f"Cannot read {where} as a NumPy file: {' '.join(str(exc).split())}.") from None
+    if isinstance(archive, np.ndarray):
+        x = archive[None] if archive.ndim == 2 else archive
+        if x.ndim != 3:
+            raise DataError(
+                f"The array in {where} has shape {archive.shape}; EEG trials need (trials, channels, "
+                f"samples) or (channels, samples)."
+            )
+        return [("all", x, None)], {}
+    keys = set(archive.files)
+    meta = {k: archive[k] for k in ("sfreq", "ch_names", "ch_types", "class_names") if k in keys}
+    if {"X_train", "X_test"} & keys:
+        splits = ("train", "test") if cfg.split == "all" else (cfg.split,)
+        out = []
+        for split in splits:
+            if f"X_{split}" not in keys:
+                raise DataError(
+                    f"{where} has no 'X_{split}' array (modality.split = {cfg.split!r}); its arrays are "
+                    f"{sorted(keys)}."
+                )
+            y = archive[f"y_{split}"] if f"y_{split}" in keys else None
+            out.append((split, archive[f"X_{split}"], y))
+        return out, meta
+    for key in ("X", "x"):
+        if key in keys:
+            return [("all", archive[key], archive["y"] if "y" in keys else None)], meta
+    raise DataError(
+        f"{where} holds no EEG trials: expected arrays X_train/X_test (or X), found {sorted(keys)}."
+    )
+
+
+def load_trials(cfg, path: Path, params: dict[str, Any]):
+    """Windows from the trials in ``path`` (cached like recordings)."""
+    from relpos.cache import cached_windows
+
+    params = {**params, "input": "numpy-trials"}
+    return cached_windows(
+        "eeg", [path], params, lambda writer: _build(cfg, path, writer), enabled=cfg.cache
+    )
+
+
+def _build(cfg, path: Path, writer) -> None:
+    import mne
+
+    where = repr(str(path))
+    parts, meta = _arrays(cfg, path)
+    src = float(cfg.source_sfreq) if cfg.source_sfreq > 0 else float(meta["sfreq"]) if "sfreq" in meta else 0.0
+    if src <= 0:
+        raise DataError(
+            f"{where} does not say its sampling rate (no 'sfreq' array); set modality.source_sfreq in Hz."
+        )
+    if src <= 2 * cfg.h_freq:
+        raise DataError(
+            f"Trials in {where} are sampled at {src} Hz, not above twice the band-pass high edge "
+            f"({cfg.h_freq} Hz); lower modality.h_freq."
+        )
+    n_channels = int(parts[0][1].shape[1])
+    ch_names = [str(c) for c in meta["ch_names"]] if "ch_names" in meta else [f"ch{i}" for i in range(n_channels)]
+    ch_types = [str(c) for c in meta["ch_types"]] if "ch_types" in meta else ["eeg"] * n_channels
+    types = split_names(cfg.channel_types)
+    typed = [n for n, t in zip(ch_names, ch_types) if t in types]
+    if not typed:
+        raise DataError(
+            f"{where} has no channels of type {', '.join(types)}; its channel types are "
+            f"{', '.join(sorted(set(ch_types)))} (set modality.channel_types)."
+        )
+    selected = select_channels(typed, cfg.channels, where)
+    reference = cfg.reference.strip()
+    refs = [] if reference.lower() in ("", "average") else split_names(reference)
+    missing = [r for r in refs if r not in typed]
+    if missing:
+        raise DataError(
+            f"{where} has no reference channel {', '.join(map(repr, missing))} (modality.reference = "
+            f"{reference!r}); its channels are: {', '.join(typed)}."
+        )
+    typed_idx = [ch_names.index(n) for n in typed]
+    pick = [typed.index(n) for n in selected]
+    n_src = int(parts[0][1].shape[2])
+    n_target = int(round(n_src * cfg.sfreq / src))
+    n_win = int(round(cfg.window_s * cfg.sfreq))
+    if n_target < n_win:
+        raise DataError(
+            f"Trials in {where} last {n_src / src:.2f} s, shorter than one window "
+            f"(modality.window_s = {cfg.window_s} s)."
+        )
+    if cfg.windows != "fixed":
+        raise DataError(
+            f"{where} holds trials without annotations; use modality.windows = 'fixed' (got {cfg.windows!r})."
+        )
+    stride = int(round(cfg.stride_s * cfg.sfreq))
+    starts = np.arange(0, n_target - n_win + 1, stride)
+    scale = UNIT_SCALE[cfg.npz_unit]
+    class_names = [str(c) for c in meta["class_names"]] if "class_names" in meta else []
+    has_labels = all(y is not None for _, _, y in parts)
+    if has_labels and not class_names:
+        class_names = [str(c) for c in sorted({int(v) for _, _, y in parts for v in y})]
+    stem = path.stem
+    dropped: Counter = Counter()
+    counts = {}
+    for split, x_all, y_all in parts:
+        counts[split] = int(len(x_all))
+        for lo in range(0, len(x_all), CHUNK_TRIALS):
+            x = np.asarray(x_all[lo : lo + CHUNK_TRIALS], dtype=np.float64)[:, typed_idx] * scale
+            keep = np.ones((len(x), len(starts)), dtype=bool)
+            for j, a_t in enumerate(starts):
+                a = int(round(a_t * src / cfg.sfreq))
+                b = min(n_src, max(a + 1, int(round((a_t + n_win) * src / cfg.sfreq))))
+                seg = x[:, pick, a:b]
+                bad = ~np.isfinite(seg).all(axis=(1, 2))
+                flat = ~bad & ((np.nanmax(seg, axis=2) - np.nanmin(seg, axis=2)) < cfg.flat_threshold).any(axis=1)
+                flat &= cfg.flat_threshold > 0
+                dropped[DROP_NONFINITE] += int(bad.sum())
+                dropped[DROP_FLAT] += int(flat.sum())
+                keep[:, j] = ~bad & ~flat
+            x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                freqs = notch_freqs(cfg.notch_freq, src)
+                if len(freqs):
+                    x = mne.filter.notch_filter(x, src, freqs, verbose="error")
+                x = mne.filter.filter_data(x, src, cfg.l_freq or None, cfg.h_freq, verbose="error")
+                if reference.lower() == "average":
+                    x = x - x.mean(axis=1, keepdims=True)
+                elif refs:
+                    x = x - x[:, [typed.index(r) for r in refs]].mean(axis=1, keepdims=True)
+                x = x[:, pick]
+                if src != cfg.sfreq:
+                    x = mne.filter.resample(x, up=cfg.sfreq, down=src, axis=-1, verbose="error")
+            windows, groups, subjects, labels = [], [], [], []
+            for i in range(len(x)):
+                trial = lo + i
+                rid = f"{stem}/{split}/{trial:05d}"
+                sid = subject_of(path.name, cfg.subject_pattern) or rid
+                for j, a in enumerate(starts):
+                    if keep[i, j] and a + n_win <= x.shape[-1]:
+                        windows.append(x[i, :, a : a + n_win])
+                        groups.append(rid)
+                        subjects.append(sid)
+                        if has_labels:
+                            labels.append(int(y_all[trial]))
+            if windows:
+                writer.append(
+                    normalise(np.stack(windows)),
+                    groups=groups,
+                    labels=np.array(labels, dtype=np.int64) if has_labels else None,
+                    subjects=subjects,
+                )
+    dropped = Counter({k: v for k, v in dropped.items() if v})
+    total = writer.count + sum(dropped.values())
+    reasons = ", ".join(f"{n} {why}" for why, n in dropped.items()) or "there are no trials"
+    if dropped:
+        writer.warn(f"Dropped {sum(dropped.values())} of {total} windows in {where}: {reasons}.")
+    if writer.count == 0:
+        raise DataError(f"No window is left in {where} after dropping bad ones ({reasons}).")
+    writer.class_names = class_names if has_labels else []
+    writer.info.update(
+        {
+            "sfreq": cfg.sfreq,
+            "ch_names": selected,
+            "n_recordings": sum(counts.values()),
+            "files": [
+                {
+                    "path": str(path),
+                    "channels": selected,
+                    "sfreq": src,
+                    "duration_s": round(n_src / src, 6),
+                    "annotations": {},
+                    "n_windows": int(writer.count),
+                    "trials": counts,
+                }
+            ],
+            "skipped": [],
+            "dropped": dict(dropped),
+            "unlabelled": {},
+            "source": str(path),
+        }
+    )

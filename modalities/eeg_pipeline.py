@@ -1,0 +1,302 @@
+"""From one MNE recording to normalised, labelled windows.
+
+The steps, in order: pick channels (by type, then by name or pattern), check the raw samples for
+non-finite values and flat channels (per window, at the file's own rate and before any filtering, so
+a filter can neither hide nor spread them), notch, band-pass, re-reference, resample to the target
+rate, cut windows (a fixed grid or one window per annotation), label them from annotations, drop the
+bad and the unlabelled ones (counting each reason), and normalise each window per channel.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from relpos.errors import DataError
+
+#: The AASM sleep stages of a Sleep-EDF hypnogram (R&K stages 3 and 4 both become N3).
+SLEEP_STAGES = ("W", "N1", "N2", "N3", "REM")
+SLEEP_LABEL_MAP = {
+    "Sleep stage W": "W",
+    "Sleep stage 1": "N1",
+    "Sleep stage 2": "N2",
+    "Sleep stage 3": "N3",
+    "Sleep stage 4": "N3",
+    "Sleep stage R": "REM",
+}
+DROP_NONFINITE = "non-finite values"
+DROP_FLAT = "flat channel"
+DROP_UNLABELLED = "no label"
+DROP_OUTSIDE = "event window outside the recording"
+
+
+@dataclass
+class RecordingWindows:
+    """What one recording gave: windows, labels (class names) and what was dropped."""
+
+    x: np.ndarray  # (n, C, T) float32, normalised
+    labels: list[str] | None
+    dropped: Counter = field(default_factory=Counter)
+    unlabelled: Counter = field(default_factory=Counter)  # annotation description -> windows
+
+
+def split_names(text: str) -> list[str]:
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def select_channels(available: list[str], spec: str, where: str) -> list[str]:
+    """Channels named by ``spec`` (names or glob patterns, comma-separated), in ``spec`` order.
+
+    ``spec`` empty or ``common`` keeps every available channel.
+    """
+    if not spec.strip() or spec.strip().lower() == "common":
+        return list(available)
+    chosen: list[str] = []
+    for item in split_names(spec):
+        if any(c in item for c in "*?["):
+            matches = [ch for ch in available if fnmatch.fnmatchcase(ch, item)]
+        else:
+            matches = [ch for ch in available if ch == item] or [
+                ch for ch in available if ch.lower() == item.lower()
+            ]
+        if not matches:
+            raise DataError(
+                f"Recording {where} has no channel matching {item!r} (modality.channels = {spec!r}); "
+                f"its channels of the selected types are: {', '.join(available)}."
+            )
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def annotation_table(raw) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(onset_s, duration_s, description) of ``raw``'s annotations, onsets from the data's first sample."""
+    ann = raw.annotations
+    onset = np.asarray(ann.onset, dtype=float)
+    if ann.orig_time is not None:
+        onset = onset - raw.first_time
+    return onset, np.asarray(ann.duration, dtype=float), [str(d) for d in ann.description]
+
+
+def bad_windows(
+    data: np.ndarray, sfreq: float, starts_s: np.ndarray, window_s: float, flat_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(non_finite, flat) masks over windows, read from the raw samples ``data`` (C, samples) at ``sfreq``."""
+    n = data.shape[1]
+    finite = np.isfinite(data)
+    bad_sample = ~finite.all(axis=0)
+    bad_cum = np.concatenate([[0], np.cumsum(bad_sample)])
+    non_finite = np.zeros(len(starts_s), dtype=bool)
+    flat = np.zeros(len(starts_s), dtype=bool)
+    for i, start in enumerate(starts_s):
+        a = max(0, int(round(start * sfreq)))
+        b = min(n, max(a + 1, int(round((start + window_s) * sfreq))))
+        if bad_cum[b] - bad_cum[a] > 0:
+            non_finite[i] = True
+            continue
+        if flat_threshold > 0:
+            seg = data[:, a:b]
+            flat[i] = bool((seg.max(axis=1) - seg.min(axis=1) < flat_threshold).any())
+    return non_finite, flat
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Per-window, per-channel instance normalisation of ``(n, C, T)`` (float64 maths, float32 out)."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return ((x - mean) / np.maximum(std, 1e-12)).astype(np.float32)
+
+
+def notch_freqs(notch_freq: float, sfreq: float) -> np.ndarray:
+    """``notch_freq`` and its harmonics strictly below the Nyquist frequency of ``sfreq``."""
+    if notch_freq <= 0:
+        return np.zeros(0)
+    return np.arange(notch_freq, sfreq / 2.0 - 1e-9, notch_freq)
+
+
+def preprocess_raw(raw, cfg, keep: list[str], where: str):
+    """Notch, band-pass, re-reference, keep ``keep`` channels (in that order) and resample, in place."""
+    sfreq = float(raw.info["sfreq"])
+    if sfreq <= 2 * cfg.h_freq:
+        raise DataError(
+            f"Recording {where} is sampled at {sfreq} Hz, not above twice the band-pass high edge "
+            f"({cfg.h_freq} Hz); lower modality.h_freq."
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        freqs = notch_freqs(cfg.notch_freq, sfreq)
+        if len(freqs):
+            raw.notch_filter(freqs, picks="all", verbose="error")
+        raw.filter(cfg.l_freq or None, cfg.h_freq, picks="all", verbose="error")
+        reference = cfg.reference.strip()
+        if reference:
+            if reference.lower() == "average":
+                if set(raw.get_channel_types()) == {"eeg"}:
+                    raw.set_eeg_reference("average", projection=False, verbose="error")
+                else:
+                    _subtract(raw, list(raw.ch_names))
+            else:
+                refs = split_names(reference)
+                missing = [r for r in refs if r not in raw.ch_names]
+                if missing:
+                    raise DataError(
+                        f"Recording {where} has no reference channel {', '.join(map(repr, missing))} "
+                        f"(modality.reference = {cfg.reference!r}); its channels are: {', '.join(raw.ch_names)}."
+                    )
+                _subtract(raw, refs)
+        if list(raw.ch_names) != list(keep):
+            raw.pick(keep, verbose="error")
+            raw.reorder_channels(keep)
+        if sfreq != cfg.sfreq:
+            raw.resample(cfg.sfreq, verbose="error")
+    return raw
+
+
+def _subtract(raw, refs: list[str]) -> None:
+    data = raw._data  # preloaded (C, samples)
+    idx = [raw.ch_names.index(r) for r in refs]
+    data -= data[idx].mean(axis=0, keepdims=True)
+
+
+class LabelRule:
+    """Annotation description -> class name, for ``labels: annotations | sleep``."""
+
+    def __init__(self, mode: str, label_map: dict[str, str]):
+        self.mode = mode
+        if mode == "sleep":
+            self.map = dict(label_map) if label_map else dict(SLEEP_LABEL_MAP)
+            self.fixed_classes = None if label_map else list(SLEEP_STAGES)
+        else:
+            self.map = dict(label_map)
+            self.fixed_classes = None
+        self.identity = mode == "annotations" and not label_map
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none"
+
+    def label(self, description: str) -> str | None:
+        if self.identity:
+            return description
+        return self.map.get(description)
+
+    def class_names(self, seen: set[str]) -> list[str]:
+        if self.fixed_classes is not None:
+            return list(self.fixed_classes)
+        if self.identity:
+            return sorted(seen)
+        ordered = list(dict.fromkeys(self.map.values()))
+        return ordered
+
+
+def window_starts(
+    cfg, duration_s: float, ann: tuple[np.ndarray, np.ndarray, list[str]], rule: LabelRule
+) -> tuple[np.ndarray, list[str | None], list[str | None], int]:
+    """Window start times (s), their labels, the description under each (for unlabelled counts), and
+    the number of event windows that fall outside the recording."""
+    onset, duration, desc = ann
+    n_win = int(round(cfg.window_s * cfg.sfreq))
+    n_total = int(round(duration_s * cfg.sfreq))
+    if cfg.windows == "events":
+        starts, labels, under, outside = [], [], [], 0
+        for o, d in zip(onset, desc):
+            label = rule.label(d) if rule.active else None
+            if rule.active and label is None:
+                continue
+            start = o + cfg.event_offset_s
+            a = int(round(start * cfg.sfreq))
+            if a < 0 or a + n_win > n_total:
+                outside += 1
+                continue
+            starts.append(a / cfg.sfreq)
+            labels.append(label)
+            under.append(d)
+        return np.asarray(starts, dtype=float), labels, under, outside
+    stride = int(round(cfg.stride_s * cfg.sfreq))
+    origin = 0
+    if rule.active:
+        mapped = [o for o, d in zip(onset, desc) if rule.label(d) is not None and o >= 0]
+        first = min(mapped) if mapped else (min([o for o in onset if o >= 0], default=0.0))
+        origin = int(round(first * cfg.sfreq))
+        if rule.mode != "sleep":
+            origin = origin % stride  # a grid through the first labelled onset, from the start
+    a = np.arange(origin, n_total - n_win + 1, stride)
+    starts = a / cfg.sfreq
+    if not rule.active:
+        return starts, [None] * len(starts), [None] * len(starts), 0
+    centres = starts + cfg.window_s / 2.0
+    labels, under = [], []
+    for c in centres:
+        label, found = None, None
+        for o, d, dsc in zip(onset, duration, desc):
+            if o <= c < o + d:
+                found = dsc if found is None else found
+                lab = rule.label(dsc)
+                if lab is not None:
+                    label, found = lab, dsc
+                    break
+        labels.append(label)
+        under.append(found)
+    return starts, labels, under, 0
+
+
+def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) -> RecordingWindows:
+    """Windows of one preloaded ``raw`` whose channels are already picked by type (``keep`` is the
+    final channel list; other channels may serve as a reference)."""
+    sfreq0 = float(raw.info["sfreq"])
+    duration_s = raw.n_times / sfreq0
+    if duration_s < cfg.window_s:
+        raise _TooShort(duration_s)
+    ann = annotation_table(raw)
+    starts, labels, under, outside = window_starts(cfg, duration_s, ann, rule)
+    picks = [raw.ch_names.index(c) for c in keep]
+    data0 = raw._data
+    non_finite, flat = bad_windows(data0[picks], sfreq0, starts, cfg.window_s, cfg.flat_threshold)
+    if not np.isfinite(data0).all():
+        np.nan_to_num(data0, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    preprocess_raw(raw, cfg, keep, where)
+    data = raw.get_data()
+    n_win = int(round(cfg.window_s * cfg.sfreq))
+    idx = np.round(starts * cfg.sfreq).astype(int)
+    dropped: Counter = Counter()
+    unlabelled: Counter = Counter()
+    if outside:
+        dropped[DROP_OUTSIDE] += outside
+    chosen: list[int] = []
+    for i in range(len(starts)):
+        if non_finite[i]:
+            dropped[DROP_NONFINITE] += 1
+        elif flat[i]:
+            dropped[DROP_FLAT] += 1
+        elif rule.active and labels[i] is None:
+            dropped[DROP_UNLABELLED] += 1
+            unlabelled[under[i] or "(no annotation)"] += 1
+        elif idx[i] + n_win <= data.shape[1]:  # False only by rounding at the very end
+            chosen.append(i)
+    kept_labels = [labels[i] for i in chosen]
+    idx = idx[chosen]
+    if len(idx):
+        x = np.lib.stride_tricks.sliding_window_view(data, n_win, axis=1)[:, idx]  # (C, n, T)
+        x = normalise(x.transpose(1, 0, 2))
+    else:
+        x = np.zeros((0, len(keep), n_win), dtype=np.float32)
+    return RecordingWindows(x=x, labels=kept_labels if rule.active else None, dropped=dropped, unlabelled=unlabelled)
+
+
+class _TooShort(Exception):
+    def __init__(self, duration_s: float):
+        super().__init__(duration_s)
+        self.duration_s = duration_s
+
+
+def params_of(cfg) -> dict[str, Any]:
+    """Every config field that changes the windows (not the patch geometry, not the cache switch)."""
+    import dataclasses
+
+    skip = {"patch_s", "patches_per_window", "cache"}
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}

@@ -1,0 +1,389 @@
+"""An on-disk cache of preprocessed windows, memory-mapped on the way back.
+
+A modality that spends time turning files into windows (reading, filtering, resampling) wraps that
+work in :func:`cached_windows`. The first call runs ``build``, which appends windows to a
+:class:`WindowWriter` one recording at a time (so memory stays bounded by one recording, whatever
+the size of the data set); the writer streams them into a raw float32 file, and the finished folder
+is published atomically. Every later call with the same sources and parameters skips ``build``
+entirely and memory-maps that file, so opening a data set larger than RAM costs almost nothing.
+
+The key covers the namespace, the cache format, every parameter and, for each source file, its
+resolved path, size and modification time: changing any of them builds a new entry. Entries live in
+``$RELPOS_CACHE_DIR/windows/<namespace>/<key>/`` (default ``~/.cache/relpos``); deleting that folder
+is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError, warn
+from .modality import Windows
+
+#: Bumped whenever the layout of an entry changes, so old entries are never misread.
+CACHE_FORMAT = 1
+X_FILE = "x.f32"
+META_FILE = "meta.json"
+#: Temporary folders older than this (left by a killed process) are removed on the next build.
+STALE_TMP_S = 24 * 3600.0
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def cache_root() -> Path:
+    """The cache folder: ``$RELPOS_CACHE_DIR`` when set, else ``~/.cache/relpos``."""
+    env = os.environ.get("RELPOS_CACHE_DIR", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "relpos"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def _source_fingerprint(path: str | os.PathLike) -> list[Any]:
+    resolved = Path(path).expanduser().resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        raise DataError(f"Source file {str(path)!r} does not exist or cannot be read.") from None
+    return [str(resolved), int(stat.st_size), int(stat.st_mtime_ns)]
+
+
+def cache_key(namespace: str, sources: Sequence[str | os.PathLike], params: Mapping[str, Any]) -> str:
+    """The sha256 key of an entry: namespace, format, parameters, and path/size/mtime of each source."""
+    payload = json.dumps(
+        {
+            "namespace": namespace,
+            "format": CACHE_FORMAT,
+            "params": dict(params),
+            "sources": [_source_fingerprint(s) for s in sources],
+        },
+        sort_keys=True,
+        default=_json_default,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class WindowWriter:
+    """Collects the windows a ``build`` function makes, streaming them to disk.
+
+    Attributes
+    ----------
+    count : int
+        Windows appended so far.
+    class_names : list of str
+        Names of the label indices; ``build`` sets it.
+    info : dict
+        Facts about the data (JSON-serialisable: sampling rate, channel names, skipped files...);
+        ``build`` updates it. It comes back, through JSON, in ``Windows.info`` on every later hit.
+    warnings : list of str
+        Messages given with :meth:`warn`; they are repeated on every cache hit.
+    """
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder
+        self.count = 0
+        self.class_names: list[str] = []
+        self.info: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        self.shape: tuple[int, ...] | None = None  # (C, *extent), fixed by the first append
+        self._has_labels: bool | None = None
+        self._groups: list[str] = []
+        self._subjects: list[str] = []
+        self._labels: list[np.ndarray] = []
+        self._chunks: list[np.ndarray] = []  # only without a folder (cache disabled)
+        self._fh = open(folder / X_FILE, "wb") if folder is not None else None
+
+    def append(
+        self,
+        x: np.ndarray,
+        groups: Sequence[str],
+        labels: np.ndarray | None = None,
+        subjects: Sequence[str] | None = None,
+    ) -> None:
+        """Append windows.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            ``(n, C, *extent)`` windows (converted to float32). Channels and extent are fixed by the
+            first call; a later mismatch is a :class:`~relpos.errors.DataError`.
+        groups : sequence of str
+            ``n`` recording ids (a single string is repeated for every window).
+        labels : numpy.ndarray, optional
+            ``n`` integer class indices. Either every call passes labels or none does.
+        subjects : sequence of str, optional
+            ``n`` subject ids (a single string is repeated); default: the groups.
+        """
+        x = np.asarray(x)
+        if x.ndim < 3:
+            raise ValueError(f"WindowWriter.append() takes windows of shape (n, C, *extent), got {x.shape}.")
+        n = int(x.shape[0])
+        groups = _per_window(groups, n, "groups")
+        subjects = groups if subjects is None else _per_window(subjects, n, "subjects")
+        where = repr(groups[0]) if groups else "(no windows)"
+        if self.shape is None:
+            self.shape = tuple(int(s) for s in x.shape[1:])
+        elif tuple(x.shape[1:]) != self.shape:
+            raise DataError(
+                f"Windows from {where} have shape {_shape_text(x.shape[1:])} (channels, samples) but earlier "
+                f"windows have {_shape_text(self.shape)}; every recording must give the same channels and "
+                f"window length."
+            )
+        has_labels = labels is not None
+        if self._has_labels is None:
+            self._has_labels = has_labels
+        elif has_labels != self._has_labels:
+            raise DataError(
+                f"Windows from {where} {'have' if has_labels else 'have no'} labels but earlier windows "
+                f"{'have none' if has_labels else 'have labels'}; label every recording or none."
+            )
+        if has_labels:
+            labels = np.asarray(labels).reshape(-1)
+            if len(labels) != n:
+                raise ValueError(f"WindowWriter.append() got {n} windows but {len(labels)} labels.")
+            self._labels.append(labels.astype(np.int64))
+        if n == 0:
+            return
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._fh is not None:
+            x.tofile(self._fh)
+        else:
+            self._chunks.append(x)
+        self._groups.extend(groups)
+        self._subjects.extend(subjects)
+        self.count += n
+
+    def warn(self, message: str) -> None:
+        """Warn the user now (``relpos: warning: ...``) and again whenever this entry is reused."""
+        self.warnings.append(message)
+        warn(message)
+
+    # -- finishing ------------------------------------------------------------------------------
+    def _labels_array(self) -> np.ndarray | None:
+        if not self._has_labels:
+            return None
+        return np.concatenate(self._labels) if self._labels else np.zeros(0, dtype=np.int64)
+
+    def _full_shape(self) -> list[int]:
+        return [self.count, *(self.shape if self.shape is not None else ())]
+
+    def close(self) -> None:
+        if self._fh is not None and not self._fh.closed:
+            self._fh.close()
+
+    def finish(self) -> None:
+        """Flush the raw file and write the small files beside it (``meta.json`` last)."""
+        assert self.folder is not None
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.close()
+        np.save(self.folder / "groups.npy", np.array(self._groups, dtype=str))
+        np.save(self.folder / "subjects.npy", np.array(self._subjects, dtype=str))
+        labels = self._labels_array()
+        if labels is not None:
+            np.save(self.folder / "labels.npy", labels)
+        meta = {
+            "format": CACHE_FORMAT,
+            "shape": self._full_shape(),
+            "dtype": "float32",
+            "has_labels": labels is not None,
+            "class_names": list(self.class_names),
+            "info": self.info,
+            "warnings": self.warnings,
+        }
+        (self.folder / META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+
+    def to_windows(self) -> Windows:
+        """The windows held in memory (cache disabled)."""
+        if self._chunks:
+            x = torch.from_numpy(np.concatenate(self._chunks))
+        else:
+            x = torch.zeros(tuple(self._full_shape()), dtype=torch.float32)
+        labels = self._labels_array()
+        info = json.loads(json.dumps(self.info, default=_json_default))
+        return Windows(
+            x=x,
+            labels=None if labels is None else torch.from_numpy(labels),
+            groups=np.array(self._groups, dtype=str),
+            subjects=np.array(self._subjects, dtype=str),
+            class_names=list(self.class_names),
+            info=info,
+        )
+
+
+def _per_window(values: Sequence[str] | str, n: int, what: str) -> list[str]:
+    if isinstance(values, (str, os.PathLike)):
+        return [str(values)] * n
+    values = [str(v) for v in values]
+    if len(values) != n:
+        raise ValueError(f"WindowWriter.append() got {n} windows but {len(values)} {what}.")
+    return values
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def load_entry(folder: Path, replay_warnings: bool = True) -> Windows | None:
+    """Open a published entry, memory-mapped; None when it is missing, partial or corrupt.
+
+    ``replay_warnings`` repeats the warnings ``build`` gave when the entry was made.
+    """
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        if meta.get("format") != CACHE_FORMAT or meta.get("dtype") != "float32":
+            return None
+        shape = tuple(int(s) for s in meta["shape"])
+        n = shape[0]
+        x_path = folder / X_FILE
+        if x_path.stat().st_size != int(np.prod(shape, dtype=np.int64)) * 4:
+            return None
+        groups = np.load(folder / "groups.npy", allow_pickle=False)
+        subjects = np.load(folder / "subjects.npy", allow_pickle=False)
+        labels = np.load(folder / "labels.npy", allow_pickle=False) if meta["has_labels"] else None
+        if len(groups) != n or len(subjects) != n or (labels is not None and len(labels) != n):
+            return None
+        if n == 0 or len(shape) < 3:
+            x = torch.zeros(shape, dtype=torch.float32)
+        else:
+            # Copy-on-write: torch wants a writable buffer; nothing is ever written back to the file.
+            x = torch.from_numpy(np.memmap(x_path, dtype=np.float32, mode="c", shape=shape))
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+    info = dict(meta.get("info") or {})
+    for message in (meta.get("warnings") or []) if replay_warnings else []:
+        warn(message)
+    return Windows(
+        x=x,
+        labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)),
+        groups=groups,
+        subjects=subjects,
+        class_names=list(meta.get("class_names") or []),
+        info=info,
+    )
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _discard(folder: Path) -> None:
+    """Move a corrupt entry out of the way first, so a reader never sees half of it deleted."""
+    trash = folder.parent / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.replace(folder, trash)
+    except OSError:
+        return
+    _remove(trash)
+
+
+def _remove_stale_tmp(parent: Path) -> None:
+    now = time.time()
+    for tmp in parent.glob(".tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TMP_S:
+                _remove(tmp)
+        except OSError:
+            pass
+
+
+def cached_windows(
+    namespace: str,
+    sources: Sequence[str | os.PathLike],
+    params: Mapping[str, Any],
+    build: Callable[[WindowWriter], None],
+    enabled: bool = True,
+) -> Windows:
+    """Windows from the cache, or built once by ``build`` and cached.
+
+    Parameters
+    ----------
+    namespace : str
+        Who builds the windows (the modality name); entries of different namespaces never mix.
+    sources : sequence of path
+        The files the windows are made from; the key covers each one's path, size and mtime.
+    params : mapping
+        Every parameter that changes the result (JSON-serialisable; other values go through ``str``).
+    build : callable
+        ``build(writer)`` appends the windows to ``writer`` (:class:`WindowWriter`) and may set
+        ``writer.class_names``, update ``writer.info`` and call ``writer.warn(message)``. It is not
+        called on a hit. If it raises, nothing is published and the exception propagates.
+    enabled : bool
+        False builds in memory and writes nothing.
+
+    Returns
+    -------
+    Windows
+        ``x`` is memory-mapped from the cache file (in memory when ``enabled`` is False);
+        ``info["cache"]`` says ``{"hit": bool, "path": str or None}``.
+    """
+    if not _NAMESPACE.match(namespace):
+        raise ValueError(f"Invalid cache namespace {namespace!r}: use letters, digits, '_', '.' or '-'.")
+    if not enabled:
+        writer = WindowWriter(None)
+        build(writer)
+        windows = writer.to_windows()
+        windows.info["cache"] = {"hit": False, "path": None}
+        return windows
+
+    key = cache_key(namespace, sources, params)
+    final = cache_root() / "windows" / namespace / key
+    if final.exists():
+        windows = load_entry(final)
+        if windows is not None:
+            windows.info["cache"] = {"hit": True, "path": str(final)}
+            return windows
+        _discard(final)
+
+    parent = final.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            f"Cannot create the cache folder {str(parent)!r}: {exc.strerror or exc}; set RELPOS_CACHE_DIR "
+            f"to a writable folder."
+        ) from None
+    _remove_stale_tmp(parent)
+    tmp = parent / f".tmp-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    writer = WindowWriter(tmp)
+    try:
+        build(writer)
+        writer.finish()
+    except BaseException:
+        writer.close()
+        _remove(tmp)
+        raise
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        # Another process published the same entry first: use theirs.
+        _remove(tmp)
+        windows = load_entry(final)
+        if windows is None:
+            raise DataError(f"The cache entry {str(final)!r} could not be written or read back.") from None
+        windows.info["cache"] = {"hit": True, "path": str(final)}
+        return windows
+    windows = load_entry(final, replay_warnings=False)  # build just gave them
+    if windows is None:
+        raise DataError(f"The cache entry {str(final)!r} could not be read back after writing it.")
+    windows.info["cache"] = {"hit": False, "path": str(final)}
+    return windows

@@ -1,0 +1,61 @@
+"""Public data sets that relpos can download: ``relpos data fetch NAME``.
+
+A plugin subclasses :class:`Dataset`, gives it a ``name``, a one-line ``description`` and the
+``modality`` that opens its files, implements :meth:`Dataset.fetch`, and registers the class through
+the ``register_datasets(register)`` hook.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+def data_root() -> Path:
+    """Where ``relpos data fetch`` puts data sets by default: ``$RELPOS_DATA_DIR`` or ``~/relpos_data``."""
+    env = os.environ.get("RELPOS_DATA_DIR", "").strip()
+    return Path(env).expanduser() if env else Path.home() / "relpos_data"
+
+
+class Dataset:
+    """Base class of downloadable data sets.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, used as ``relpos data fetch NAME``.
+    description : str
+        One line for ``relpos plugins``.
+    modality : str
+        The modality that opens the fetched files (``relpos train --modality ...``).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    modality: ClassVar[str] = ""
+
+    def fetch(self, dest: Path, subjects: list[int] | None = None, **options: Any) -> list[Path]:
+        """Download (or reuse) the data set's files under ``dest``.
+
+        Parameters
+        ----------
+        dest : pathlib.Path
+            Folder to download into; created if needed.
+        subjects : list of int, optional
+            Subject indices to fetch (None: the data set's default selection).
+        **options
+            Data-set specific options (``relpos data fetch NAME --option KEY=VALUE``).
+
+        Returns
+        -------
+        list of pathlib.Path
+            The files on disk, ready for ``--data``.
+
+        Raises :class:`relpos.errors.DataError` with one sentence when the download fails.
+        """
+        raise NotImplementedError(f"Dataset {self.name!r} does not implement fetch().")
+
+    @classmethod
+    def describe(cls) -> str:
+        return cls.description or (cls.__doc__ or "").strip().splitlines()[0]
