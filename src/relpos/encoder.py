@@ -136,6 +136,7 @@ class PatchEncoder(nn.Module):
         patches: torch.Tensor,
         centers: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        extra_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode patches.
 
@@ -147,6 +148,9 @@ class PatchEncoder(nn.Module):
             ``(B, N, D)`` box centres; used only when ``pos_embed="sincos"``.
         generator : torch.Generator, optional
             Randomness for position masking during training.
+        extra_pos : torch.Tensor, optional
+            ``(1 or B, N, dim)`` embeddings added to the patch tokens, e.g. the learnable position
+            embeddings that fine-tuning adds to an encoder pretrained without positions (PART).
 
         Returns
         -------
@@ -165,6 +169,8 @@ class PatchEncoder(nn.Module):
                 keep = (keep >= self.config.pos_mask_ratio).to(tokens.device, tokens.dtype)
                 pos = pos * keep.unsqueeze(-1)
             tokens = tokens + pos
+        if extra_pos is not None:
+            tokens = tokens + extra_pos.to(tokens.dtype)
         cls = self.cls_token.expand(batch, -1, -1).to(tokens.dtype)
         x = torch.cat([cls, tokens], dim=1)
         for block in self.blocks:
