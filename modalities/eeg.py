@@ -25,9 +25,10 @@ patches, 40 of them sampled per window. The package ships one real recording,
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from relpos import hookimpl
 from relpos.errors import ConfigError, DataError
-from relpos.modality import Modality, Windows
+from relpos.modality import Modality, Windows, npz_keys
 
 from .eeg_pipeline import (
     LabelRule,
@@ -256,6 +257,17 @@ class EEGModality(Modality):
         )
         self._last_info = windows.info
         return windows
+
+    def eval_splits(self, data) -> tuple[Windows, Windows] | None:
+        """The trials of an ``.npz`` archive with ``X_train`` and ``X_test``: (train, test) windows."""
+        if not {"X_train", "X_test"} <= set(npz_keys(data)):
+            return None
+        out = []
+        for split in ("train", "test"):
+            other = copy.copy(self)
+            other.config = replace(self.config, split=split)
+            out.append(other.load(data))
+        return out[0], out[1]
 
     def inspect(self, data) -> dict[str, Any]:
         """The base report, plus ``unlabelled`` ({annotation description: windows dropped for it})."""

@@ -8,7 +8,8 @@ sub-folder names become class labels (the ImageFolder layout).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,14 @@ import torch.nn.functional as F
 
 from relpos import hookimpl
 from relpos.errors import ConfigError, DataError
-from relpos.modality import Modality, Windows
+from relpos.modality import Modality, Windows, npz_keys
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NPZ_IMAGE_KEYS = ("x_train", "x", "images", "X_train", "X", "arr_0")
-NPZ_LABEL_KEYS = {"x_train": "y_train", "X_train": "y_train", "x": "y", "X": "y", "images": "labels"}
+NPZ_LABEL_KEYS = {
+    "x_train": "y_train", "X_train": "y_train", "x_test": "y_test", "X_test": "y_test",
+    "x": "y", "X": "y", "images": "labels",
+}
 
 
 @dataclass
@@ -88,6 +92,20 @@ class ImageModality(Modality):
             f"Cannot open {str(path)!r} as images: expected a folder of images, an image file "
             f"({', '.join(IMAGE_SUFFIXES)}) or an .npz array."
         )
+
+    def eval_splits(self, data) -> tuple[Windows, Windows] | None:
+        """The images of an ``.npz`` with ``x_train`` and ``x_test`` (labels ``y_train``/``y_test``)."""
+        keys = set(npz_keys(data))
+        pairs = [("x_train", "x_test"), ("X_train", "X_test")]
+        found = next((p for p in pairs if set(p) <= keys), None)
+        if found is None or self.config.npz_key not in ("", found[0]):
+            return None
+        out = []
+        for key in found:
+            other = copy.copy(self)
+            other.config = replace(self.config, npz_key=key)
+            out.append(other.load(data))
+        return out[0], out[1]
 
     # -- sources -------------------------------------------------------------------------------
     def _from_folder(self, root: Path) -> Windows:

@@ -27,10 +27,11 @@ Windows made from files are cached on disk (:func:`relpos.cache.cached_windows`)
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import glob as globlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ import numpy as np
 
 from relpos import hookimpl
 from relpos.errors import ConfigError, DataError
-from relpos.modality import Modality, Windows
+from relpos.modality import Modality, Windows, npz_keys
 
 #: Bumped when the windows made from the same files and options change (invalidates the cache).
 BUILD_VERSION = 1
@@ -250,6 +251,18 @@ class TimeseriesModality(Modality):
         )
         self._sfreq = float(windows.info["sfreq"])
         return windows
+
+    def eval_splits(self, data: Any) -> tuple[Windows, Windows] | None:
+        """The cases of an ``.npz`` archive with ``X_train`` and ``X_test``: (train, test) windows."""
+        keys = set(npz_keys(data))
+        if self.config.variable or not ({"X_train", "x_train"} & keys and {"X_test", "x_test"} & keys):
+            return None
+        out = []
+        for split in ("train", "test"):
+            other = copy.copy(self)
+            other.config = replace(self.config, split=split)
+            out.append(other.load(data))
+        return out[0], out[1]
 
     def inspect(self, data: Any) -> dict[str, Any]:
         """The base report (files, skipped, dropped, labels) plus the window and patch geometry."""

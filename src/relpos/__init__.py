@@ -48,6 +48,8 @@ _LAZY = {
     "get_dataset": "plugins",
     "list_datasets": "plugins",
     "cached_windows": "cache",
+    "evaluate": "evaluation",
+    "EvalResult": "evaluation",
 }
 
 __all__ = ["hookimpl", "__version__", *_LAZY]

@@ -66,6 +66,75 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run's encoder on labelled data (linear probe, kNN, fine-tuning)",
+        description=(
+            "Score the encoder of a finished run on a held-out split (the data set's own test split, "
+            "else by subject, else by recording): accuracy, balanced accuracy, macro-F1 and Cohen's "
+            "kappa, as mean ± std over --repeats. Results go to RUN_DIR/eval/ as JSON and a CSV row."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `relpos train`")
+    p.add_argument("--protocol", choices=("linear", "knn", "finetune"),
+                   help="linear probe or kNN on frozen features, or fine-tuning (default: linear; "
+                        "finetune for --init supervised)")
+    p.add_argument("--data", help="labelled data for the run's modality (default: the data the run was trained on)")
+    p.add_argument("--features", choices=("cls", "mean", "both"), default="cls",
+                   help="CLS token, mean of the patch tokens, or both (default: cls)")
+    p.add_argument("--label-fraction", default="1.0", metavar="F|N",
+                   help="fraction of the training labels per class, e.g. 0.01, or an integer number of "
+                        "subjects, e.g. 5 (default: 1.0, every label)")
+    p.add_argument("--repeats", type=int, default=1, help="repeats with seeds SEED, SEED+1, ... (default: 1)")
+    p.add_argument("--init", choices=("pretrained", "random", "supervised"), default="pretrained",
+                   help="the run's weights, the same architecture untrained, or the supervised baseline "
+                        "(untrained, fine-tuned on the labels) (default: pretrained)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the first repeat (default: 0)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="an evaluation setting, e.g. --set eval.steps=100 or --set eval.cs=[0.1,1], or a modality "
+             "setting, e.g. --set modality.labels=annotations (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .config import parse_override
+    from .errors import ConfigError
+    from .evaluation import evaluate
+    from .evaluation.splits import parse_label_fraction
+
+    options: dict = {}
+    modality: dict = {}
+    for text in args.overrides:
+        path, value = parse_override(text)
+        if len(path) == 1:
+            path = ["eval", *path]  # a bare KEY=VALUE is an evaluation setting
+        if path[0] not in ("eval", "modality") or len(path) != 2:
+            raise ConfigError(
+                f"Invalid --set {text!r}: `relpos eval` takes eval.KEY=VALUE or modality.KEY=VALUE, "
+                f"e.g. eval.steps=100."
+            )
+        (options if path[0] == "eval" else modality)[path[1]] = value
+    if args.no_progress:
+        options["progress"] = False
+    result = evaluate(
+        args.run_dir, protocol=args.protocol, data=args.data, features=args.features,
+        label_fraction=parse_label_fraction(args.label_fraction), repeats=args.repeats, init=args.init,
+        seed=args.seed, modality_overrides=modality or None, **options,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        sys.stdout.write(result.format_table())
+    if result.path is not None:
+        print(f"relpos: results written to {result.path} and {result.path.parent / 'results.csv'}", file=sys.stderr)
+    return 0
+
+
 def _plugins_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plugins", help="list installed modalities, pretexts and data sets",
                        description="List every modality, pretext and data set, who registered it, and plugins "
@@ -390,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relpos {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _train_parser(sub)
+    _eval_parser(sub)
     _data_parser(sub)
     _plugins_parser(sub)
     return parser

@@ -69,6 +69,21 @@ class Windows(torch.utils.data.Dataset):
         return tuple(int(s) for s in self.x.shape[2:])
 
 
+def npz_keys(data: Any) -> list[str]:
+    """The array names in ``data`` when it is a path to a readable ``.npz`` archive, else ``[]``.
+
+    Cheap (the arrays are not read): modalities use it in :meth:`Modality.eval_splits` to see
+    whether an archive holds a test split.
+    """
+    if not isinstance(data, (str, Path)) or not str(data).lower().endswith(".npz") or not Path(data).is_file():
+        return []
+    try:
+        with np.load(data, allow_pickle=False) as archive:
+            return list(archive.files)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+        return []
+
+
 def _skipped_entry(item: Any) -> dict[str, str]:
     if isinstance(item, dict):
         return {"path": str(item.get("path", "")), "reason": str(item.get("reason", ""))}
@@ -172,6 +187,15 @@ class Modality:
             "dropped": {str(k): int(v) for k, v in dropped.items()} if isinstance(dropped, dict) else {},
             "cache": info.get("cache"),
         }
+
+    def eval_splits(self, data: Any) -> tuple[Windows, Windows] | None:
+        """The data set's own training and test windows, when ``data`` has a test split.
+
+        :func:`relpos.evaluate` holds out this test split when there is one (e.g. an archive
+        with ``X_train``/``X_test``), and splits by subject or recording otherwise. The base
+        implementation returns None (no split of its own).
+        """
+        return None
 
     def restore(self, data_info: dict[str, Any]) -> None:
         """Take back what :meth:`load` learned from the training data (e.g. its sampling rate).

@@ -1,0 +1,459 @@
+"""``relpos.evaluate``: does the pretrained encoder of a run know anything about the labels?
+
+One call opens labelled data with the run's modality, holds out a test part (the data set's own
+train/test split when the modality reports one, else by subject, else by recording), optionally keeps
+a fraction of the training labels, and scores a protocol (linear probe, kNN, fine-tuning) on the
+test part, ``repeats`` times with seeds ``seed, seed + 1, ...``. The result is written to
+``RUN_DIR/eval/<protocol>-<init>-<features>.json`` and appended to ``RUN_DIR/eval/results.csv``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..api import FEATURES, PretrainedEncoder, load_encoder
+from ..checkpoint import atomic_write_text
+from ..config import build_dataclass
+from ..encoder import build_encoder
+from ..errors import ConfigError, DataError, unknown_name
+from ..modality import Modality, Windows
+from .finetune import FinetuneOptions, finetune
+from .metrics import METRICS
+from .probes import DEFAULT_CS, DEFAULT_KS, DEFAULT_TEMPERATURE, ProbeResult, knn_probe, linear_probe
+from .splits import group_split, label_fraction_subset
+
+PROTOCOLS = ("linear", "knn", "finetune")
+INITS = ("pretrained", "random", "supervised")
+CSV_FIELDS = [
+    "time", "run", "step", "protocol", "init", "features", "label_fraction", "repeats", "seed", "data",
+    "split", "n_train", "n_test",
+    *[name for metric in METRICS for name in (metric, f"{metric}_std")],
+    "chosen",
+]
+
+
+@dataclass
+class EvalConfig:
+    """Settings of an evaluation (``--set eval.KEY=VALUE``; keyword arguments of :func:`evaluate`)."""
+
+    test_fraction: float = 0.2  # groups held out when the data has no test split of its own
+    val_fraction: float = 0.2  # training groups held out to choose C or k
+    cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))  # linear probe: C candidates
+    max_iter: int = 1000  # linear probe: L-BFGS iterations
+    ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))  # kNN: k candidates
+    temperature: float = DEFAULT_TEMPERATURE  # kNN: vote weights exp(cos / T)
+    steps: int = 200  # fine-tuning steps
+    batch_size: int = 32  # fine-tuning batch size
+    lr: float = 5e-4  # fine-tuning peak learning rate
+    weight_decay: float = 0.05  # fine-tuning AdamW weight decay
+    warmup_steps: int = 10  # fine-tuning linear warm-up
+    augment: bool = True  # fine-tuning: the modality's training augmentation
+    embed_batch_size: int = 256  # windows per forward pass when extracting features
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    progress: bool = True  # progress bars
+    write: bool = True  # write the JSON and the CSV row into the run directory
+
+    def validate(self) -> None:
+        for key in ("test_fraction", "val_fraction"):
+            if not 0.0 < getattr(self, key) < 1.0:
+                raise ConfigError(f"'eval.{key}' must be in (0, 1), got {getattr(self, key)}.")
+        for key in ("steps", "batch_size", "max_iter", "embed_batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"'eval.{key}' must be at least 1, got {getattr(self, key)}.")
+        if not self.cs or any(not c > 0 for c in self.cs):
+            raise ConfigError(f"'eval.cs' must be a list of positive numbers, got {self.cs}.")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"'eval.ks' must be a list of integers >= 1, got {self.ks}.")
+        if not self.temperature > 0:
+            raise ConfigError(f"'eval.temperature' must be positive, got {self.temperature}.")
+        if not self.lr > 0:
+            raise ConfigError(f"'eval.lr' must be positive, got {self.lr}.")
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns (and writes as JSON).
+
+    Attributes
+    ----------
+    metrics : list of dict
+        Per repeat: ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``cohen_kappa``.
+    mean, std : dict
+        Over the repeats (``std`` is the sample standard deviation, 0 for one repeat).
+    chosen : list of dict
+        Per repeat: the hyper-parameters used (``C``, ``k``, fine-tuning settings) and how they
+        were chosen.
+    n_train : list of int
+        Per repeat: the labelled training windows used (after ``label_fraction``).
+    n_test : int
+        Test windows.
+    split : str
+        How the test part was held out.
+    """
+
+    run_dir: Path
+    protocol: str
+    init: str
+    features: str
+    label_fraction: float | int
+    seed: int
+    data: str
+    split: str
+    class_names: list[str]
+    n_train: list[int]
+    n_test: int
+    metrics: list[dict[str, float]]
+    mean: dict[str, float]
+    std: dict[str, float]
+    chosen: list[dict[str, Any]]
+    step: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    path: Path | None = None
+
+    @property
+    def repeats(self) -> int:
+        return len(self.metrics)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["run_dir"] = str(self.run_dir)
+        out["path"] = str(self.path) if self.path else None
+        out["repeats"] = self.repeats
+        return out
+
+    def format_table(self) -> str:
+        """A small table: one row per metric, mean ± std over the repeats."""
+        fraction = self.label_fraction
+        if isinstance(fraction, float):
+            labels = "all training labels" if fraction == 1.0 else f"{fraction:g} of the training labels"
+        else:
+            labels = f"the training labels of {fraction} subject(s)"
+        what = {"linear": "linear probe", "knn": "kNN probe", "finetune": "fine-tuning"}[self.protocol]
+        model = {
+            "pretrained": f"pretrained encoder (step {self.step})",
+            "random": "randomly initialised encoder",
+            "supervised": "supervised baseline (random init)",
+        }[self.init]
+        lines = [
+            f"{what} · {model} · {self.features} features · {labels} · {self.repeats} repeat(s)",
+            f"train {'/'.join(str(n) for n in sorted(set(self.n_train)))} windows · test {self.n_test} windows · "
+            f"held out: {self.split}",
+        ]
+        width = max(len(m) for m in METRICS)
+        lines.append(f"  {'metric':<{width}}  {'mean':>6}  {'std':>6}")
+        for metric in METRICS:
+            lines.append(f"  {metric:<{width}}  {self.mean[metric]:>6.3f}  ±{self.std[metric]:.3f}")
+        return "\n".join(lines) + "\n"
+
+
+# -- data ---------------------------------------------------------------------------------------
+def _with_overrides(modality: Modality, overrides: dict[str, Any] | None) -> Modality:
+    if not overrides:
+        return modality
+    values = {**dataclasses.asdict(modality.config), **overrides}
+    changed = copy.copy(modality)  # keeps what restore() learned from the training data
+    changed.config = build_dataclass(type(modality.config), values, "modality")
+    return changed
+
+
+def _subset(windows: Windows, index: np.ndarray) -> Windows:
+    index_t = torch.as_tensor(index, dtype=torch.long)
+    return Windows(
+        x=windows.x[index_t],
+        labels=windows.labels[index_t] if windows.labels is not None else None,
+        groups=np.asarray(windows.groups)[index],
+        class_names=list(windows.class_names),
+        info=windows.info,
+        subjects=np.asarray(windows.subjects)[index],
+    )
+
+
+def held_out_split(modality: Modality, data: Any, test_fraction: float, seed: int) -> tuple[Windows, Windows, str]:
+    """Training and test windows of ``data``, and how they were split.
+
+    The data set's own test split when the modality reports one
+    (:meth:`relpos.Modality.eval_splits`), else a :func:`group_split` by subject, else by
+    recording. Windows of one subject or recording are never on both sides.
+    """
+    return _split(_read(modality, data), data, test_fraction, seed)
+
+
+def _read(modality: Modality, data: Any) -> tuple[Windows, Windows] | Windows:
+    splits = modality.eval_splits(data)
+    return splits if splits is not None else modality.load(data)
+
+
+def _split(opened, data: Any, test_fraction: float, seed: int) -> tuple[Windows, Windows, str]:
+    if isinstance(opened, tuple):
+        return opened[0], opened[1], "the data set's own train/test split"
+    windows = opened
+    _require_labels(windows, data)
+    for kind, ids in (("subject", windows.subjects), ("recording", windows.groups)):
+        unique = np.unique(np.asarray(ids, dtype=str))
+        if len(unique) >= 2:
+            train_idx, test_idx = group_split(ids, test_fraction, seed)
+            n_test = len(np.unique(np.asarray(ids, dtype=str)[test_idx]))
+            return (_subset(windows, train_idx), _subset(windows, test_idx),
+                    f"by {kind} ({n_test} of {len(unique)} {kind}s held out)")
+    raise DataError(
+        f"Cannot hold out test data from {_source_text(data)!r}: its {len(windows)} windows come from one "
+        f"recording of one subject and it has no test split of its own; use data with several recordings."
+    )
+
+
+def _source_text(data: Any) -> str:
+    return str(data) if isinstance(data, (str, Path)) else type(data).__name__
+
+
+def _require_labels(windows: Windows, data: Any) -> None:
+    if windows.labels is None or not bool((windows.labels >= 0).any()):
+        raise DataError(
+            f"The data {_source_text(data)!r} has no labels, and evaluation needs labelled windows; pass "
+            f"labelled data with --data, or the modality's label settings with --set modality.KEY=VALUE."
+        )
+
+
+def _labelled(windows: Windows) -> Windows:
+    keep = np.flatnonzero(windows.labels.numpy() >= 0)
+    return windows if len(keep) == len(windows) else _subset(windows, keep)
+
+
+def _open(modality: Modality, data: Any, explicit: bool, test_fraction: float, seed: int):
+    try:
+        opened = _read(modality, data)
+    except DataError as exc:
+        if not explicit:
+            raise
+        # The run fixes the modality, so data another modality reads fails here.
+        raise DataError(
+            f"--data {_source_text(data)!r} cannot be opened with the run's modality {modality.name!r} "
+            f"(is it data of another modality?): {str(exc).rstrip('.')}."
+        ) from None
+    train, test, how = _split(opened, data, test_fraction, seed)
+    _require_labels(train, data)
+    _require_labels(test, data)
+    return _labelled(train), _labelled(test), how
+
+
+# -- features -----------------------------------------------------------------------------------
+def extract_features(encoder: PretrainedEncoder, x: torch.Tensor, features: str, batch_size: int,
+                     progress: bool = False, desc: str = "features") -> torch.Tensor:
+    """Embed windows in batches (with a progress bar), as :meth:`PretrainedEncoder.embed`."""
+    chunks = x.split(batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=desc, unit="batch", leave=False)
+    return torch.cat([encoder.embed(chunk, features=features, batch_size=batch_size) for chunk in chunks])
+
+
+# -- the API ------------------------------------------------------------------------------------
+def evaluate(
+    run_dir: str | Path,
+    protocol: str | None = None,
+    data: Any = None,
+    features: str = "cls",
+    label_fraction: float | int = 1.0,
+    repeats: int = 1,
+    init: str = "pretrained",
+    seed: int = 0,
+    modality_overrides: dict[str, Any] | None = None,
+    **protocol_options: Any,
+) -> EvalResult:
+    """Evaluate the encoder of a finished run on labelled data.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory written by :func:`relpos.train`.
+    protocol : {"linear", "knn", "finetune"}, optional
+        Linear probe on frozen features, weighted kNN on frozen features, or fine-tuning end to
+        end with a linear head. Default ``"linear"`` (``"finetune"`` for ``init="supervised"``).
+    data : optional
+        Labelled data for the run's modality (default: the data the run was trained on).
+    features : {"cls", "mean", "both"}
+        The CLS token, the mean patch token, or both concatenated.
+    label_fraction : float or int
+        A float in (0, 1]: the fraction of the training windows of each class that keep their
+        labels. An int: all windows of that many training subjects.
+    repeats : int
+        Repeats with seeds ``seed, seed + 1, ...`` (label subset, validation split, random
+        weights, fine-tuning batches); the test part stays the same.
+    init : {"pretrained", "random", "supervised"}
+        The run's pretrained weights; the same architecture with random weights; or the
+        supervised baseline (random weights trained on the labels, i.e. ``protocol="finetune"``).
+    seed : int
+        Seed of the held-out split and of the first repeat.
+    modality_overrides : dict, optional
+        Modality settings changed for evaluation (e.g. how labels are read).
+    **protocol_options
+        Fields of :class:`EvalConfig` (``steps=2``, ``cs=[0.1, 1]``, ``progress=False``, ...).
+
+    Returns
+    -------
+    EvalResult
+    """
+    started = time.perf_counter()
+    cfg = build_dataclass(EvalConfig, protocol_options, "eval")
+    if init not in INITS:
+        raise ConfigError(unknown_name("init", init, INITS))
+    if protocol is None:
+        protocol = "finetune" if init == "supervised" else "linear"
+    if protocol not in PROTOCOLS:
+        raise ConfigError(unknown_name("protocol", protocol, PROTOCOLS))
+    if init == "supervised" and protocol != "finetune":
+        raise ConfigError(
+            f"init 'supervised' trains the architecture from scratch on the labels, which is the finetune "
+            f"protocol; got protocol {protocol!r} (use protocol 'finetune' or leave it out)."
+        )
+    if features not in FEATURES:
+        raise ConfigError(f"Invalid value for 'features': allowed {', '.join(FEATURES)}, got {features!r}.")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"Invalid value for 'repeats': expected an integer >= 1, got {repeats!r}.")
+
+    from ..training import resolve_device
+
+    device = resolve_device(cfg.device)
+    run_dir = Path(run_dir)
+    pretrained = load_encoder(run_dir, device=device)
+    modality = _with_overrides(pretrained.modality, modality_overrides)
+    source = data if data is not None else (pretrained.config.data or modality.default_data())
+    if source is None:
+        raise DataError(
+            f"The run in {str(run_dir)!r} records no data and modality {modality.name!r} ships none; pass --data."
+        )
+    train, test, how = _open(modality, source, data is not None, cfg.test_fraction, seed)
+    channels = pretrained.encoder.in_channels
+    if train.channels != channels or test.channels != channels:
+        raise DataError(
+            f"The run's encoder takes {channels} channel(s) of {modality.name} data, but "
+            f"{_source_text(source)!r} opens into {train.channels}; is it data of another modality or montage?"
+        )
+    class_names = list(train.class_names or test.class_names)
+    y_train, y_test = train.labels.numpy().astype(np.int64), test.labels.numpy().astype(np.int64)
+    n_classes = max(len(class_names), int(max(y_train.max(), y_test.max())) + 1)
+    pretrained = PretrainedEncoder(pretrained.encoder, modality, pretrained.config, pretrained.step)
+    encoder_args = pretrained.encoder.init_args()
+    pretrained_state = {k: v.detach().clone() for k, v in pretrained.encoder.state_dict().items()}
+
+    def encoder_for(repeat_seed: int) -> PretrainedEncoder:
+        if init == "pretrained":
+            pretrained.encoder.load_state_dict(pretrained_state)  # fine-tuning changes it in place
+            return pretrained
+        torch.manual_seed(repeat_seed)
+        fresh = build_encoder(encoder_args).to(device).eval()
+        return PretrainedEncoder(fresh, modality, pretrained.config, 0)
+
+    cached: dict[str, torch.Tensor] = {}
+
+    def frozen_features(repeat_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if init == "pretrained" and cached:
+            return cached["train"], cached["test"]
+        encoder = encoder_for(repeat_seed)
+        feats = (
+            extract_features(encoder, train.x, features, cfg.embed_batch_size, cfg.progress, "train features"),
+            extract_features(encoder, test.x, features, cfg.embed_batch_size, cfg.progress, "test features"),
+        )
+        if init == "pretrained":
+            cached["train"], cached["test"] = feats
+        return feats
+
+    options = FinetuneOptions(
+        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps, augment=cfg.augment,
+    )
+    all_metrics, chosen, n_train = [], [], []
+    for repeat in range(repeats):
+        repeat_seed = seed + repeat
+        if isinstance(label_fraction, float) and label_fraction == 1.0:
+            keep = np.arange(len(y_train))
+        else:
+            keep = label_fraction_subset(y_train, train.subjects, label_fraction, repeat_seed, class_names)
+        groups = np.asarray(train.subjects, dtype=str)[keep]
+        if len(np.unique(groups)) < 2:
+            groups = np.asarray(train.groups, dtype=str)[keep]
+        result: ProbeResult
+        if protocol == "finetune":
+            encoder = encoder_for(repeat_seed).encoder
+            result = finetune(
+                encoder, modality, train.x[torch.as_tensor(keep)], y_train[keep], test.x, y_test, repeat_seed,
+                options, features, n_classes, device, cfg.progress,
+            )
+        else:
+            train_feats, test_feats = frozen_features(repeat_seed)
+            probe_args = dict(seed=repeat_seed, groups=groups, val_fraction=cfg.val_fraction, n_classes=n_classes)
+            if protocol == "linear":
+                result = linear_probe(train_feats[keep], y_train[keep], test_feats, y_test, cs=cfg.cs,
+                                      max_iter=cfg.max_iter, **probe_args)
+            else:
+                result = knn_probe(train_feats[keep], y_train[keep], test_feats, y_test, ks=cfg.ks,
+                                   temperature=cfg.temperature, **probe_args)
+        all_metrics.append(result.metrics)
+        chosen.append({**result.chosen, **({"validation_scores": result.validation} if result.validation else {})})
+        n_train.append(int(len(keep)))
+    if init == "pretrained":
+        pretrained.encoder.load_state_dict(pretrained_state)
+
+    table = np.array([[m[name] for name in METRICS] for m in all_metrics])
+    std = table.std(axis=0, ddof=1) if repeats > 1 else np.zeros(len(METRICS))
+    result = EvalResult(
+        run_dir=run_dir, protocol=protocol, init=init, features=features, label_fraction=label_fraction,
+        seed=seed, data=_source_text(source), split=how, class_names=class_names, n_train=n_train,
+        n_test=len(y_test), metrics=all_metrics,
+        mean={name: float(v) for name, v in zip(METRICS, table.mean(axis=0))},
+        std={name: float(v) for name, v in zip(METRICS, std)},
+        chosen=chosen, step=pretrained.step if init == "pretrained" else 0,
+        options={k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "write")},
+        elapsed_s=time.perf_counter() - started,
+    )
+    if cfg.write:
+        result.path = write_result(result)
+    return result
+
+
+def result_name(protocol: str, init: str, features: str, label_fraction: float | int) -> str:
+    """``linear-pretrained-cls``, with ``-fraction0.1`` or ``-subjects5`` for a label subset."""
+    name = f"{protocol}-{init}-{features}"
+    if isinstance(label_fraction, float) and label_fraction != 1.0:
+        name += f"-fraction{label_fraction:g}"
+    elif not isinstance(label_fraction, float):
+        name += f"-subjects{label_fraction}"
+    return name
+
+
+def write_result(result: EvalResult) -> Path:
+    """Write ``eval/<name>.json`` and append a row to ``eval/results.csv``; return the JSON path."""
+    folder = result.run_dir / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{result_name(result.protocol, result.init, result.features, result.label_fraction)}.json"
+    result.path = path
+    atomic_write_text(json.dumps(result.to_dict(), indent=2) + "\n", path)
+    row = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": str(result.run_dir), "step": result.step,
+        "protocol": result.protocol, "init": result.init, "features": result.features,
+        "label_fraction": result.label_fraction, "repeats": result.repeats, "seed": result.seed,
+        "data": result.data, "split": result.split, "n_train": int(np.mean(result.n_train)),
+        "n_test": result.n_test, "chosen": json.dumps(result.chosen),
+    }
+    for metric in METRICS:
+        row[metric] = f"{result.mean[metric]:.6f}"
+        row[f"{metric}_std"] = f"{result.std[metric]:.6f}"
+    csv_path = folder / "results.csv"
+    new = not csv_path.exists()
+    with open(csv_path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    return path
