@@ -85,6 +85,40 @@ def proc_status() -> dict:
     return out
 
 
+class PeakSampler:
+    """Samples RssAnon and VmRSS of this process every ``period_s`` in a thread (peaks in MiB).
+
+    VmHWM counts the file-backed pages of a memory map as well; the peak *anonymous* RSS is the
+    memory the process really owns (the page cache behind a memory map is reclaimable).
+    """
+
+    def __init__(self, period_s: float = 0.005):
+        import threading
+
+        self.period_s, self.anon, self.rss = period_s, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        st = proc_status()
+        self.anon = max(self.anon, st.get("RssAnon_mib", 0.0))
+        self.rss = max(self.rss, st.get("VmRSS_mib", 0.0))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self._sample()
+
+    def __enter__(self) -> "PeakSampler":
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
 def _cpu_times() -> tuple[float, float] | None:
     try:
         with open("/proc/stat") as fh:
@@ -217,6 +251,7 @@ def worker_relpos(args) -> dict:
     mem_after_import = proc_status()
     t_import = time.perf_counter() - t0
 
+    sampler = PeakSampler().__enter__()
     busy0, cpu0 = _busy_s(), time.process_time()
     t1 = time.perf_counter()
     windows = mod.load(args.data)
@@ -228,15 +263,17 @@ def worker_relpos(args) -> dict:
     peak_anon = 0.0
     t2 = time.perf_counter()
     for i in range(0, n, CHUNK):
-        total += float(x[i : i + CHUNK].sum(dtype=torch.float64))
+        total += float(x[i : i + CHUNK].sum())
         if args.track_memory:
             peak_anon = max(peak_anon, proc_status().get("RssAnon_mib", 0.0))
     t_touch = time.perf_counter() - t2
     wall = time.perf_counter() - t1
     cpu = time.process_time() - cpu0
     busy1 = _busy_s()
+    sampler.__exit__()
     out = {
         "side": "relpos",
+        "peak_rss_anon_mib": sampler.anon,
         "n_windows": n,
         "shape": list(x.shape),
         "dtype": str(x.dtype),
@@ -290,6 +327,7 @@ def worker_braindecode(args) -> dict:
     window = int(round(WINDOW_S * SFREQ))
     stride = int(round(args.stride * SFREQ))
 
+    sampler = PeakSampler().__enter__()
     busy0, cpu0 = _busy_s(), time.process_time()
     t1 = time.perf_counter()
     if args.mode == "saved":
@@ -332,14 +370,16 @@ def worker_braindecode(args) -> dict:
         mean = X.mean(dim=-1, keepdim=True)
         std = X.std(dim=-1, unbiased=False, keepdim=True)
         z = (X - mean) / std.clamp_min(1e-12)
-        total += float(z.sum(dtype=torch.float64))
+        total += float(z.sum())
         if i in idx:
             probes[i] = z.numpy().copy()
     t_iter = time.perf_counter() - t2
     wall = time.perf_counter() - t1
     cpu = time.process_time() - cpu0
     busy1 = _busy_s()
+    sampler.__exit__()
     out = {
+        "peak_rss_anon_mib": sampler.anon,
         "side": f"braindecode-{args.mode}",
         "braindecode_version": braindecode.__version__,
         "n_windows": n,
@@ -398,24 +438,25 @@ def braindecode_available() -> tuple[bool, str]:
     return True, proc.stdout.strip()
 
 
-def measure(label, kind, extra, env_extra, repeats, args, before=None) -> dict:
-    runs = []
-    for r in range(repeats):
-        if before is not None:
-            before(r)
-        quiet = wait_quiet(args.max_wait_s)
-        env = env_extra(r) if callable(env_extra) else env_extra
-        res = run_worker(kind, extra(r), env, args.timeout_s)
-        res["quiet"] = quiet
-        res["windows_per_s"] = res["n_windows"] / res["t_total_s"]
-        runs.append(res)
-        print(
-            f"  {label} [{r + 1}/{repeats}]: {res['n_windows']} windows in {res['t_total_s']:.2f} s "
-            f"({res['windows_per_s']:.1f}/s), VmHWM {res['mem_end'].get('VmHWM_mib', 0):.0f} MiB, "
-            f"load {quiet['loadavg'][0]}, others {res.get('others_cores', float('nan')):.2f} cores"
-            + ("" if quiet["quiet"] else " (machine not quiet)"),
-            flush=True,
-        )
+def run_once(label, kind, extra, env, args, r, before=None) -> dict:
+    """One worker run after waiting for a quiet machine (``before`` runs right before the worker)."""
+    quiet = wait_quiet(args.max_wait_s, args.idle_frac)
+    if before is not None:
+        before()
+    res = run_worker(kind, extra, env, args.timeout_s)
+    res["quiet"] = quiet
+    res["windows_per_s"] = res["n_windows"] / res["t_total_s"]
+    print(
+        f"  {label} [{r + 1}/{args.repeats}]: {res['n_windows']} windows in {res['t_total_s']:.2f} s "
+        f"({res['windows_per_s']:.1f}/s), VmHWM {res['mem_end'].get('VmHWM_mib', 0):.0f} MiB, "
+        f"load {quiet['loadavg'][0]}, others {res.get('others_cores', float('nan')):.2f} cores"
+        + ("" if quiet["quiet"] else f" (machine not quiet after {quiet['waited_s']:.0f} s)"),
+        flush=True,
+    )
+    return res
+
+
+def summarise_runs(label: str, runs: list[dict]) -> dict:
     med = statistics.median(r["t_total_s"] for r in runs)
     return {
         "label": label,
@@ -427,8 +468,10 @@ def measure(label, kind, extra, env_extra, repeats, args, before=None) -> dict:
         "median_touch_s": statistics.median(r["t_touch_s"] for r in runs),
         "median_import_s": statistics.median(r["t_import_s"] for r in runs),
         "median_with_imports_s": statistics.median(r["t_import_s"] + r["t_total_s"] for r in runs),
+        "median_cpu_s": statistics.median(r["cpu_s"] for r in runs),
         "peak_rss_mib": max(r["mem_end"].get("VmHWM_mib", 0.0) for r in runs),
         "rss_after_import_mib": max(r["mem_after_import"].get("VmRSS_mib", 0.0) for r in runs),
+        "peak_rss_anon_mib": max(r.get("peak_rss_anon_mib", 0.0) for r in runs),
         "max_others_cores": max(r.get("others_cores", 0.0) for r in runs),
         "loadavg_1m": [r["quiet"]["loadavg"][0] for r in runs],
         "all_quiet": all(r["quiet"]["quiet"] for r in runs),
@@ -448,6 +491,7 @@ def main(argv=None) -> int:
     p.add_argument("--strides", type=float, nargs="+", default=[30.0, 5.0], help="window strides, s")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-wait-s", type=float, default=120.0, help="longest wait for a quiet machine per run")
+    p.add_argument("--idle-frac", type=float, default=0.9, help="quiet = CPUs at least this idle for 3 s")
     p.add_argument("--timeout-s", type=float, default=900.0, help="per worker run")
     p.add_argument("--workdir", type=Path, default=None, help="keeps the data set between runs (default: temp)")
     p.add_argument("--no-braindecode", action="store_true")
@@ -510,90 +554,66 @@ def main(argv=None) -> int:
         base = ["--data", str(data_dir), "--stride", str(stride)]
         probe_rel = str(workdir / f"probe_relpos_{stride:g}.npy")
         probe_bd = str(workdir / f"probe_bd_{stride:g}.npy")
-        cache_dirs = [cache_root / f"stride{stride:g}_run{r}" for r in range(args.repeats)]
-
-        def fresh_cache(r, _dirs=cache_dirs):
-            shutil.rmtree(_dirs[r], ignore_errors=True)
-            _dirs[r].mkdir(parents=True)
-
-        first = measure(
-            "relpos first pass",
-            "relpos",
-            lambda r: base + ["--preimport"] + (["--probe", probe_rel] if r == 0 else []),
-            lambda r, _dirs=cache_dirs: {"RELPOS_CACHE_DIR": str(_dirs[r])},
-            args.repeats,
-            args,
-            before=fresh_cache,
-        )
-        if any((r.get("cache") or {}).get("hit") for r in first["runs"]):
-            raise RuntimeError("the relpos first pass hit the cache although its cache folder was empty")
-        case["rows"]["relpos_first"] = first
-        warm_dir = cache_dirs[-1]
-        for d in cache_dirs[:-1]:
-            shutil.rmtree(d, ignore_errors=True)
-        cache_bytes = dir_size(warm_dir)
-        case["cache_bytes"] = cache_bytes
-        env_cache = {"RELPOS_CACHE_DIR": str(warm_dir)}
-        case["rows"]["relpos_cache_warm"] = measure(
-            "relpos from cache (page cache warm)",
-            "relpos",
-            lambda r: base + ["--track-memory"],
-            env_cache,
-            args.repeats,
-            args,
-        )
-        for row in (case["rows"]["relpos_cache_warm"],):
-            if not all((r.get("cache") or {}).get("hit") for r in row["runs"]):
-                raise RuntimeError("the relpos from-cache run missed the cache: " + str(row["runs"][0].get("cache")))
-        case["rows"]["relpos_cache_cold"] = measure(
-            "relpos from cache (evicted from page cache)",
-            "relpos",
-            lambda r: base + ["--track-memory"],
-            env_cache,
-            args.repeats,
-            args,
-            before=lambda r: evict_page_cache([warm_dir]),
-        )
+        saved_dir = workdir / "bd_saved"  # braindecode's preprocessing does not depend on the stride
+        if bd_ok and not args.no_saved and not (workdir / "bd_saved.done").exists():
+            shutil.rmtree(saved_dir, ignore_errors=True)
+            saved_dir.mkdir(parents=True)
+            print("  (braindecode: preprocess(save_dir=...) once, untimed)", flush=True)
+            run_worker("braindecode", base + ["--mode", "save", "--saved-dir", str(saved_dir)], braindecode_env(),
+                       args.timeout_s)
+            (workdir / "bd_saved.done").write_text("")
+        runs: dict[str, list] = {}
+        labels = {
+            "relpos_first": "relpos first pass",
+            "relpos_cache_warm": "relpos from cache (page cache warm)",
+            "relpos_cache_cold": "relpos from cache (evicted from page cache)",
+            "braindecode": "braindecode",
+            "braindecode_saved": "braindecode reloading its saved preprocessing",
+        }
+        # Repeats are interleaved (every pipeline once, then again) so that a change in the load of
+        # the machine hits every pipeline alike.
+        for r in range(args.repeats):
+            cache_dir = cache_root / f"stride{stride:g}"
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            cache_dir.mkdir(parents=True)
+            env_cache = {"RELPOS_CACHE_DIR": str(cache_dir)}
+            res = run_once(labels["relpos_first"], "relpos",
+                           base + ["--preimport"] + (["--probe", probe_rel] if r == 0 else []), env_cache, args, r)
+            if (res.get("cache") or {}).get("hit"):
+                raise RuntimeError("the relpos first pass hit the cache although its cache folder was empty")
+            runs.setdefault("relpos_first", []).append(res)
+            case["cache_bytes"] = dir_size(cache_dir)
+            res = run_once(labels["relpos_cache_warm"], "relpos", base + ["--track-memory"], env_cache, args, r)
+            if not (res.get("cache") or {}).get("hit"):
+                raise RuntimeError(f"the relpos from-cache run missed the cache: {res.get('cache')}")
+            runs.setdefault("relpos_cache_warm", []).append(res)
+            res = run_once(labels["relpos_cache_cold"], "relpos", base + ["--track-memory"], env_cache, args, r,
+                           before=lambda: evict_page_cache([cache_dir]))
+            runs.setdefault("relpos_cache_cold", []).append(res)
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            if bd_ok:
+                res = run_once(labels["braindecode"], "braindecode",
+                               base + ["--mode", "first"] + (["--probe", probe_bd] if r == 0 else []),
+                               braindecode_env(), args, r)
+                runs.setdefault("braindecode", []).append(res)
+                if not args.no_saved:
+                    res = run_once(labels["braindecode_saved"], "braindecode",
+                                   base + ["--mode", "saved", "--saved-dir", str(saved_dir)], braindecode_env(), args, r)
+                    runs.setdefault("braindecode_saved", []).append(res)
+        for key, rs in runs.items():
+            case["rows"][key] = summarise_runs(labels[key], rs)
         if bd_ok:
-            case["rows"]["braindecode"] = measure(
-                "braindecode",
-                "braindecode",
-                lambda r: base + ["--mode", "first"] + (["--probe", probe_bd] if r == 0 else []),
-                braindecode_env(),
-                args.repeats,
-                args,
-            )
-            if not args.no_saved:
-                saved_dir = workdir / f"bd_saved_{stride:g}"
-                shutil.rmtree(saved_dir, ignore_errors=True)
-                saved_dir.mkdir(parents=True)
-                print("  (braindecode: preprocess(save_dir=...) once, untimed)", flush=True)
-                run_worker(
-                    "braindecode",
-                    base + ["--mode", "save", "--saved-dir", str(saved_dir)],
-                    braindecode_env(),
-                    args.timeout_s,
-                )
-                case["bd_saved_bytes"] = dir_size(saved_dir)
-                case["rows"]["braindecode_saved"] = measure(
-                    "braindecode reloading its saved preprocessing",
-                    "braindecode",
-                    lambda r: base + ["--mode", "saved", "--saved-dir", str(saved_dir)],
-                    braindecode_env(),
-                    args.repeats,
-                    args,
-                )
+            case["bd_saved_bytes"] = dir_size(saved_dir) if saved_dir.exists() else None
             a, b = np.load(probe_rel), np.load(probe_bd)
             same = a.shape == b.shape
             case["agreement"] = {
-                "probe_indices": first["runs"][0].get("probe_indices"),
+                "probe_indices": runs["relpos_first"][0].get("probe_indices"),
                 "same_shape": same,
                 "max_abs_diff": float(np.abs(a - b).max()) if same else None,
-                "n_windows_equal": first["n_windows"] == case["rows"]["braindecode"]["n_windows"],
+                "n_windows_equal": case["rows"]["relpos_first"]["n_windows"] == case["rows"]["braindecode"]["n_windows"],
             }
             print(f"  agreement relpos vs braindecode: {case['agreement']}", flush=True)
         payload["cases"].append(case)
-        shutil.rmtree(warm_dir, ignore_errors=True)
 
     markdown = render(payload)
     md_path, json_path = write_results(args.out_stem, markdown, payload)
@@ -625,6 +645,8 @@ def render(payload: dict) -> str:
         "Columns: *s (median)* is loading plus touching every window, imports excluded (both first-pass sides "
         "import MNE and SciPy before the timer); *windows/s* = windows / that time; *peak RSS* is the largest "
         "VmHWM of the runs, *RSS after imports* the process's VmRSS before loading (torch, relpos or braindecode); "
+        "*peak anon RSS* is the largest anonymous RSS sampled every 5 ms while loading and touching (VmHWM also "
+        "counts the page cache behind relpos's memory map, which the kernel can reclaim); "
         "*s incl. imports* is a fresh process's time from its first import to its last window (the from-cache "
         "process never needs MNE or SciPy).",
     ]
@@ -634,7 +656,7 @@ def render(payload: dict) -> str:
         bd_wps = bd["windows_per_s"] if bd else None
         header = [
             "pipeline", "windows", "s (median)", "windows/s", "vs braindecode", "goal", "met?",
-            "peak RSS (VmHWM)", "RSS after imports", "s incl. imports",
+            "peak RSS (VmHWM)", "peak anon RSS", "RSS after imports", "s incl. imports",
         ]
         table = []
         spec = [
@@ -659,18 +681,20 @@ def render(payload: dict) -> str:
                     f"≥{goal:g}×" if goal else "",
                     ("yes" if speed >= goal else "no") if (goal and speed is not None) else "",
                     f"{row['peak_rss_mib']:.0f} MiB",
+                    f"{row['peak_rss_anon_mib']:.0f} MiB",
                     f"{row['rss_after_import_mib']:.0f} MiB",
                     _fmt(row["median_with_imports_s"]),
                 ]
             )
         lines += ["", f"## Stride {case['stride_s']:g} s", "", markdown_table(header, table), ""]
         warm = rows["relpos_cache_warm"]
-        anon = max((r.get("peak_rss_anon_sampled_mib") or 0) for r in warm["runs"])
+        anon = warm["peak_rss_anon_mib"]
         after_import = max(r["mem_after_import"].get("VmRSS_mib", 0) for r in warm["runs"])
+        anon_import = max(r["mem_after_import"].get("RssAnon_mib", 0) for r in warm["runs"])
         lines.append(
             f"Cache on disk: {case['cache_bytes'] / 2**20:.0f} MiB. From cache, iterating all windows in chunks of "
             f"{CHUNK}: VmHWM {warm['peak_rss_mib']:.0f} MiB (RSS after imports {after_import:.0f} MiB), "
-            f"peak anonymous RSS {anon:.0f} MiB; the rest of VmHWM is file-backed page cache of the memory map, "
+            f"peak anonymous RSS {anon:.0f} MiB (after imports: {anon_import:.0f} MiB); the rest of VmHWM is file-backed page cache of the memory map, "
             "which the kernel reclaims under pressure. Load from cache imported MNE: "
             f"{any(r.get('mne_imported_by_load') for r in warm['runs'])}."
         )

@@ -26,6 +26,7 @@ patches, 40 of them sampled per window. The package ships one real recording,
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -125,10 +126,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _is_raw(obj: Any) -> bool:
-    try:
-        import mne
-    except ImportError:  # pragma: no cover - mne is a dependency
+    # A Raw object can only exist once MNE is imported; checking sys.modules first keeps a load
+    # from the cache free of the MNE import.
+    if "mne" not in sys.modules:
         return False
+    import mne
+
     return isinstance(obj, mne.io.BaseRaw)
 
 

@@ -112,6 +112,21 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return ((x - mean) / np.maximum(std, 1e-12)).astype(np.float32)
 
 
+def normalise_windows(data: np.ndarray, starts: np.ndarray, n_win: int) -> np.ndarray:
+    """Instance-normalised windows ``data[:, a:a + n_win]`` for each start ``a``, as ``(n, C, n_win)`` float32.
+
+    Each window is normalised from its contiguous slice straight into the float32 output, so no
+    float64 copy of all windows is ever made (the same values as :func:`normalise`).
+    """
+    out = np.empty((len(starts), data.shape[0], n_win), dtype=np.float32)
+    for i, a in enumerate(starts):
+        window = data[:, a : a + n_win]
+        mean = window.mean(axis=-1, keepdims=True)
+        std = window.std(axis=-1, keepdims=True)
+        np.divide(window - mean, np.maximum(std, 1e-12), out=out[i], casting="same_kind")
+    return out
+
+
 def notch_freqs(notch_freq: float, sfreq: float) -> np.ndarray:
     """``notch_freq`` and its harmonics strictly below the Nyquist frequency of ``sfreq``."""
     if notch_freq <= 0:
@@ -281,8 +296,7 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     kept_labels = [labels[i] for i in chosen]
     idx = idx[chosen]
     if len(idx):
-        x = np.lib.stride_tricks.sliding_window_view(data, n_win, axis=1)[:, idx]  # (C, n, T)
-        x = normalise(x.transpose(1, 0, 2))
+        x = normalise_windows(data, idx, n_win)
     else:
         x = np.zeros((0, len(keep), n_win), dtype=np.float32)
     return RecordingWindows(x=x, labels=kept_labels if rule.active else None, dropped=dropped, unlabelled=unlabelled)
