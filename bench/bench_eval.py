@@ -54,6 +54,9 @@ METHODS = ("part", "part-grid")
 INITS = ("pretrained", "random")
 PROTOCOLS = ("linear", "knn")
 FEATURES = ("cls", "mean")
+#: κ by which PART must beat random init to count as "clearly": 0.10 for EEG (the issue's goal),
+#: 0.05 elsewhere (our reading of "clearly", fixed before the first run).
+CLEAR_MARGIN = {"EEG": 0.10, "sensor": 0.05, "image": 0.05}
 #: What a row of the table is: (method label, pretext whose run is evaluated, init).
 ROWS = (("PART", "part", "pretrained"), ("PART-grid", "part-grid", "pretrained"), ("random init", "part", "random"))
 
@@ -284,9 +287,9 @@ def write_plot(results: dict, names: list[str], path: Path) -> None:
                     ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, max(v, 0)), ha="center",
                                 va="bottom", fontsize=7)
         ax.set_xticks(np.arange(len(names)))
-        ax.set_xticklabels([DATASETS[n].title for n in names], fontsize=8)
+        ax.set_xticklabels([f"{DATASETS[n].title}\n({results[n]['features']} features)" for n in names], fontsize=8)
         ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_title(f"{protocol} probe (features: {', '.join(sorted({results[n]['features'] for n in names}))})")
+        ax.set_title(f"{protocol} probe")
         ax.set_ylabel("Cohen's κ on the test split")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, loc="upper left")
@@ -353,15 +356,27 @@ def markdown_report(results: dict, names: list[str], meta: dict) -> str:
         for protocol in PROTOCOLS:
             t = results[n]["test"]
             k = {label: t.get(f"{label}|{protocol}", {}).get("cohen_kappa", float("nan")) for label, _, _ in ROWS}
-            need = 0.10 if DATASETS[n].kind == "EEG" else 0.0
+            need = CLEAR_MARGIN[DATASETS[n].kind]
             beats = k["PART"] - k["random init"]
             lines.append(
                 f"- {DATASETS[n].title}, {protocol}: PART − random = {beats:+.3f} "
-                f"({'met' if beats > need else 'NOT met'}{', needs ≥ 0.10' if need else ''}); "
+                f"({'met' if beats >= need - 1e-9 else 'NOT met'}, needs ≥ {need:.2f}); "
                 f"PART − PART-grid = {k['PART'] - k['PART-grid']:+.3f} ({'met' if k['PART'] >= k['PART-grid'] else 'NOT met'})"
             )
     lines += ["", meta["contention"]]
     return "\n".join(lines)
+
+
+def write_outputs(results: dict, names: list[str], meta: dict, out: Path) -> None:
+    tested = all(results[n]["test"] for n in names)
+    if tested:
+        report = markdown_report(results, names, meta)
+        (out / "results.md").write_text(report + "\n")
+        write_plot(results, names, out / "results.png")
+        print(report)
+    write_loss_plot(results, names, out / "pretrain_loss.png")
+    print(f"\nwrote {out / 'results.json'}" + (f", {out / 'results.md'}, {out / 'results.png'}" if tested else "")
+          + f" and {out / 'pretrain_loss.png'}; wall time {meta['wall_s'] / 60:.1f} min (budget {meta['budget_min']} min)")
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -396,7 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out instead of retraining")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite results.md and the plots from --out/results.json without running anything")
     args = parser.parse_args(argv)
+    if args.report_only:
+        saved = json.loads((args.out / "results.json").read_text())
+        names = [n for n in saved["results"] if saved["results"][n]["test"]]
+        write_outputs(saved["results"], names, saved["meta"], args.out)
+        return 0
 
     if not DATA_ROOT.is_dir():
         sys.exit(f"bench_eval: the shared data folder {DATA_ROOT} does not exist; it must sit beside the repository "
@@ -509,15 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": steps, "calibration": calibration, "contention": contention.describe(),
             "contention_detail": contention.result, "argv": sys.argv[1:] if argv is None else argv}
     (out / "results.json").write_text(json.dumps(_jsonable({"meta": meta, "results": results}), indent=2) + "\n")
-    if all(results[n]["test"] for n in names):
-        report = markdown_report(results, names, meta)
-        (out / "results.md").write_text(report + "\n")
-        write_plot(results, names, out / "results.png")
-        print(report)
-    write_loss_plot(results, names, out / "pretrain_loss.png")
-    print(f"\nwrote {out / 'results.json'}" + (f", {out / 'results.md'}, {out / 'results.png'}"
-                                               if all(results[n]["test"] for n in names) else "")
-          + f" and {out / 'pretrain_loss.png'}; wall time {meta['wall_s'] / 60:.1f} min (budget {args.budget_min} min)")
+    write_outputs(results, names, meta, out)
     return 0
 
 
