@@ -25,11 +25,10 @@ patches, 40 of them sampled per window. The package ships one real recording,
 
 from __future__ import annotations
 
-import copy
 import sys
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -265,12 +264,7 @@ class EEGModality(Modality):
         """The trials of an ``.npz`` archive with ``X_train`` and ``X_test``: (train, test) windows."""
         if not {"X_train", "X_test"} <= set(npz_keys(data)):
             return None
-        out = []
-        for split in ("train", "test"):
-            other = copy.copy(self)
-            other.config = replace(self.config, split=split)
-            out.append(other.load(data))
-        return out[0], out[1]
+        return self.load_with(data, split="train"), self.load_with(data, split="test")
 
     def inspect(self, data) -> dict[str, Any]:
         """The base report, plus ``unlabelled`` ({annotation description: windows dropped for it})."""

@@ -8,8 +8,7 @@ sub-folder names become class labels (the ImageFolder layout).
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -100,12 +99,7 @@ class ImageModality(Modality):
         found = next((p for p in pairs if set(p) <= keys), None)
         if found is None or self.config.npz_key not in ("", found[0]):
             return None
-        out = []
-        for key in found:
-            other = copy.copy(self)
-            other.config = replace(self.config, npz_key=key)
-            out.append(other.load(data))
-        return out[0], out[1]
+        return self.load_with(data, npz_key=found[0]), self.load_with(data, npz_key=found[1])
 
     # -- sources -------------------------------------------------------------------------------
     def _from_folder(self, root: Path) -> Windows:

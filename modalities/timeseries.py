@@ -27,11 +27,10 @@ Windows made from files are cached on disk (:func:`relpos.cache.cached_windows`)
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import glob as globlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -257,12 +256,7 @@ class TimeseriesModality(Modality):
         keys = set(npz_keys(data))
         if self.config.variable or not ({"X_train", "x_train"} & keys and {"X_test", "x_test"} & keys):
             return None
-        out = []
-        for split in ("train", "test"):
-            other = copy.copy(self)
-            other.config = replace(self.config, split=split)
-            out.append(other.load(data))
-        return out[0], out[1]
+        return self.load_with(data, split="train"), self.load_with(data, split="test")
 
     def inspect(self, data: Any) -> dict[str, Any]:
         """The base report (files, skipped, dropped, labels) plus the window and patch geometry."""

@@ -197,6 +197,18 @@ class Modality:
         """
         return None
 
+    def load_with(self, data: Any, **changes: Any) -> Windows:
+        """Load ``data`` with a copy of this modality whose config has ``changes`` applied.
+
+        E.g. ``self.load_with(path, split="test")`` in :meth:`eval_splits`.
+        """
+        import copy
+        from dataclasses import replace
+
+        other = copy.copy(self)
+        other.config = replace(self.config, **changes)
+        return other.load(data)
+
     def restore(self, data_info: dict[str, Any]) -> None:
         """Take back what :meth:`load` learned from the training data (e.g. its sampling rate).
 
