@@ -172,6 +172,12 @@ class _Item:
         return raw
 
 
+def _skip(writer, skipped: list, item: "_Item", reason: str) -> None:
+    """Leave a recording out of a multi-file load: warn (replayed on cache hits) and record why."""
+    writer.warn(f"Skipping {item.where}: {reason}.")
+    skipped.append({"path": item.where.strip("'"), "reason": reason})
+
+
 class EEGModality(Modality):
     """EEG recordings read with MNE, filtered, resampled and cut into windows."""
 
@@ -281,8 +287,7 @@ class EEGModality(Modality):
             if strict:
                 raise DataError(f"Cannot read {item.where} as an EEG recording with MNE: {_one_line(exc)}") from None
             reason = f"cannot be read with MNE ({_one_line(exc)})"
-            writer.warn(f"Skipping {item.where}: it {reason}.")
-            skipped.append({"path": item.where.strip("'"), "reason": reason})
+            _skip(writer, skipped, item, f"it {reason}")
             return None
         if self.config.standardize_names:
             import mne
@@ -350,8 +355,7 @@ class EEGModality(Modality):
                         f"Cannot read {item.where} as an EEG recording with MNE: {_one_line(exc)}"
                     ) from None
                 reason = f"its samples cannot be read ({_one_line(exc)})"
-                writer.warn(f"Skipping {item.where}: {reason}.")
-                skipped.append({"path": item.where.strip("'"), "reason": reason})
+                _skip(writer, skipped, item, reason)
                 continue
             sfreq0 = float(raw.info["sfreq"])
             duration_s = raw.n_times / sfreq0
@@ -368,8 +372,7 @@ class EEGModality(Modality):
                         f"(modality.window_s = {cfg.window_s} s)."
                     ) from None
                 reason = f"it lasts {short.duration_s:.1f} s, shorter than one window ({cfg.window_s} s)"
-                writer.warn(f"Skipping {item.where}: {reason}.")
-                skipped.append({"path": item.where.strip("'"), "reason": reason})
+                _skip(writer, skipped, item, reason)
                 continue
             dropped.update(rw.dropped)
             unlabelled.update(rw.unlabelled)
