@@ -383,8 +383,11 @@ class EEGModality(Modality):
                         index[lab] = len(classes)
                         classes.append(lab)
                 labels = np.array([index[lab] for lab in rw.labels], dtype=np.int64)
-            if len(rw.x):
-                writer.append(rw.x, groups=item.recording_id, labels=labels, subjects=item.subject_id)
+            if len(rw):
+                # Normalised straight into the cache's buffer: the windows are never all in memory.
+                writer.append_filled(
+                    len(rw), rw.shape, rw.fill, groups=item.recording_id, labels=labels, subjects=item.subject_id
+                )
             files.append(
                 {
                     "path": item.where.strip("'"),
@@ -395,7 +398,7 @@ class EEGModality(Modality):
                     "sfreq": sfreq0,
                     "duration_s": round(duration_s, 6),
                     "annotations": dict(ann_counts),
-                    "n_windows": int(len(rw.x)),
+                    "n_windows": len(rw),
                 }
             )
             del raw, rw

@@ -37,12 +37,41 @@ DROP_OUTSIDE = "event window outside the recording"
 
 @dataclass
 class RecordingWindows:
-    """What one recording gave: windows, labels (class names) and what was dropped."""
+    """What one recording gave: the windows to keep (not yet cut), labels (class names) and what was dropped.
 
-    x: np.ndarray  # (n, C, T) float32, normalised
+    The windows are ``data[:, a:a + n_samples]`` for each ``a`` in ``starts``, normalised per channel
+    with ``mean`` and ``std``; :meth:`fill` writes them wherever they go (the cache's buffer), so the
+    overlapping windows of a small stride are never all held in memory at once.
+    """
+
+    data: np.ndarray  # (C, samples) the preprocessed recording
+    starts: np.ndarray  # (n,) first sample of each window
+    n_samples: int  # window length, samples
+    mean: np.ndarray  # (n, C) float64
+    std: np.ndarray  # (n, C) float64
     labels: list[str] | None
     dropped: Counter = field(default_factory=Counter)
     unlabelled: Counter = field(default_factory=Counter)  # annotation description -> windows
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(channels, samples) of one window."""
+        return (int(self.data.shape[0]), int(self.n_samples))
+
+    def fill(self, out: np.ndarray, first: int = 0) -> None:
+        """Write windows ``first, ..., first + len(out) - 1``, normalised, into ``out`` (float32 ``(k, C, T)``)."""
+        fill_normalised(out, self.data, self.starts[first : first + len(out)], self.n_samples,
+                        self.mean[first : first + len(out)], self.std[first : first + len(out)])
+
+    @property
+    def x(self) -> np.ndarray:
+        """All windows as one ``(n, C, T)`` float32 array."""
+        out = np.empty((len(self), *self.shape), dtype=np.float32)
+        self.fill(out)
+        return out
 
 
 def split_names(text: str) -> list[str]:
@@ -82,26 +111,81 @@ def annotation_table(raw) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return onset, np.asarray(ann.duration, dtype=float), [str(d) for d in ann.description]
 
 
+def _segments(starts: np.ndarray, stops: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut ``[0, n)`` at every window start and stop.
+
+    Returns ``(cuts, first, count)``: segment ``j`` is ``[cuts[j], cuts[j + 1])`` (the last one ends at
+    ``n``), and window ``i`` (``[starts[i], stops[i])``, stops at most ``n``) is exactly the
+    ``count[i]`` segments from ``first[i]``. A reduction over each segment
+    (``ufunc.reduceat(data, cuts)``, one pass over the data however much the windows overlap) then
+    gives each window's by :func:`_over_windows`.
+    """
+    cuts = np.unique(np.concatenate([starts, stops]))
+    cuts = cuts[cuts < n]
+    first = np.searchsorted(cuts, starts)
+    count = np.searchsorted(cuts, stops) - first
+    return cuts, first, count
+
+
+def _over_windows(per_segment: np.ndarray, first: np.ndarray, count: np.ndarray, ufunc) -> np.ndarray:
+    """``ufunc`` over each window's segments: ``(C, segments)`` -> ``(C, windows)``."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    out = np.empty((per_segment.shape[0], len(first)), dtype=per_segment.dtype)
+    for k in np.unique(count):  # windows spanning the same number of segments, together
+        sel = np.flatnonzero(count == k)
+        spans = sliding_window_view(per_segment, int(k), axis=1)  # (C, segments - k + 1, k), no copy
+        out[:, sel] = ufunc.reduce(spans[:, first[sel]], axis=2)
+    return out
+
+
 def bad_windows(
-    data: np.ndarray, sfreq: float, starts_s: np.ndarray, window_s: float, flat_threshold: float
+    data: np.ndarray,
+    sfreq: float,
+    starts_s: np.ndarray,
+    window_s: float,
+    flat_threshold: float,
+    rows: list[int] | None = None,
+    finite: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(non_finite, flat) masks over windows, read from the raw samples ``data`` (C, samples) at ``sfreq``."""
+    """(non_finite, flat) masks over windows, read from the raw samples ``data`` (C, samples) at ``sfreq``.
+
+    Only the channels ``rows`` (default: all) count. A window is non-finite when one of its samples
+    is NaN or infinite, flat when one channel's peak-to-peak is below ``flat_threshold`` (and it is
+    not non-finite). Each check is one pass over the data, whatever the windows' overlap;
+    ``finite`` (:func:`all_finite` of ``data``) saves the first when the caller knows it.
+    """
     n = data.shape[1]
-    finite = np.isfinite(data)
-    bad_sample = ~finite.all(axis=0)
-    bad_cum = np.concatenate([[0], np.cumsum(bad_sample)])
-    non_finite = np.zeros(len(starts_s), dtype=bool)
-    flat = np.zeros(len(starts_s), dtype=bool)
-    for i, start in enumerate(starts_s):
-        a = max(0, int(round(start * sfreq)))
-        b = min(n, max(a + 1, int(round((start + window_s) * sfreq))))
-        if bad_cum[b] - bad_cum[a] > 0:
-            non_finite[i] = True
-            continue
-        if flat_threshold > 0:
-            seg = data[:, a:b]
-            flat[i] = bool((seg.max(axis=1) - seg.min(axis=1) < flat_threshold).any())
+    a = np.maximum(0, np.round(np.asarray(starts_s, dtype=float) * sfreq).astype(np.int64))
+    b = np.minimum(n, np.maximum(a + 1, np.round((np.asarray(starts_s, dtype=float) + window_s) * sfreq).astype(np.int64)))
+    non_finite = np.zeros(len(a), dtype=bool)
+    flat = np.zeros(len(a), dtype=bool)
+    if len(a) == 0:
+        return non_finite, flat
+    cuts, first, count = _segments(a, b, n)
+    rows = list(range(data.shape[0])) if rows is None else list(rows)
+    if finite is None:
+        finite = all_finite(data)
+    if not finite:
+        selected = data[rows] if rows != list(range(data.shape[0])) else data
+        bad_sample = ~np.isfinite(selected).all(axis=0)
+        per_segment = np.add.reduceat(bad_sample.astype(np.int64)[None], cuts, axis=1)
+        non_finite = _over_windows(per_segment, first, count, np.add)[0] > 0
+    if flat_threshold > 0:
+        # Every channel's extremes are taken (no copy of the selected rows), then the rows are picked.
+        high = _over_windows(np.maximum.reduceat(data, cuts, axis=1)[rows], first, count, np.maximum)
+        low = _over_windows(np.minimum.reduceat(data, cuts, axis=1)[rows], first, count, np.minimum)
+        with np.errstate(invalid="ignore"):  # inf - inf in a non-finite window, which is not flat
+            flat = ((high - low) < flat_threshold).any(axis=0) & ~non_finite
     return non_finite, flat
+
+
+def all_finite(data: np.ndarray) -> bool:
+    """Whether every value is finite: one sum (a NaN or an infinity always reaches it), and only
+    when that is not finite (or overflowed) a look at each value."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = data.sum()
+    return bool(np.isfinite(total)) or bool(np.isfinite(data).all())
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -112,18 +196,66 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return ((x - mean) / np.maximum(std, 1e-12)).astype(np.float32)
 
 
-def normalise_windows(data: np.ndarray, starts: np.ndarray, n_win: int) -> np.ndarray:
-    """Instance-normalised windows ``data[:, a:a + n_win]`` for each start ``a``, as ``(n, C, n_win)`` float32.
+#: A window whose squared mean (after removing a typical level of its channel) exceeds this many
+#: times its variance gets its variance from its samples rather than from the sum of squares,
+#: which would lose digits to cancellation.
+CANCELLATION_RATIO = 1e6
 
-    Each window is normalised from its contiguous slice straight into the float32 output, so no
-    float64 copy of all windows is ever made (the same values as :func:`normalise`).
+
+def window_stats(data: np.ndarray, starts: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each channel of each window ``data[:, a:a + n_samples]``.
+
+    Returns two ``(n, C)`` float64 arrays, equal to ``window.mean(-1)`` and ``window.std(-1)`` to
+    float64 rounding. They come from sums and sums of squares over the segments between window
+    edges (one pass over the data, however much the windows overlap), taken relative to each
+    channel's mean over the first window; the rare window where that could lose digits (its mean
+    far above its spread) is computed from its samples instead.
     """
-    out = np.empty((len(starts), data.shape[0], n_win), dtype=np.float32)
+    starts = np.asarray(starts, dtype=np.int64)
+    n_ch, n = data.shape
+    if len(starts) == 0:
+        return np.zeros((0, n_ch)), np.zeros((0, n_ch))
+    level = data[:, starts[0] : starts[0] + n_samples].mean(axis=1, keepdims=True)
+    cuts, first, count = _segments(starts, starts + n_samples, n)
+    ends = np.append(cuts[1:], n)
+    sums = np.empty((n_ch, len(cuts)))
+    squares = np.empty((n_ch, len(cuts)))
+    scratch = np.empty((n_ch, int((ends - cuts).max())))
+    for j, (a, b) in enumerate(zip(cuts.tolist(), ends.tolist())):
+        part = scratch[:, : b - a]
+        np.subtract(data[:, a:b], level, out=part)
+        np.sum(part, axis=1, out=sums[:, j])
+        squares[:, j] = np.einsum("ij,ij->i", part, part)
+    mean = _over_windows(sums, first, count, np.add) / n_samples
+    var = _over_windows(squares, first, count, np.add) / n_samples - mean * mean
+    unsure = ~(var * CANCELLATION_RATIO > mean * mean)  # also catches var <= 0
+    mean += level
+    std = np.sqrt(np.maximum(var, 0.0))
+    for c, i in zip(*np.nonzero(unsure)):
+        window = data[c, starts[i] : starts[i] + n_samples]
+        mean[c, i] = window.mean()
+        std[c, i] = window.std()
+    return mean.T.copy(), std.T.copy()
+
+
+def fill_normalised(
+    out: np.ndarray, data: np.ndarray, starts: np.ndarray, n_samples: int, mean: np.ndarray, std: np.ndarray
+) -> None:
+    """``out[i] = (data[:, a:a + n_samples] - mean[i]) / std[i]`` for each start ``a`` (float64 maths,
+    float32 ``out``), one window at a time through a float64 scratch window."""
+    scratch = np.empty((data.shape[0], n_samples), dtype=np.float64)
+    scale = np.maximum(std, 1e-12)
     for i, a in enumerate(starts):
-        window = data[:, a : a + n_win]
-        mean = window.mean(axis=-1, keepdims=True)
-        std = window.std(axis=-1, keepdims=True)
-        np.divide(window - mean, np.maximum(std, 1e-12), out=out[i], casting="same_kind")
+        np.subtract(data[:, a : a + n_samples], mean[i][:, None], out=scratch)
+        np.divide(scratch, scale[i][:, None], out=out[i], casting="same_kind")
+
+
+def normalise_windows(data: np.ndarray, starts: np.ndarray, n_win: int) -> np.ndarray:
+    """Instance-normalised windows ``data[:, a:a + n_win]`` for each start ``a``, as ``(n, C, n_win)`` float32
+    (the same values as :func:`normalise` of the stacked windows)."""
+    out = np.empty((len(starts), data.shape[0], n_win), dtype=np.float32)
+    mean, std = window_stats(data, starts, n_win)
+    fill_normalised(out, data, starts, n_win, mean, std)
     return out
 
 
@@ -271,13 +403,15 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     starts, labels, under, outside = window_starts(cfg, duration_s, ann, rule)
     picks = [raw.ch_names.index(c) for c in keep]
     data0 = raw._data
-    non_finite, flat = bad_windows(data0[picks], sfreq0, starts, cfg.window_s, cfg.flat_threshold)
-    if not np.isfinite(data0).all():
+    finite = all_finite(data0)
+    non_finite, flat = bad_windows(data0, sfreq0, starts, cfg.window_s, cfg.flat_threshold, picks, finite)
+    if not finite:
+        # Zeroed so that the filter does not spread them; the windows that held them are dropped.
         np.nan_to_num(data0, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     preprocess_raw(raw, cfg, keep, where)
-    data = raw.get_data()
+    data = raw._data  # (keep, samples): preprocess_raw leaves exactly these channels, in this order
     n_win = int(round(cfg.window_s * cfg.sfreq))
-    idx = np.round(starts * cfg.sfreq).astype(int)
+    idx = np.round(starts * cfg.sfreq).astype(np.int64)
     dropped: Counter = Counter()
     unlabelled: Counter = Counter()
     if outside:
@@ -295,11 +429,17 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
             chosen.append(i)
     kept_labels = [labels[i] for i in chosen]
     idx = idx[chosen]
-    if len(idx):
-        x = normalise_windows(data, idx, n_win)
-    else:
-        x = np.zeros((0, len(keep), n_win), dtype=np.float32)
-    return RecordingWindows(x=x, labels=kept_labels if rule.active else None, dropped=dropped, unlabelled=unlabelled)
+    mean, std = window_stats(data, idx, n_win)
+    return RecordingWindows(
+        data=data,
+        starts=idx,
+        n_samples=n_win,
+        mean=mean,
+        std=std,
+        labels=kept_labels if rule.active else None,
+        dropped=dropped,
+        unlabelled=unlabelled,
+    )
 
 
 class _TooShort(Exception):

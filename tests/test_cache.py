@@ -228,3 +228,62 @@ def test_memory_mapped_windows_train(cache_dir, source, tmp_path, tiny, one_thre
     config.out = str(tmp_path / "run")
     result = relpos.train(config, data=windows)
     assert result.step == 2 and np.isfinite(result.loss)
+
+
+class FilledBuild:
+    """Two recordings appended with ``append_filled``: window i of a recording is ``seed + i`` everywhere."""
+
+    def __init__(self, counts=(5, 3), shape=(2, 300)):
+        self.counts, self.shape, self.calls = counts, shape, []
+
+    def __call__(self, writer: WindowWriter) -> None:
+        for r, n in enumerate(self.counts):
+            def fill(out, first, seed=100 * r):
+                self.calls.append((len(out), first))
+                out[:] = (seed + first + np.arange(len(out), dtype=np.float32))[:, None, None]
+
+            writer.append_filled(n, self.shape, fill, f"rec-{r}", labels=np.arange(n), subjects=f"s{r}")
+
+    def expected(self) -> np.ndarray:
+        values = np.concatenate([100 * r + np.arange(n) for r, n in enumerate(self.counts)]).astype(np.float32)
+        return np.broadcast_to(values[:, None, None], (len(values), *self.shape))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_append_filled_writes_the_windows_chunk_by_chunk(cache_dir, source, monkeypatch, enabled):
+    # 2 × 300 float32 = 2,400 bytes a window; a 5,000-byte chunk holds 2 of them.
+    monkeypatch.setattr("relpos.cache.FILL_CHUNK_BYTES", 5000)
+    build = FilledBuild()
+    windows = cached_windows("test", [source], {}, build, enabled=enabled)
+    np.testing.assert_array_equal(windows.x.numpy(), build.expected())
+    assert windows.groups.tolist() == ["rec-0"] * 5 + ["rec-1"] * 3
+    assert windows.subjects.tolist() == ["s0"] * 5 + ["s1"] * 3
+    assert windows.labels.tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    if enabled:  # 5 windows in chunks of 2, 2, 1; then 3 in 2, 1
+        assert build.calls == [(2, 0), (2, 2), (1, 4), (2, 0), (1, 2)]
+        assert cached_windows("test", [source], {}, build).info["cache"]["hit"] is True
+    else:  # in memory: one call per recording, straight into the output
+        assert build.calls == [(5, 0), (3, 0)]
+
+
+def test_append_filled_checks_shapes_like_append(cache_dir, source):
+    def mixed(writer):
+        writer.append(windows_of(0, 2, channels=2), "rec-a")
+        writer.append_filled(2, (3, 300), lambda out, first: out.fill(0), "rec-b")
+
+    with pytest.raises(DataError, match=r"'rec-b' have shape \(3, 300\).*earlier windows have \(2, 300\)"):
+        cached_windows("test", [source], {}, mixed)
+    assert entries(cache_dir) == []
+
+
+def test_the_entry_is_flushed_to_disk_before_it_is_published(cache_dir, source, monkeypatch):
+    synced = []
+    monkeypatch.setattr("relpos.cache._datasync", lambda fd: synced.append(os.fstat(fd).st_size))
+    real_fsync = os.fsync
+    monkeypatch.setattr("relpos.cache.os.fsync", lambda fd: synced.append(("fsync", os.fstat(fd).st_size)) or real_fsync(fd))
+    build = FilledBuild(counts=(4, 4))
+    windows = cached_windows("test", [source], {}, build)
+    size = 8 * 2 * 300 * 4
+    # a background flush after each recording, the last one before publication covers everything
+    assert synced[0] == size // 2 and synced[-1] == ("fsync", size)
+    assert len(windows) == 8

@@ -3,8 +3,9 @@
 A modality that spends time turning files into windows (reading, filtering, resampling) wraps that
 work in :func:`cached_windows`. The first call runs ``build``, which appends windows to a
 :class:`WindowWriter` one recording at a time (so memory stays bounded by one recording, whatever
-the size of the data set); the writer streams them into a raw float32 file, and the finished folder
-is published atomically. Every later call with the same sources and parameters skips ``build``
+the size of the data set); the writer streams them into a raw float32 file (flushing it to disk in
+the background while the build goes on), and the finished folder is published atomically once the
+file is on disk. Every later call with the same sources and parameters skips ``build``
 entirely and memory-maps that file (entries under ``$RELPOS_CACHE_MMAP_MIN_BYTES``, default 1 GiB, are
 read into memory instead), so opening a data set larger than RAM costs almost nothing.
 
@@ -36,9 +37,12 @@ from .modality import Windows
 #: Bumped whenever the layout of an entry changes, so old entries are never misread.
 CACHE_FORMAT = 1
 X_FILE = "x.f32"
+#: Size of the buffer :meth:`WindowWriter.append_filled` fills and writes, chunk by chunk.
+FILL_CHUNK_BYTES = 4 * 2**20
 META_FILE = "meta.json"
 #: Temporary folders older than this (left by a killed process) are removed on the next build.
 STALE_TMP_S = 24 * 3600.0
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -119,6 +123,8 @@ class WindowWriter:
         self._labels: list[np.ndarray] = []
         self._chunks: list[np.ndarray] = []  # only without a folder (cache disabled)
         self._fh = open(folder / X_FILE, "wb") if folder is not None else None
+        self._pool = None  # one thread that flushes the file to disk while the build goes on
+        self._sync = None
 
     def append(
         self,
@@ -145,14 +151,59 @@ class WindowWriter:
         if x.ndim < 3:
             raise ValueError(f"WindowWriter.append() takes windows of shape (n, C, *extent), got {x.shape}.")
         n = int(x.shape[0])
+        if not self._accept(n, x.shape[1:], groups, labels, subjects):
+            return
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._fh is not None:
+            x.tofile(self._fh)
+            self._start_sync()
+        else:
+            self._chunks.append(x)
+
+    def append_filled(
+        self,
+        n: int,
+        shape: Sequence[int],
+        fill: Callable[[np.ndarray, int], None],
+        groups: Sequence[str],
+        labels: np.ndarray | None = None,
+        subjects: Sequence[str] | None = None,
+    ) -> None:
+        """Append ``n`` windows that ``fill`` writes straight into the writer's float32 buffer.
+
+        Like :meth:`append`, without an ``(n, C, *extent)`` array of all the windows: the writer
+        calls ``fill(out, first)`` with ``out`` a float32 ``(k, *shape)`` buffer to fill with
+        windows ``first, ..., first + k - 1`` (the whole output array when the cache is disabled,
+        else a small reused chunk that goes to the file after each call).
+        """
+        n = int(n)
+        shape = tuple(int(s) for s in shape)
+        if not self._accept(n, shape, groups, labels, subjects):
+            return
+        if self._fh is None:
+            out = np.empty((n, *shape), dtype=np.float32)
+            fill(out, 0)
+            self._chunks.append(out)
+            return
+        per_window = int(np.prod(shape, dtype=np.int64)) * 4
+        k = max(1, min(n, FILL_CHUNK_BYTES // max(per_window, 1)))
+        buffer = np.empty((k, *shape), dtype=np.float32)
+        for first in range(0, n, k):
+            out = buffer[: min(k, n - first)]
+            fill(out, first)
+            self._fh.write(memoryview(out).cast("B"))
+        self._start_sync()
+
+    def _accept(self, n, shape, groups, labels, subjects) -> bool:
+        """Check and record everything about ``n`` windows but their values; False when n is 0."""
         groups = _per_window(groups, n, "groups")
         subjects = groups if subjects is None else _per_window(subjects, n, "subjects")
         where = repr(groups[0]) if groups else "(no windows)"
         if self.shape is None:
-            self.shape = tuple(int(s) for s in x.shape[1:])
-        elif tuple(x.shape[1:]) != self.shape:
+            self.shape = tuple(int(s) for s in shape)
+        elif tuple(shape) != self.shape:
             raise DataError(
-                f"Windows from {where} have shape {_shape_text(x.shape[1:])} (channels, samples) but earlier "
+                f"Windows from {where} have shape {_shape_text(shape)} (channels, samples) but earlier "
                 f"windows have {_shape_text(self.shape)}; every recording must give the same channels and "
                 f"window length."
             )
@@ -170,15 +221,37 @@ class WindowWriter:
                 raise ValueError(f"WindowWriter.append() got {n} windows but {len(labels)} labels.")
             self._labels.append(labels.astype(np.int64))
         if n == 0:
-            return
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self._fh is not None:
-            x.tofile(self._fh)
-        else:
-            self._chunks.append(x)
+            return False
         self._groups.extend(groups)
         self._subjects.extend(subjects)
         self.count += n
+        return True
+
+    def _start_sync(self) -> None:
+        """Start flushing what is written so far to disk in the background (if no flush is running).
+
+        The entry must be on disk before it is published (:meth:`finish` waits for that); flushing
+        each recording's windows while the next one is being prepared keeps that wait short. The
+        thread only waits on the kernel's disk writes.
+        """
+        if self._sync is not None and not self._sync.done():
+            return
+        if self._sync is not None:
+            self._sync.result()  # an I/O error surfaces here, not at publication
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relpos-cache-sync")
+        self._fh.flush()
+        self._sync = self._pool.submit(_datasync, self._fh.fileno())
+
+    def _join_sync(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.result()
 
     def warn(self, message: str) -> None:
         """Warn the user now (``relpos: warning: ...``) and again whenever this entry is reused."""
@@ -196,11 +269,16 @@ class WindowWriter:
 
     def close(self) -> None:
         if self._fh is not None and not self._fh.closed:
+            try:
+                self._join_sync()
+            except OSError:
+                pass  # closing after a failed build: the entry is discarded anyway
             self._fh.close()
 
     def finish(self) -> None:
         """Flush the raw file and write the small files beside it (``meta.json`` last)."""
         assert self.folder is not None
+        self._join_sync()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self.close()
