@@ -111,8 +111,10 @@ def annotation_table(raw) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return onset, np.asarray(ann.duration, dtype=float), [str(d) for d in ann.description]
 
 
-def _segments(starts: np.ndarray, stops: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut ``[0, n)`` at every window start and stop.
+def _segments(
+    starts: np.ndarray, stops: np.ndarray, n: int, also: list[int] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut ``[0, n)`` at every window start and stop (and at the points ``also``).
 
     Returns ``(cuts, first, count)``: segment ``j`` is ``[cuts[j], cuts[j + 1])`` (the last one ends at
     ``n``), and window ``i`` (``[starts[i], stops[i])``, stops at most ``n``) is exactly the
@@ -120,7 +122,7 @@ def _segments(starts: np.ndarray, stops: np.ndarray, n: int) -> tuple[np.ndarray
     (``ufunc.reduceat(data, cuts)``, one pass over the data however much the windows overlap) then
     gives each window's by :func:`_over_windows`.
     """
-    cuts = np.unique(np.concatenate([starts, stops]))
+    cuts = np.unique(np.concatenate([starts, stops, np.asarray(also, dtype=np.int64)]).astype(np.int64))
     cuts = cuts[cuts < n]
     first = np.searchsorted(cuts, starts)
     count = np.searchsorted(cuts, stops) - first
@@ -139,45 +141,51 @@ def _over_windows(per_segment: np.ndarray, first: np.ndarray, count: np.ndarray,
     return out
 
 
-def bad_windows(
+def scan_raw(
     data: np.ndarray,
     sfreq: float,
     starts_s: np.ndarray,
     window_s: float,
     flat_threshold: float,
     rows: list[int] | None = None,
-    finite: bool | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(non_finite, flat) masks over windows, read from the raw samples ``data`` (C, samples) at ``sfreq``.
+) -> tuple[bool, np.ndarray, np.ndarray]:
+    """(all_finite, non_finite, flat): is every value of the raw samples ``data`` (C, samples) at
+    ``sfreq`` finite, and masks over the windows starting at ``starts_s`` (s).
 
-    Only the channels ``rows`` (default: all) count. A window is non-finite when one of its samples
-    is NaN or infinite, flat when one channel's peak-to-peak is below ``flat_threshold`` (and it is
-    not non-finite). Each check is one pass over the data, whatever the windows' overlap;
-    ``finite`` (:func:`all_finite` of ``data``) saves the first when the caller knows it.
+    Only the channels ``rows`` (default: all) count for the masks. A window is non-finite when one
+    of its samples is NaN or infinite, flat when one channel's peak-to-peak is below
+    ``flat_threshold`` (and it is not non-finite). The extremes of the segments between window
+    edges (one pass over the data, whatever the windows' overlap) answer all three: a NaN or an
+    infinity always reaches them. Only when something is not finite are the bad samples located.
     """
-    n = data.shape[1]
-    a = np.maximum(0, np.round(np.asarray(starts_s, dtype=float) * sfreq).astype(np.int64))
-    b = np.minimum(n, np.maximum(a + 1, np.round((np.asarray(starts_s, dtype=float) + window_s) * sfreq).astype(np.int64)))
+    n_ch, n = data.shape
+    starts_s = np.asarray(starts_s, dtype=float)
+    a = np.maximum(0, np.round(starts_s * sfreq).astype(np.int64))
+    b = np.minimum(n, np.maximum(a + 1, np.round((starts_s + window_s) * sfreq).astype(np.int64)))
+    rows = list(range(n_ch)) if rows is None else list(rows)
+    cuts, first, count = _segments(a, b, n, also=[0])  # segments cover every sample
+    high = low = None
+    if flat_threshold > 0:
+        high = np.maximum.reduceat(data, cuts, axis=1)
+        low = np.minimum.reduceat(data, cuts, axis=1)
+        finite = bool(np.isfinite(high).all() and np.isfinite(low).all())
+    else:
+        finite = all_finite(data)
     non_finite = np.zeros(len(a), dtype=bool)
     flat = np.zeros(len(a), dtype=bool)
     if len(a) == 0:
-        return non_finite, flat
-    cuts, first, count = _segments(a, b, n)
-    rows = list(range(data.shape[0])) if rows is None else list(rows)
-    if finite is None:
-        finite = all_finite(data)
+        return finite, non_finite, flat
     if not finite:
-        selected = data[rows] if rows != list(range(data.shape[0])) else data
+        selected = data[rows] if rows != list(range(n_ch)) else data
         bad_sample = ~np.isfinite(selected).all(axis=0)
         per_segment = np.add.reduceat(bad_sample.astype(np.int64)[None], cuts, axis=1)
         non_finite = _over_windows(per_segment, first, count, np.add)[0] > 0
-    if flat_threshold > 0:
-        # Every channel's extremes are taken (no copy of the selected rows), then the rows are picked.
-        high = _over_windows(np.maximum.reduceat(data, cuts, axis=1)[rows], first, count, np.maximum)
-        low = _over_windows(np.minimum.reduceat(data, cuts, axis=1)[rows], first, count, np.minimum)
+    if high is not None:
+        high = _over_windows(high[rows], first, count, np.maximum)
+        low = _over_windows(low[rows], first, count, np.minimum)
         with np.errstate(invalid="ignore"):  # inf - inf in a non-finite window, which is not flat
             flat = ((high - low) < flat_threshold).any(axis=0) & ~non_finite
-    return non_finite, flat
+    return finite, non_finite, flat
 
 
 def all_finite(data: np.ndarray) -> bool:
@@ -403,8 +411,7 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     starts, labels, under, outside = window_starts(cfg, duration_s, ann, rule)
     picks = [raw.ch_names.index(c) for c in keep]
     data0 = raw._data
-    finite = all_finite(data0)
-    non_finite, flat = bad_windows(data0, sfreq0, starts, cfg.window_s, cfg.flat_threshold, picks, finite)
+    finite, non_finite, flat = scan_raw(data0, sfreq0, starts, cfg.window_s, cfg.flat_threshold, picks)
     if not finite:
         # Zeroed so that the filter does not spread them; the windows that held them are dropped.
         np.nan_to_num(data0, copy=False, nan=0.0, posinf=0.0, neginf=0.0)

@@ -9,7 +9,7 @@ import pytest
 from relpos_modalities.eeg_pipeline import (
     RecordingWindows,
     all_finite,
-    bad_windows,
+    scan_raw,
     normalise,
     normalise_windows,
     window_stats,
@@ -51,16 +51,28 @@ def test_bad_windows_match_the_window_by_window_check(recording):
     starts = np.arange(0, 50.01, 2.5)  # 10-s windows every 2.5 s, overlapping
     starts = np.append(starts, [3.3, 41.7])  # and two off the grid
     rows = [0, 1, 2]
-    got = bad_windows(data, 160.0, starts, 10.0, 1e-7, rows=rows)
+    finite, *got = scan_raw(data, 160.0, starts, 10.0, 1e-7, rows=rows)
     want = plain_bad_windows(data, 160.0, starts, 10.0, 1e-7, rows)
+    assert finite is False
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     # NaN at 6.25 s: windows from 0, 2.5, 5 and 3.3 s; -inf at 55 s: from 47.5 and 50 s; flat: from 40 s
     assert want[0].sum() == 6 and want[1].sum() == 1
     # without the bad values, nothing is dropped; a zero threshold turns the flat check off
-    clean = recording
-    assert not bad_windows(clean, 160.0, starts, 10.0, 1e-7)[0].any()
-    assert not bad_windows(data, 160.0, starts, 10.0, 0.0, rows=[0])[1].any()
+    finite, non_finite, flat = scan_raw(recording, 160.0, starts, 10.0, 1e-7)
+    assert finite and not non_finite.any() and not flat.any()
+    finite, non_finite, flat = scan_raw(data, 160.0, starts, 10.0, 0.0, rows=[0])
+    assert not finite and not non_finite.any() and not flat.any()
+
+
+@pytest.mark.parametrize("flat_threshold", [1e-7, 0.0])
+def test_a_bad_value_outside_every_window_still_counts_as_not_finite(recording, flat_threshold):
+    # The pipeline zeroes such values before filtering, so the scan must see them.
+    for channel, sample, value in [(2, 5, np.nan), (0, -1, np.inf)]:  # before 1 s / after 30 s
+        data = recording.copy()
+        data[channel, sample] = value
+        finite, non_finite, _ = scan_raw(data, 160.0, np.array([1.0, 20.0]), 10.0, flat_threshold)
+        assert finite is False and not non_finite.any()
 
 
 def test_all_finite_is_exact_even_when_the_sum_overflows():
