@@ -18,6 +18,9 @@ Run from the repository root::
 
     .venv/bin/python bench/bench_eval.py                      # ~30 min on 2 CPU cores
     .venv/bin/python bench/bench_eval.py --budget-min 240 --device cuda   # the same, scaled up
+    # the GPU-scale run reported in bench/README.md (one H100; ~6 min per data set):
+    OMP_NUM_THREADS=4 .venv/bin/python bench/bench_eval.py --device cuda --steps 2000 \
+        --set mnist:train.batch_size=128 --set scp1:train.batch_size=64 --set blink:train.batch_size=64
     .venv/bin/python bench/bench_eval.py --datasets scp1 --steps 100      # a quick look
 
 The time budget covers the whole script: calibration, pretraining (``--pretrain-share`` of what is
@@ -31,6 +34,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -49,7 +53,9 @@ from relpos.training import resolve_device  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
-DATA_ROOT = REPO.parent / "shared" / "data"
+#: The shared data folder; ``--data-root`` or ``$RELPOS_SHARED_DATA`` point elsewhere (e.g. on a GPU machine
+#: where only a copy of the four files travels with the repository).
+DATA_ROOT = Path(os.environ.get("RELPOS_SHARED_DATA", REPO.parent / "shared" / "data"))
 METHODS = ("part", "part-grid")
 INITS = ("pretrained", "random")
 PROTOCOLS = ("linear", "knn")
@@ -98,10 +104,25 @@ def run_config(ds: DataSet, method: str, out: Path, steps: int, args: argparse.N
         "train.progress=false",
         "train.tensorboard=false",
         *ds.overrides,
-        *args.set,
+        *dataset_overrides(args.set, ds.name),
         *extra,
     ]
     return relpos.resolve_config(ds.config, pretext=method, overrides=overrides)
+
+
+def dataset_overrides(sets: list[str], name: str) -> list[str]:
+    """The ``--set`` overrides for data set ``name``: ``KEY=VALUE`` applies to all, ``NAME:KEY=VALUE`` to one."""
+    chosen = []
+    for value in sets:
+        head, sep, rest = value.partition(":")
+        if sep and "=" not in head:
+            if head not in DATASETS:
+                sys.exit(f"bench_eval: --set {value!r} names the data set {head!r}; known: {', '.join(DATASETS)}.")
+            if head == name:
+                chosen.append(rest)
+        else:
+            chosen.append(value)
+    return chosen
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
@@ -406,9 +427,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-steps", type=int, default=8)
     parser.add_argument("--features", default="auto", choices=("auto", *FEATURES),
                         help="features reported; auto: the better of cls/mean by PART's validation κ (linear)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every pretraining run (e.g. train.batch_size=64)")
+    parser.add_argument("--set", action="append", default=[], metavar="[NAME:]KEY=VALUE",
+                        help="config override for every pretraining run (e.g. train.batch_size=64), or for one "
+                             "data set's runs (e.g. mnist:train.batch_size=128)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="folder holding eeg/scp1.npz, eeg/blink.npz, sensor/basicmotions.npz and images/mnist.npz "
+                             "(default: $RELPOS_SHARED_DATA or ../shared/data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out instead of retraining")
     parser.add_argument("--report-only", action="store_true",
@@ -420,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(saved["results"], names, saved["meta"], args.out)
         return 0
 
+    global DATA_ROOT
+    if args.data_root is not None:
+        DATA_ROOT = args.data_root.resolve()
     if not DATA_ROOT.is_dir():
         sys.exit(f"bench_eval: the shared data folder {DATA_ROOT} does not exist; it must sit beside the repository "
                  f"(../shared/data, see its README.md).")
