@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, kappa, c))
         for run in args.runs:
             for init in ("pretrained", "random"):
-                for feats in ("cls", "mean"):
+                for feats in ("cls", "mean", "tokens"):
                     result = relpos.evaluate(run, protocol="linear", init=init, features=feats, seed=args.seed,
                                              progress=False, write=False)
                     rows.append((f"{run.name} {init} encoder, {feats} features (relpos eval)",

@@ -128,3 +128,29 @@ def test_train_on_windows_opened_beforehand(tmp_path):
     assert result.step == 2
     state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert state["data_info"]["extent"] == [3000] and state["data_info"]["channels"] == 64
+
+
+def test_tokens_features_keep_the_patches_in_grid_order(eeg_result):
+    """``tokens`` is the patch tokens concatenated in grid order: N x dim numbers per window."""
+    encoder = relpos.load_encoder(eeg_result.run_dir)
+    windows = encoder.open(EEG_SAMPLE)
+    tokens = encoder.embed(windows.x, features="tokens")
+    mean = encoder.embed(windows.x, features="mean")
+    n_patches = windows.x.shape[-1] // int(encoder.modality.patch_size()[0])
+    assert tuple(tokens.shape) == (7, n_patches * 32)
+    per_patch = tokens.reshape(7, n_patches, 32)
+    assert torch.allclose(per_patch.mean(1), mean, atol=1e-6)
+    # Reversing the order of the patches leaves the mean (a set function without position
+    # embeddings) unchanged but reverses the tokens.
+    patch = int(encoder.modality.patch_size()[0])
+    x = windows.x[..., : n_patches * patch]
+    flipped = x.reshape(*x.shape[:-1], n_patches, patch).flip(-2).reshape(x.shape)
+    assert torch.allclose(encoder.embed(flipped, features="mean"), encoder.embed(x, features="mean"), atol=1e-5)
+    assert torch.allclose(encoder.embed(flipped, features="tokens").reshape(7, n_patches, 32),
+                          encoder.embed(x, features="tokens").reshape(7, n_patches, 32).flip(1), atol=1e-5)
+
+
+def test_unknown_features_name_the_allowed_ones(eeg_result):
+    encoder = relpos.load_encoder(eeg_result.run_dir)
+    with pytest.raises(ValueError, match="allowed cls, mean, both, tokens, got 'patches'"):
+        encoder.embed(torch.zeros(1, 64, 3000), features="patches")

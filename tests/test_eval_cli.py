@@ -222,3 +222,17 @@ def test_supervised_with_a_frozen_protocol_is_refused(capsys, image_run):
 def test_unknown_eval_setting_suggests_the_nearest(capsys, image_run):
     code, _, err = run_eval(capsys, image_run, "--set", "eval.stpes=2")
     assert_one_line_error(code, err, "'eval.stpes'", "Did you mean 'steps'")
+
+
+@pytest.mark.parametrize("protocol", ["linear", "finetune"])
+def test_tokens_features_on_the_image_grid(capsys, image_run, protocol):
+    # 8-px images with 4-px patches: a 2 x 2 grid, so 4 tokens x 32 dims = 128 features per image.
+    code, out, err = run_eval(capsys, image_run, "--protocol", protocol, "--features", "tokens",
+                              "--set", "eval.steps=2")
+    assert code == 0, err
+    assert "tokens features" in out
+    result = read_json(image_run, f"{protocol}-pretrained-tokens")
+    assert result["features"] == "tokens" and result["n_test"] == 12
+    encoder = relpos.load_encoder(image_run)
+    windows = encoder.open(str(result["data"]))
+    assert tuple(encoder.embed(windows.x[:3], features="tokens").shape) == (3, 4 * 32)

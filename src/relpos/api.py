@@ -18,7 +18,32 @@ from .modality import Modality, Windows
 from .plugins import get_modality
 from .sampling import grid_boxes
 
-FEATURES = ("cls", "mean", "both")
+FEATURES = ("cls", "mean", "both", "tokens")
+
+
+def pool_tokens(tokens: torch.Tensor, features: str) -> torch.Tensor:
+    """Turn encoder output ``(B, 1 + N, dim)`` (CLS first) into one feature vector per window.
+
+    ``cls``: the CLS token. ``mean``: the mean of the N patch tokens. ``both``: the two concatenated
+    (``2 * dim``). ``tokens``: the N patch tokens concatenated in grid order (``N * dim``). An encoder
+    without position embeddings (PART's) gives CLS and mean features that are functions of an
+    unordered set of patches; ``tokens`` keeps the patches' order, for tasks whose labels depend on
+    it (e.g. a slow drift across an EEG trial).
+    """
+    if features == "cls":
+        return tokens[:, 0]
+    if features == "mean":
+        return tokens[:, 1:].mean(1)
+    if features == "both":
+        return torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], -1)
+    if features == "tokens":
+        return tokens[:, 1:].flatten(1)
+    raise ValueError(f"Invalid value for 'features': allowed {', '.join(FEATURES)}, got {features!r}.")
+
+
+def feature_width(dim: int, n_patches: int, features: str) -> int:
+    """Length of the feature vector :func:`pool_tokens` returns."""
+    return {"cls": dim, "mean": dim, "both": 2 * dim, "tokens": n_patches * dim}[features]
 
 
 @dataclass
@@ -52,13 +77,15 @@ class PretrainedEncoder:
 
         Parameters
         ----------
-        features : {"cls", "mean", "both"}
-            The CLS token, the mean of the patch tokens, or both concatenated.
+        features : {"cls", "mean", "both", "tokens"}
+            The CLS token, the mean of the patch tokens, both concatenated, or the patch tokens
+            concatenated in grid order (see :func:`pool_tokens`).
 
         Returns
         -------
         torch.Tensor
-            ``(N, dim)`` (``(N, 2 * dim)`` for ``"both"``), on the CPU.
+            ``(N, dim)`` (``(N, 2 * dim)`` for ``"both"``, ``(N, n_patches * dim)`` for ``"tokens"``),
+            on the CPU.
         """
         if features not in FEATURES:
             raise ValueError(f"Invalid value for 'features': allowed {', '.join(FEATURES)}, got {features!r}.")
@@ -76,9 +103,7 @@ class PretrainedEncoder:
             size = grid.size.expand(len(chunk), -1, -1)
             patches = extract_patches(chunk, Boxes(center, size), self.encoder.patch_shape)
             tokens = self.encoder(patches, center)
-            cls, mean = tokens[:, 0], tokens[:, 1:].mean(1)
-            out = {"cls": cls, "mean": mean, "both": torch.cat([cls, mean], -1)}[features]
-            outputs.append(out.float().cpu())
+            outputs.append(pool_tokens(tokens, features).float().cpu())
         return torch.cat(outputs)
 
     def open(self, data: Any) -> Windows:

@@ -282,8 +282,9 @@ def evaluate(
         end with a linear head. Default ``"linear"`` (``"finetune"`` for ``init="supervised"``).
     data : optional
         Labelled data for the run's modality (default: the data the run was trained on).
-    features : {"cls", "mean", "both"}
-        The CLS token, the mean patch token, or both concatenated.
+    features : {"cls", "mean", "both", "tokens"}
+        The CLS token, the mean patch token, both concatenated, or the patch tokens concatenated in
+        grid order (:func:`relpos.api.pool_tokens`).
     label_fraction : float or int
         A float in (0, 1]: the fraction of the training windows of each class that keep their
         labels. An int: all windows of that many training subjects.

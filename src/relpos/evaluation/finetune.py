@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..api import feature_width, pool_tokens
 from ..config import TrainConfig
 from ..encoder import PatchEncoder, build_encoder
 from ..extraction import extract_patches
@@ -56,7 +57,7 @@ class FinetuneModel(nn.Module):
         if encoder.config.pos_embed == "none":
             self.pos_embed = nn.Parameter(torch.zeros(1, len(grid.center), encoder.dim))
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        width = encoder.dim * (2 if features == "both" else 1)
+        width = feature_width(encoder.dim, len(grid.center), features)
         self.head = nn.Linear(width, n_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
@@ -67,11 +68,7 @@ class FinetuneModel(nn.Module):
         size = self.grid_size.expand(batch, -1, -1)
         patches = extract_patches(x, Boxes(center, size), self.encoder.patch_shape)
         tokens = self.encoder(patches, center, extra_pos=self.pos_embed)
-        cls, mean = tokens[:, 0], tokens[:, 1:].mean(1)
-        feats = {"cls": cls, "mean": mean}.get(self.features)
-        if feats is None:
-            feats = torch.cat([cls, mean], -1)
-        return self.head(feats)
+        return self.head(pool_tokens(tokens, self.features))
 
 
 @torch.no_grad()
@@ -111,7 +108,7 @@ def finetune(
         Seed of the head, the position embeddings, the batches and the augmentation.
     options : FinetuneOptions
         Steps, batch size, learning rate, ...
-    features : {"cls", "mean", "both"}
+    features : {"cls", "mean", "both", "tokens"}
         What the head reads.
 
     Returns
