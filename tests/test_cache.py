@@ -249,57 +249,21 @@ class FilledBuild:
         return np.broadcast_to(values[:, None, None], (len(values), *self.shape))
 
 
-# 2 × 300 float32 = 2,400 bytes a window; 8 windows = 19,200 bytes; a 5,000-byte chunk holds 2.
-@pytest.mark.parametrize(
-    "case, mmap_min_bytes, calls",
-    [
-        # kept in memory as written (the entry is below the memory-map threshold): one call each
-        ("kept", "1000000", [(5, 0), (3, 0)]),
-        # memory-mapped entry: written through a small buffer, chunk by chunk
-        ("mapped", "0", [(2, 0), (2, 2), (1, 4), (2, 0), (1, 2)]),
-        # the first recording is kept, the second one makes the entry too large to keep
-        ("outgrown", "15000", [(5, 0), (2, 0), (1, 2)]),
-        ("disabled", "1000000", [(5, 0), (3, 0)]),
-    ],
-)
-def test_append_filled_writes_the_windows(cache_dir, source, monkeypatch, case, mmap_min_bytes, calls):
+@pytest.mark.parametrize("enabled", [True, False])
+def test_append_filled_writes_the_windows_chunk_by_chunk(cache_dir, source, monkeypatch, enabled):
+    # 2 × 300 float32 = 2,400 bytes a window; a 5,000-byte chunk holds 2 of them.
     monkeypatch.setattr("relpos.cache.FILL_CHUNK_BYTES", 5000)
-    monkeypatch.setenv("RELPOS_CACHE_MMAP_MIN_BYTES", mmap_min_bytes)
     build = FilledBuild()
-    windows = cached_windows("test", [source], {}, build, enabled=case != "disabled")
-    assert build.calls == calls
-    for got in [windows] + ([cached_windows("test", [source], {}, build)] if case != "disabled" else []):
-        np.testing.assert_array_equal(got.x.numpy(), build.expected())
-        assert got.groups.tolist() == ["rec-0"] * 5 + ["rec-1"] * 3
-        assert got.subjects.tolist() == ["s0"] * 5 + ["s1"] * 3
-        assert got.labels.tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
-    if case != "disabled":
-        assert got.info["cache"]["hit"] is True and build.calls == calls  # no second build
-
-
-def test_a_kept_entry_is_not_read_back_after_it_is_written(cache_dir, source, monkeypatch):
-    import relpos.cache
-
-    read = relpos.cache._read_float32
-
-    def no_read(path):
-        raise AssertionError(f"read {path}")
-
-    monkeypatch.setattr("relpos.cache._read_float32", no_read)
-    build = CountingBuild()
-    windows = cached_windows("test", [source], {"k": 1}, build)
-    np.testing.assert_array_equal(windows.x.numpy(), np.concatenate([build.first, build.second]))
-    assert windows.labels.tolist() == [0, 1, 1, 2, 0] and windows.class_names == ["W", "N1", "N2"]
-    assert windows.info["sfreq"] == 100.0 and windows.info["cache"]["hit"] is False
-    monkeypatch.setattr("relpos.cache._read_float32", read)
-    again = cached_windows("test", [source], {"k": 1}, build)
-    assert again.info["cache"]["hit"] is True
-    np.testing.assert_array_equal(again.x.numpy(), windows.x.numpy())
-    assert again.groups.tolist() == windows.groups.tolist()
-    assert again.subjects.tolist() == windows.subjects.tolist()
-    assert {k: v for k, v in again.info.items() if k != "cache"} == {
-        k: v for k, v in windows.info.items() if k != "cache"
-    }
+    windows = cached_windows("test", [source], {}, build, enabled=enabled)
+    np.testing.assert_array_equal(windows.x.numpy(), build.expected())
+    assert windows.groups.tolist() == ["rec-0"] * 5 + ["rec-1"] * 3
+    assert windows.subjects.tolist() == ["s0"] * 5 + ["s1"] * 3
+    assert windows.labels.tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    if enabled:  # 5 windows in chunks of 2, 2, 1; then 3 in 2, 1
+        assert build.calls == [(2, 0), (2, 2), (1, 4), (2, 0), (1, 2)]
+        assert cached_windows("test", [source], {}, build).info["cache"]["hit"] is True
+    else:  # in memory: one call per recording, straight into the output
+        assert build.calls == [(5, 0), (3, 0)]
 
 
 def test_append_filled_checks_shapes_like_append(cache_dir, source):

@@ -126,11 +126,6 @@ class WindowWriter:
         self._fh = open(folder / X_FILE, "wb") if folder is not None else None
         self._pool = None  # one thread that flushes the file to disk while the build goes on
         self._sync = None
-        # An entry smaller than mmap_min_bytes() is read whole into memory when it is loaded, so
-        # the windows are kept in memory as they are written, and the first load reads nothing.
-        self._kept: mmap.mmap | None = None
-        self._kept_bytes = 0
-        self._keep_limit = mmap_min_bytes() if folder is not None else 0
 
     def append(
         self,
@@ -159,16 +154,12 @@ class WindowWriter:
         n = int(x.shape[0])
         if not self._accept(n, x.shape[1:], groups, labels, subjects):
             return
-        if self._fh is None:
-            self._chunks.append(np.ascontiguousarray(x, dtype=np.float32))
-            return
-        out = self._kept_slot(n, x.shape[1:])
-        if out is None:
-            np.ascontiguousarray(x, dtype=np.float32).tofile(self._fh)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._fh is not None:
+            x.tofile(self._fh)
+            self._start_sync()
         else:
-            out[...] = x
-            self._fh.write(memoryview(out).cast("B"))
-        self._start_sync()
+            self._chunks.append(x)
 
     def append_filled(
         self,
@@ -195,12 +186,6 @@ class WindowWriter:
             fill(out, 0)
             self._chunks.append(out)
             return
-        out = self._kept_slot(n, shape)
-        if out is not None:
-            fill(out, 0)
-            self._fh.write(memoryview(out).cast("B"))
-            self._start_sync()
-            return
         per_window = int(np.prod(shape, dtype=np.int64)) * 4
         k = max(1, min(n, FILL_CHUNK_BYTES // max(per_window, 1)))
         buffer = np.empty((k, *shape), dtype=np.float32)
@@ -209,45 +194,6 @@ class WindowWriter:
             fill(out, first)
             self._fh.write(memoryview(out).cast("B"))
         self._start_sync()
-
-    def _kept_slot(self, n: int, shape: Sequence[int]) -> np.ndarray | None:
-        """Where in the kept memory ``n`` more windows go; None once the entry is too large to keep
-        (it will be memory-mapped from the file instead)."""
-        size = n * int(np.prod(shape, dtype=np.int64)) * 4
-        if self._kept_bytes + size >= self._keep_limit:
-            self._kept, self._keep_limit = None, 0
-            return None
-        if self._kept is None:
-            if self._kept_bytes:  # memory was refused earlier: do not start in the middle
-                return None
-            self._kept = _anonymous_memory(self._keep_limit)
-            if self._kept is None:
-                self._keep_limit = 0
-                return None
-        out = np.frombuffer(self._kept, dtype=np.float32, count=size // 4, offset=self._kept_bytes)
-        self._kept_bytes += size
-        return out.reshape(n, *shape)
-
-    def kept_windows(self) -> Windows | None:
-        """After :meth:`finish`: the entry's windows from memory, as :func:`load_entry` would read
-        them; None when the entry is too large to keep (memory-mapped from the file instead)."""
-        if self._kept is None and self.count:
-            return None
-        shape = tuple(self._full_shape())
-        if self.count == 0 or len(shape) < 3:
-            x = torch.zeros(shape, dtype=torch.float32)
-        else:
-            count = int(np.prod(shape, dtype=np.int64))
-            x = torch.from_numpy(np.frombuffer(self._kept, dtype=np.float32, count=count).reshape(shape))
-        labels = self._labels_array()
-        return Windows(
-            x=x,
-            labels=None if labels is None else torch.from_numpy(labels),
-            groups=np.array(self._groups, dtype=str),
-            subjects=np.array(self._subjects, dtype=str),
-            class_names=list(self.class_names),
-            info=json.loads(json.dumps(self.info, default=_json_default)),
-        )
 
     def _accept(self, n, shape, groups, labels, subjects) -> bool:
         """Check and record everything about ``n`` windows but their values; False when n is 0."""
@@ -384,36 +330,23 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
-def _anonymous_memory(size: int) -> mmap.mmap | None:
-    """``size`` bytes of anonymous memory, advised to use huge pages; None where that is not possible.
-
-    Filling 4-KiB pages one fault at a time is most of the cost of reading a cached file that
-    already sits in the page cache (measured: 176 MiB in 40 ms instead of 91 ms with np.fromfile).
-    Pages are only taken once written, so a large ``size`` reserves address space, not memory.
-    """
-    if size <= 0 or not hasattr(mmap, "MAP_ANONYMOUS"):
-        return None
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
-    try:
-        memory = mmap.mmap(-1, size, flags=flags)
-    except (OSError, ValueError, OverflowError):
-        return None
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        try:
-            memory.madvise(mmap.MADV_HUGEPAGE)
-        except OSError:
-            pass  # huge pages switched off: ordinary pages, still correct
-    return memory
-
-
 def _read_float32(path: Path) -> np.ndarray:
-    """The float32 values of ``path``, read into memory (huge pages where possible)."""
+    """The float32 values of ``path``, read into memory.
+
+    Where the platform allows it, the memory is an anonymous mapping advised to use huge pages:
+    filling 4-KiB pages one fault at a time is most of the cost of reading a cached file that
+    already sits in the page cache (measured: 176 MiB in 40 ms instead of 91 ms).
+    """
     size = path.stat().st_size
-    memory = _anonymous_memory(size)
-    if memory is None:
+    if size == 0 or not hasattr(mmap, "MADV_HUGEPAGE") or not hasattr(mmap, "MAP_ANONYMOUS"):
         return np.fromfile(path, dtype=np.float32)
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:
+        pass  # huge pages switched off: ordinary pages, still correct
     with open(path, "rb", buffering=0) as fh:
-        view = memoryview(memory)
+        view = memoryview(buffer)
         done = 0
         while done < size:
             got = fh.readinto(view[done:])
@@ -421,7 +354,7 @@ def _read_float32(path: Path) -> np.ndarray:
                 raise ValueError(f"{path} ended after {done} of {size} bytes")
             done += got
         view.release()
-    return np.frombuffer(memory, dtype=np.float32)
+    return np.frombuffer(buffer, dtype=np.float32)
 
 
 def load_entry(folder: Path, replay_warnings: bool = True) -> Windows | None:
@@ -568,7 +501,7 @@ def cached_windows(
             raise DataError(f"The cache entry {str(final)!r} could not be written or read back.") from None
         windows.info["cache"] = {"hit": True, "path": str(final)}
         return windows
-    windows = writer.kept_windows() or load_entry(final, replay_warnings=False)  # build gave the warnings
+    windows = load_entry(final, replay_warnings=False)  # build just gave them
     if windows is None:
         raise DataError(f"The cache entry {str(final)!r} could not be read back after writing it.")
     windows.info["cache"] = {"hit": False, "path": str(final)}
