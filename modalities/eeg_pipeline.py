@@ -40,15 +40,17 @@ class RecordingWindows:
     """What one recording gave: the windows to keep (not yet cut), labels (class names) and what was dropped.
 
     The windows are ``data[:, a:a + n_samples]`` for each ``a`` in ``starts``, normalised per channel
-    with ``mean`` and ``std``; :meth:`fill` writes them wherever they go (the cache's buffer), so the
-    overlapping windows of a small stride are never all held in memory at once.
+    with ``mean`` and ``std`` (given for overlapping windows, where they cost less computed for all
+    windows at once; else computed from each window as it is written); :meth:`fill` writes them
+    wherever they go (the cache's buffer), so the overlapping windows of a small stride are never
+    all held in memory at once.
     """
 
     data: np.ndarray  # (C, samples) the preprocessed recording
     starts: np.ndarray  # (n,) first sample of each window
     n_samples: int  # window length, samples
-    mean: np.ndarray  # (n, C) float64
-    std: np.ndarray  # (n, C) float64
+    mean: np.ndarray | None  # (n, C) float64; None: computed window by window while filling
+    std: np.ndarray | None  # (n, C) float64
     labels: list[str] | None
     dropped: Counter = field(default_factory=Counter)
     unlabelled: Counter = field(default_factory=Counter)  # annotation description -> windows
@@ -63,8 +65,10 @@ class RecordingWindows:
 
     def fill(self, out: np.ndarray, first: int = 0) -> None:
         """Write windows ``first, ..., first + len(out) - 1``, normalised, into ``out`` (float32 ``(k, C, T)``)."""
-        fill_normalised(out, self.data, self.starts[first : first + len(out)], self.n_samples,
-                        self.mean[first : first + len(out)], self.std[first : first + len(out)])
+        part = slice(first, first + len(out))
+        mean = None if self.mean is None else self.mean[part]
+        std = None if self.std is None else self.std[part]
+        fill_normalised(out, self.data, self.starts[part], self.n_samples, mean, std)
 
     @property
     def x(self) -> np.ndarray:
@@ -247,15 +251,30 @@ def window_stats(data: np.ndarray, starts: np.ndarray, n_samples: int) -> tuple[
 
 
 def fill_normalised(
-    out: np.ndarray, data: np.ndarray, starts: np.ndarray, n_samples: int, mean: np.ndarray, std: np.ndarray
+    out: np.ndarray,
+    data: np.ndarray,
+    starts: np.ndarray,
+    n_samples: int,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
 ) -> None:
-    """``out[i] = (data[:, a:a + n_samples] - mean[i]) / std[i]`` for each start ``a`` (float64 maths,
-    float32 ``out``), one window at a time through a float64 scratch window."""
+    """``out[i] = (window - mean[i]) / std[i]`` with ``window = data[:, a:a + n_samples]`` for each
+    start ``a`` (float64 maths, float32 ``out``), one window at a time through a float64 scratch window.
+
+    Without ``mean`` and ``std``, each window's are computed on the way, as
+    :func:`normalise` does (the mean, then the spread around it), while the window is at hand.
+    """
     scratch = np.empty((data.shape[0], n_samples), dtype=np.float64)
-    scale = np.maximum(std, 1e-12)
     for i, a in enumerate(starts):
-        np.subtract(data[:, a : a + n_samples], mean[i][:, None], out=scratch)
-        np.divide(scratch, scale[i][:, None], out=out[i], casting="same_kind")
+        window = data[:, a : a + n_samples]
+        if mean is None:
+            centre = np.add.reduce(window, axis=1) / n_samples
+            np.subtract(window, centre[:, None], out=scratch)
+            spread = np.sqrt(np.einsum("ij,ij->i", scratch, scratch) / n_samples)
+        else:
+            np.subtract(window, mean[i][:, None], out=scratch)
+            spread = std[i]
+        np.divide(scratch, np.maximum(spread, 1e-12)[:, None], out=out[i], casting="same_kind")
 
 
 def normalise_windows(data: np.ndarray, starts: np.ndarray, n_win: int) -> np.ndarray:
@@ -436,7 +455,10 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
             chosen.append(i)
     kept_labels = [labels[i] for i in chosen]
     idx = idx[chosen]
-    mean, std = window_stats(data, idx, n_win)
+    mean = std = None
+    if len(idx) > 1 and np.any(np.diff(np.sort(idx)) < n_win):
+        # Overlapping windows: each sample's sums are taken once for all the windows it is in.
+        mean, std = window_stats(data, idx, n_win)
     return RecordingWindows(
         data=data,
         starts=idx,

@@ -9,6 +9,7 @@ import pytest
 from relpos_modalities.eeg_pipeline import (
     RecordingWindows,
     all_finite,
+    fill_normalised,
     scan_raw,
     normalise,
     normalise_windows,
@@ -115,11 +116,23 @@ def test_normalised_windows_equal_normalise_of_the_stacked_windows(recording):
     np.testing.assert_allclose(got.std(axis=-1), 1.0, atol=1e-5)
 
 
+def test_windows_normalised_on_the_way_equal_normalise(recording):
+    # non-overlapping windows get their mean and spread computed while each one is written
+    starts = np.array([0, 3000, 6500])
+    out = np.empty((3, 4, 3000), dtype=np.float32)
+    fill_normalised(out, recording, starts, 3000)
+    want = normalise(np.stack([recording[:, a : a + 3000] for a in starts]))
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-6)
+    assert np.abs(out.astype(np.float64) - want).max() < 1e-6
+
+
 def test_recording_windows_fill_any_slice_of_its_windows(recording):
     starts = np.array([0, 500, 1000, 1500])
     mean, std = window_stats(recording, starts, 3000)
-    rw = RecordingWindows(recording, starts, 3000, mean, std, labels=None)
-    assert len(rw) == 4 and rw.shape == (4, 3000)
-    part = np.empty((2, 4, 3000), dtype=np.float32)
-    rw.fill(part, first=1)
-    np.testing.assert_array_equal(part, rw.x[1:3])
+    for given in [(mean, std), (None, None)]:
+        rw = RecordingWindows(recording, starts, 3000, *given, labels=None)
+        assert len(rw) == 4 and rw.shape == (4, 3000)
+        part = np.empty((2, 4, 3000), dtype=np.float32)
+        rw.fill(part, first=1)
+        np.testing.assert_array_equal(part, rw.x[1:3])
+        np.testing.assert_allclose(rw.x, normalise_windows(recording, starts, 3000), rtol=0, atol=1e-6)
