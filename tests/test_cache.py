@@ -284,6 +284,9 @@ def test_the_entry_is_flushed_to_disk_before_it_is_published(cache_dir, source, 
     build = FilledBuild(counts=(4, 4))
     windows = cached_windows("test", [source], {}, build)
     size = 8 * 2 * 300 * 4
-    # a background flush after each recording, the last one before publication covers everything
-    assert synced[0] == size // 2 and synced[-1] == ("fsync", size)
+    # A background flush starts after the first recording (4 windows = half the entry). The flush
+    # thread may see the file after the second recording is written too, so its size is between half
+    # and all of the entry. The last sync, before publication, covers everything.
+    assert isinstance(synced[0], int) and size // 2 <= synced[0] <= size
+    assert synced[-1] == ("fsync", size)
     assert len(windows) == 8
