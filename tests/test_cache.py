@@ -279,8 +279,15 @@ def test_append_filled_checks_shapes_like_append(cache_dir, source):
 def test_the_entry_is_flushed_to_disk_before_it_is_published(cache_dir, source, monkeypatch):
     synced = []
     monkeypatch.setattr("relpos.cache._datasync", lambda fd: synced.append(os.fstat(fd).st_size))
-    real_fsync = os.fsync
-    monkeypatch.setattr("relpos.cache.os.fsync", lambda fd: synced.append(("fsync", os.fstat(fd).st_size)) or real_fsync(fd))
+    import types
+
+    import relpos.cache
+
+    # Only the cache module's os.fsync is watched (other threads of the test process, such as a
+    # TensorBoard writer left by an earlier test, may call os.fsync at any time).
+    watched = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
+    watched.fsync = lambda fd: synced.append(("fsync", os.fstat(fd).st_size)) or os.fsync(fd)
+    monkeypatch.setattr(relpos.cache, "os", watched)
     build = FilledBuild(counts=(4, 4))
     windows = cached_windows("test", [source], {}, build)
     size = 8 * 2 * 300 * 4
