@@ -196,20 +196,6 @@ def validation_splits(windows, seed: int, max_folds: int) -> list[tuple[np.ndarr
     return list(folds.split(np.zeros(len(y)), y, subjects))[: 4 if len(y) <= 2000 else max_folds]
 
 
-def knn_predict(train_f: np.ndarray, train_y: np.ndarray, test_f: np.ndarray, k: int, n_classes: int,
-                temperature: float = 0.07) -> np.ndarray:
-    """Cosine kNN with exp(sim / T)-weighted votes (DINO / InstDisc)."""
-    a = train_f / np.linalg.norm(train_f, axis=1, keepdims=True).clip(1e-12)
-    b = test_f / np.linalg.norm(test_f, axis=1, keepdims=True).clip(1e-12)
-    sim = b @ a.T
-    k = min(k, len(train_f))
-    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    weights = np.exp(np.take_along_axis(sim, top, 1) / temperature)
-    votes = np.zeros((len(test_f), n_classes))
-    np.add.at(votes, (np.arange(len(test_f))[:, None], train_y[top]), weights)
-    return votes.argmax(1)
-
-
 def validation_scores(encoder, windows, seed: int) -> dict[str, Any]:
     """κ of a linear probe (best C of a small sweep) and of kNN (k = 20) on validation folds."""
     folds = validation_splits(windows, seed, max_folds=1)
@@ -233,6 +219,8 @@ def fold_scores(f: np.ndarray, y: np.ndarray, folds, n_classes: int) -> dict[str
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from relpos.evaluation.probes import knn_predict  # cosine, exp(sim / 0.07)-weighted votes
+
     linear: dict[float, list[float]] = {c: [] for c in (1e-2, 1e-1, 1.0, 10.0)}
     knn = []
     for train_idx, val_idx in folds:
@@ -240,7 +228,7 @@ def fold_scores(f: np.ndarray, y: np.ndarray, folds, n_classes: int) -> dict[str
             clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
             clf.fit(f[train_idx], y[train_idx])
             linear[c].append(cohen_kappa_score(y[val_idx], clf.predict(f[val_idx])))
-        pred = knn_predict(f[train_idx], y[train_idx], f[val_idx], 20, n_classes)
+        pred = knn_predict(f[train_idx], y[train_idx], f[val_idx], k=20, n_classes=n_classes)
         knn.append(cohen_kappa_score(y[val_idx], pred))
     return {"linear": float(max(np.mean(v) for v in linear.values())), "knn": float(np.mean(knn))}
 

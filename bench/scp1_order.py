@@ -2,8 +2,8 @@
 
 Evidence for bench/README.md ("Evaluation benchmark", SCP1 finding). The windows are those the PART
 recipe trains on (``configs/scp1_part.yaml``: 0–30 Hz, 100 Hz, instance-normalised 3.5-s trials),
-cut into the 14 grid patches of 0.25 s that the encoders see at evaluation. A logistic regression
-(standardised features, C chosen on a validation split of the training trials, scored on the data
+cut into the 14 grid patches of 0.25 s that the encoders see at evaluation. relpos's linear probe
+(``relpos.evaluation.probes.linear_probe``, the one ``relpos eval`` uses: standardised features, C chosen on a validation split of the training trials, scored on the data
 set's own test split) is fitted on hand-made features of those patches:
 
 - the patch means *in time order* (14 numbers; what a position-aware model can use);
@@ -33,21 +33,11 @@ DATA = Path(os.environ.get("RELPOS_SHARED_DATA", REPO.parent / "shared" / "data"
 
 
 def probe_kappa(train_f: np.ndarray, train_y: np.ndarray, test_f: np.ndarray, test_y: np.ndarray, seed: int):
-    """κ on the test split of a logistic regression whose C is chosen on a stratified validation split."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import cohen_kappa_score
-    from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """κ on the test split of relpos's linear probe (standardised features, C chosen on validation)."""
+    from relpos.evaluation.probes import linear_probe
 
-    def fit(c, x, y):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000)).fit(x, y)
-
-    a, b, ya, yb = train_test_split(train_f, train_y, test_size=0.25, stratify=train_y, random_state=seed)
-    cs = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-    val = {c: cohen_kappa_score(yb, fit(c, a, ya).predict(b)) for c in cs}
-    best = max(cs, key=lambda c: (val[c], -c))
-    return float(cohen_kappa_score(test_y, fit(best, train_f, train_y).predict(test_f))), best
+    result = linear_probe(train_f, train_y, test_f, test_y, seed=seed)
+    return float(result.metrics["cohen_kappa"]), result.chosen["C"]
 
 
 def main(argv: list[str] | None = None) -> int:
