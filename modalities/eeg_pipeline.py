@@ -293,20 +293,37 @@ def notch_freqs(notch_freq: float, sfreq: float) -> np.ndarray:
     return np.arange(notch_freq, sfreq / 2.0 - 1e-9, notch_freq)
 
 
-def preprocess_raw(raw, cfg, keep: list[str], where: str):
-    """Notch, band-pass, re-reference, keep ``keep`` channels (in that order) and resample, in place."""
+def preprocess_raw(raw, cfg, keep: list[str], where: str) -> np.ndarray:
+    """Notch, band-pass, re-reference, keep ``keep`` channels (in that order) and resample.
+
+    Returns the preprocessed samples, ``(len(keep), samples)`` float64. ``raw`` is changed in place
+    (filtered, re-referenced, picked; still at its own rate when the resampling was done outside it).
+    The band-pass and the resampling are MNE's (``raw.filter``, ``raw.resample``); for the usual
+    case (one continuous segment, no stim channels) :mod:`.eeg_dsp` computes the same numbers for
+    blocks of channels at once.
+    """
+    from . import eeg_dsp
+
     sfreq = float(raw.info["sfreq"])
     if sfreq <= 2 * cfg.h_freq:
         raise DataError(
             f"Recording {where} is sampled at {sfreq} Hz, not above twice the band-pass high edge "
             f"({cfg.h_freq} Hz); lower modality.h_freq."
         )
+    l_freq, h_freq = cfg.l_freq or None, cfg.h_freq
+    resampling = not np.isclose(cfg.sfreq, sfreq, atol=0, rtol=1e-6)  # as raw.resample decides
+    batched = _batched_ok(raw) and eeg_dsp.matches_mne(
+        raw._data[0], sfreq, l_freq, h_freq, cfg.sfreq if resampling else sfreq
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         freqs = notch_freqs(cfg.notch_freq, sfreq)
         if len(freqs):
             raw.notch_filter(freqs, picks="all", verbose="error")
-        raw.filter(cfg.l_freq or None, cfg.h_freq, picks="all", verbose="error")
+        if batched:
+            eeg_dsp.band_pass_(raw._data, sfreq, l_freq, h_freq)
+        else:
+            raw.filter(l_freq, h_freq, picks="all", verbose="error")
         reference = cfg.reference.strip()
         if reference:
             if reference.lower() == "average":
@@ -326,9 +343,30 @@ def preprocess_raw(raw, cfg, keep: list[str], where: str):
         if list(raw.ch_names) != list(keep):
             raw.pick(keep, verbose="error")
             raw.reorder_channels(keep)
-        if sfreq != cfg.sfreq:
-            raw.resample(cfg.sfreq, verbose="error")
-    return raw
+        if not resampling:
+            return raw._data
+        if batched:
+            return eeg_dsp.resample(raw._data, cfg.sfreq, sfreq)
+        raw.resample(cfg.sfreq, verbose="error")
+    return raw._data
+
+
+def _batched_ok(raw) -> bool:
+    """Whether ``raw.filter``/``raw.resample`` would treat ``raw`` as one segment of plain channels.
+
+    MNE filters each stretch between ``edge``/``bad_acq_skip`` annotations separately, resamples
+    each concatenated part separately and resamples stim channels another way; those cases stay
+    with MNE's methods.
+    """
+    import mne
+
+    if not getattr(raw, "preload", False) or raw._data.dtype != np.float64 or raw._data.shape[0] == 0:
+        return False
+    if len(getattr(raw, "_raw_lengths", ())) != 1:
+        return False
+    if any(str(d).upper().startswith(("EDGE", "BAD_ACQ_SKIP")) for d in raw.annotations.description):
+        return False
+    return len(mne.pick_types(raw.info, meg=False, stim=True, exclude=[])) == 0
 
 
 def _subtract(raw, refs: list[str]) -> None:
@@ -434,8 +472,7 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     if not finite:
         # Zeroed so that the filter does not spread them; the windows that held them are dropped.
         np.nan_to_num(data0, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    preprocess_raw(raw, cfg, keep, where)
-    data = raw._data  # (keep, samples): preprocess_raw leaves exactly these channels, in this order
+    data = preprocess_raw(raw, cfg, keep, where)  # (keep, samples), these channels in this order
     n_win = int(round(cfg.window_s * cfg.sfreq))
     idx = np.round(starts * cfg.sfreq).astype(np.int64)
     dropped: Counter = Counter()

@@ -1,0 +1,161 @@
+"""MNE's band-pass filter and FFT resampling, computed for blocks of channels at once.
+
+``raw.filter(l_freq, h_freq)`` and ``raw.resample(sfreq)`` with MNE's defaults (a zero-phase FIR
+filter from :func:`mne.filter.create_filter`, reflect-limited edge padding; FFT resampling with
+``npad="auto"``, ``window="auto"``, ``pad="auto"``) work one channel at a time: a 64-channel
+recording makes 64 separate FFT calls per step. The same FFTs over a block of channels in one SciPy
+call run several transforms side by side (SIMD), about three times faster on the FFT sizes EEG
+needs. The numbers are MNE's: the filter is MNE's own design, the padding, spectrum scaling and
+trimming follow MNE's code, and the results equal MNE's to rounding (tests compare them to
+``mne.filter.filter_data`` and ``mne.filter.resample``; :func:`matches_mne` checks it again on the
+installed MNE before the first recording of each setting is processed, and the pipeline falls back to
+MNE's methods if they ever differ).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Largest complex spectrum of one block of channels (bytes). It bounds the memory these functions
+#: add; a few channels per block is all the SIMD gain needs (measured: blocks of 4 channels of ~100k
+#: samples were faster than blocks of 8, 16 or 64).
+BLOCK_BYTES = 4 * 2**20
+
+#: Relative difference to MNE's result that still counts as the same (float64 rounding is ~1e-15).
+RTOL = 1e-9
+
+
+def _blocks(n_channels: int, fft_len: int):
+    per_channel = (fft_len // 2 + 1) * 16
+    step = max(1, min(n_channels, BLOCK_BYTES // max(per_channel, 1)))
+    for first in range(0, n_channels, step):
+        yield slice(first, min(first + step, n_channels))
+
+
+def reflect_limited(x: np.ndarray, left: int, right: int) -> np.ndarray:
+    """``x`` (..., n) padded as MNE pads before filtering and resampling (``pad="reflect_limited"``).
+
+    Each edge is continued by the point reflection of the signal around its edge sample
+    (``2 * x[0] - x[k]``), at most ``n - 1`` samples of it, then zeros.
+    """
+    n = x.shape[-1]
+    parts = []
+    if left:
+        k = min(left, n - 1)
+        parts.append(np.zeros(x.shape[:-1] + (left - k,), dtype=x.dtype))
+        parts.append(2 * x[..., :1] - x[..., k:0:-1])
+    parts.append(x)
+    if right:
+        k = min(right, n - 1)
+        parts.append(2 * x[..., -1:] - x[..., n - 1 - k : n - 1][..., ::-1])
+        parts.append(np.zeros(x.shape[:-1] + (right - k,), dtype=x.dtype))
+    return np.concatenate(parts, axis=-1) if len(parts) > 1 else x
+
+
+def design(sfreq: float, l_freq: float | None, h_freq: float | None) -> np.ndarray:
+    """The FIR filter ``raw.filter(l_freq, h_freq)`` applies (MNE's defaults), as taps."""
+    import mne
+
+    h = mne.filter.create_filter(None, sfreq, l_freq, h_freq, verbose="error")
+    return np.asarray(h, dtype=np.float64)
+
+
+def band_pass_(data: np.ndarray, sfreq: float, l_freq: float | None, h_freq: float | None) -> None:
+    """Filter ``data`` (channels, times), float64, in place, as ``raw.filter(l_freq, h_freq)`` does.
+
+    MNE pads each edge by up to ``len(h) - 1`` samples, convolves and keeps the centred part; only
+    the ``(len(h) - 1) // 2`` padded samples next to each edge reach the kept part, so this pads by
+    that much and keeps the 'valid' part of the convolution, which is the same numbers. One FFT per
+    channel over the whole signal was faster than overlap-add in segments (64 channels x 610 s at
+    160 Hz: 111-118 ms, against 254 ms with ``scipy.signal.oaconvolve`` and 190-320 ms for MNE).
+    """
+    from scipy import fft
+
+    if l_freq is None and h_freq is None:
+        return
+    h = design(sfreq, l_freq, h_freq)
+    n_h = len(h)
+    if n_h == 1:
+        data *= h[0]
+        return
+    half = (n_h - 1) // 2  # zero-phase FIR filters have odd length
+    n = data.shape[-1]
+    n_fft = fft.next_fast_len(n + n_h - 1, real=True)  # wrap-around stays out of the kept part
+    taps = fft.rfft(h, n_fft)
+    for rows in _blocks(data.shape[0], n_fft):
+        spectrum = fft.rfft(reflect_limited(data[rows], half, half), n_fft, axis=-1)
+        spectrum *= taps
+        data[rows] = fft.irfft(spectrum, n_fft, axis=-1)[:, n_h - 1 : n_h - 1 + n]
+
+
+def resample(data: np.ndarray, sfreq_new: float, sfreq_old: float) -> np.ndarray:
+    """``data`` (channels, times), float64, resampled as ``raw.resample(sfreq_new)`` does (FFT method).
+
+    Follows ``mne.filter.resample(x, up=sfreq_new, down=sfreq_old)``: padding to a power of two
+    (``npad="auto"``), reflect-limited edges, a boxcar spectrum window, MNE's Nyquist-bin scaling,
+    and the padding removed again.
+    """
+    from scipy import fft
+
+    ratio = float(sfreq_new) / float(sfreq_old)
+    x_len = data.shape[-1]
+    final_len = max(int(round(ratio * x_len)), 1)
+    min_add = min(x_len // 8, 100) * 2
+    npad, extra = divmod(2 ** int(np.ceil(np.log2(x_len + min_add))) - x_len, 2)
+    npads = (npad, npad + extra)
+    orig_len = x_len + sum(npads)
+    new_len = max(int(round(ratio * orig_len)), 1)
+    remove_left = int(round(ratio * npads[0]))
+    shorter = new_len < orig_len
+    use_len = new_len if shorter else orig_len
+    scale = float(new_len) / float(orig_len)  # the boxcar window times MNE's length factor
+    out = np.empty((data.shape[0], final_len), dtype=np.float64)
+    for rows in _blocks(data.shape[0], orig_len):
+        spectrum = fft.rfft(reflect_limited(data[rows], *npads), axis=-1)
+        if use_len % 2 == 0:
+            nyq = use_len // 2
+            spectrum[:, nyq : nyq + 1] *= 2 if shorter else 0.5
+        spectrum *= scale
+        y = fft.irfft(spectrum, new_len, axis=-1)
+        out[rows] = y[:, remove_left : remove_left + final_len]
+    return out
+
+
+_CHECKED: dict[tuple, bool] = {}
+
+
+def matches_mne(x: np.ndarray, sfreq: float, l_freq, h_freq, sfreq_new: float) -> bool:
+    """Whether :func:`band_pass_` then :func:`resample` give MNE's numbers for the 1-D signal ``x``.
+
+    Checked once per process for each setting (the code paths do not depend on the signal's
+    values); False sends the pipeline back to MNE's own methods.
+    """
+    key = (float(sfreq), l_freq, h_freq, float(sfreq_new))
+    if key not in _CHECKED:
+        _CHECKED[key] = _compare(np.array(x, dtype=np.float64, ndmin=2)[:1], *key)
+    return _CHECKED[key]
+
+
+def _compare(x: np.ndarray, sfreq: float, l_freq, h_freq, sfreq_new: float) -> bool:
+    import warnings
+
+    import mne
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = x.copy()
+            if l_freq is not None or h_freq is not None:
+                ref = mne.filter.filter_data(ref, sfreq, l_freq, h_freq, verbose="error")
+            if sfreq_new != sfreq:
+                ref = mne.filter.resample(ref, up=sfreq_new, down=sfreq, npad="auto", verbose="error")
+        ours = x.copy()
+        band_pass_(ours, sfreq, l_freq, h_freq)
+        if sfreq_new != sfreq:
+            ours = resample(ours, sfreq_new, sfreq)
+    except Exception:  # noqa: BLE001 - any failure means: use MNE's own methods
+        return False
+    if ref.shape != ours.shape:
+        return False
+    scale = float(np.max(np.abs(ref))) or 1.0
+    return bool(np.max(np.abs(ref - ours)) <= RTOL * scale)
