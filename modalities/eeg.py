@@ -9,7 +9,9 @@ recording.
 
 Channels are picked by type (``channel_types``), then by name or pattern (``channels``; ``common``
 keeps the channels every recording has). Each recording is notch-filtered (``notch_freq``),
-band-pass filtered, re-referenced (``reference``) and resampled with MNE, cut into fixed windows
+band-pass filtered, re-referenced (``reference``) and resampled with MNE (the band-pass and the
+resampling are MNE's ``raw.filter``/``raw.resample`` numbers, computed for blocks of channels at once
+by ``eeg_dsp`` where MNE would treat the recording as one segment), cut into fixed windows
 (``windows: fixed``) or one window per annotation (``windows: events``), and each window is
 instance-normalised per channel. Windows with non-finite samples or a flat channel are dropped and
 counted. Labels come from annotations (``labels: annotations`` with ``label_map``), or from Sleep-EDF
