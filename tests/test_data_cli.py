@@ -102,7 +102,7 @@ def test_plugins_lists_the_dataset(test_plugin, capsys):
     assert "Data sets:" in out
     [line] = [line for line in out.splitlines() if line.strip().startswith("tinyset ")]
     assert line.endswith(
-        "A tiny test data set.  (plugin 'data-cli-test' from (registered at run time)) [modality: reporting]"
+        "A tiny test data set.  (plugin 'data-cli-test', registered at run time) [modality: reporting]"
     )
     assert main(["plugins", "--json"]) == 0
     listed = {(p["kind"], p["name"]): p for p in json.loads(capsys.readouterr().out)["plugins"]}

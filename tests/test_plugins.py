@@ -41,6 +41,9 @@ class FakeWave(Modality):
     axes = ("time",)
     Config = FakeWaveConfig
 
+    def load(self, data):
+        raise NotImplementedError("registration only")
+
 
 @relpos.hookimpl
 def register_modalities(register):
@@ -112,6 +115,9 @@ class DuplicateEEG(Modality):
     axes = ("time",)
     Config = _PatchConfig
 
+    def load(self, data):
+        raise NotImplementedError("registration only")
+
 
 class ToyPretext(Pretext):
     """A toy pretext for 2-D data only."""
@@ -119,6 +125,9 @@ class ToyPretext(Pretext):
     name = "toy"
     Config = _PatchConfig
     min_axes = 2
+
+    def forward(self, batch, generator):
+        raise NotImplementedError("registration only")
 
 
 class DuplicatePlugin:
@@ -240,27 +249,101 @@ def test_strict_mode_raises_for_a_broken_plugin(install, monkeypatch):
     assert "nope" in str(info.value)
 
 
-def test_duplicate_distribution_name_is_an_error_naming_both(install):
+def test_duplicate_name_keeps_the_first_and_reports_the_second_naming_both(install):
     source = FAKEWAVE_SOURCE.replace('name = "fakewave"', 'name = "eeg"')
     install("eeg_clone_plugin", source, dist="eeg-clone", entry="eegclone")
-    with pytest.raises(PluginError) as info:
-        relpos.plugins.load_registry()
-    message = str(info.value)
-    assert "'eeg'" in message
-    assert "'eegclone'" in message and "eeg-clone" in message
-    assert "plugin 'eeg' (relpos)" in message
+    registry = relpos.plugins.load_registry()
+    # the built-in keeps the name; everything else still loads
+    assert registry.entry("modality", "eeg").distribution == "relpos"
+    assert BUILTINS <= names_of(registry)
+    assert [(f.plugin, f.distribution) for f in registry.failures] == [("eegclone", "eeg-clone")]
+    message = registry.failures[0].error
+    assert message.startswith("Duplicate modality name 'eeg':")
+    assert "registered first by plugin 'eeg' from relpos and again by plugin 'eegclone' from eeg-clone;" in message
+    assert "\n" not in message
 
 
-# -- class-based plugins registered at run time --------------------------------------------------------------
-def test_duplicate_modality_name_is_an_error_naming_both_plugins(plugin):
-    plugin(DuplicatePlugin(), "second-eeg")
+def test_a_third_party_name_sorting_first_never_displaces_a_builtin(install):
+    # Entry points load in name order; relpos's own load before every other distribution's.
+    source = FAKEWAVE_SOURCE.replace('name = "fakewave"', 'name = "image"')
+    install("aaa_plugin", source, dist="aaa-dist", entry="aaa")
+    registry = relpos.plugins.load_registry()
+    assert registry.entry("modality", "image").plugin == "image"
+    assert [f.plugin for f in registry.failures] == ["aaa"]
+
+
+def test_duplicate_name_skips_the_whole_second_plugin(plugin):
+    class ClashAndMore:
+        @relpos.hookimpl
+        def register_pretexts(self, register):
+            register(ToyPretext)  # a new name: rolled back too, the plugin is skipped as a whole
+
+        @relpos.hookimpl
+        def register_modalities(self, register):
+            register(DuplicateEEG)
+
+    plugin(ClashAndMore(), "clash")
+    registry = relpos.plugins.load_registry()
+    assert "toy" not in registry.names("pretext")
+    assert registry.entry("modality", "eeg").plugin == "eeg"
+    assert [f.plugin for f in registry.failures] == ["clash"]
+    assert "again by plugin 'clash', registered at run time;" in registry.failures[0].error
+
+
+def test_duplicate_between_two_third_party_plugins_keeps_the_first_loaded(install, plugin):
+    install("fake_relpos_plugin", FAKEWAVE_SOURCE, entry="fakewave")
+
+    class SecondFakeWave:
+        @relpos.hookimpl
+        def register_modalities(self, register):
+            register(type("OtherWave", (DuplicateEEG,), {"name": "fakewave"}))
+
+    plugin(SecondFakeWave(), "second-wave")
+    registry = relpos.plugins.load_registry()
+    assert registry.entry("modality", "fakewave").plugin == "fakewave"
+    assert [f.plugin for f in registry.failures] == ["second-wave"]
+    assert "registered first by plugin 'fakewave' from fake-relpos-plugin" in registry.failures[0].error
+
+
+def test_one_plugin_registering_a_name_twice_is_a_failure(plugin):
+    class Twice:
+        @relpos.hookimpl
+        def register_pretexts(self, register):
+            register(ToyPretext)
+            register(ToyPretext)
+
+    plugin(Twice(), "twice")
+    registry = relpos.plugins.load_registry()
+    assert "toy" not in registry.names("pretext")
+    assert "registers the pretext name 'toy' twice" in registry.failures[0].error
+
+
+def test_duplicate_name_raises_in_strict_mode_naming_both(install, monkeypatch):
+    source = FAKEWAVE_SOURCE.replace('name = "fakewave"', 'name = "eeg"')
+    install("eeg_clone_plugin", source, dist="eeg-clone", entry="eegclone")
+    monkeypatch.setenv("RELPOS_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError) as info:
         relpos.plugins.load_registry()
     message = str(info.value)
     assert "Duplicate modality name 'eeg'" in message
-    assert "'eeg'" in message and "'second-eeg'" in message
+    assert "plugin 'eeg' from relpos" in message and "plugin 'eegclone' from eeg-clone" in message
 
 
+def test_commands_keep_working_beside_a_duplicate(install, capsys):
+    source = FAKEWAVE_SOURCE.replace('name = "fakewave"', 'name = "eeg"')
+    install("eeg_clone_plugin", source, dist="eeg-clone", entry="eegclone")
+    from relpos.cli import main
+
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "eegclone (eeg-clone): Duplicate modality name 'eeg'" in out
+    assert main(["train", "--modality", "eeg", "--print-config"]) == 0
+    captured = capsys.readouterr()
+    assert "name: eeg" in captured.out
+    assert "eegclone" in captured.err and "skipped" in captured.err
+
+
+# -- class-based plugins registered at run time --------------------------------------------------------------
 def test_misspelled_hook_is_reported_as_a_failure(plugin):
     plugin(MisspelledPlugin(), "typo")
     registry = relpos.plugins.load_registry()
@@ -298,12 +381,188 @@ def test_class_based_plugin_adds_a_pretext_and_is_removed_again(plugin):
     entry = relpos.plugins.get_registry().entry("pretext", "toy")
     assert entry.cls is ToyPretext
     assert entry.plugin == "toy-plugin"
-    assert entry.distribution == "(registered at run time)"
+    assert entry.distribution == "registered at run time"
     # min_axes = 2: pairs with images only
     pairs = relpos.plugins.compatible_pairs()
     assert ("image", "toy") in pairs and ("eeg", "toy") not in pairs
     relpos.plugins.unregister_plugin("toy-plugin")
     assert "toy" not in relpos.plugins.list_pretexts()
+
+
+# -- skipped means skipped --------------------------------------------------------------------------------
+class RegistersThenRaisesInLaterHook:
+    """register_modalities succeeds; register_pretexts registers one class, then raises."""
+
+    @relpos.hookimpl
+    def register_modalities(self, register):
+        register(type("GoodWave", (DuplicateEEG,), {"name": "goodwave"}))
+
+    @relpos.hookimpl
+    def register_pretexts(self, register):
+        register(ToyPretext)
+        raise RuntimeError("broken halfway")
+
+
+class RegistersThenRegistersABadClass:
+    @relpos.hookimpl
+    def register_pretexts(self, register):
+        register(ToyPretext)
+        register(type("NoForward", (Pretext,), {"name": "no-forward", "Config": _PatchConfig}))
+
+
+@pytest.mark.parametrize(
+    "broken, error",
+    [
+        (RegistersThenRaisesInLaterHook(), "RuntimeError: broken halfway"),
+        (RegistersThenRegistersABadClass(), "TypeError: NoForward does not implement forward(batch, generator)."),
+    ],
+    ids=["hook-raises", "second-class-invalid"],
+)
+def test_a_failed_plugin_leaves_nothing_registered(plugin, broken, error):
+    plugin(broken, "half")
+    registry = relpos.plugins.load_registry()
+    assert [(f.plugin, f.error) for f in registry.failures] == [("half", error)]
+    assert names_of(registry) & {("modality", "goodwave"), ("pretext", "toy")} == set()
+    with pytest.raises(PluginError, match="Unknown pretext 'toy'"):
+        registry.get("pretext", "toy")
+    assert BUILTINS <= names_of(registry)
+
+
+def test_a_hook_that_returns_its_classes_is_a_failure(plugin):
+    class ReturnsAList:  # datasette's list-returning style: nothing would be registered
+        @relpos.hookimpl
+        def register_pretexts(self, register):
+            return [ToyPretext]
+
+    plugin(ReturnsAList(), "returns")
+    registry = relpos.plugins.load_registry()
+    assert "toy" not in registry.names("pretext")
+    assert "register_pretexts() returned [" in registry.failures[0].error
+    assert "must call register(cls)" in registry.failures[0].error
+
+
+# -- what a registered class must provide -------------------------------------------------------------------
+@dataclass
+class _NoPatchConfig:
+    window: int = 8
+
+
+@dataclass
+class _RequiredFieldConfig:
+    patch_size: int  # no default: users could never leave it out
+
+
+@dataclass
+class _ThreePatchConfig:
+    patch_size: tuple = (4, 4, 4)
+
+
+@dataclass
+class _ZeroPatchConfig:
+    patch_size: float = 0.0
+
+
+@dataclass
+class _BadHintConfig:
+    patch_size: "NotImported" = 4  # noqa: F821 - the resolver cannot coerce values to this type
+
+
+def _modality(name="wave", **attributes):
+    body = {"name": name, "axes": ("time",), "Config": _PatchConfig, "load": lambda self, data: None}
+    body.update(attributes)
+    return type("BadWave", (Modality,), body)
+
+
+BAD_MODALITIES = {
+    "no-patch-size": (_modality(Config=_NoPatchConfig), "Config has no 'patch_size' field"),
+    "patch-size-per-axis-mismatch": (_modality(Config=_ThreePatchConfig), "one per axis (1), got (4, 4, 4)"),
+    "patch-size-zero": (_modality(Config=_ZeroPatchConfig), "must default to a positive number"),
+    "config-not-dataclass": (_modality(Config=dict), "Config must be a dataclass, got <class 'dict'>"),
+    "config-field-without-default": (_modality(Config=_RequiredFieldConfig), "'patch_size' have no default"),
+    "config-hint-unresolvable": (_modality(Config=_BadHintConfig), "NameError"),
+    "axes-a-string": (_modality(axes="time"), "axes must be a tuple of names, e.g. ('time',), got 'time'"),
+    "axes-empty": (_modality(axes=()), "1 to 3 distinct positional axes, got ()"),
+    "axes-four": (_modality(axes=("a", "b", "c", "d")), "1 to 3 distinct"),
+    "axes-repeated": (_modality(axes=("row", "row")), "distinct"),
+    "name-empty": (_modality(name=""), "name must be a name of letters"),
+    "name-with-space": (_modality(name="my wave"), "got 'my wave'"),
+    "name-with-slash": (_modality(name="a/b"), "got 'a/b'"),
+    "name-not-a-string": (_modality(name=3), "got 3"),
+    "no-load": (_modality(load=Modality.load), "does not implement load(data)"),
+    "load-takes-nothing": (_modality(load=lambda self: None), "load must accept (self, data)"),
+}
+
+
+class _Pretext(Pretext):
+    name = "p"
+    Config = _PatchConfig
+
+    def forward(self, batch, generator):
+        raise NotImplementedError
+
+
+def _pretext(**attributes):
+    return type("BadPretext", (_Pretext,), {"name": "p", **attributes})
+
+
+BAD_PRETEXTS = {
+    "no-forward": (_pretext(forward=Pretext.forward), "does not implement forward(batch, generator)"),
+    "forward-without-generator": (_pretext(forward=lambda self, batch: None), "forward must accept (self, batch, generator)"),
+    "init-without-data": (_pretext(__init__=lambda self, config, modality: None), "__init__ must accept"),
+    "after-step-without-step": (_pretext(after_step=lambda self: None), "after_step must accept (self, step)"),
+    "modalities-a-string": (_pretext(modalities="eeg"), "modalities must be None or a tuple of names"),
+    "log-keys-a-string": (_pretext(log_keys="acc"), "log_keys must be a tuple of names"),
+    "min-axes-zero": (_pretext(min_axes=0), "min_axes must be an integer of at least 1, got 0"),
+    "pos-embed-misspelled": (_pretext(encoder_pos_embed=("none", "sin-cos")), "encoder_pos_embed must be"),
+    "config-not-dataclass": (_pretext(Config=object), "Config must be a dataclass"),
+    "config-field-without-default": (_pretext(Config=_RequiredFieldConfig), "have no default"),
+    "name-with-equals": (_pretext(name="a=b"), "got 'a=b'"),
+}
+
+
+def _registering(kind, cls):
+    hook = {"modality": "register_modalities", "pretext": "register_pretexts"}[kind]
+
+    def register_it(self, register):
+        register(cls)
+
+    register_it.__name__ = hook
+    return type("OnePlugin", (), {hook: relpos.hookimpl(register_it)})()
+
+
+@pytest.mark.parametrize("cls, expected", BAD_MODALITIES.values(), ids=list(BAD_MODALITIES))
+def test_a_modality_relpos_cannot_use_is_rejected_at_registration(plugin, cls, expected):
+    plugin(_registering("modality", cls), "bad-modality")
+    registry = relpos.plugins.load_registry()
+    assert [f.plugin for f in registry.failures] == ["bad-modality"]
+    assert expected in registry.failures[0].error
+    assert "\n" not in registry.failures[0].error
+    assert cls not in [e.cls for e in registry.entries["modality"].values()]
+
+
+@pytest.mark.parametrize("cls, expected", BAD_PRETEXTS.values(), ids=list(BAD_PRETEXTS))
+def test_a_pretext_relpos_cannot_use_is_rejected_at_registration(plugin, cls, expected):
+    plugin(_registering("pretext", cls), "bad-pretext")
+    registry = relpos.plugins.load_registry()
+    assert [f.plugin for f in registry.failures] == ["bad-pretext"]
+    assert expected in registry.failures[0].error
+    assert "p" not in registry.names("pretext")
+
+
+def test_a_patch_size_method_instead_of_a_field_is_accepted(plugin):
+    cls = _modality(name="methodwave", Config=_NoPatchConfig, patch_size=lambda self: (8.0,))
+    plugin(_registering("modality", cls), "method-patch")
+    registry = relpos.plugins.load_registry()
+    assert registry.failures == []
+    assert registry.get("modality", "methodwave") is cls
+
+
+def test_a_patch_size_per_axis_is_accepted(plugin):
+    cls = _modality(name="cube", axes=("z", "y", "x"), Config=_ThreePatchConfig)
+    plugin(_registering("modality", cls), "cube")
+    registry = relpos.plugins.load_registry()
+    assert registry.failures == []
+    assert cls(cls.Config()).patch_shape() == (4, 4, 4)
 
 
 # -- `relpos plugins` ---------------------------------------------------------------------------------------

@@ -62,7 +62,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         sys.stdout.write(config.to_yaml())
         return 0
     result = train(config, resume=args.resume)
-    print(f"relpos: trained {result.step} steps, final loss {result.loss:.4f}; run directory: {result.run_dir}")
+    steps = f"{result.step} step" + ("" if result.step == 1 else "s")
+    print(f"relpos: trained {steps}, final loss {result.loss:.4f}; run directory: {result.run_dir}")
     return 0
 
 
@@ -145,7 +146,7 @@ def _plugins_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import load_registry
+    from .plugins import load_registry, origin
 
     registry = load_registry()
     kinds = (("modality", "Modalities"), ("pretext", "Pretexts"), ("dataset", "Data sets"))
@@ -172,7 +173,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 extra = f" [modalities: {', '.join(e['modalities'])}]"
             elif kind == "dataset" and e["modality"]:
                 extra = f" [modality: {e['modality']}]"
-            print(f"  {e['name']:<{width}}  {e['description']}  (plugin {e['plugin']!r} from {e['distribution']}){extra}")
+            print(f"  {e['name']:<{width}}  {e['description']}  ({origin(e['plugin'], e['distribution'])}){extra}")
         if not rows:
             print("  (none)")
     if failures:

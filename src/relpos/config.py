@@ -344,12 +344,16 @@ def resolve_config(
         )
     data = raw.get("data")
     out = raw.get("out")
+    modality_config = build_dataclass(mod_cls.Config, mod_values, "modality")
+    pretext_config = build_dataclass(pre_cls.Config, pre_values, "pretext")
+    encoder = build_dataclass(EncoderConfig, raw["encoder"], "encoder")
+    pre_cls.check_encoder(encoder)  # e.g. position embeddings for a pretext that passes no centres
     return RunConfig(
         modality=mod_name,
         pretext=pre_name,
-        modality_config=build_dataclass(mod_cls.Config, mod_values, "modality"),
-        pretext_config=build_dataclass(pre_cls.Config, pre_values, "pretext"),
-        encoder=build_dataclass(EncoderConfig, raw["encoder"], "encoder"),
+        modality_config=modality_config,
+        pretext_config=pretext_config,
+        encoder=encoder,
         train=build_dataclass(TrainConfig, raw["train"], "train"),
         data=None if data in (None, "") else str(data),
         out=None if out in (None, "") else str(out),

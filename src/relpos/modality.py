@@ -7,6 +7,7 @@ encoders, training) is axis-generic and lives in the core.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,15 @@ def npz_keys(data: Any) -> list[str]:
             return list(archive.files)
     except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
         return []
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders the numbers inside names by value: ``vol2`` before ``vol10``."""
+    return tuple(
+        (0, int(part), part) if part.isdigit() else (1, 0, part.lower())
+        for part in re.split(r"(\d+)", str(text))
+        if part
+    )
 
 
 def _skipped_entry(item: Any) -> dict[str, str]:
@@ -180,7 +190,9 @@ class Modality:
             "sfreq": info.get("sfreq"),
             "ch_names": list(info.get("ch_names") or []),
             "label_counts": label_counts,
-            "recordings": {str(g): int(c) for g, c in zip(groups, group_counts)},
+            "recordings": {
+                str(g): int(c) for g, c in sorted(zip(groups, group_counts), key=lambda gc: natural_key(gc[0]))
+            },
             "n_subjects": int(len(np.unique(np.asarray(windows.subjects, dtype=str)))),
             "files": [dict(f) for f in files if isinstance(f, dict)] if isinstance(files, list) else [],
             "skipped": [_skipped_entry(s) for s in skipped] if isinstance(skipped, list) else [],

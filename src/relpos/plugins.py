@@ -1,18 +1,22 @@
 """Plugin loading and the registry of modalities, pretexts and data sets.
 
 Plugins are modules advertised in the ``relpos`` entry-point group; relpos's own modalities and
-pretexts are registered exactly that way. Loading is lazy (nothing happens at import time), each
-plugin is isolated (one that fails to import, or whose hook raises, is reported in one line and
-skipped; ``RELPOS_STRICT_PLUGINS=1`` raises instead), and two plugins that register the same name
-are an error that names both.
+pretexts are registered exactly that way, and load first. Loading is lazy (nothing happens at
+import time) and each plugin is isolated: one that fails to import, whose hook raises, that
+registers a class relpos cannot use, or that registers a name another plugin already took, is
+reported in one line and skipped as a whole (nothing it registered stays registered), and the
+other plugins load as usual. ``RELPOS_STRICT_PLUGINS=1`` raises instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 import os
+import re
 import sys
+import typing
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -25,6 +29,19 @@ from .errors import PluginError, unknown_name
 ENTRY_POINT_GROUP = "relpos"
 KINDS = ("modality", "pretext", "dataset")
 _HOOKS = {"modality": "register_modalities", "pretext": "register_pretexts", "dataset": "register_datasets"}
+#: The distribution whose plugins load first, so a third-party name clash never displaces a built-in.
+BUILTIN_DISTRIBUTION = "relpos"
+#: The "distribution" of plugins added with :func:`register_plugin` (none: they are not installed).
+RUN_TIME = "registered at run time"
+#: Names users type (``--modality NAME``) and that end up in run directories (``runs/<m>-<p>``).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def origin(plugin: str, distribution: str) -> str:
+    """``plugin 'eeg' from relpos``, or ``plugin 'mine', registered at run time``."""
+    if distribution == RUN_TIME:
+        return f"plugin {plugin!r}, {RUN_TIME}"
+    return f"plugin {plugin!r} from {distribution}"
 
 
 @dataclass(frozen=True)
@@ -81,13 +98,152 @@ class Registry:
         return self.entries[kind][name]
 
 
+class DuplicateName(Exception):
+    """A plugin registered a name another plugin (or the same one) registered first."""
+
+
 def _strict() -> bool:
     return os.environ.get("RELPOS_STRICT_PLUGINS", "").strip().lower() in ("1", "true", "yes")
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
+    if isinstance(exc, DuplicateName):
+        return text  # already a sentence that says what happened
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- what a registered class must provide -----------------------------------------------------------
+# Everything the engine later reads from a class is checked here, when the plugin registers it, so
+# a mistake in a plugin is reported as that plugin's failure instead of a traceback in a later
+# command.
+def _check_name(cls: type, attribute: str = "name") -> None:
+    value = getattr(cls, attribute, None)
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise TypeError(
+            f"{cls.__qualname__}.{attribute} must be a name of letters, digits, '-', '_' or '.' "
+            f"starting with a letter or digit, got {value!r}."
+        )
+
+
+def _check_config(cls: type, kind: str) -> None:
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        raise TypeError(f"{cls.__qualname__}.Config must be a dataclass, got {config!r}.")
+    required = [
+        f.name for f in dataclasses.fields(config)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if required:
+        # Users set only the options they want to change (``--set KIND.KEY=VALUE``).
+        raise TypeError(
+            f"{cls.__qualname__}.Config field(s) {', '.join(map(repr, required))} have no default; "
+            f"every {kind} option needs one."
+        )
+    try:
+        typing.get_type_hints(config)  # what the config resolver reads to coerce values
+    except Exception as exc:  # noqa: BLE001 - NameError, TypeError, ... from any annotation
+        raise TypeError(
+            f"The type annotations of {cls.__qualname__}.Config cannot be resolved ({_one_line(exc)}); "
+            f"import every type they name at module level."
+        ) from None
+
+
+def _check_signature(cls: type, method: str, arguments: tuple[str, ...]) -> None:
+    try:
+        inspect.signature(getattr(cls, method)).bind("self", *arguments)
+    except TypeError:
+        wanted = ", ".join(("self", *arguments))
+        raise TypeError(
+            f"{cls.__qualname__}.{method} must accept ({wanted}), "
+            f"got {method}{inspect.signature(getattr(cls, method))}."
+        ) from None
+
+
+def _check_names_tuple(cls: type, attribute: str, example: str, allow_none: bool = False) -> None:
+    value = getattr(cls, attribute)
+    if allow_none and value is None:
+        return
+    # A bare string would be read character by character ("eeg" as ("e", "e", "g")).
+    if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) and v for v in value):
+        allowed = "None or " if allow_none else ""
+        raise TypeError(
+            f"{cls.__qualname__}.{attribute} must be {allowed}a tuple of names, e.g. {example}, got {value!r}."
+        )
+
+
+def _check_modality(cls: type) -> None:
+    from .modality import Modality
+
+    _check_names_tuple(cls, "axes", "('time',)")
+    axes = tuple(cls.axes)
+    if not 1 <= len(axes) <= 3 or len(set(axes)) != len(axes):
+        raise TypeError(
+            f"{cls.__qualname__}.axes must name 1 to 3 distinct positional axes, got {cls.axes!r}."
+        )
+    _check_config(cls, "modality")
+    if cls.load is Modality.load:
+        raise TypeError(f"{cls.__qualname__} does not implement load(data).")
+    _check_signature(cls, "load", ("data",))
+    _check_signature(cls, "augment", ("x", "generator"))
+    if cls.patch_size is Modality.patch_size:
+        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+        if "patch_size" not in fields:
+            raise TypeError(
+                f"{cls.__qualname__}.Config has no 'patch_size' field and {cls.__qualname__} does not "
+                f"override patch_size(); give it one of the two."
+            )
+        default = fields["patch_size"]
+        value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
+        values = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if (
+            not isinstance(values, (list, tuple))
+            or len(values) not in (1, len(axes))
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
+        ):
+            raise TypeError(
+                f"{cls.__qualname__}.Config.patch_size must default to a positive number or one per "
+                f"axis ({len(axes)}), got {value!r}."
+            )
+
+
+def _check_pretext(cls: type) -> None:
+    from .pretext import Pretext
+
+    _check_config(cls, "pretext")
+    if cls.forward is Pretext.forward:
+        raise TypeError(f"{cls.__qualname__} does not implement forward(batch, generator).")
+    _check_signature(cls, "forward", ("batch", "generator"))
+    _check_signature(cls, "after_step", ("step",))
+    _check_signature(cls, "__init__", ("config", "modality", "encoder_config", "data"))
+    _check_names_tuple(cls, "modalities", "('eeg', 'timeseries')", allow_none=True)
+    _check_names_tuple(cls, "log_keys", "('accuracy',)")
+    if not isinstance(cls.min_axes, int) or isinstance(cls.min_axes, bool) or cls.min_axes < 1:
+        raise TypeError(f"{cls.__qualname__}.min_axes must be an integer of at least 1, got {cls.min_axes!r}.")
+    from .pretext import POS_EMBEDS
+
+    allowed = cls.encoder_pos_embed
+    if not isinstance(allowed, (tuple, list)) or not allowed or not set(allowed) <= set(POS_EMBEDS):
+        raise TypeError(
+            f"{cls.__qualname__}.encoder_pos_embed must be a non-empty tuple of "
+            f"{', '.join(map(repr, POS_EMBEDS))}, got {allowed!r}."
+        )
+
+
+def _check_dataset(cls: type) -> None:
+    if not isinstance(cls.modality, str):
+        raise TypeError(f"{cls.__qualname__}.modality must be a modality name (a string), got {cls.modality!r}.")
+    from .datasets import Dataset
+
+    if cls.fetch is Dataset.fetch:
+        raise TypeError(f"{cls.__qualname__} does not implement fetch(dest, subjects=None, **options).")
+    try:
+        inspect.signature(cls.fetch).bind("self", "dest", subjects=None)
+    except TypeError:
+        raise TypeError(
+            f"{cls.__qualname__}.fetch must accept (self, dest, subjects=None, **options), "
+            f"got fetch{inspect.signature(cls.fetch)}."
+        ) from None
 
 
 def _check_class(kind: str, cls: Any) -> None:
@@ -98,24 +254,18 @@ def _check_class(kind: str, cls: Any) -> None:
     base = {"modality": Modality, "pretext": Pretext, "dataset": Dataset}[kind]
     where = "relpos.datasets" if kind == "dataset" else "relpos"
     if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise TypeError(f"register() for a {kind} takes a subclass of {where}.{base.__name__}, got {cls!r}")
-    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
-        raise TypeError(f"{cls.__qualname__} has no 'name'")
-    if kind == "dataset":
-        if not isinstance(cls.modality, str):
-            raise TypeError(f"{cls.__qualname__}.modality must be a modality name (a string)")
-        return
-    if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
-        raise TypeError(f"{cls.__qualname__}.Config must be a dataclass")
-    if kind == "modality" and not cls.axes:
-        raise TypeError(f"{cls.__qualname__} declares no 'axes'")
+        raise TypeError(f"register() for a {kind} takes a subclass of {where}.{base.__name__}, got {cls!r}.")
+    _check_name(cls)
+    {"modality": _check_modality, "pretext": _check_pretext, "dataset": _check_dataset}[kind](cls)
 
 
+# -- loading ----------------------------------------------------------------------------------------
 class _Loader:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.distributions: dict[str, str] = {}
+        self.order: list[str] = []
         self.failures: list[Failure] = []
 
     def fail(self, plugin: str, distribution: str, exc: BaseException) -> None:
@@ -139,35 +289,57 @@ class _Loader:
             self.fail(name, distribution, exc)
             return
         self.distributions[name] = distribution
+        self.order.append(name)
+
+    def _stage(self, plugin: str, dist: str) -> list[Entry]:
+        """Call every hook of one plugin; what it registered, or an exception for the whole plugin."""
+        staged: list[Entry] = []
+        for kind in KINDS:
+            caller = getattr(self.pm.hook, _HOOKS[kind])
+            for impl in caller.get_hookimpls():
+                if impl.plugin_name != plugin:
+                    continue
+
+                def register(cls: Any, _kind: str = kind) -> None:
+                    _check_class(_kind, cls)
+                    staged.append(Entry(_kind, cls.name, cls, plugin, dist))
+
+                returned = impl.function(**{arg: register for arg in impl.argnames})
+                if returned is not None:
+                    # A hook that returns its classes (instead of calling register) registers nothing.
+                    raise TypeError(
+                        f"{_HOOKS[kind]}() returned {returned!r}; it must call register(cls) for each "
+                        f"class and return None."
+                    )
+        return staged
 
     def build(self) -> Registry:
         registry = Registry(failures=self.failures)
-        for kind in KINDS:
-            caller = getattr(self.pm.hook, _HOOKS[kind])
-            for impl in reversed(caller.get_hookimpls()):  # registration order
-                plugin = impl.plugin_name
-                dist = self.distributions.get(plugin, "?")
-                staged: list[Entry] = []
-
-                def register(cls: Any, _kind: str = kind, _plugin: str = plugin, _dist: str = dist) -> None:
-                    _check_class(_kind, cls)
-                    staged.append(Entry(_kind, cls.name, cls, _plugin, _dist))
-
-                try:
-                    impl.function(**{arg: register for arg in impl.argnames})
-                except Exception as exc:  # noqa: BLE001 - a broken hook is isolated
-                    self.fail(plugin, dist, exc)
-                    continue
-                table = registry.entries[kind]
+        for plugin in self.order:  # registration order: the first registration of a name wins
+            dist = self.distributions[plugin]
+            try:
+                staged = self._stage(plugin, dist)
+                seen: set[tuple[str, str]] = set()
                 for entry in staged:
-                    if entry.name in table:
-                        first = table[entry.name]
-                        raise PluginError(
-                            f"Duplicate {kind} name {entry.name!r}: registered by plugin "
-                            f"{first.plugin!r} ({first.distribution}) and by plugin "
-                            f"{entry.plugin!r} ({entry.distribution}); uninstall or rename one."
+                    key = (entry.kind, entry.name)
+                    first = registry.entries[entry.kind].get(entry.name)
+                    if key in seen:
+                        raise DuplicateName(
+                            f"{origin(plugin, dist)} registers the {entry.kind} name {entry.name!r} twice."
                         )
-                    table[entry.name] = entry
+                    if first is not None:
+                        raise DuplicateName(
+                            f"Duplicate {entry.kind} name {entry.name!r}: registered first by "
+                            f"{origin(first.plugin, first.distribution)} and again by {origin(plugin, dist)}; "
+                            f"uninstall or rename one."
+                        )
+                    seen.add(key)
+            except Exception as exc:  # noqa: BLE001 - a broken hook is isolated
+                # Nothing of a failed plugin is kept: "skipped" means skipped.
+                self.fail(plugin, dist, exc)
+                continue
+            for entry in staged:
+                registry.entries[entry.kind][entry.name] = entry
         return registry
 
 
@@ -176,9 +348,15 @@ _extra_plugins: dict[str, Any] = {}
 
 
 def load_registry() -> Registry:
-    """Load every plugin (entry points, then plugins added with :func:`register_plugin`)."""
+    """Load every plugin: relpos's own, then other distributions' entry points, then plugins added
+    with :func:`register_plugin`."""
     loader = _Loader()
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+
+    def load_order(ep) -> tuple[bool, str]:
+        dist = ep.dist.name if ep.dist is not None else ""
+        return (dist != BUILTIN_DISTRIBUTION, ep.name)
+
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=load_order):
         dist = ep.dist.name if ep.dist is not None else "?"
         try:
             module = ep.load()
@@ -187,7 +365,7 @@ def load_registry() -> Registry:
             continue
         loader.add(module, ep.name, dist)
     for name, plugin in _extra_plugins.items():
-        loader.add(plugin, name, "(registered at run time)")
+        loader.add(plugin, name, RUN_TIME)
     return loader.build()
 
 
@@ -198,7 +376,7 @@ def get_registry() -> Registry:
         _registry = load_registry()
         for failure in _registry.failures:
             print(
-                f"relpos: plugin {failure.plugin!r} ({failure.distribution}) was skipped: {failure.error}",
+                f"relpos: {origin(failure.plugin, failure.distribution)} was skipped: {failure.error}",
                 file=sys.stderr,
             )
     return _registry

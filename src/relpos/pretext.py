@@ -13,7 +13,11 @@ import torch
 from torch import nn
 
 from .encoder import EncoderConfig, PatchEncoder
+from .errors import ConfigError
 from .modality import Modality, Windows
+
+#: The values of ``encoder.pos_embed`` (see :class:`relpos.EncoderConfig`).
+POS_EMBEDS = ("none", "sincos")
 
 
 class Pretext(nn.Module):
@@ -33,6 +37,11 @@ class Pretext(nn.Module):
         One line for ``relpos plugins``.
     log_keys : tuple of str
         Names of the extra values :meth:`forward` returns, logged as metrics.csv columns.
+    encoder_pos_embed : tuple of str
+        The values of ``encoder.pos_embed`` this pretext trains with. ``("none",)`` (the default)
+        for a method whose encoder must not see positions, or whose :meth:`forward` does not pass
+        box centres to ``self.encoder``; add ``"sincos"`` only when :meth:`forward` passes them.
+        :func:`relpos.resolve_config` rejects any other value before data is read.
 
     Parameters
     ----------
@@ -50,13 +59,36 @@ class Pretext(nn.Module):
     min_axes: ClassVar[int] = 1
     description: ClassVar[str] = ""
     log_keys: ClassVar[tuple[str, ...]] = ()
+    encoder_pos_embed: ClassVar[tuple[str, ...]] = ("none",)
 
     def __init__(self, config: Any, modality: Modality, encoder_config: EncoderConfig, data: Windows):
+        self.check_encoder(encoder_config)
         super().__init__()
         self.config = config
         self.modality = modality
         self.extent = data.extent
         self.encoder = PatchEncoder(encoder_config, data.channels, modality.patch_shape())
+
+    @classmethod
+    def check_encoder(cls, encoder_config: EncoderConfig) -> None:
+        """Raise :class:`relpos.errors.ConfigError` when this pretext cannot train ``encoder_config``.
+
+        The base implementation checks ``encoder.pos_embed`` against :attr:`encoder_pos_embed`;
+        a pretext with further needs extends it (and calls ``super().check_encoder``).
+        """
+        value = encoder_config.pos_embed
+        allowed = tuple(cls.encoder_pos_embed)
+        if value in allowed:
+            return
+        if allowed == ("none",):
+            raise ConfigError(
+                f"Pretext {cls.name!r} trains its encoder without position embeddings, so "
+                f"'encoder.pos_embed' must be 'none', got {value!r}."
+            )
+        raise ConfigError(
+            f"Invalid value for 'encoder.pos_embed' with pretext {cls.name!r}: allowed "
+            f"{', '.join(map(repr, allowed))}, got {value!r}."
+        )
 
     @classmethod
     def supports(cls, modality: Modality | type[Modality]) -> bool:
