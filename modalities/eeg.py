@@ -27,22 +27,27 @@ patches, 40 of them sampled per window. The package ships one real recording,
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from relpos import hookimpl
+from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.modality import Modality, Windows, npz_keys
 
+from .channels import dead_channel_warning, flat_throughout, format_names
+from .edf_header import truncation
 from .eeg_pipeline import (
     LabelRule,
     _TooShort,
+    all_finite,
     params_of,
     recording_windows,
     select_channels,
@@ -53,42 +58,57 @@ from .eeg_sources import RECORDING_SUFFIXES, resolve_recordings, strip_suffix, s
 SAMPLE = Path(__file__).parent / "data" / "eegmmidb_S001R02.edf"
 NUMPY_SUFFIXES = (".npz", ".npy")
 #: Bumped when the pipeline changes what it writes, so old cache entries are not reused.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: dead channels left out, flat-window reasons name channels, labels auto
 
 __all__ = ["EEGConfig", "EEGModality", "RECORDING_SUFFIXES"]
+
+#: Upper bounds of the EEG options: rates up to 1 MHz, durations up to 10 days (what a window's
+#: sample count can hold at any sane rate), and patch counts a batch can hold.
+MAX_RATE_HZ = 1e6
+MAX_DURATION_S = 864000.0
+MAX_PATCHES = 65536
 
 
 @dataclass
 class EEGConfig:
     """Options of the EEG modality (defaults: the PART paper's recipe)."""
 
-    channel_types: str = "eeg"  # MNE channel type(s) to keep, comma-separated
-    channels: str = ""  # "" (all of those types) | names or glob patterns, comma-separated | "common"
-    standardize_names: bool = False  # rename EEGMMIDB-style dotted labels ("Fc5." -> "FC5") first
-    l_freq: float = 0.1  # band-pass low edge, Hz (0: low-pass only)
-    h_freq: float = 30.0  # band-pass high edge, Hz
-    sfreq: float = 100.0  # resampling rate, Hz
-    notch_freq: float = 0.0  # mains frequency to notch out, with its harmonics below Nyquist, Hz (0: off)
-    reference: str = ""  # "" (keep) | "average" | channel name(s), comma-separated
-    windows: str = "fixed"  # fixed (window_s, stride_s) | events (one window per annotation)
-    window_s: float = 30.0  # window length, s
-    stride_s: float = 5.0  # distance between window starts, s (window_s for non-overlapping)
-    event_offset_s: float = 0.0  # events: window start relative to the annotation onset, s
-    labels: str = "none"  # none | annotations (with label_map) | sleep (Sleep-EDF hypnograms, AASM)
-    label_map: dict[str, str] = field(default_factory=dict)  # annotation description -> class name
-    subject_pattern: str = ""  # regex on the file name, group 1 = subject ("": Sleep-EDF, EEGMMIDB)
-    flat_threshold: float = 1e-7  # a channel whose peak-to-peak in a window is below this (V) is flat
-    split: str = "train"  # .npz trials: train | test | all
-    npz_unit: str = "uV"  # unit of the values in .npz/.npy trials: V | mV | uV
-    source_sfreq: float = 0.0  # sampling rate of .npy trials (which cannot store it), Hz
-    cache: bool = True  # cache preprocessed windows on disk ($RELPOS_CACHE_DIR or ~/.cache/relpos)
-    patch_s: float = 1.0  # patch length, s
-    patches_per_window: int = 40  # off-grid patches sampled per window
+    channel_types: str = setting("eeg", free="MNE channel types")  # to keep, comma-separated
+    # "" (all of those types) | names or glob patterns, comma-separated | "common"
+    channels: str = setting("", free="channel names or patterns")
+    standardize_names: bool = setting(False)  # rename EEGMMIDB-style dotted labels ("Fc5." -> "FC5") first
+    l_freq: float = setting(0.1, ge=0, le=MAX_RATE_HZ)  # band-pass low edge, Hz (0: low-pass only)
+    h_freq: float = setting(30.0, gt=0, le=MAX_RATE_HZ)  # band-pass high edge, Hz
+    sfreq: float = setting(100.0, gt=0, le=MAX_RATE_HZ)  # resampling rate, Hz
+    # mains frequency to notch out, with its harmonics below Nyquist, Hz (0: off)
+    notch_freq: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
+    reference: str = setting("", free="channel names")  # "" (keep) | "average" | channel name(s), comma-separated
+    # fixed (window_s, stride_s) | events (one window per annotation)
+    windows: str = setting("fixed", choices=("fixed", "events"))
+    window_s: float = setting(30.0, gt=0, le=MAX_DURATION_S)  # window length, s
+    # distance between window starts, s (window_s for non-overlapping)
+    stride_s: float = setting(5.0, gt=0, le=MAX_DURATION_S)
+    # events: window start relative to the annotation onset, s
+    event_offset_s: float = setting(0.0, ge=-MAX_DURATION_S, le=MAX_DURATION_S)
+    # auto (sleep with 30-s epochs where every recording has its Sleep-EDF hypnogram and the windows are
+    # the defaults, else none) | none | annotations (with label_map) | sleep (Sleep-EDF hypnograms, AASM)
+    labels: str = setting("auto", choices=("auto", "none", "annotations", "sleep"))
+    # annotation description -> class name
+    label_map: dict[str, str] = setting({}, free="annotation descriptions and class names")
+    # regex on the file name, group 1 = subject ("": Sleep-EDF, EEGMMIDB); compiled in validate()
+    subject_pattern: str = setting("", free="a regular expression")
+    # a channel whose peak-to-peak in a window is below this (V) is flat
+    flat_threshold: float = setting(1e-7, ge=0)
+    split: str = setting("train", choices=("train", "test", "all"))  # .npz trials
+    npz_unit: str = setting("uV", choices=("V", "mV", "uV"))  # unit of the values in .npz/.npy trials
+    # sampling rate of .npy trials (which cannot store it), Hz; 0: not given
+    source_sfreq: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
+    cache: bool = setting(True)  # cache preprocessed windows on disk ($RELPOS_CACHE_DIR or ~/.cache/relpos)
+    patch_s: float = setting(1.0, gt=0, le=MAX_DURATION_S)  # patch length, s
+    patches_per_window: int = setting(40, ge=2, le=MAX_PATCHES)  # off-grid patches sampled per window
 
     def validate(self) -> None:
-        for key in ("sfreq", "window_s", "stride_s", "patch_s"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"'modality.{key}' must be positive, got {getattr(self, key)}.")
+        check_fields(self, "modality")  # each value against its declared range (a config made in Python)
         if not 0 <= self.l_freq < self.h_freq:
             raise ConfigError(
                 f"The band-pass needs 0 <= l_freq < h_freq, got l_freq={self.l_freq} Hz, h_freq={self.h_freq} Hz."
@@ -102,24 +122,16 @@ class EEGConfig:
             raise ConfigError(
                 f"'modality.patch_s' ({self.patch_s} s) is longer than 'modality.window_s' ({self.window_s} s)."
             )
-        if self.patches_per_window < 2:
-            raise ConfigError(f"'modality.patches_per_window' must be at least 2, got {self.patches_per_window}.")
-        _choice("windows", self.windows, ("fixed", "events"))
-        _choice("labels", self.labels, ("none", "annotations", "sleep"))
-        _choice("split", self.split, ("train", "test", "all"))
-        _choice("npz_unit", self.npz_unit, ("V", "mV", "uV"))
-        for key in ("notch_freq", "flat_threshold", "source_sfreq"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"'modality.{key}' must be >= 0, got {getattr(self, key)}.")
         if not split_names(self.channel_types):
             raise ConfigError("'modality.channel_types' is empty; give MNE channel types, e.g. 'eeg' or 'eeg,eog'.")
-
-
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(
-            f"Invalid value for 'modality.{key}': allowed {', '.join(allowed)}, got {value!r}."
-        )
+        if self.subject_pattern:
+            try:
+                re.compile(self.subject_pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    f"Invalid value for 'modality.subject_pattern': {self.subject_pattern!r} is not a "
+                    f"regular expression ({exc})."
+                ) from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -146,7 +158,7 @@ class _Item:
     path: Path | None = None
     hypnogram: Path | None = None
     raw: Any = None
-    notes: list[str] = field(default_factory=list)
+    truncated: str = ""  # "is truncated: its header declares ..." when the file is shorter than declared
 
     def open(self):
         """The recording, not yet preloaded (a copy for Raw objects)."""
@@ -154,13 +166,15 @@ class _Item:
 
         if self.raw is not None:
             return self.raw.copy()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            raw = mne.io.read_raw(self.path, preload=False, verbose="warning")
-        # A truncated EDF/BDF is read up to where it stops; tell the user rather than hide it.
-        self.notes = [
-            " ".join(str(w.message).split()) for w in caught if "file size" in str(w.message).lower()
-        ]
+        if self.path.name.lower().endswith((".edf", ".bdf")):
+            cut = truncation(self.path)
+            if cut is not None:
+                self.truncated = cut[0]
+                if cut[1]:  # the header itself is cut: MNE would fail on whatever field it meets
+                    raise _Unreadable(f"{cut[0]}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a truncated file's warning: self.truncated says it better
+            raw = mne.io.read_raw(self.path, preload=False, verbose="error")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if self.hypnogram is not None:
@@ -174,10 +188,49 @@ class _Item:
         return raw
 
 
-def _skip(writer, skipped: list, item: "_Item", reason: str) -> None:
-    """Leave a recording out of a multi-file load: warn (replayed on cache hits) and record why."""
-    writer.warn(f"Skipping {item.where}: {reason}.")
-    skipped.append({"path": item.where.strip("'"), "reason": reason})
+class _Unreadable(Exception):
+    """A recording that cannot be read, with the clause that says why (after "Recording X ...")."""
+
+
+class _MoreDeadChannels(Exception):
+    """A later recording has a dead channel that earlier recordings were already cut with."""
+
+    def __init__(self, dead: list[str]):
+        super().__init__(dead)
+        self.dead = dead
+
+
+#: How the user pins the channels to use, quoted in every message about dead channels.
+PIN_HINT = "set modality.channels to the channels to use"
+
+
+def _channel_units(raw) -> dict[str, str]:
+    """Channel -> unit as the file states it (EDF's physical dimension), else MNE's unit."""
+    units = dict(getattr(raw, "_orig_units", None) or {})
+    for ch in raw.info["chs"]:
+        if ch["ch_name"] not in units:
+            units[ch["ch_name"]] = "V" if int(ch["unit"]) == 107 else str(int(ch["unit"]))  # 107: FIFF volts
+    return units
+
+
+def _is_are(names: list[str]) -> str:
+    return f"channel {format_names(names)} is" if len(names) == 1 else f"channels {format_names(names)} are"
+
+
+@dataclass
+class _BuildState:
+    """What the recordings of one build have given so far."""
+
+    dead: list[str]  # channels left out of every recording
+    dead_where: dict[str, list[str]] = field(default_factory=dict)  # channel -> recordings flat throughout
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+    unlabelled: Counter = field(default_factory=Counter)
+    descriptions: Counter = field(default_factory=Counter)
+    classes: list[str] = field(default_factory=list)
+    reference_names: list[str] | None = None
+    reference_where: str = ""
 
 
 class EEGModality(Modality):
@@ -190,9 +243,17 @@ class EEGModality(Modality):
     def __init__(self, config=None):
         super().__init__(config)
         self.config.validate()
+        self._report = False  # inspect's second try: every problem of a recording becomes a report line
+        self._warned: set[str] = set()
 
     def default_data(self) -> str:
         return str(SAMPLE)
+
+    def photometric(self, patches, generator, view="global-1", per_patch=False):
+        """Amplitude scaling, noise, channel dropout and time masking (see ``series_photometric``)."""
+        from .series_photometric import photometric_series
+
+        return photometric_series(patches, generator, per_patch)
 
     def patch_size(self) -> tuple[float, ...]:
         return (self.config.patch_s * self.config.sfreq,)
@@ -215,13 +276,11 @@ class EEGModality(Modality):
         Windows
             ``(N, C, window_s * sfreq)`` float32 windows with ``groups`` (recording ids),
             ``subjects`` and, with labels, ``labels``/``class_names``; ``info`` holds ``sfreq``,
-            ``ch_names``, ``files``, ``skipped``, ``dropped`` and ``unlabelled``.
+            ``ch_names``, ``files``, ``skipped``, ``dropped``, ``unlabelled``, ``dead_channels``
+            and ``labelling``.
         """
-        from relpos.cache import cached_windows
-
         if data is None:
             data = self.default_data()
-        params = {"pipeline": PIPELINE_VERSION, "mne": _mne_version(), **params_of(self.config)}
         if _is_raw(data) or (isinstance(data, (list, tuple)) and data and all(_is_raw(r) for r in data)):
             raws = [data] if _is_raw(data) else list(data)
             items = []
@@ -232,7 +291,8 @@ class EEGModality(Modality):
                 rid = stem if names[0] else f"raw{i}"
                 items.append(_Item(where, rid, subject_of(rid, self.config.subject_pattern) or rid, raw=raw))
             source = f"{len(raws)} Raw object{'s' if len(raws) != 1 else ''}"
-            windows = cached_windows("eeg", [], params, lambda w: self._build(w, items, source), enabled=False)
+            worker = self._resolved([])
+            windows = worker._cached_build([], items, source, enabled=False)
             self._last_info = windows.info
             return windows
         if isinstance(data, (list, tuple)):
@@ -248,7 +308,9 @@ class EEGModality(Modality):
         if path.is_file() and path.name.lower().endswith(NUMPY_SUFFIXES):
             from .eeg_npz import load_trials
 
-            windows = load_trials(self.config, path, params)
+            worker = self._resolved([])
+            params = {"pipeline": PIPELINE_VERSION, "mne": _mne_version(), **params_of(worker.config)}
+            windows = load_trials(worker.config, path, params, enabled=worker.config.cache and not self._report)
             self._last_info = windows.info
             return windows
         recordings = resolve_recordings(data, self.config.subject_pattern)
@@ -261,12 +323,56 @@ class EEGModality(Modality):
             sources.append(r.path)
             if r.hypnogram is not None:
                 sources.append(r.hypnogram)
-        params["recordings"] = [[it.recording_id, it.subject_id] for it in items]
-        windows = cached_windows(
-            "eeg", sources, params, lambda w: self._build(w, items, str(data)), enabled=self.config.cache
-        )
+        worker = self._resolved(recordings)
+        windows = worker._cached_build(sources, items, str(data), enabled=worker.config.cache and not self._report)
         self._last_info = windows.info
         return windows
+
+    def _resolved(self, recordings: list) -> "EEGModality":
+        """This modality with ``labels: auto`` decided for ``recordings`` (a copy when it changes).
+
+        ``auto`` is the Sleep-EDF recipe (sleep stages on the hypnogram's 30-s epochs, aligned to
+        it) when every recording has its hypnogram beside it and the windows are the defaults (the
+        user chose neither labels nor windows); ``none`` otherwise.
+        """
+        import copy
+
+        cfg = self.config
+        if cfg.labels != "auto":
+            return self
+        defaults = EEGConfig()
+        default_windows = all(
+            getattr(cfg, key) == getattr(defaults, key) for key in ("windows", "window_s", "stride_s", "event_offset_s")
+        )
+        paired = bool(recordings) and all(r.hypnogram is not None for r in recordings)
+        worker = copy.copy(self)
+        if paired and default_windows:
+            # Non-overlapping windows starting at the hypnogram's first stage: its own 30-s epochs.
+            worker.config = replace(cfg, labels="sleep", stride_s=cfg.window_s)
+            worker._labelling = (
+                f"sleep stages from the hypnograms, on {cfg.window_s:g}-s epochs aligned to them "
+                f"(modality.labels = 'auto'; set labels: none for unlabelled windows every {cfg.stride_s:g} s)"
+            )
+        else:
+            worker.config = replace(cfg, labels="none")
+        return worker
+
+    def _cached_build(self, sources: list, items: list[_Item], source: str, enabled: bool) -> Windows:
+        """The windows of ``items``, cached; built again when a later recording reveals a dead channel."""
+        from relpos.cache import cached_windows
+
+        params = {"pipeline": PIPELINE_VERSION, "mne": _mne_version(), **params_of(self.config)}
+        if sources:
+            params["recordings"] = [[it.recording_id, it.subject_id] for it in items]
+        self._warned = set()
+        dead: list[str] = []
+        while True:
+            try:
+                return cached_windows(
+                    "eeg", sources, params, lambda w: self._build(w, items, source, dead), enabled=enabled
+                )
+            except _MoreDeadChannels as more:
+                dead = more.dead  # rare: start again, leaving the channel out of every recording
 
     def eval_splits(self, data) -> tuple[Windows, Windows] | None:
         """The trials of an ``.npz`` archive with ``X_train`` and ``X_test``: (train, test) windows."""
@@ -275,21 +381,63 @@ class EEGModality(Modality):
         return self.load_with(data, split="train"), self.load_with(data, split="test")
 
     def inspect(self, data) -> dict[str, Any]:
-        """The base report, plus ``unlabelled`` ({annotation description: windows dropped for it})."""
+        """The base report, plus ``unlabelled`` ({annotation description: windows dropped for it}),
+        ``dead_channels``, ``labelling`` and, when nothing is usable, ``problem`` (the sentence
+        :meth:`load` raises) instead of an error: every recording's channels are still reported."""
+        import copy
+
         self._last_info = {}
-        report = super().inspect(data)
-        report["unlabelled"] = dict(self._last_info.get("unlabelled") or {})
+        try:
+            report = super().inspect(data)
+        except DataError as exc:
+            if _is_raw(data) or isinstance(data, (list, tuple)):
+                raise
+            reporter = copy.copy(self)
+            reporter._report = True
+            reporter._last_info = {}
+            report = Modality.inspect(reporter, data)
+            self._last_info = reporter._last_info
+            report["problem"] = str(reporter._last_info.get("problem") or exc)
+        info = self._last_info
+        report["unlabelled"] = dict(info.get("unlabelled") or {})
+        report["dead_channels"] = list(info.get("dead_channels") or [])
+        report["labelling"] = info.get("labelling")
         return report
 
     # -- the build -----------------------------------------------------------------------------
-    def _read_header(self, item: _Item, strict: bool, writer, skipped: list) -> Any | None:
+    def _warn(self, writer, message: str) -> None:
+        """Warn once per load (a build started again repeats none), and keep it for cache hits."""
+        if message in self._warned:
+            writer.warnings.append(message)
+        else:
+            self._warned.add(message)
+            writer.warn(message)
+
+    def _skip(self, writer, state: _BuildState, item: _Item, reason: str, **extra: Any) -> None:
+        """Leave a recording out of a multi-file load: warn (replayed on cache hits) and record why."""
+        self._warn(writer, f"Skipping {item.where}: {reason}.")
+        state.skipped.append({"path": item.where.strip("'"), "reason": reason, **extra})
+
+    def _fail_or_skip(self, writer, state, item, strict: bool, sentence: str, reason: str, **extra) -> None:
+        """Raise ``sentence`` for a single recording; skip it (``reason``) among several or in a report."""
+        if strict and not self._report:
+            raise DataError(sentence)
+        self._skip(writer, state, item, reason, **extra)
+
+    def _read_header(self, item: _Item, strict: bool, writer, state: _BuildState) -> Any | None:
         try:
             raw = item.open()
+        except _Unreadable as exc:
+            self._fail_or_skip(writer, state, item, strict, f"Recording {item.where} {exc}.", f"it {exc}")
+            return None
         except Exception as exc:  # noqa: BLE001 - MNE raises many kinds for a bad file
-            if strict:
-                raise DataError(f"Cannot read {item.where} as an EEG recording with MNE: {_one_line(exc)}") from None
-            reason = f"cannot be read with MNE ({_one_line(exc)})"
-            _skip(writer, skipped, item, f"it {reason}")
+            why = f"{item.truncated} ({_one_line(exc)})" if item.truncated else f"cannot be read with MNE ({_one_line(exc)})"
+            sentence = (
+                f"Recording {item.where} {why}."
+                if item.truncated
+                else f"Cannot read {item.where} as an EEG recording with MNE: {_one_line(exc)}"
+            )
+            self._fail_or_skip(writer, state, item, strict, sentence, f"it {why}")
             return None
         if self.config.standardize_names:
             import mne
@@ -305,154 +453,254 @@ class EEGModality(Modality):
         raw.pick([t for t in types if t in present], verbose="error")
         return raw
 
-    def _build(self, writer, items: list[_Item], source: str) -> None:
+    def _build(self, writer, items: list[_Item], source: str, dead: list[str]) -> None:
         cfg = self.config
         rule = LabelRule(cfg.labels, cfg.label_map)
         strict = len(items) == 1
-        skipped: list[dict[str, str]] = []
+        state = _BuildState(dead=list(dead))
         common: list[str] | None = None
         if cfg.channels.strip().lower() == "common":
-            common = self._common_channels(items, writer, skipped)
-        reference_names: list[str] | None = None
-        reference_where = ""
-        files, dropped, unlabelled, descriptions = [], Counter(), Counter(), Counter()
-        classes = rule.class_names(set()) if rule.active and not rule.identity else []
-        index = {c: i for i, c in enumerate(classes)}
+            common = self._common_channels(items, writer, state)
+        state.classes = rule.class_names(set()) if rule.active and not rule.identity else []
+        index = {c: i for i, c in enumerate(state.classes)}
         for item in items:
-            if any(s["path"] == item.where.strip("'") for s in skipped):
+            if any(s["path"] == item.where.strip("'") for s in state.skipped):
                 continue
-            raw = self._read_header(item, strict, writer, skipped)
-            if raw is None:
-                continue
-            available = list(raw.ch_names)
-            selected = common if common is not None else select_channels(available, cfg.channels, item.where)
-            if reference_names is None:
-                reference_names, reference_where = list(selected), item.where
-            elif set(selected) != set(reference_names):
-                only_here = sorted(set(selected) - set(reference_names))
-                only_there = sorted(set(reference_names) - set(selected))
-                raise DataError(
-                    f"Recordings {reference_where} and {item.where} have different channels "
-                    f"(only in the first: {', '.join(only_there) or 'none'}; only in the second: "
-                    f"{', '.join(only_here) or 'none'}); set modality.channels to 'common' to keep the "
-                    f"channels they share, or name the channels to use."
-                )
-            else:
-                selected = list(reference_names)
-            needed = self._needed_channels(available, selected, item.where)
-            if rule.mode == "sleep" and item.path is not None and item.hypnogram is None:
-                if not any(rule.label(d) is not None for d in raw.annotations.description):
-                    writer.warn(
-                        f"No hypnogram found for {item.where} (expected <name>-Hypnogram.edf beside it, or "
-                        f"one sharing its first 6 characters); its windows have no sleep stage."
-                    )
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    raw.pick(needed, verbose="error")
-                    raw.load_data(verbose="error")
-            except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file
-                if strict:
-                    raise DataError(
-                        f"Cannot read {item.where} as an EEG recording with MNE: {_one_line(exc)}"
-                    ) from None
-                reason = f"its samples cannot be read ({_one_line(exc)})"
-                _skip(writer, skipped, item, reason)
-                continue
-            sfreq0 = float(raw.info["sfreq"])
-            duration_s = raw.n_times / sfreq0
-            for note in item.notes:
-                writer.warn(f"{item.where} looks truncated; reading the {duration_s:.1f} s it holds (MNE: {note})")
-            ann_counts = Counter(str(d) for d in raw.annotations.description)
-            descriptions.update(ann_counts)
-            try:
-                rw = recording_windows(raw, cfg, selected, item.where, rule)
-            except _TooShort as short:
-                if strict:
-                    raise DataError(
-                        f"Recording {item.where} lasts {short.duration_s:.1f} s, shorter than one window "
-                        f"(modality.window_s = {cfg.window_s} s)."
-                    ) from None
-                reason = f"it lasts {short.duration_s:.1f} s, shorter than one window ({cfg.window_s} s)"
-                _skip(writer, skipped, item, reason)
-                continue
-            dropped.update(rw.dropped)
-            unlabelled.update(rw.unlabelled)
-            labels = None
-            if rule.active:
-                for lab in rw.labels:
-                    if lab not in index:
-                        index[lab] = len(classes)
-                        classes.append(lab)
-                labels = np.array([index[lab] for lab in rw.labels], dtype=np.int64)
-            if len(rw):
-                # Normalised straight into the cache's buffer: the windows are never all in memory.
-                writer.append_filled(
-                    len(rw), rw.shape, rw.fill, groups=item.recording_id, labels=labels, subjects=item.subject_id
-                )
-            files.append(
-                {
-                    "path": item.where.strip("'"),
-                    "recording": item.recording_id,
-                    "subject": item.subject_id,
-                    "hypnogram": str(item.hypnogram) if item.hypnogram is not None else None,
-                    "channels": list(selected),
-                    "sfreq": sfreq0,
-                    "duration_s": round(duration_s, 6),
-                    "annotations": dict(ann_counts),
-                    "n_windows": len(rw),
-                }
-            )
-            del raw, rw
-        self._finish(writer, rule, source, files, skipped, dropped, unlabelled, descriptions, classes, reference_names)
+                self._build_one(writer, item, rule, strict, common, state, index)
+            except DataError as exc:
+                if not self._report:
+                    raise
+                self._skip(writer, state, item, str(exc).rstrip("."))
+        self._finish(writer, rule, source, state)
 
-    def _finish(self, writer, rule, source, files, skipped, dropped, unlabelled, descriptions, classes, names):
+    def _build_one(self, writer, item: _Item, rule: LabelRule, strict: bool, common, state: _BuildState, index) -> None:
         cfg = self.config
-        if not files:
-            listed = "; ".join(f"{s['path']} ({s['reason']})" for s in skipped)
+        raw = self._read_header(item, strict, writer, state)
+        if raw is None:
+            return
+        available = list(raw.ch_names)
+        selected = common if common is not None else select_channels(available, cfg.channels, item.where)
+        if state.reference_names is None:
+            state.reference_names, state.reference_where = list(selected), item.where
+        elif set(selected) != set(state.reference_names):
+            only_here = sorted(set(selected) - set(state.reference_names))
+            only_there = sorted(set(state.reference_names) - set(selected))
+            raise DataError(
+                f"Recordings {state.reference_where} and {item.where} have different channels "
+                f"(only in the first: {', '.join(only_there) or 'none'}; only in the second: "
+                f"{', '.join(only_here) or 'none'}); set modality.channels to 'common' to keep the "
+                f"channels they share, or name the channels to use."
+            )
+        else:
+            selected = list(state.reference_names)
+        needed = self._needed_channels(available, selected, item.where)
+        if rule.mode == "sleep" and item.path is not None and item.hypnogram is None:
+            if not any(rule.label(d) is not None for d in raw.annotations.description):
+                self._warn(
+                    writer,
+                    f"No hypnogram found for {item.where} (expected <name>-Hypnogram.edf beside it, or "
+                    f"one sharing its first 6 characters); its windows have no sleep stage.",
+                )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                raw.pick(needed, verbose="error")
+                raw.load_data(verbose="error")
+        except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file
+            why = f"{item.truncated} ({_one_line(exc)})" if item.truncated else f"its samples cannot be read ({_one_line(exc)})"
+            self._fail_or_skip(
+                writer, state, item, strict,
+                f"Recording {item.where} {why}." if item.truncated
+                else f"Cannot read {item.where} as an EEG recording with MNE: {_one_line(exc)}",
+                why if not item.truncated else f"it {why}",
+            )
+            return
+        sfreq0 = float(raw.info["sfreq"])
+        duration_s = raw.n_times / sfreq0
+        if item.truncated:
+            self._warn(writer, f"Recording {item.where} {item.truncated}; reading the {duration_s:.1f} s it holds.")
+        status = self._channel_status(raw, selected)
+        keep = self._live_channels(writer, item, strict, state, selected, status)
+        if keep is None:
+            return
+        ann_counts = Counter(str(d) for d in raw.annotations.description)
+        state.descriptions.update(ann_counts)
+        try:
+            rw = recording_windows(raw, cfg, keep, item.where, rule)
+        except _TooShort as short:
+            self._fail_or_skip(
+                writer, state, item, strict,
+                f"Recording {item.where} lasts {short.duration_s:.1f} s, shorter than one window "
+                f"(modality.window_s = {cfg.window_s} s).",
+                f"it lasts {short.duration_s:.1f} s, shorter than one window ({cfg.window_s} s)",
+                channel_status=status,
+            )
+            return
+        state.dropped.update(rw.dropped)
+        state.unlabelled.update(rw.unlabelled)
+        total = len(rw) + sum(rw.dropped.values())
+        for entry in status:
+            flat_windows = rw.flat_windows.get(entry["name"], 0)
+            if flat_windows:
+                before = "" if entry["status"] == "ok" else entry["status"]
+                entry["status"] = _joined(before, f"flat in {flat_windows} of {total} windows (dropped)")
+        labels = None
+        if rule.active:
+            for lab in rw.labels:
+                if lab not in index:
+                    index[lab] = len(state.classes)
+                    state.classes.append(lab)
+            labels = np.array([index[lab] for lab in rw.labels], dtype=np.int64)
+        if len(rw):
+            # Normalised straight into the cache's buffer: the windows are never all in memory.
+            writer.append_filled(
+                len(rw), rw.shape, rw.fill, groups=item.recording_id, labels=labels, subjects=item.subject_id
+            )
+        state.files.append(
+            {
+                "path": item.where.strip("'"),
+                "recording": item.recording_id,
+                "subject": item.subject_id,
+                "hypnogram": str(item.hypnogram) if item.hypnogram is not None else None,
+                "channels": list(keep),
+                "sfreq": sfreq0,
+                "duration_s": round(duration_s, 6),
+                "annotations": dict(ann_counts),
+                "n_windows": len(rw),
+                "channel_status": status,
+            }
+        )
+
+    def _channel_status(self, raw, selected: list[str]) -> list[dict[str, Any]]:
+        """Per selected channel of the preloaded ``raw``: name, unit, flat throughout, non-finite samples."""
+        rows = [raw.ch_names.index(c) for c in selected]
+        flat = flat_throughout(raw._data, self.config.flat_threshold)[rows]
+        bad = np.zeros(len(rows), dtype=np.int64)
+        if not all_finite(raw._data):
+            bad = np.count_nonzero(~np.isfinite(raw._data[rows]), axis=1)
+        units = _channel_units(raw)
+        out = []
+        for name, is_flat, n_bad in zip(selected, flat.tolist(), bad.tolist()):
+            text = "flat throughout" if is_flat else "ok"
+            if n_bad:
+                text = _joined("" if text == "ok" else text, f"{n_bad} non-finite samples")
+            out.append({"name": name, "unit": units.get(name, "?"), "status": text, "flat_throughout": bool(is_flat)})
+        return out
+
+    def _live_channels(self, writer, item, strict, state: _BuildState, selected, status) -> list[str] | None:
+        """The channels to keep from this recording after the dead-channel policy, or None to skip it."""
+        thr = self.config.flat_threshold
+        flat_here = [s["name"] for s in status if s["flat_throughout"]]
+        if flat_here and len(flat_here) == len(selected):
+            # A recording with no live channel at all is a dead recording, not a set of dead channels.
+            self._fail_or_skip(
+                writer, state, item, strict,
+                f"Recording {item.where} has no live channel: {_is_are(flat_here)} flat throughout it "
+                f"(peak-to-peak below modality.flat_threshold = {thr:g}); check the recording, or lower "
+                f"modality.flat_threshold.",
+                f"it has no live channel ({_is_are(flat_here)} flat throughout it)",
+                channel_status=status,
+            )
+            return None
+        pinned = [c for c in flat_here if self._pinned(c)]
+        if pinned:
+            self._fail_or_skip(
+                writer, state, item, strict,
+                f"Recording {item.where}: {_is_are(pinned)} named in modality.channels but flat throughout "
+                f"it (peak-to-peak below modality.flat_threshold = {thr:g}), so every window would be "
+                f"dropped; leave {'it' if len(pinned) == 1 else 'them'} out of modality.channels.",
+                f"{_is_are(pinned)} named in modality.channels but flat throughout it",
+                channel_status=status,
+            )
+            return None
+        for name in flat_here:
+            state.dead_where.setdefault(name, []).append(item.recording_id)
+        new = [c for c in flat_here if c not in state.dead]
+        if new and state.files:
+            raise _MoreDeadChannels([c for c in selected if c in state.dead or c in new])
+        state.dead += new
+        for entry in status:
+            if entry["name"] in state.dead:
+                entry["status"] = _joined(
+                    "left out (flat throughout this recording)" if entry["flat_throughout"]
+                    else "left out (flat throughout another recording)",
+                    entry["status"] if entry["status"] not in ("ok", "flat throughout") else "",
+                )
+        return [c for c in selected if c not in state.dead]
+
+    def _pinned(self, channel: str) -> bool:
+        """Whether modality.channels names ``channel`` itself (not through a pattern or 'common')."""
+        spec = self.config.channels
+        if spec.strip().lower() == "common":
+            return False
+        names = [n for n in split_names(spec) if not any(c in n for c in "*?[")]
+        return any(n == channel or n.lower() == channel.lower() for n in names)
+
+    def _finish(self, writer, rule, source, state: _BuildState):
+        cfg = self.config
+        names = [c for c in (state.reference_names or []) if c not in state.dead] if state.files else []
+        info = writer.info
+        info.update(
+            {
+                "sfreq": cfg.sfreq,
+                "ch_names": names,
+                "n_recordings": len(state.files),
+                "files": state.files,
+                "skipped": state.skipped,
+                "dropped": dict(state.dropped),
+                "unlabelled": dict(state.unlabelled),
+                "source": source,
+                "dead_channels": list(state.dead),
+                "labelling": getattr(self, "_labelling", None),
+            }
+        )
+        self._last_info = info
+        if state.dead:
+            self._warn(writer, dead_channel_warning(state.dead, PIN_HINT, where=state.dead_where, kept=names))
+        try:
+            self._check_result(writer, rule, source, state)
+        except DataError as exc:
+            if not self._report:
+                raise
+            info["problem"] = str(exc)
+        writer.class_names = list(state.classes) if rule.active else []
+
+    def _check_result(self, writer, rule, source, state: _BuildState) -> None:
+        cfg = self.config
+        if not state.files:
+            listed = "; ".join(f"{s['path']} ({s['reason']})" for s in state.skipped)
             raise DataError(f"No usable recording in {source!r}: every one was skipped: {listed}.")
         if rule.active and not rule.identity:
-            matched = [d for d in descriptions if rule.label(d) is not None]
+            matched = [d for d in state.descriptions if rule.label(d) is not None]
             if not matched:
-                found = ", ".join(repr(d) for d in sorted(descriptions)) or "none"
+                found = ", ".join(repr(d) for d in sorted(state.descriptions)) or "none"
                 mapping = ", ".join(repr(k) for k in rule.map)
                 raise DataError(
                     f"The label mapping (modality.labels = {cfg.labels!r}, descriptions {mapping}) matches "
                     f"none of the annotations in {source!r}; the annotation descriptions found are: {found}."
                 )
-        if rule.active and rule.identity and not descriptions:
+        if rule.active and rule.identity and not state.descriptions:
             raise DataError(
                 f"The recordings in {source!r} have no annotations to label windows with "
                 f"(modality.labels = 'annotations'); use labels: none, or add annotations."
             )
+        dropped = state.dropped
         total = writer.count + sum(dropped.values())
         if dropped:
             reasons = ", ".join(f"{n} {why}" for why, n in dropped.items())
             detail = ""
-            if unlabelled:
-                detail = " (" + ", ".join(f"{d!r}: {n}" for d, n in sorted(unlabelled.items())) + ")"
-            writer.warn(f"Dropped {sum(dropped.values())} of {total} windows in {source!r}: {reasons}{detail}.")
+            if state.unlabelled:
+                detail = " (" + ", ".join(f"{d!r}: {n}" for d, n in sorted(state.unlabelled.items())) + ")"
+            self._warn(writer, f"Dropped {sum(dropped.values())} of {total} windows in {source!r}: {reasons}{detail}.")
         if writer.count == 0:
             reasons = ", ".join(f"{n} {why}" for why, n in dropped.items()) or "none were cut"
             raise DataError(f"No window is left in {source!r} after dropping bad or unlabelled ones ({reasons}).")
-        writer.class_names = list(classes) if rule.active else []
-        writer.info.update(
-            {
-                "sfreq": cfg.sfreq,
-                "ch_names": list(names or []),
-                "n_recordings": len(files),
-                "files": files,
-                "skipped": skipped,
-                "dropped": dict(dropped),
-                "unlabelled": dict(unlabelled),
-                "source": source,
-            }
-        )
 
-    def _common_channels(self, items, writer, skipped) -> list[str]:
+    def _common_channels(self, items, writer, state: _BuildState) -> list[str]:
         common: list[str] | None = None
         for item in items:
-            raw = self._read_header(item, len(items) == 1, writer, skipped)
+            raw = self._read_header(item, len(items) == 1, writer, state)
             if raw is None:
                 continue
             names = list(raw.ch_names)
@@ -480,6 +728,10 @@ class EEGModality(Modality):
                 f"{', '.join(available)}."
             )
         return list(selected) + [r for r in refs if r not in selected]
+
+
+def _joined(first: str, second: str) -> str:
+    return "; ".join(t for t in (first, second) if t)
 
 
 def _mne_version() -> str:

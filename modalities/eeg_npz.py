@@ -19,7 +19,7 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .eeg_pipeline import DROP_FLAT, DROP_NONFINITE, normalise, notch_freqs, select_channels, split_names
+from .eeg_pipeline import DROP_NONFINITE, flat_reason, normalise, notch_freqs, select_channels, split_names
 from .eeg_sources import subject_of
 
 UNIT_SCALE = {"V": 1.0, "mV": 1e-3, "uV": 1e-6}
@@ -63,13 +63,14 @@ def _arrays(cfg, path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray | N
     )
 
 
-def load_trials(cfg, path: Path, params: dict[str, Any]):
-    """Windows from the trials in ``path`` (cached like recordings)."""
+def load_trials(cfg, path: Path, params: dict[str, Any], enabled: bool | None = None):
+    """Windows from the trials in ``path`` (cached like recordings unless ``enabled`` is False)."""
     from relpos.cache import cached_windows
 
     params = {**params, "input": "numpy-trials"}
     return cached_windows(
-        "eeg", [path], params, lambda writer: _build(cfg, path, writer), enabled=cfg.cache
+        "eeg", [path], params, lambda writer: _build(cfg, path, writer),
+        enabled=cfg.cache if enabled is None else enabled,
     )
 
 
@@ -141,10 +142,13 @@ def _build(cfg, path: Path, writer) -> None:
                 b = min(n_src, max(a + 1, int(round((a_t + n_win) * src / cfg.sfreq))))
                 seg = x[:, pick, a:b]
                 bad = ~np.isfinite(seg).all(axis=(1, 2))
-                flat = ~bad & ((np.nanmax(seg, axis=2) - np.nanmin(seg, axis=2)) < cfg.flat_threshold).any(axis=1)
-                flat &= cfg.flat_threshold > 0
+                with np.errstate(invalid="ignore"):
+                    flat_ch = (np.ptp(seg, axis=2) < cfg.flat_threshold) & ~bad[:, None]  # (trials, channels)
+                flat_ch &= cfg.flat_threshold > 0
+                flat = flat_ch.any(axis=1)
                 dropped[DROP_NONFINITE] += int(bad.sum())
-                dropped[DROP_FLAT] += int(flat.sum())
+                for combo, n in Counter(tuple(np.flatnonzero(row)) for row in flat_ch[flat]).items():
+                    dropped[flat_reason([selected[c] for c in combo])] += n
                 keep[:, j] = ~bad & ~flat
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
             with warnings.catch_warnings():

@@ -54,6 +54,7 @@ class RecordingWindows:
     labels: list[str] | None
     dropped: Counter = field(default_factory=Counter)
     unlabelled: Counter = field(default_factory=Counter)  # annotation description -> windows
+    flat_windows: Counter = field(default_factory=Counter)  # channel -> windows in which it is flat
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -76,6 +77,14 @@ class RecordingWindows:
         out = np.empty((len(self), *self.shape), dtype=np.float32)
         self.fill(out)
         return out
+
+
+def flat_reason(channels: list[str]) -> str:
+    """The drop reason of a window in which the live ``channels`` are flat, naming them."""
+    from .channels import format_names
+
+    noun = "flat channel" if len(channels) == 1 else "flat channels"
+    return f"{noun} {format_names(channels, limit=4)}"
 
 
 def split_names(text: str) -> list[str]:
@@ -152,6 +161,7 @@ def scan_raw(
     window_s: float,
     flat_threshold: float,
     rows: list[int] | None = None,
+    by_channel: bool = False,
 ) -> tuple[bool, np.ndarray, np.ndarray]:
     """(all_finite, non_finite, flat): is every value of the raw samples ``data`` (C, samples) at
     ``sfreq`` finite, and masks over the windows starting at ``starts_s`` (s).
@@ -161,6 +171,7 @@ def scan_raw(
     ``flat_threshold`` (and it is not non-finite). The extremes of the segments between window
     edges (one pass over the data, whatever the windows' overlap) answer all three: a NaN or an
     infinity always reaches them. Only when something is not finite are the bad samples located.
+    With ``by_channel``, ``flat`` is ``(len(rows), windows)``: which channel is flat in which window.
     """
     n_ch, n = data.shape
     starts_s = np.asarray(starts_s, dtype=float)
@@ -176,7 +187,7 @@ def scan_raw(
     else:
         finite = all_finite(data)
     non_finite = np.zeros(len(a), dtype=bool)
-    flat = np.zeros(len(a), dtype=bool)
+    flat = np.zeros((len(rows), len(a)) if by_channel else len(a), dtype=bool)
     if len(a) == 0:
         return finite, non_finite, flat
     if not finite:
@@ -188,7 +199,9 @@ def scan_raw(
         high = _over_windows(high[rows], first, count, np.maximum)
         low = _over_windows(low[rows], first, count, np.minimum)
         with np.errstate(invalid="ignore"):  # inf - inf in a non-finite window, which is not flat
-            flat = ((high - low) < flat_threshold).any(axis=0) & ~non_finite
+            flat = ((high - low) < flat_threshold) & ~non_finite
+        if not by_channel:
+            flat = flat.any(axis=0)
     return finite, non_finite, flat
 
 
@@ -468,7 +481,9 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     starts, labels, under, outside = window_starts(cfg, duration_s, ann, rule)
     picks = [raw.ch_names.index(c) for c in keep]
     data0 = raw._data
-    finite, non_finite, flat = scan_raw(data0, sfreq0, starts, cfg.window_s, cfg.flat_threshold, picks)
+    finite, non_finite, flat = scan_raw(
+        data0, sfreq0, starts, cfg.window_s, cfg.flat_threshold, picks, by_channel=True
+    )
     if not finite:
         # Zeroed so that the filter does not spread them; the windows that held them are dropped.
         np.nan_to_num(data0, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
@@ -483,13 +498,17 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     for i in range(len(starts)):
         if non_finite[i]:
             dropped[DROP_NONFINITE] += 1
-        elif flat[i]:
-            dropped[DROP_FLAT] += 1
+        elif flat[:, i].any():
+            dropped[flat_reason([keep[c] for c in np.flatnonzero(flat[:, i])])] += 1
         elif rule.active and labels[i] is None:
             dropped[DROP_UNLABELLED] += 1
             unlabelled[under[i] or "(no annotation)"] += 1
         elif idx[i] + n_win <= data.shape[1]:  # False only by rounding at the very end
             chosen.append(i)
+    flat_windows = Counter()
+    for row, count in enumerate(flat.sum(axis=1).tolist() if len(starts) else []):
+        if count:
+            flat_windows[keep[row]] = int(count)
     kept_labels = [labels[i] for i in chosen]
     idx = idx[chosen]
     mean = std = None
@@ -505,6 +524,7 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
         labels=kept_labels if rule.active else None,
         dropped=dropped,
         unlabelled=unlabelled,
+        flat_windows=flat_windows,
     )
 
 

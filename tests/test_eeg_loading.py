@@ -222,9 +222,12 @@ def test_nan_and_flat_windows_are_dropped_counted_and_reported(tmp_path, capsys)
     windows = eeg(window_s=10, stride_s=10).load(path)
     # Starts 0, 10, 20, 30, 40, 50 s: 10 has a NaN; 40 and 50 are flat on channel 2; 0, 20, 30 stay.
     assert len(windows) == 3 and torch.isfinite(windows.x).all()
-    assert windows.info["dropped"] == {"non-finite values": 1, "flat channel": 2}
+    # Channel C4 goes flat only in part of the recording: it is live, so its flat windows are dropped
+    # (named), and the channel stays.
+    assert windows.info["dropped"] == {"non-finite values": 1, "flat channel 'C4'": 2}
+    assert windows.info["ch_names"] == ["C3", "C4"] and windows.info["dead_channels"] == []
     err = capsys.readouterr().err
-    assert "relpos: warning: Dropped 3 of 6 windows" in err and "1 non-finite values, 2 flat channel" in err
+    assert "relpos: warning: Dropped 3 of 6 windows" in err and "1 non-finite values, 2 flat channel 'C4'" in err
 
 
 def test_corrupt_file_among_good_ones_is_skipped_with_a_warning(tmp_path, capsys):
@@ -260,7 +263,9 @@ def test_truncated_edf_is_reported_and_too_short_to_use(tmp_path, capsys):
     # a.edf: 40 s -> windows at 0 and 10 s. b.edf keeps under a quarter of its 40 s: too short.
     assert list(windows.groups) == ["a", "a"]
     err = capsys.readouterr().err
-    assert "b.edf' looks truncated" in err
+    # The header still declares the whole file; the message compares that with what is left.
+    assert f"b.edf' is truncated: its header declares {len(data):,} bytes" in err
+    assert f"but the file has {len(data) // 4:,} bytes; reading the" in err
     assert re.search(r"b.edf': it lasts \d+\.\d s, shorter than one window \(30.0 s\)", err)
 
 
@@ -302,7 +307,8 @@ def test_npz_trials_of_the_shared_scp1_and_blink(shared_data):
     x = np.concatenate([raw["X_train"], raw["X_test"]])
     n_flat = int((np.ptp(x, axis=2) == 0).any(axis=1).sum())  # trials with a constant channel
     assert n_flat > 0 and len(blink) == 850 - n_flat
-    assert blink.info["dropped"] == {"flat channel": n_flat}
+    # Checked by hand: 7 trials have ch3 constant, 2 have ch2 constant; the reasons name them.
+    assert n_flat == 9 and blink.info["dropped"] == {"flat channel 'ch3'": 7, "flat channel 'ch2'": 2}
     assert tuple(blink.x.shape[1:]) == (4, 200)
 
 

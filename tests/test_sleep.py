@@ -129,3 +129,56 @@ def test_fetch_failure_is_one_sentence(tmp_path, monkeypatch):
     cls = relpos.plugins.get_dataset("sleep-edf")
     with pytest.raises(DataError, match=r"Could not fetch Sleep-EDF subjects \[0\].*Network is unreachable"):
         cls().fetch(tmp_path)
+
+
+# -- labels: auto (the default) ----------------------------------------------------------------------
+def default_eeg(**options):
+    """The eeg modality with its defaults (no labels or windows chosen), cache off."""
+    cls = relpos.get_modality("eeg")
+    return cls(build_dataclass(cls.Config, {"cache": False, **options}, "modality"))
+
+
+def test_a_psg_with_its_hypnogram_is_staged_on_hypnogram_epochs_by_default(tmp_path, capsys):
+    psg, _ = write_psg(tmp_path / "night", "ST7021J0-PSG.edf", "ST7021JM-Hypnogram.edf", seed=4)
+    windows = default_eeg().load(tmp_path / "night")
+    # The same 8 epochs as labels=sleep with 30-s strides, not 55 overlapping 5-s-stride windows.
+    assert windows.class_names == ["W", "N1", "N2", "N3", "REM"]
+    assert windows.labels.tolist() == [0, 0, 1, 2, 2, 3, 3, 4]
+    assert "sleep stages from the hypnograms" in windows.info["labelling"]
+    assert set(windows.subjects) == {"02"}
+    capsys.readouterr()
+
+
+def test_chosen_labels_or_windows_turn_the_automatic_staging_off(tmp_path):
+    write_psg(tmp_path / "night", "SC4012E0-PSG.edf", "SC4012EC-Hypnogram.edf", seconds=120.0)
+    # labels chosen (none): 120 s, 30-s windows every 5 s: starts 0..90 -> 19 unlabelled windows.
+    unlabelled = default_eeg(labels="none").load(tmp_path / "night")
+    assert unlabelled.labels is None and len(unlabelled) == 19
+    # windows chosen (10-s windows): no automatic labels either; 120 s -> starts 0..110 every 5 s: 23.
+    chosen = default_eeg(window_s=10, patch_s=1).load(tmp_path / "night")
+    assert chosen.labels is None and len(chosen) == 23 and chosen.info["labelling"] is None
+
+
+def test_a_recording_without_hypnogram_stays_unlabelled_by_default(tmp_path):
+    import mne
+
+    data = np.random.default_rng(0).standard_normal((2, 6000)) * 20e-6
+    raw = mne.io.RawArray(data, mne.create_info(["C3", "C4"], 100.0, "eeg"), verbose="error")
+    raw.save(tmp_path / "plain_raw.fif", verbose="error")
+    windows = default_eeg().load(tmp_path / "plain_raw.fif")
+    assert windows.labels is None and len(windows) == 7  # 60 s: starts 0, 5, ..., 30
+
+
+def test_the_shared_sleep_edf_night_is_staged_without_a_config(shared_data, capsys):
+    """The real night (README of the shared data: W 1997, S1 58, S2 250, S3 101 + S4 119, REM 125)."""
+    from relpos.cli import main
+
+    night = shared_data / "eeg" / "sleep-edf"
+    if not (night / "SC4001E0-PSG.edf").is_file():
+        pytest.skip(f"the Sleep-EDF night is not in {night}")
+    assert main(["data", "inspect", str(night), "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["label_counts"] == {"W": 1997, "N1": 58, "N2": 250, "N3": 220, "REM": 125}
+    assert report["n_windows"] == 2650 and report["extent"] == [3000]

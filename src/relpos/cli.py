@@ -279,6 +279,10 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         sys.stdout.write(format_inspect_report(report))
+    if report.get("problem"):
+        # Reported above, file by file; the exit status says nothing is usable.
+        print(f"relpos: error: {report['problem']}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
@@ -292,11 +296,27 @@ def _num(value) -> str:
     return f"{float(value):g}" if isinstance(value, (int, float)) else str(value)
 
 
-_FILE_KEYS = {"path", "channels", "sfreq", "duration_s", "annotations", "n_windows"}
+_FILE_KEYS = {"path", "channels", "sfreq", "duration_s", "annotations", "n_windows", "channel_status"}
 _REPORT_KEYS = {
     "modality", "source", "n_windows", "channels", "extent", "sfreq", "ch_names", "label_counts",
-    "recordings", "n_subjects", "files", "skipped", "dropped", "cache",
+    "recordings", "n_subjects", "files", "skipped", "dropped", "cache", "problem",
 }
+
+
+def _channel_status_lines(statuses, indent: str) -> list[str]:
+    """Units of the channels, then one line per channel that is not plainly usable."""
+    if not isinstance(statuses, list) or not statuses:
+        return []
+    units: dict[str, int] = {}
+    for entry in statuses:
+        units[str(entry.get("unit"))] = units.get(str(entry.get("unit")), 0) + 1
+    lines = [f"{indent}units: " + ", ".join(f"{unit} ×{count}" for unit, count in units.items())]
+    problems = [e for e in statuses if e.get("status") != "ok"]
+    if not problems:
+        lines.append(f"{indent}channel status: all {len(statuses)} ok")
+    for entry in problems:
+        lines.append(f"{indent}channel {entry.get('name')!r}: {entry.get('status')}")
+    return lines
 
 
 def format_inspect_report(report: dict) -> str:
@@ -323,6 +343,7 @@ def format_inspect_report(report: dict) -> str:
         for key, value in entry.items():
             if key not in _FILE_KEYS and value is not None:
                 lines.append(f"    {key.replace('_', ' ')}: {value}")
+        lines += _channel_status_lines(entry.get("channel_status"), "    ")
         if entry.get("n_windows") is not None:
             lines.append(f"    windows: {entry['n_windows']}")
     if not files and report.get("recordings"):
@@ -352,6 +373,7 @@ def format_inspect_report(report: dict) -> str:
         for item in skipped:
             reason = f": {item['reason']}" if item.get("reason") else ""
             lines.append(f"  {item.get('path')}{reason}")
+            lines += _channel_status_lines(item.get("channel_status"), "    ")
     dropped = report.get("dropped") or {}
     if dropped:
         lines.append(f"Dropped windows ({sum(int(v) for v in dropped.values())}):")

@@ -94,9 +94,10 @@ def natural_key(text: str) -> tuple:
     )
 
 
-def _skipped_entry(item: Any) -> dict[str, str]:
+def _skipped_entry(item: Any) -> dict[str, Any]:
     if isinstance(item, dict):
-        return {"path": str(item.get("path", "")), "reason": str(item.get("reason", ""))}
+        # A modality may say more about a skipped file (e.g. its channels' status): keep it.
+        return {**item, "path": str(item.get("path", "")), "reason": str(item.get("reason", ""))}
     return {"path": str(item), "reason": ""}
 
 
