@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from relpos import hookimpl
+from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.modality import Modality, Windows, npz_keys
 
@@ -31,20 +32,19 @@ NPZ_LABEL_KEYS = {
 class ImageConfig:
     """Options of the image modality."""
 
-    image_size: int = 32  # side of the square every image is resized and centre-cropped to
-    patch_size: int = 4  # patch side in pixels (also the patch resolution)
-    color: str = "auto"  # auto (grey if every image is grey, else RGB) | rgb | grey
-    hflip: bool = True  # random horizontal flips while pretraining
-    npz_key: str = ""  # array to read from an .npz (default: x_train, x, images, ...)
-    max_images: int = 0  # read at most this many images (0 = all)
+    # side of the square every image is resized and centre-cropped to; 16384 px is what a batch of
+    # float images can still hold (3 x 16384² floats = 3 GiB per image)
+    image_size: int = setting(32, ge=1, le=16384)
+    patch_size: int = setting(4, ge=1, le=16384)  # patch side in pixels (also the patch resolution)
+    # auto (grey if every image is grey, else RGB) | rgb | grey
+    color: str = setting("auto", choices=("auto", "rgb", "grey"))
+    hflip: bool = setting(True)  # random horizontal flips while pretraining
+    # array to read from an .npz (default: x_train, x, images, ...)
+    npz_key: str = setting("", free="an array name")
+    max_images: int = setting(0, ge=0)  # read at most this many images (0 = all)
 
     def validate(self) -> None:
-        if self.color not in ("auto", "rgb", "grey"):
-            raise ConfigError(
-                f"Invalid value for 'modality.color': allowed auto, rgb or grey, got {self.color!r}."
-            )
-        if self.patch_size < 1:
-            raise ConfigError(f"'modality.patch_size' must be at least 1 pixel, got {self.patch_size}.")
+        check_fields(self, "modality")  # each value against its declared range (a config made in Python)
         if self.image_size < self.patch_size:
             raise ConfigError(
                 f"'modality.image_size' ({self.image_size}) must be at least the patch size "

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from relpos import hookimpl
+from relpos.config import check_fields, setting
 from relpos.errors import ConfigError
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes, relative_transform, target_dim
@@ -38,34 +39,51 @@ from relpos.pretext import Pretext
 from relpos.sampling import grid_boxes, grid_count, sample_offgrid, sample_pairs
 
 HEADS = ("cross_attention", "pairwise_mlp", "mlp")
+#: Most patches per sample and pairs per sample a config may ask for: the pair targets alone are
+#: batch × n_pairs × 4 floats, and the mlp head's output grows with n_patches².
+MAX_PATCHES = 65536
+MAX_PAIRS = 2**20
 
 
 @dataclass
 class PARTConfig:
     """Options of the PART pretext."""
 
-    n_patches: int = 0  # patches per sample; 0 = the modality's default (images: grid count, EEG: 40)
-    n_pairs: int = 2048  # (reference, target) pairs per sample; the paper's best on CIFAR-100
-    head: str = "cross_attention"  # cross_attention | pairwise_mlp | mlp
-    head_heads: int = 0  # attention heads in the cross-attention head; 0 = the encoder's
-    predict_size: bool = False  # also predict s_tgt / s_ref per axis (Δw, Δh)
-    scale_range: tuple[float, float] = (1.0, 1.0)  # patch size factor, e.g. [0.5, 2.0]
-    aspect_range: tuple[float, float] = (1.0, 1.0)  # width / height ratio (2+ axes)
+    # patches per sample; 0 = the modality's default (images: grid count, EEG: 40)
+    n_patches: int = setting(0, also=(0,), ge=2, le=MAX_PATCHES)
+    # (reference, target) pairs per sample; the paper's best on CIFAR-100
+    n_pairs: int = setting(2048, ge=1, le=MAX_PAIRS)
+    head: str = setting("cross_attention", choices=HEADS)
+    # attention heads in the cross-attention head; 0 = the encoder's
+    head_heads: int = setting(0, ge=0, le=65536)
+    predict_size: bool = setting(False)  # also predict s_tgt / s_ref per axis (Δw, Δh)
+    # patch size factor, e.g. [0.5, 2.0]
+    scale_range: tuple[float, float] = setting((1.0, 1.0), gt=0, ordered=True)
+    # width / height ratio (2+ axes)
+    aspect_range: tuple[float, float] = setting((1.0, 1.0), gt=0, ordered=True)
 
     def validate(self) -> None:
-        if self.head not in HEADS:
-            from relpos.errors import did_you_mean
+        check_fields(self, "pretext")  # each value against its declared range (a config made in Python)
+        varying = self.scale_range != (1.0, 1.0) or self.aspect_range != (1.0, 1.0)
+        if self.predict_size and not varying:
+            raise ConfigError(
+                "'pretext.predict_size' needs patches of varying size: set 'pretext.scale_range' "
+                "(e.g. [0.5, 2.0]) or 'pretext.aspect_range'."
+            )
 
+
+@dataclass
+class PARTGridConfig(PARTConfig):
+    """Options of the PART-grid pretext: PART's, with patches fixed to the grid cells."""
+
+    def validate(self) -> None:
+        if self.scale_range != (1.0, 1.0) or self.aspect_range != (1.0, 1.0):
             raise ConfigError(
-                f"Invalid value for 'pretext.head': {self.head!r}.{did_you_mean(self.head, HEADS)} "
-                f"Allowed: {', '.join(HEADS)}."
+                "PART-grid samples fixed grid patches: 'pretext.scale_range' and "
+                f"'pretext.aspect_range' must stay [1.0, 1.0], got {list(self.scale_range)} and "
+                f"{list(self.aspect_range)}."
             )
-        if self.n_pairs < 1:
-            raise ConfigError(f"'pretext.n_pairs' must be at least 1, got {self.n_pairs}.")
-        if self.n_patches < 0 or self.n_patches == 1:
-            raise ConfigError(
-                f"'pretext.n_patches' must be 0 (modality default) or at least 2, got {self.n_patches}."
-            )
+        super().validate()
 
 
 class CrossAttentionHead(nn.Module):
@@ -170,11 +188,6 @@ class PART(Pretext):
         self.patch_shape = modality.patch_shape()
         n_axes = modality.n_axes
         if self.sampling == "grid":
-            if config.scale_range != (1.0, 1.0) or config.aspect_range != (1.0, 1.0):
-                raise ConfigError(
-                    "PART-grid samples fixed grid patches: 'pretext.scale_range' and "
-                    "'pretext.aspect_range' must stay [1.0, 1.0]."
-                )
             self.n_patches = grid_count(self.extent, self.patch_size)
             if config.n_patches not in (0, self.n_patches):
                 raise ConfigError(
@@ -185,18 +198,13 @@ class PART(Pretext):
             self.register_buffer("grid_center", grid_boxes(self.extent, self.patch_size).center, persistent=False)
         else:
             self.n_patches = config.n_patches or modality.default_num_patches(self.extent)
-            # Validate the ranges once, here, rather than on the first step.
+            # The ranges themselves are checked with the config; this checks them against the data's
+            # axes (aspect_range needs two) once, here, rather than on the first step.
             sample_offgrid(1, self.extent, self.patch_size, 2, None, config.scale_range, config.aspect_range)
         if self.n_patches < 2:
             raise ConfigError(
                 f"PART needs at least 2 patches per sample; extent {list(self.extent)} with patch size "
                 f"{list(self.patch_size)} gives {self.n_patches}."
-            )
-        varying = config.scale_range != (1.0, 1.0) or config.aspect_range != (1.0, 1.0)
-        if config.predict_size and not varying:
-            raise ConfigError(
-                "'pretext.predict_size' needs patches of varying size: set 'pretext.scale_range' "
-                "(e.g. [0.5, 2.0]) or 'pretext.aspect_range'."
             )
         out_dim = target_dim(n_axes, config.predict_size)
         dim = encoder_config.dim
@@ -250,6 +258,7 @@ class PARTGrid(PART):
     """PART-grid: the PART objective on non-overlapping grid patches (the sampling ablation)."""
 
     name = "part-grid"
+    Config = PARTGridConfig
     sampling = "grid"
 
 

@@ -41,7 +41,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import resolve_config
+    from .config import check_path_value, resolve_config
     from .training import train
 
     # --steps/--seed/--device are shorthands for --set; paths are applied verbatim afterwards
@@ -53,9 +53,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     ]
     config = resolve_config(args.config, args.modality, args.pretext, [*overrides, *args.overrides])
     if args.data is not None:
-        config.data = args.data
+        config.data = check_path_value("--data", args.data)
     if args.out is not None:
-        config.out = args.out
+        config.out = check_path_value("--out", args.out)
     if args.no_progress:
         config.train.progress = False
     if args.print_config:
@@ -234,11 +234,12 @@ def _missing_subcommand(parser: argparse.ArgumentParser) -> int:
 
 
 def _modality_for_inspect(args: argparse.Namespace):
-    from .config import DEFAULT_MODALITY, build_dataclass, load_yaml, parse_override
+    from .config import DEFAULT_MODALITY, build_dataclass, check_override_path, load_yaml, parse_override
     from .errors import ConfigError
     from .plugins import get_modality
 
     values: dict = {}
+    nested_paths = []  # modality.KEY.SUB=VALUE: KEY must be a mapping field, checked once the class is known
     if args.config:
         section = load_yaml(args.config).get("modality") or {}
         if isinstance(section, str):
@@ -260,9 +261,13 @@ def _modality_for_inspect(args: argparse.Namespace):
             values["name"] = value
         else:
             values[path[1]] = value if len(path) == 2 else _nested(values.get(path[1]), path[2:], value)
+            if len(path) > 2:
+                nested_paths.append(path)
     name = str(args.modality or values.pop("name", None) or DEFAULT_MODALITY)
     values.pop("name", None)
     cls = get_modality(name)
+    for path in nested_paths:
+        check_override_path(cls.Config, path)
     return cls(build_dataclass(cls.Config, values, "modality"))
 
 

@@ -28,35 +28,40 @@ import yaml
 
 from .encoder import EncoderConfig
 from .errors import ConfigError, did_you_mean
+from .ranges import (
+    MAX_INT, MAX_SEED, MAX_STEPS, Range, bounds, check_fields, check_value, field_range, setting,
+)
+
+__all__ = [
+    "MAX_INT", "MAX_SEED", "MAX_STEPS", "Range", "RunConfig", "TrainConfig", "bounds", "build_dataclass",
+    "check_fields", "check_override_path", "check_path_value", "check_value", "field_range", "resolve_config",
+    "setting",
+]
+
+
+#: What ``train.device`` accepts (``torch.device`` names the loop supports).
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
+DEVICE_HELP = "auto, cpu, mps, cuda or cuda:N"
 
 
 @dataclass
 class TrainConfig:
     """Options of the training loop, the same for every pretext."""
 
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 5e-4
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    warmup_steps: int = 20
-    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: bool = True  # bf16 autocast when training on CUDA
-    log_every: int = 10
-    ckpt_every: int = 50
-    tensorboard: bool = True
-    progress: bool = True
-
-    def validate(self) -> None:
-        for key in ("steps", "batch_size", "log_every", "ckpt_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"'train.{key}' must be at least 1, got {getattr(self, key)}.")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"'train.warmup_steps' must be >= 0, got {self.warmup_steps}.")
-        if not self.lr > 0:
-            raise ConfigError(f"'train.lr' must be positive, got {self.lr}.")
+    steps: int = setting(300, ge=1, le=MAX_STEPS)
+    batch_size: int = setting(16, ge=1, le=2**20)
+    lr: float = setting(5e-4, gt=0)
+    min_lr: float = setting(1e-6, ge=0)
+    weight_decay: float = setting(0.05, ge=0)
+    warmup_steps: int = setting(20, ge=0, le=MAX_STEPS)
+    grad_clip: float = setting(1.0, ge=0)  # max gradient norm; 0 disables clipping
+    seed: int = setting(0, ge=0, le=MAX_SEED)
+    device: str = setting("auto", pattern=DEVICE_PATTERN, pattern_help=DEVICE_HELP)
+    amp: bool = setting(True)  # bf16 autocast when training on CUDA
+    log_every: int = setting(10, ge=1, le=MAX_STEPS)
+    ckpt_every: int = setting(50, ge=1, le=MAX_STEPS)
+    tensorboard: bool = setting(True)
+    progress: bool = setting(True)
 
 
 SECTIONS = ("data", "out", "modality", "pretext", "encoder", "train")
@@ -192,7 +197,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def build_dataclass(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from ``values``, rejecting unknown keys and coercing types."""
+    """Instantiate dataclass ``cls`` from ``values``: reject unknown keys, coerce types, check ranges.
+
+    Every field (given or default) is checked against the :class:`~relpos.ranges.Range` it declares
+    (a float without one must be finite, an integer fit an int64), then ``validate()`` runs, if the
+    class has one, for the checks that relate several fields.
+    """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
@@ -209,6 +219,7 @@ def build_dataclass(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Invalid '{prefix}' options: {exc}.") from None
+    check_fields(obj, prefix)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
@@ -230,11 +241,26 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a dict (an empty file is an empty config)."""
+    if not str(path).strip():
+        raise ConfigError(f"Invalid config file name {str(path)!r}: give the path of a YAML file, e.g. configs/eeg_part.yaml.")
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"Config file {str(path)!r} is a directory; give the path of a YAML file in it.")
+    if not path.exists():
         raise ConfigError(f"Config file {str(path)!r} does not exist.")
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Config file {str(path)!r} cannot be read: {exc.strerror or exc}.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Config file {str(path)!r} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            f"save it as UTF-8."
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}.") from None
     if raw is None:
@@ -271,6 +297,8 @@ def _apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
             raise ConfigError(f"Config key {top!r} takes a value, not {'.'.join(path)!r}.")
         raw[top] = value
         return
+    if len(path) > 2 and top in ("encoder", "train"):
+        _check_override_path(EncoderConfig if top == "encoder" else TrainConfig, path)
     section = _section(raw, top)
     if len(path) == 1:
         if top in ("modality", "pretext"):
@@ -278,9 +306,48 @@ def _apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
             return
         raise ConfigError(f"Config key {top!r} is a section; set one of its keys, e.g. '{top}.KEY=VALUE'.")
     node = section
-    for part in path[1:-1]:
+    for depth, part in enumerate(path[1:-1], start=2):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"Config key {'.'.join(path[:depth])!r} takes a value, not {'.'.join(path)!r}.")
     node[path[-1]] = value
+
+
+def check_override_path(cls: type, path: list[str]) -> None:
+    """Reject ``--set section.key.sub=value`` unless ``section.key`` is a mapping field of ``cls``.
+
+    Unknown keys are left to :func:`build_dataclass`, which suggests the nearest one.
+    """
+    if len(path) <= 2:
+        return
+    hints = typing.get_type_hints(cls)
+    tp = hints.get(path[1])
+    if tp is None or tp is Any or tp is dict or typing.get_origin(tp) is dict:
+        return
+    raise ConfigError(f"Config key {'.'.join(path[:2])!r} takes a value, not {'.'.join(path)!r}.")
+
+
+_check_override_path = check_override_path
+
+
+def check_path_value(key: str, value: Any) -> str | None:
+    """``data``/``out`` as a path string: None stays None; empty, blank or non-text values are errors."""
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"Invalid value for {key!r}: expected a path, got {value!r}.")
+    value = str(value)
+    default = "the modality's bundled sample" if key == "data" else "runs/<modality>-<pretext>"
+    if not value.strip():
+        raise ConfigError(
+            f"Invalid value for {key!r}: expected a path, got {value!r}; leave it out for the default "
+            f"({default})."
+        )
+    if "\0" in value:
+        raise ConfigError(f"Invalid value for {key!r}: a path cannot contain a NUL character, got {value!r}.")
+    return value
 
 
 def resolve_config(
@@ -323,9 +390,12 @@ def resolve_config(
         raw["modality"]["name"] = modality
     if pretext is not None:
         raw["pretext"]["name"] = pretext
+    nested_overrides = []  # modality/pretext paths below a key, checked once their classes are known
     for text in overrides:
         path, value = parse_override(text)
         _apply_override(raw, path, value)
+        if len(path) > 2 and path[0] in ("modality", "pretext"):
+            nested_overrides.append(path)
 
     mod_values = dict(raw["modality"])
     pre_values = dict(raw["pretext"])
@@ -342,8 +412,10 @@ def resolve_config(
         raise ConfigError(
             f"Pretext {pre_name!r} does not support modality {mod_name!r}; it supports {supported}."
         )
-    data = raw.get("data")
-    out = raw.get("out")
+    for path in nested_overrides:
+        check_override_path(mod_cls.Config if path[0] == "modality" else pre_cls.Config, path)
+    data = check_path_value("data", raw.get("data"))
+    out = check_path_value("out", raw.get("out"))
     modality_config = build_dataclass(mod_cls.Config, mod_values, "modality")
     pretext_config = build_dataclass(pre_cls.Config, pre_values, "pretext")
     encoder = build_dataclass(EncoderConfig, raw["encoder"], "encoder")
@@ -355,8 +427,8 @@ def resolve_config(
         pretext_config=pretext_config,
         encoder=encoder,
         train=build_dataclass(TrainConfig, raw["train"], "train"),
-        data=None if data in (None, "") else str(data),
-        out=None if out in (None, "") else str(out),
+        data=data,
+        out=out,
     )
 
 

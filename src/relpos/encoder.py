@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .ranges import check_fields, setting
+
 
 @dataclass
 class EncoderConfig:
@@ -25,29 +27,21 @@ class EncoderConfig:
     ViT-S is ``dim=384, depth=12, heads=6`` and ViT-B ``dim=768, depth=12, heads=12``.
     """
 
-    dim: int = 192
-    depth: int = 6
-    heads: int = 3
-    mlp_ratio: float = 4.0
-    drop_path: float = 0.0
-    pos_embed: str = "none"  # "none" | "sincos"
-    pos_mask_ratio: float = 0.0  # fraction of position embeddings dropped during training
+    dim: int = setting(192, ge=1, le=65536)
+    depth: int = setting(6, ge=1, le=1024)
+    heads: int = setting(3, ge=1, le=65536)  # must divide dim
+    mlp_ratio: float = setting(4.0, gt=0, le=64)
+    drop_path: float = setting(0.0, ge=0, lt=1)
+    pos_embed: str = setting("none", choices=("none", "sincos"))
+    pos_mask_ratio: float = setting(0.0, ge=0, lt=1)  # fraction of position embeddings dropped during training
 
     def validate(self) -> None:
         from .errors import ConfigError
 
-        if self.pos_embed not in ("none", "sincos"):
-            raise ConfigError(
-                f"Invalid value for 'encoder.pos_embed': allowed 'none' or 'sincos', "
-                f"got {self.pos_embed!r}."
-            )
+        check_fields(self, "encoder")
         if self.dim % self.heads:
             raise ConfigError(
                 f"'encoder.dim' ({self.dim}) must be divisible by 'encoder.heads' ({self.heads})."
-            )
-        if not 0.0 <= self.pos_mask_ratio < 1.0:
-            raise ConfigError(
-                f"'encoder.pos_mask_ratio' must be in [0, 1), got {self.pos_mask_ratio}."
             )
 
 

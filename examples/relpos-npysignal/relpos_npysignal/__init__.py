@@ -18,13 +18,16 @@ import numpy as np
 import torch
 
 import relpos
+from relpos.config import setting
 from relpos.errors import DataError
 
 
 @dataclass
 class NpySignalConfig:
-    patch_size: int = 16  # samples per patch
-    patches_per_signal: int = 0  # 0: as many as fit on the grid
+    # Each field declares the values it accepts; relpos checks them when the config is resolved
+    # (`relpos train --print-config` already rejects --set modality.patch_size=0).
+    patch_size: int = setting(16, ge=1, le=2**20)  # samples per patch
+    patches_per_signal: int = setting(0, also=(0,), ge=2, le=65536)  # 0: as many as fit on the grid
 
 
 class NpySignal(relpos.Modality):

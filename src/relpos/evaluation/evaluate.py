@@ -23,7 +23,7 @@ import torch
 
 from ..api import FEATURES, PretrainedEncoder, load_encoder
 from ..checkpoint import atomic_write_text
-from ..config import build_dataclass
+from ..config import DEVICE_HELP, DEVICE_PATTERN, MAX_STEPS, build_dataclass, setting
 from ..encoder import build_encoder
 from ..errors import ConfigError, DataError, unknown_name
 from ..modality import Modality, Windows
@@ -46,38 +46,23 @@ CSV_FIELDS = [
 class EvalConfig:
     """Settings of an evaluation (``--set eval.KEY=VALUE``; keyword arguments of :func:`evaluate`)."""
 
-    test_fraction: float = 0.2  # groups held out when the data has no test split of its own
-    val_fraction: float = 0.2  # training groups held out to choose C or k
-    cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))  # linear probe: C candidates
-    max_iter: int = 1000  # linear probe: L-BFGS iterations
-    ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))  # kNN: k candidates
-    temperature: float = DEFAULT_TEMPERATURE  # kNN: vote weights exp(cos / T)
-    steps: int = 200  # fine-tuning steps
-    batch_size: int = 32  # fine-tuning batch size
-    lr: float = 5e-4  # fine-tuning peak learning rate
-    weight_decay: float = 0.05  # fine-tuning AdamW weight decay
-    warmup_steps: int = 10  # fine-tuning linear warm-up
-    augment: bool = True  # fine-tuning: the modality's training augmentation
-    embed_batch_size: int = 256  # windows per forward pass when extracting features
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    progress: bool = True  # progress bars
-    write: bool = True  # write the JSON and the CSV row into the run directory
-
-    def validate(self) -> None:
-        for key in ("test_fraction", "val_fraction"):
-            if not 0.0 < getattr(self, key) < 1.0:
-                raise ConfigError(f"'eval.{key}' must be in (0, 1), got {getattr(self, key)}.")
-        for key in ("steps", "batch_size", "max_iter", "embed_batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"'eval.{key}' must be at least 1, got {getattr(self, key)}.")
-        if not self.cs or any(not c > 0 for c in self.cs):
-            raise ConfigError(f"'eval.cs' must be a list of positive numbers, got {self.cs}.")
-        if not self.ks or any(k < 1 for k in self.ks):
-            raise ConfigError(f"'eval.ks' must be a list of integers >= 1, got {self.ks}.")
-        if not self.temperature > 0:
-            raise ConfigError(f"'eval.temperature' must be positive, got {self.temperature}.")
-        if not self.lr > 0:
-            raise ConfigError(f"'eval.lr' must be positive, got {self.lr}.")
+    # groups held out when the data has no test split of its own
+    test_fraction: float = setting(0.2, gt=0, lt=1)
+    val_fraction: float = setting(0.2, gt=0, lt=1)  # training groups held out to choose C or k
+    cs: list[float] = setting(list(DEFAULT_CS), gt=0, min_items=1)  # linear probe: C candidates
+    max_iter: int = setting(1000, ge=1, le=10**7)  # linear probe: L-BFGS iterations
+    ks: list[int] = setting(list(DEFAULT_KS), ge=1, le=10**7, min_items=1)  # kNN: k candidates
+    temperature: float = setting(DEFAULT_TEMPERATURE, gt=0)  # kNN: vote weights exp(cos / T)
+    steps: int = setting(200, ge=1, le=MAX_STEPS)  # fine-tuning steps
+    batch_size: int = setting(32, ge=1, le=2**20)  # fine-tuning batch size
+    lr: float = setting(5e-4, gt=0)  # fine-tuning peak learning rate
+    weight_decay: float = setting(0.05, ge=0)  # fine-tuning AdamW weight decay
+    warmup_steps: int = setting(10, ge=0, le=MAX_STEPS)  # fine-tuning linear warm-up
+    augment: bool = setting(True)  # fine-tuning: the modality's training augmentation
+    embed_batch_size: int = setting(256, ge=1, le=2**20)  # windows per forward pass when extracting features
+    device: str = setting("auto", pattern=DEVICE_PATTERN, pattern_help=DEVICE_HELP)
+    progress: bool = setting(True)  # progress bars
+    write: bool = setting(True)  # write the JSON and the CSV row into the run directory
 
 
 @dataclass
