@@ -223,6 +223,19 @@ class ImageModality(Modality):
         flip = torch.rand(x.shape[0], generator=generator) < 0.5
         return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
+    resample_views = True  # crops are resized to a fixed resolution, as DINO's multi-crop does
+
+    @property
+    def flip_axes(self) -> tuple[str, ...]:
+        """Views may be mirrored left-right, unless ``modality.hflip`` is off."""
+        return ("col",) if self.config.hflip else ()
+
+    def photometric(self, patches, generator, view="global-1", per_patch=False):
+        """DINO's colour recipe per view, or PW-Self's per patch (see ``image_photometric``)."""
+        from .image_photometric import photometric_images
+
+        return photometric_images(patches, generator, view, per_patch, self.config.image_size)
+
 
 @hookimpl
 def register_modalities(register):

@@ -185,6 +185,12 @@ class TimeseriesModality(Modality):
         self.config.validate()
         self._sfreq: float | None = None  # the rate of the windows last loaded, Hz
 
+    def photometric(self, patches, generator, view="global-1", per_patch=False):
+        """Amplitude scaling, noise, channel dropout and time masking (see ``series_photometric``)."""
+        from .series_photometric import photometric_series
+
+        return photometric_series(patches, generator, per_patch)
+
     # -- patch geometry ----------------------------------------------------------------------
     def sfreq(self) -> float:
         """Rate of the windows in Hz: ``sfreq_target``, else that of the data last loaded, else ``sfreq``."""

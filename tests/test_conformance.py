@@ -7,6 +7,7 @@ does not know how to make data for is skipped with a reason; add a builder to ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -72,10 +73,20 @@ def tiny_data(tmp_path_factory):
     return get
 
 
+#: Smaller projection heads for pretexts that have them (DINO-style heads default to 2048-wide).
+TINY_HEADS = ["pretext.out_dim=64", "pretext.head_hidden_dim=32", "pretext.head_bottleneck_dim=16"]
+
+
+def tiny_overrides(pretext_name):
+    """TINY and TINY_HEADS, keeping only the ``pretext.*`` keys this pretext's Config has."""
+    fields = {f.name for f in dataclasses.fields(relpos.plugins.get_pretext(pretext_name).Config)}
+    return [o for o in [*TINY, *TINY_HEADS] if not o.startswith("pretext.") or o.split("=")[0].split(".")[1] in fields]
+
+
 def build(modality_name, pretext_name, tiny_data, extra=()):
     data, overrides, loaded = tiny_data(modality_name)
     config = resolve_config(
-        modality=modality_name, pretext=pretext_name, overrides=[*TINY, *overrides, *extra]
+        modality=modality_name, pretext=pretext_name, overrides=[*tiny_overrides(pretext_name), *overrides, *extra]
     )
     modality = build_modality(config)
     if "windows" not in loaded:  # the modality options are the same in every test: load once
@@ -128,6 +139,8 @@ def test_tiny_eeg_data_has_the_expected_windows(tiny_data):
 
 def test_every_builtin_pair_is_covered():
     assert {("eeg", "part"), ("eeg", "part-grid"), ("image", "part"), ("image", "part-grid")} <= set(PAIRS)
+    for pretext_name in ("dino", "pw-self"):
+        assert {(m, pretext_name) for m in ("eeg", "image", "timeseries")} <= set(PAIRS)
 
 
 @pytest.mark.parametrize("modality_name, pretext_name", PAIRS, ids=[f"{m}-{p}" for m, p in PAIRS])

@@ -418,7 +418,8 @@ def resolve_config(
     out = check_path_value("out", raw.get("out"))
     modality_config = build_dataclass(mod_cls.Config, mod_values, "modality")
     pretext_config = build_dataclass(pre_cls.Config, pre_values, "pretext")
-    encoder = build_dataclass(EncoderConfig, raw["encoder"], "encoder")
+    encoder_values = {**getattr(pre_cls, "encoder_defaults", {}), **raw["encoder"]}  # the user's values win
+    encoder = build_dataclass(EncoderConfig, encoder_values, "encoder")
     pre_cls.check_encoder(encoder)  # e.g. position embeddings for a pretext that passes no centres
     return RunConfig(
         modality=mod_name,

@@ -233,6 +233,38 @@ class Modality:
         """Sample-level augmentation applied to a training batch ``(B, C, *extent)``."""
         return x
 
+    # -- views (multi-view pretexts; see relpos.views) ---------------------------------------------
+    #: Axes a view may be mirrored along (images: ``("col",)``); none by default.
+    flip_axes: ClassVar[tuple[str, ...]] = ()
+    #: Whether views are resampled to a fixed resolution (images) or cut at native resolution
+    #: (time series: stretching time would shift a signal's frequencies).
+    resample_views: ClassVar[bool] = False
+
+    def photometric(
+        self, patches: torch.Tensor, generator: torch.Generator, view: str = "global-1", per_patch: bool = False
+    ) -> torch.Tensor:
+        """Photometric augmentation of views' patches, batched with per-sample parameters.
+
+        Parameters
+        ----------
+        patches : torch.Tensor
+            ``(R, N, C, *patch_shape)``: the N token patches of R views (one view of one sample per
+            row), on the batch's device.
+        generator : torch.Generator
+            The run's random stream (parameters are drawn from it, so resume stays exact).
+        view : {"global-1", "global-2", "local"}
+            Which recipe to apply (DINO gives its two global views different blur and
+            solarisation probabilities).
+        per_patch : bool
+            Draw parameters per patch instead of per view (PW-Self's patch-level augmentation).
+
+        Returns
+        -------
+        torch.Tensor
+            Same shape. The base implementation changes nothing.
+        """
+        return patches
+
     # -- patch geometry ----------------------------------------------------------------------
     def patch_size(self) -> tuple[float, ...]:
         """Patch size per axis at scale 1, in native units; also the patch resolution."""

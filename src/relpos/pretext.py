@@ -42,6 +42,9 @@ class Pretext(nn.Module):
         for a method whose encoder must not see positions, or whose :meth:`forward` does not pass
         box centres to ``self.encoder``; add ``"sincos"`` only when :meth:`forward` passes them.
         :func:`relpos.resolve_config` rejects any other value before data is read.
+    encoder_defaults : dict
+        ``encoder`` options this pretext trains with unless the user sets them, e.g.
+        ``{"pos_embed": "sincos"}`` for a method whose views need positions.
 
     Parameters
     ----------
@@ -60,6 +63,7 @@ class Pretext(nn.Module):
     description: ClassVar[str] = ""
     log_keys: ClassVar[tuple[str, ...]] = ()
     encoder_pos_embed: ClassVar[tuple[str, ...]] = ("none",)
+    encoder_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any, modality: Modality, encoder_config: EncoderConfig, data: Windows):
         self.check_encoder(encoder_config)
@@ -117,7 +121,32 @@ class Pretext(nn.Module):
         raise NotImplementedError(f"Pretext {self.name!r} does not implement forward().")
 
     def after_step(self, step: int) -> None:
-        """Called after each optimiser step (EMA teachers, memory banks)."""
+        """Called after each optimiser step (EMA teachers, memory banks); ``step`` counts from 1."""
+
+    #: Optimiser steps already taken and the run's length, as the loop last reported them.
+    progress_step: int = 0
+    total_steps: int = 1
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Where the run is: called by the loop before each :meth:`forward`.
+
+        ``step`` is the number of optimiser steps already taken (0 before the first) and
+        ``total_steps`` the run's length (``train.steps``). A pretext computes its schedules
+        (teacher temperature, momentum, frozen layers) as pure functions of these two numbers,
+        never from counters of its own, so a resumed run computes the same values as an
+        uninterrupted one. The base implementation stores them in :attr:`progress_step` and
+        :attr:`total_steps`.
+        """
+        self.progress_step = int(step)
+        self.total_steps = int(total_steps)
+
+    def weight_decay_at(self, step: int, total_steps: int) -> float | None:
+        """The weight decay for the step after ``step`` steps, or None to keep ``train.weight_decay``.
+
+        The loop applies it to the decayed parameters (not biases, norms and tokens) before each
+        step; DINO's cosine from 0.04 to 0.4 is :func:`relpos.blocks.weight_decay_schedule`.
+        """
+        return None
 
     @classmethod
     def describe(cls) -> str:

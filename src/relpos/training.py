@@ -275,6 +275,11 @@ def train(
         for step in range(start + 1, cfg.steps + 1):
             for group in optimizer.param_groups:
                 group["lr"] = float(lrs[step - 1])
+            # The pretext's schedules are functions of (steps taken, total), so resume stays exact.
+            pretext.set_progress(step - 1, cfg.steps)
+            decay = pretext.weight_decay_at(step - 1, cfg.steps)
+            if decay is not None:
+                optimizer.param_groups[0]["weight_decay"] = float(decay)  # _param_groups: decayed first
             index = torch.randint(0, n, (cfg.batch_size,), generator=generator)
             x = modality.augment(windows.x[index], generator)
             batch = {"x": x.to(device, non_blocking=True)}

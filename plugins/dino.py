@@ -1,0 +1,293 @@
+"""DINO: self-distillation with no labels, on multi-crop views of any modality.
+
+The method of "Emerging properties in self-supervised vision transformers" (Caron et al., 2021), as
+PW-Self's Eq. 7 writes its loss. Every sample gives ``n_global`` global views and ``n_local`` local
+views (:mod:`relpos.views`). The student (encoder + :class:`relpos.blocks.DINOHead`) reads every
+view; the teacher, an EMA of the student, reads the global views only. With ``P = softmax`` of the
+head's outputs, the teacher centred and sharpened, the loss is the mean over the batch and over every
+(teacher view i, student view j) pair with ``i ≠ j`` of the cross-entropy ``H(P_t^i, P_s^j)`` of the
+CLS outputs.
+
+Schedules follow DINO and are functions of (step, total steps): teacher momentum 0.996 → 1 on a
+cosine, teacher temperature 0.04 → 0.07 over the first 30 % of the run, weight decay 0.04 → 0.4 on a
+cosine, the last layer frozen for the first ``freeze_last_layer`` steps. The centre is updated with
+the teacher's CLS outputs after each optimiser step (the loss of a step uses the centre from before
+it, as in DINO).
+
+Views: images default to DINO's multi-crop (global scale 0.4–1 at the image size, local scale
+0.05–0.4 at 96/224 of it, horizontal flips); time series to crops at native resolution (global 0.6–1
+of the window, local 0.1–0.3), never flipped. Evaluation reads the student's encoder (``relpos
+eval``'s default); the DINO paper evaluates the teacher, whose encoder the checkpoint holds too
+(``teacher_encoder.*``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from relpos import hookimpl
+from relpos.blocks import (
+    Centering,
+    DINOHead,
+    check_momentum,
+    distillation_cross_entropy,
+    make_teacher,
+    teacher_momentum,
+    teacher_temperature,
+    update_teacher,
+    weight_decay_schedule,
+)
+from relpos.errors import ConfigError, DataError
+from relpos.pretext import Pretext
+from relpos.views import Views, check_resolution, check_scale_range, extract_view_tokens, sample_views
+
+#: DINO's local views are 96 px for 224-px global views.
+LOCAL_RESOLUTION_RATIO = 96 / 224
+IMAGE_SCALES = {"global": (0.4, 1.0), "local": (0.05, 0.4)}
+SERIES_SCALES = {"global": (0.6, 1.0), "local": (0.1, 0.3)}
+
+
+@dataclass
+class DINOConfig:
+    """Options of the DINO pretext (paper defaults unless noted)."""
+
+    n_global: int = 2  # global views per sample (read by student and teacher)
+    n_local: int = 2  # local views per sample (student only); 8 in the paper, fewer for 2 CPU cores
+    global_scale: tuple[float, float] | None = None  # crop area/length fraction; None: modality default
+    local_scale: tuple[float, float] | None = None
+    local_resolution: int = 0  # px per side of resampled local views; 0: 96/224 of the image size
+    aspect_range: tuple[float, float] = (0.75, 1.3333333333333333)  # width / height of image crops
+    flip: bool | None = None  # mirror views on the modality's flip axes; None: when the modality allows
+    photometric: bool = True  # the modality's per-view photometric recipe (DINO's colour recipe on images)
+    out_dim: int = 4096  # head outputs K; 65536 in the paper
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_layers: int = 3
+    norm_last_layer: bool = True
+    freeze_last_layer: int = 0  # steps during which the head's last layer gets no gradient
+    teacher_momentum: float = 0.996  # EMA momentum at step 0; a cosine takes it to 1
+    center_momentum: float = 0.9
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.07
+    teacher_temp_warmup: float = 0.3  # fraction of the run over which the teacher temperature warms up
+    student_temp: float = 0.1
+    weight_decay: float = 0.04  # at step 0; a cosine takes it to weight_decay_end (replaces train.weight_decay)
+    weight_decay_end: float = 0.4
+
+    def validate(self) -> None:
+        if self.n_global < 1:
+            raise ConfigError(f"'pretext.n_global' must be at least 1, got {self.n_global}.")
+        if self.n_local < 0:
+            raise ConfigError(f"'pretext.n_local' must be 0 or more, got {self.n_local}.")
+        if self.n_global + self.n_local < 2:
+            raise ConfigError(
+                f"DINO compares different views, so it needs at least 2 views per sample; got "
+                f"n_global={self.n_global} and n_local={self.n_local}."
+            )
+        for key in ("global_scale", "local_scale"):
+            if getattr(self, key) is not None:
+                check_scale_range(getattr(self, key), f"pretext.{key}")
+        if self.global_scale is not None and self.local_scale is not None and self.n_local:
+            if self.local_scale[0] > self.global_scale[0] or self.local_scale[1] > self.global_scale[1]:
+                raise ConfigError(
+                    f"Local views must not be larger than global ones: 'pretext.local_scale' "
+                    f"{list(self.local_scale)} exceeds 'pretext.global_scale' {list(self.global_scale)}."
+                )
+        if self.local_resolution < 0:
+            raise ConfigError(f"'pretext.local_resolution' must be 0 (default) or positive, got {self.local_resolution}.")
+        for key in ("teacher_momentum", "center_momentum"):
+            check_momentum(getattr(self, key), f"pretext.{key}")
+        for key in ("warmup_teacher_temp", "teacher_temp", "student_temp"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"'pretext.{key}' must be positive, got {getattr(self, key)}.")
+        if not 0.0 <= self.teacher_temp_warmup <= 1.0:
+            raise ConfigError(
+                f"'pretext.teacher_temp_warmup' is a fraction of the run in [0, 1], got {self.teacher_temp_warmup}."
+            )
+        for key in ("out_dim", "head_hidden_dim", "head_bottleneck_dim", "head_layers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"'pretext.{key}' must be at least 1, got {getattr(self, key)}.")
+        if self.freeze_last_layer < 0:
+            raise ConfigError(f"'pretext.freeze_last_layer' must be 0 or more steps, got {self.freeze_last_layer}.")
+        for key in ("weight_decay", "weight_decay_end"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"'pretext.{key}' must be 0 or more, got {getattr(self, key)}.")
+
+
+class DINO(Pretext):
+    """DINO: self-distillation between the CLS outputs of multi-crop views (EMA teacher, centring)."""
+
+    name = "dino"
+    Config = DINOConfig
+    modalities = None
+    min_axes = 1
+    encoder_pos_embed = ("sincos", "none")
+    encoder_defaults = {"pos_embed": "sincos"}  # views are crops: the encoder needs to know where tokens sit
+    log_keys = ("teacher_temp", "momentum")
+
+    def __init__(self, config, modality, encoder_config, data):
+        config.validate()
+        if len(data) < 2:
+            raise DataError(
+                f"Pretext {self.name!r} needs at least 2 windows to train on (its teacher centres over a "
+                f"batch of different samples), but the data holds {len(data)}; give it more data or "
+                f"shorter windows."
+            )
+        super().__init__(config, modality, encoder_config, data)
+        self.patch_shape = modality.patch_shape()
+        axes = tuple(modality.axes)
+        allowed = tuple(getattr(modality, "flip_axes", ()) or ())
+        if config.flip and not allowed:
+            raise ConfigError(
+                f"'pretext.flip' is true, but modality {modality.name!r} allows no flips of its axes "
+                f"({', '.join(axes)}); set pretext.flip=false or leave it unset."
+            )
+        self.flippable = tuple(a in allowed for a in axes) if config.flip is not False else (False,) * len(axes)
+        self.resample = bool(getattr(modality, "resample_views", False))
+        scales = IMAGE_SCALES if self.resample else SERIES_SCALES
+        self.global_scale = tuple(config.global_scale or scales["global"])
+        self.local_scale = tuple(config.local_scale or scales["local"])
+        if config.n_local and (self.local_scale[0] > self.global_scale[0] or self.local_scale[1] > self.global_scale[1]):
+            raise ConfigError(
+                f"Local views must not be larger than global ones: local scale {list(self.local_scale)} "
+                f"exceeds global scale {list(self.global_scale)}."
+            )
+        if self.resample:
+            self.global_resolution = tuple(int(e) for e in self.extent)
+            if config.local_resolution:
+                self.local_resolution = (int(config.local_resolution),) * len(axes)
+            else:  # 96/224 of the global resolution, in whole patches (at least one)
+                self.local_resolution = tuple(
+                    max(p, round(e * LOCAL_RESOLUTION_RATIO / p) * p) for e, p in zip(self.extent, self.patch_shape)
+                )
+            check_resolution(self.global_resolution, self.patch_shape, "global view resolution (the sample's extent)")
+            check_resolution(self.local_resolution, self.patch_shape, "local view resolution ('pretext.local_resolution')")
+            if config.n_local and any(l > g for l, g in zip(self.local_resolution, self.global_resolution)):
+                raise ConfigError(
+                    f"Local views must not be larger than global ones: 'pretext.local_resolution' "
+                    f"{list(self.local_resolution)} exceeds the global resolution {list(self.global_resolution)}."
+                )
+        else:
+            if config.local_resolution:
+                raise ConfigError(
+                    f"'pretext.local_resolution' applies to modalities whose views are resampled; "
+                    f"modality {modality.name!r} cuts views at native resolution, so leave it 0."
+                )
+            self.global_resolution = self.local_resolution = None
+        # Validate the view geometry once, here, rather than on the first step.
+        self.sample(1, torch.Generator().manual_seed(0), torch.device("cpu"))
+        dim = encoder_config.dim
+        self.head = DINOHead(
+            dim, config.out_dim, config.head_hidden_dim, config.head_bottleneck_dim, config.head_layers,
+            config.norm_last_layer,
+        )
+        self.teacher_encoder = make_teacher(self.encoder)
+        self.teacher_head = make_teacher(self.head)
+        self.centering = Centering(config.out_dim, config.center_momentum)
+        self._pending_center: torch.Tensor | None = None
+
+    # -- schedules (pure functions of the loop's progress) -----------------------------------------
+    def teacher_temp_now(self) -> float:
+        c = self.config
+        return teacher_temperature(
+            self.progress_step, self.total_steps, c.warmup_teacher_temp, c.teacher_temp, c.teacher_temp_warmup
+        )
+
+    def momentum_now(self) -> float:
+        """The EMA momentum the teacher gets after the current step."""
+        return teacher_momentum(self.progress_step, self.total_steps, self.config.teacher_momentum)
+
+    def weight_decay_at(self, step: int, total_steps: int) -> float:
+        return weight_decay_schedule(step, total_steps, self.config.weight_decay, self.config.weight_decay_end)
+
+    def after_step(self, step: int) -> None:
+        momentum = teacher_momentum(step - 1, self.total_steps, self.config.teacher_momentum)
+        update_teacher(self.encoder, self.teacher_encoder, momentum)
+        update_teacher(self.head, self.teacher_head, momentum)
+        if self._pending_center is not None:
+            self.centering.update(self._pending_center)
+            self._pending_center = None
+
+    # -- views ----------------------------------------------------------------------------------------
+    def sample(self, batch_size: int, generator: torch.Generator | None, device) -> list[Views]:
+        """The global views and, when ``n_local > 0``, the local views of a batch."""
+        c = self.config
+        groups = [
+            sample_views(batch_size, c.n_global, self.extent, self.patch_shape, self.global_scale,
+                         self.global_resolution, generator, c.aspect_range, self.flippable, device)
+        ]
+        if c.n_local:
+            groups.append(
+                sample_views(batch_size, c.n_local, self.extent, self.patch_shape, self.local_scale,
+                             self.local_resolution, generator, c.aspect_range, self.flippable, device)
+            )
+        return groups
+
+    def augment_views(self, patches: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+        """The modality's per-view photometric recipe on ``(B, V, N, C, *patch)`` patches per group."""
+        if not self.config.photometric:
+            return patches
+        out = []
+        for group, chunk in enumerate(patches):
+            batch, n_views = chunk.shape[:2]
+            views = []
+            for v in range(n_views):
+                kind = "local" if group else ("global-1" if v % 2 == 0 else "global-2")
+                views.append(self.modality.photometric(chunk[:, v], generator, kind, False))
+            out.append(torch.stack(views, 1))
+        return out
+
+    def encode(self, encoder, patches: torch.Tensor, views: Views, generator) -> torch.Tensor:
+        """``(B, V, 1 + N, dim)`` tokens of every view of a group."""
+        batch, n_views, n_tokens = patches.shape[:3]
+        positions = views.token_positions().to(patches.device)
+        tokens = encoder(
+            patches.reshape(batch * n_views, n_tokens, *patches.shape[3:]),
+            positions.reshape(batch * n_views, n_tokens, -1),
+            generator,
+        )
+        return tokens.reshape(batch, n_views, 1 + n_tokens, -1)
+
+    def run_views(self, batch, generator):
+        """Student and teacher tokens of every view: lists per group of ``(B, V, 1 + N, dim)``."""
+        x = batch["x"]
+        groups = self.sample(x.shape[0], generator, x.device)
+        patches = self.augment_views(extract_view_tokens(x, groups), generator)
+        patches = self.augment_patches(patches, generator)
+        student = [self.encode(self.encoder, p, g, generator) for p, g in zip(patches, groups)]
+        with torch.no_grad():
+            teacher = self.encode(self.teacher_encoder, patches[0], groups[0], None)
+        return groups, student, teacher
+
+    def augment_patches(self, patches: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+        """Patch-level augmentation; DINO has none (PW-Self overrides this)."""
+        return patches
+
+    # -- loss ---------------------------------------------------------------------------------------
+    def forward(self, batch, generator):
+        groups, student, teacher = self.run_views(batch, generator)
+        freeze = self.progress_step < self.config.freeze_last_layer
+        student_cls = torch.cat([s[:, :, 0] for s in student], dim=1)  # (B, V, dim)
+        student_out = self.head(student_cls, freeze_last_layer=freeze)
+        with torch.no_grad():
+            teacher_out = self.teacher_head(teacher[:, :, 0])  # (B, n_global, K)
+        temp = self.teacher_temp_now()
+        loss = self.cls_loss(teacher_out, student_out, temp)
+        self._pending_center = teacher_out.detach()
+        return loss, {"teacher_temp": temp, "momentum": self.momentum_now()}
+
+    def cls_loss(self, teacher_out: torch.Tensor, student_out: torch.Tensor, temp: float) -> torch.Tensor:
+        """Eq. 7: mean over samples and (i, j ≠ i) pairs of H(P_t^i, P_s^j)."""
+        centred = self.centering(teacher_out)
+        n_teacher, n_student = teacher_out.shape[1], student_out.shape[1]
+        # (B, n_teacher, n_student) cross-entropies of every pair, from one broadcast
+        ce = distillation_cross_entropy(centred[:, :, None], student_out[:, None, :], temp, self.config.student_temp)
+        keep = ~torch.eye(n_teacher, n_student, dtype=torch.bool, device=ce.device)
+        return ce[:, keep].mean()
+
+
+@hookimpl
+def register_pretexts(register):
+    register(DINO)
