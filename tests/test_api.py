@@ -86,7 +86,7 @@ def test_embeddings_are_deterministic_and_come_from_the_checkpoint(eeg_result):
     assert torch.equal(a, first.embed_data(EEG_SAMPLE))
     assert torch.equal(a, second.embed_data(EEG_SAMPLE))
     # The loaded weights are the checkpoint's, which are the weights training ended with.
-    state = torch.load(eeg_result.run_dir / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(eeg_result.run_dir / "checkpoints" / "last.pt", weights_only=True)
     trained = eeg_result.pretext.encoder.state_dict()
     loaded = first.encoder.state_dict()
     assert loaded.keys() == trained.keys()
@@ -112,7 +112,7 @@ def test_train_on_an_in_memory_image_array(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, size=(8, 20, 20), dtype=np.uint8)
     result = relpos.train(tiny_config(tmp_path / "img-run", modality="image"), data=images)
     assert result.run_dir.is_dir() and result.step == 2
-    state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["data_info"]["source"] == "array"
     # (8, 20, 20) -> 1 grey channel, upsampled to image_size 32; 4-px patches.
     assert state["data_info"]["channels"] == 1 and state["data_info"]["extent"] == [32, 32]
@@ -126,7 +126,7 @@ def test_train_on_windows_opened_beforehand(tmp_path):
     cut = relpos.Windows(x=windows.x[:3], info=windows.info)  # the first 3 of the 7 windows
     result = relpos.train(tiny_config(tmp_path / "win-run"), data=cut)
     assert result.step == 2
-    state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=False)
+    state = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["data_info"]["extent"] == [3000] and state["data_info"]["channels"] == 64
 
 

@@ -34,7 +34,7 @@ def run_main(args) -> tuple[int, str]:
 
 
 def load_ckpt(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    return torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
 
 
 def assert_trained(run_dir: Path, steps: int) -> dict:

@@ -38,7 +38,7 @@ SHORT = resume_args(2)
 
 
 def ckpt_step(run_dir: Path) -> int:
-    return int(torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["step"])
+    return int(torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["step"])
 
 
 def n_rows(run_dir: Path) -> int:
@@ -113,8 +113,8 @@ def test_killed_and_resumed_run_reproduces_the_uninterrupted_one(uninterrupted, 
     for key in ("loss", "lr", "center_l2"):
         assert [r[key] for r in rows_b] == [r[key] for r in rows_a], key
     # ...and it ends at the same weights.
-    final_a = torch.load(uninterrupted / "checkpoints" / "last.pt", weights_only=False)
-    final_b = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    final_a = torch.load(uninterrupted / "checkpoints" / "last.pt", weights_only=True)
+    final_b = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert final_a["step"] == final_b["step"] == STEPS
     assert final_a["model"].keys() == final_b["model"].keys()
     for name, tensor in final_a["model"].items():
@@ -153,11 +153,13 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(uninterrupted, tmp_p
     assert step < STEPS
     assert proc.returncode == 130
     assert b"Traceback" not in stderr
+    kept = ckpt_step(out)
+    assert kept >= step
     assert stderr.decode().strip().splitlines() == [
-        "relpos: interrupted; the last checkpoint is kept (continue with --resume)."
+        f"relpos: interrupted; the last checkpoint (step {kept}) is kept in {out / 'checkpoints' / 'last.pt'} "
+        f"(continue with --resume)."
     ]
     assert stdout == b""
-    assert ckpt_step(out) >= step
     # ...and --resume finishes it.
     assert main([*RESUME_ARGS, "--out", str(out), "--resume"]) == 0
     _, rows = read_metrics(out)
@@ -205,11 +207,91 @@ def test_resume_extends_a_finished_run_with_more_steps(tmp_path, capfd):
     line = _err_line(capfd)
     assert "already finished 2 steps" in line and "--steps" in line
 
-    # With --steps 4 it trains steps 3 and 4; the run's own settings (lr) are kept, not the new --set.
-    assert main([*SHORT, "--out", str(out), "--resume", "--steps", "4", "--set", "train.lr=0.1"]) == 0
+    # A different setting is refused, naming it with both values, and the run is left as it was.
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    assert main([*SHORT, "--out", str(out), "--resume", "--steps", "4", "--set", "train.lr=0.1"]) == 2
+    line = _err_line(capfd)
+    assert "train.lr is 0.0005 in the run but 0.1 was asked for" in line
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+    # With --steps 4 it trains steps 3 and 4 with the run's own settings.
+    assert main([*SHORT, "--out", str(out), "--resume", "--steps", "4"]) == 0
     _, rows = read_metrics(out)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert rows[:2] == first
     assert ckpt_step(out) == 4
     saved = relpos.resolve_config(out / "config.yaml")
     assert saved.train.steps == 4 and saved.train.lr == 5e-4
+
+
+# -- resuming with other settings ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_short_run(tmp_path_factory):
+    """A 2-step run (kept read-only by the tests that use it: refusals change nothing)."""
+    out = tmp_path_factory.mktemp("short") / "run"
+    assert main([*SHORT, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--modality", "image"], "modality.name is 'eeg' in the run but 'image' was asked for"),
+        (["--pretext", "part-grid"], "pretext.name is 'part' in the run but 'part-grid' was asked for"),
+        (["--set", "pretext.n_pairs=8"], "pretext.n_pairs is 16 in the run but 8 was asked for"),
+        (["--set", "modality.window_s=10"], "modality.window_s is 30.0 in the run but 10.0 was asked for"),
+        (["--set", "encoder.depth=2"], "encoder.depth is 1 in the run but 2 was asked for"),
+        (["--seed", "3"], "train.seed is 0 in the run but 3 was asked for"),
+        (["--set", "train.amp=false"], "train.amp is True in the run but False was asked for"),
+        (["--data", "elsewhere.edf"], "data is None in the run but 'elsewhere.edf' was asked for"),
+    ],
+)
+def test_resume_with_a_different_setting_names_it_and_changes_nothing(finished_short_run, capfd, extra, expected):
+    out = finished_short_run
+    before = {p.name: p.read_bytes() for p in [out / "config.yaml", out / "metrics.csv", out / "checkpoints" / "last.pt"]}
+    capfd.readouterr()
+    assert main([*SHORT, "--out", str(out), "--resume", "--steps", "4", *extra]) == 2
+    line = _err_line(capfd)
+    assert expected in line, line
+    assert "only --steps, --device and --no-progress may change" in line
+    after = {p.name: p.read_bytes() for p in [out / "config.yaml", out / "metrics.csv", out / "checkpoints" / "last.pt"]}
+    assert after == before
+
+
+def test_every_different_setting_is_named_at_once(finished_short_run, capfd, tmp_path):
+    config_file = tmp_path / "other.yaml"
+    config_file.write_text("train:\n  lr: 0.01\n  warmup_steps: 5\n")
+    capfd.readouterr()
+    assert main([*SHORT, "--out", str(finished_short_run), "--resume", "--steps", "4",
+                 "--config", str(config_file), "--set", "encoder.dim=64"]) == 2
+    line = _err_line(capfd)
+    for part in ("encoder.dim is 32 in the run but 64", "train.lr is 0.0005 in the run but 0.01",
+                 "train.warmup_steps is 20 in the run but 5"):
+        assert part in line, line
+
+
+def test_resume_takes_what_the_command_line_leaves_out_from_the_run(tmp_path, capfd):
+    out = tmp_path / "run"
+    assert main([*SHORT, "--out", str(out)]) == 0
+    # Neither the tiny encoder nor the batch size is repeated: they come from the checkpoint. Settings
+    # repeated with their run values (from a config file too) are not differences.
+    same = tmp_path / "same.yaml"
+    same.write_text("encoder:\n  dim: 32\ntrain:\n  lr: 5.0e-4\n")
+    assert main(["train", "--out", str(out), "--resume", "--steps", "3", "--no-progress",
+                 "--config", str(same), "--set", "pretext.n_pairs=16", "--device", "cpu"]) == 0
+    assert ckpt_step(out) == 3
+    saved = relpos.resolve_config(out / "config.yaml")
+    assert (saved.encoder.dim, saved.train.batch_size, saved.train.steps, saved.train.device) == (32, 4, 3, "cpu")
+
+
+def test_the_python_api_refuses_other_settings_too(finished_short_run):
+    from relpos.errors import ConfigError
+    from relpos.training import resume_config
+
+    config = resume_config(finished_short_run)
+    assert config.to_dict() | {"out": None} == relpos.resolve_config(finished_short_run / "config.yaml").to_dict() | {"out": None}
+    config.train.batch_size = 8
+    config.train.steps = 4
+    with pytest.raises(ConfigError, match=r"train\.batch_size is 4 in the run but 8 was asked for"):
+        relpos.train(config, resume=True)
+    assert ckpt_step(finished_short_run) == 2

@@ -220,7 +220,7 @@ def test_cli_trains_part_on_a_netcdf_file(tmp_path, cli):
     assert "trained 2 steps" in out
     _, rows = read_metrics(run)
     assert [r["step"] for r in rows] == ["2"] and math.isfinite(float(rows[0]["loss"]))
-    state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     # 3 cases × 4 windows of (3, 400) at 100 Hz
     assert state["data_info"]["extent"] == [400] and state["data_info"]["sfreq"] == 100.0
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from .checkpoint import checkpoint_path, load_checkpoint
-from .config import RunConfig, config_from_dict
+from .checkpoint import checkpoint_config, checkpoint_path, load_checkpoint
+from .config import RunConfig
 from .encoder import PatchEncoder, build_encoder
-from .errors import DataError
+from .errors import DataError, RelposError
 from .extraction import extract_patches
 from .geometry import Boxes
 from .modality import Modality, Windows
@@ -116,14 +116,34 @@ class PretrainedEncoder:
 
 
 def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> PretrainedEncoder:
-    """Load the pretrained encoder of a run directory (or a checkpoint file)."""
+    """Load the pretrained encoder of a run directory (or a checkpoint file).
+
+    The checkpoint is read safely (tensors and plain data only, see :mod:`relpos.checkpoint`); a
+    file that is not a relpos checkpoint, or one whose entries do not fit together, raises
+    :class:`~relpos.errors.RelposError` with one sentence.
+    """
     path = Path(run_dir)
-    state = load_checkpoint(path if path.suffix == ".pt" else checkpoint_path(path), map_location="cpu")
-    config = config_from_dict(state["config"])
-    encoder = build_encoder(state["encoder"])
+    ckpt_file = path if path.suffix == ".pt" else checkpoint_path(path)
+    state = load_checkpoint(ckpt_file, map_location="cpu")
+    config = checkpoint_config(state, ckpt_file)
+    try:
+        encoder = build_encoder(dict(state["encoder"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise RelposError(
+            f"Checkpoint {str(ckpt_file)!r} describes an encoder that cannot be built "
+            f"({' '.join(str(exc).split()) or type(exc).__name__})."
+        ) from None
     prefix = "encoder."
-    encoder.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as exc:
+        text = " ".join(str(exc).split())
+        raise RelposError(
+            f"Checkpoint {str(ckpt_file)!r} holds encoder weights that do not fit the encoder it "
+            f"describes ({text[:300] + '...' if len(text) > 300 else text})."
+        ) from None
     encoder.to(device).eval()
     modality = get_modality(config.modality)(config.modality_config)
-    modality.restore(state.get("data_info", {}))
+    modality.restore(dict(state.get("data_info", {})))
     return PretrainedEncoder(encoder=encoder, modality=modality, config=config, step=int(state["step"]))

@@ -1,14 +1,27 @@
-"""Atomic checkpoints.
+"""Atomic checkpoints, loaded safely.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, and renamed over
 the old one, so a process killed at any moment leaves either the previous checkpoint or the new
-one, never a torn file.
+one, never a torn file. A temporary file left by a process killed between writing and renaming
+is removed the next time that run starts (:func:`remove_stale_temporaries`).
+
+Checkpoints are read with ``torch.load(..., weights_only=True)``: the file may hold tensors,
+numbers, strings, lists, tuples and dicts, nothing that names Python code, so a checkpoint from an
+untrusted source cannot run anything when it is opened. Everything relpos stores is in those
+forms: the configuration as :meth:`relpos.config.RunConfig.to_dict`, the random states as tensors
+and lists of ints (:func:`rng_state`). Checkpoints written before that change stored NumPy's
+random state as a ``numpy.ndarray`` of ``uint32``; exactly the NumPy types needed to rebuild that
+one array are allow-listed (:data:`LEGACY_NUMPY_GLOBALS`), so those checkpoints keep loading.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +32,84 @@ from .errors import RelposError
 
 CHECKPOINT_NAME = "last.pt"
 
+#: What the NumPy random state of checkpoints written before the safe format needs: the uint32
+#: key array is pickled as ``_reconstruct(ndarray, shape, dtype)`` plus its raw bytes. Both module
+#: names of ``_reconstruct`` are listed because NumPy 1 pickles it as ``numpy.core.multiarray``.
+_reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
+LEGACY_NUMPY_GLOBALS: list[Any] = [
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+    (_reconstruct, "numpy._core.multiarray._reconstruct"),
+    (_reconstruct, "numpy.core.multiarray._reconstruct"),
+]
+
+#: Entries every checkpoint has (for :func:`relpos.load_encoder` and ``relpos eval``).
+REQUIRED_ENTRIES = {"step": "an integer", "model": "a mapping", "config": "a mapping", "encoder": "a mapping"}
+#: Entries ``--resume`` needs on top.
+RESUME_ENTRIES = {"optimizer": "a mapping", "rng": "a mapping"}
+
 
 def checkpoint_path(run_dir: str | Path) -> Path:
+    """``RUN_DIR/checkpoints/last.pt``."""
     return Path(run_dir) / "checkpoints" / CHECKPOINT_NAME
+
+
+def temporary_path(path: str | Path) -> Path:
+    """The temporary file :func:`atomic_torch_save` writes before renaming it to ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the ``.NAME.tmp-PID`` files that killed writers of ``path`` left behind.
+
+    Only files of exactly that pattern, in ``path``'s folder, are touched. A file whose process is
+    still alive (another process writing the same file right now) is kept; this process's own
+    leftovers are stale by definition, as it has not started writing yet.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.tmp-(\d+)")
+    removed = []
+    for entry in path.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_file():
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and _process_is_alive(pid):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` that never leaves a partial file at ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as fh:
             torch.save(obj, fh)
@@ -49,41 +130,173 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`atomic_torch_save`, with a clear error when missing."""
+# -- loading ------------------------------------------------------------------------------------
+def _refusal(path: Path, exc: pickle.UnpicklingError) -> str:
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc)) or re.search(r"got <class '([\w.]+)'>", str(exc))
+    what = f"the Python object {found.group(1)!r}" if found else "a Python object that is not plain data"
+    return (
+        f"Checkpoint {str(path)!r} was refused: it asks to load {what}, and relpos reads only tensors, "
+        f"numbers, strings, lists and dicts from a checkpoint, since anything else could run code "
+        f"when opened."
+    )
+
+
+def _kind(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _check_structure(path: Path, state: Any, resume: bool) -> None:
+    """Raise one sentence naming the first entry that is missing or of the wrong kind."""
+    where = f"Checkpoint {str(path)!r} is not a relpos checkpoint"
+    if not isinstance(state, Mapping):
+        raise RelposError(f"{where}: it holds {_kind(state)}, expected a mapping of step, model, config and encoder.")
+    expected = {**REQUIRED_ENTRIES, **(RESUME_ENTRIES if resume else {})}
+    for key, kind in expected.items():
+        if key not in state:
+            raise RelposError(
+                f"{where}: its {key!r} entry is missing (it needs {', '.join(expected)})."
+            )
+        value = state[key]
+        ok = isinstance(value, int) and not isinstance(value, bool) if kind == "an integer" else isinstance(value, Mapping)
+        if not ok:
+            raise RelposError(f"{where}: its {key!r} entry is {_kind(value)}, expected {kind}.")
+    if state["step"] < 0:
+        raise RelposError(f"{where}: its 'step' entry is {state['step']}, expected a step >= 0.")
+    for name, value in state["model"].items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise RelposError(
+                f"{where}: its 'model' entry maps {name!r} to {_kind(value)}, expected parameter names to tensors."
+            )
+    if "data_info" in state and not isinstance(state["data_info"], Mapping):
+        raise RelposError(f"{where}: its 'data_info' entry is {_kind(state['data_info'])}, expected a mapping.")
+    if resume:
+        for key in ("state", "param_groups"):
+            if key not in state["optimizer"]:
+                raise RelposError(f"{where}: its optimizer state has no {key!r} entry.")
+        _check_rng(where, state["rng"])
+
+
+def _check_rng(where: str, rng: Mapping) -> None:
+    for key in ("generator", "torch"):
+        value = rng.get(key)
+        if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8):
+            raise RelposError(f"{where}: its random state {key!r} is {_kind(value)}, expected a uint8 tensor.")
+    for key in ("numpy", "python"):
+        if key not in rng:
+            raise RelposError(f"{where}: its random state has no {key!r} entry.")
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", resume: bool = False, mmap: bool = False
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`atomic_torch_save`, safely.
+
+    Parameters
+    ----------
+    path : str or Path
+        The checkpoint file, or a run directory (its ``checkpoints/last.pt``).
+    map_location : str or torch.device
+        Where tensors are loaded.
+    resume : bool
+        Also require what resuming needs (optimizer and random states).
+    mmap : bool
+        Map the tensors from the file instead of reading them (cheap when only the configuration
+        is needed).
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    RelposError
+        One sentence when the file is missing, damaged, not a ``torch.save`` archive, asks to load
+        anything but tensors and plain data, or lacks an entry relpos needs.
+    """
     path = Path(path)
     if path.is_dir():
         path = checkpoint_path(path)
     if not path.is_file():
         raise RelposError(f"No checkpoint at {str(path)!r}; train a run there first (relpos train --out DIR).")
+    # torch.save writes a zip archive; anything else (a bare pickle, torch's legacy format) is
+    # refused before a byte of it is unpickled.
+    if not zipfile.is_zipfile(path):
+        raise RelposError(
+            f"Checkpoint {str(path)!r} cannot be read: it is not an archive written by torch.save, "
+            f"which every relpos checkpoint is."
+        )
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(LEGACY_NUMPY_GLOBALS):
+            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        raise RelposError(_refusal(path, exc)) from None
     except Exception as exc:  # noqa: BLE001 - a damaged file is a user-facing problem
         raise RelposError(f"Checkpoint {str(path)!r} cannot be read: {' '.join(str(exc).split())}.") from None
+    _check_structure(path, state, resume)
+    return dict(state)
 
 
+def checkpoint_config(state: Mapping[str, Any], path: str | Path):
+    """The :class:`~relpos.config.RunConfig` a loaded checkpoint was trained with."""
+    from .config import config_from_dict
+    from .errors import ConfigError
+
+    try:
+        return config_from_dict(state["config"])
+    except ConfigError as exc:
+        raise RelposError(
+            f"Checkpoint {str(path)!r} holds a configuration this relpos cannot use ({str(exc).rstrip('.')})."
+        ) from None
+
+
+# -- random states ---------------------------------------------------------------------------------
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream training draws from, in forms the safe loader accepts."""
+    numpy_state = np.random.get_state(legacy=False)
+    version, internal, gauss_next = random.getstate()
     state = {
         "generator": generator.get_state(),
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": numpy_state["bit_generator"],
+            "key": [int(k) for k in numpy_state["state"]["key"]],
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "python": [version, list(internal), gauss_next],
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def set_rng_state(state: Mapping[str, Any], generator: torch.Generator) -> None:
+    """Restore the streams :func:`rng_state` saved (also the NumPy tuple of older checkpoints)."""
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, Mapping):
+        np.random.set_state({
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {"key": np.asarray(numpy_state["key"], dtype=np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        })
+    else:  # checkpoints before the safe format: NumPy's legacy tuple
+        np.random.set_state(tuple(numpy_state))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -51,7 +51,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for flag, key in (("steps", "train.steps"), ("seed", "train.seed"), ("device", "train.device"))
         if getattr(args, flag) is not None
     ]
-    config = resolve_config(args.config, args.modality, args.pretext, [*overrides, *args.overrides])
+    overrides = [*overrides, *args.overrides]
+    if args.resume:
+        from .training import resume_config
+
+        # What the command line leaves unset comes from the run itself, so `--resume --out DIR
+        # --steps N` continues the run as it was; train() refuses anything set that differs.
+        run_dir = (
+            check_path_value("--out", args.out) if args.out is not None
+            else resolve_config(args.config, args.modality, args.pretext, overrides).run_dir()
+        )
+        config = resume_config(run_dir, args.config, args.modality, args.pretext, overrides)
+    else:
+        config = resolve_config(args.config, args.modality, args.pretext, overrides)
     if args.data is not None:
         config.data = check_path_value("--data", args.data)
     if args.out is not None:
@@ -88,7 +100,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-fraction", default="1.0", metavar="F|N",
                    help="fraction of the training labels per class, e.g. 0.01, or an integer number of "
                         "subjects, e.g. 5 (default: 1.0, every label)")
-    p.add_argument("--repeats", type=int, default=1, help="repeats with seeds SEED, SEED+1, ... (default: 1)")
+    p.add_argument("--repeats", type=int, default=1, help="repeats with seeds SEED, SEED+1, ..., at most 100 (default: 1)")
     p.add_argument("--init", choices=("pretrained", "random", "supervised"), default="pretrained",
                    help="the run's weights, the same architecture untrained, or the supervised baseline "
                         "(untrained, fine-tuned on the labels) (default: pretrained)")
@@ -509,8 +521,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"relpos: error: {exc}", file=sys.stderr)
         return EXIT_FAILED if isinstance(exc, TrainingError) else EXIT_USAGE
-    except KeyboardInterrupt:
-        print("relpos: interrupted; the last checkpoint is kept (continue with --resume).", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        from .training import TrainingInterrupted
+
+        if not isinstance(exc, TrainingInterrupted):
+            print("relpos: interrupted.", file=sys.stderr)
+        elif exc.checkpoint is None:
+            print("relpos: interrupted before the first checkpoint; nothing of this run was kept.", file=sys.stderr)
+        else:
+            print(f"relpos: interrupted; the last checkpoint (step {exc.step}) is kept in {exc.checkpoint} "
+                  f"(continue with --resume).", file=sys.stderr)
         return 130
 
 

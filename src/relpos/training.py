@@ -5,15 +5,25 @@ decay (precomputed per step), gradient clipping, a stop with a message on a non-
 TensorBoard logs, atomic checkpoints every ``train.ckpt_every`` steps and exact resume: the model,
 optimiser, step and every random stream are restored, so a resumed CPU run reproduces the losses of
 an uninterrupted one bit for bit.
+
+A run that fails or is interrupted before its first checkpoint removes what it created (nothing
+could be resumed from it); a resumed run never removes anything. Resuming with settings that differ
+from the checkpoint's is refused, naming each one (only ``train.steps``, ``train.device`` and
+``train.progress`` may change).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
+import os
 import random
+import re
+import shutil
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +36,17 @@ from . import __version__
 from .checkpoint import (
     atomic_torch_save,
     atomic_write_text,
+    checkpoint_config,
     checkpoint_path,
     load_checkpoint,
+    remove_stale_temporaries,
     rng_state,
     set_rng_state,
 )
-from .config import RunConfig, TrainConfig, config_from_dict
+from .config import RunConfig, TrainConfig, load_yaml, parse_override, resolve_config
 from .errors import ConfigError, DataError, RelposError
 from .modality import Modality, Windows
+from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
 from .pretext import Pretext
 
@@ -41,7 +54,25 @@ METRIC_FIELDS = ["step", "loss", "lr", "samples_per_s"]
 
 
 class TrainingError(RelposError):
-    """Training had to stop (e.g. the loss became NaN or infinite)."""
+    """Training had to stop (e.g. the loss became NaN or infinite, or memory ran out)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`; says which checkpoint, if any, was kept.
+
+    Attributes
+    ----------
+    checkpoint : Path or None
+        The run's last checkpoint, or None when the run was interrupted before its first one (and
+        what it had created was removed).
+    step : int or None
+        The step of that checkpoint.
+    """
+
+    def __init__(self, checkpoint: Path | None, step: int | None):
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.step = step
 
 
 @dataclass
@@ -108,6 +139,7 @@ def open_data(modality: Modality, source: Any) -> Windows:
             raise DataError(
                 f"Modality {modality.name!r} ships no default data; pass --data PATH."
             )
+    refuse_special_file(source)
     windows = source if isinstance(source, Windows) else modality.load(source)
     if len(windows) == 0:
         raise DataError(f"No windows could be made from {str(source)!r}.")
@@ -167,6 +199,195 @@ class _MetricsLog:
             self.tb.close()
 
 
+#: Settings a resumed run may change; every other one must match the checkpoint's.
+RESUMABLE_SETTINGS = ("out", "train.steps", "train.device", "train.progress")
+
+
+def _same_data(saved: Any, requested: Any) -> bool:
+    if saved == requested:
+        return True
+    if saved is None or requested is None:
+        return False
+    try:
+        if os.path.exists(saved) and os.path.exists(requested):
+            return os.path.samefile(saved, requested)
+    except (OSError, TypeError, ValueError):
+        return False
+    return os.path.abspath(os.path.expanduser(saved)) == os.path.abspath(os.path.expanduser(requested))
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def changed_settings(saved: RunConfig, requested: RunConfig) -> list[tuple[str, Any, Any]]:
+    """Settings of ``requested`` that differ from the run's ``saved`` ones, as (key, saved, requested).
+
+    :data:`RESUMABLE_SETTINGS` are not compared. When a modality or pretext differs by name only
+    the name is reported, since the options of two different modalities cannot be compared.
+    """
+    old, new = saved.to_dict(), requested.to_dict()
+    changes = []
+    if not _same_data(old["data"], new["data"]):
+        changes.append(("data", old["data"], new["data"]))
+    for section in ("modality", "pretext", "encoder", "train"):
+        before, after = old[section], new[section]
+        if "name" in before and before["name"] != after.get("name"):
+            changes.append((f"{section}.name", before["name"], after.get("name")))
+            continue
+        for key in sorted(set(before) | set(after)):
+            name = f"{section}.{key}"
+            if name not in RESUMABLE_SETTINGS and before.get(key) != after.get(key):
+                changes.append((name, before.get(key), after.get(key)))
+    return changes
+
+
+def _refuse_changed_settings(saved: RunConfig, requested: RunConfig, run_dir: Path) -> None:
+    changes = changed_settings(saved, requested)
+    if changes:
+        listed = "; ".join(f"{key} is {_show(a)} in the run but {_show(b)} was asked for" for key, a, b in changes)
+        raise ConfigError(
+            f"Cannot resume the run in {str(run_dir)!r} with other settings ({listed}); only --steps, "
+            f"--device and --no-progress may change on --resume, so drop the others or start a new "
+            f"run with --out DIR."
+        )
+
+
+def resume_config(
+    run_dir: str | Path,
+    config_file: str | Path | Mapping[str, Any] | None = None,
+    modality: str | None = None,
+    pretext: str | None = None,
+    overrides: Iterable[str] = (),
+) -> RunConfig:
+    """The configuration of the run in ``run_dir`` with the given settings applied on top.
+
+    The arguments are those of :func:`relpos.config.resolve_config`, but what they leave unset
+    comes from the run's checkpoint instead of the defaults; pass the result to
+    ``train(config, resume=True)``, which refuses settings that differ from the run's (so a
+    command line that names only ``--steps`` resumes the run as it was).
+    """
+    run_dir = Path(run_dir)
+    ckpt_file = checkpoint_path(run_dir)
+    if not ckpt_file.is_file():
+        raise RelposError(
+            f"Cannot resume: no checkpoint at {str(ckpt_file)!r}; start the run without --resume."
+        )
+    state = load_checkpoint(ckpt_file, mmap=True)  # only the config is read; tensors stay on disk
+    raw = checkpoint_config(state, ckpt_file).to_dict()
+    del state
+    if config_file is None:
+        given: dict[str, Any] = {}
+    elif isinstance(config_file, Mapping):
+        given = copy.deepcopy(dict(config_file))
+    else:
+        given = load_yaml(config_file)
+    # The name asked for, with the precedence of resolve_config: file < argument < --set.
+    asked = {}
+    for section, argument in (("modality", modality), ("pretext", pretext)):
+        value = given.get(section)
+        name = value if isinstance(value, str) else value.get("name") if isinstance(value, dict) else None
+        name = argument if argument is not None else name
+        for text in overrides:
+            path, parsed = parse_override(text)
+            if path in ([section], [section, "name"]):
+                name = parsed
+        asked[section] = name
+        if name is not None and str(name) != raw[section]["name"]:
+            raw[section] = {"name": name}  # the run's options belong to its own modality/pretext
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        elif not (key in ("modality", "pretext") and isinstance(value, str)):
+            raw[key] = value
+    config = resolve_config(raw, None, None, overrides)
+    config.out = str(run_dir)
+    return config
+
+
+class _NewRunFiles:
+    """What a new run adds to its run directory, so that it can be removed again if the run dies
+    before its first checkpoint. Files that were there before the run are never removed."""
+
+    ENTRIES = ("config.yaml", "metrics.csv", "tensorboard", "checkpoints")
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        created = None  # the outermost folder mkdir(parents=True) is about to create
+        folder = run_dir
+        while not folder.exists() and folder != folder.parent:
+            created, folder = folder, folder.parent
+        self.created_folder = created
+        self.existing = {name for name in self.ENTRIES if (run_dir / name).exists()}
+        tensorboard = run_dir / "tensorboard"
+        self.tensorboard_files = set(tensorboard.iterdir()) if tensorboard.is_dir() else set()
+
+    def remove(self) -> None:
+        if self.created_folder is not None:
+            shutil.rmtree(self.created_folder, ignore_errors=True)
+            return
+        for name in self.ENTRIES:
+            path = self.run_dir / name
+            if name in self.existing:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink(missing_ok=True)
+        tensorboard = self.run_dir / "tensorboard"
+        if "tensorboard" in self.existing and tensorboard.is_dir():
+            for path in set(tensorboard.iterdir()) - self.tensorboard_files:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+_TENSORBOARD_EVENTS = re.compile(r"events\.out\.tfevents\..+")
+
+
+def _remove_leftovers(run_dir: Path, ckpt_file: Path, fresh: bool) -> None:
+    """Remove what killed processes left: temporary files of their atomic writes and, before a
+    fresh start (no checkpoint, so no run to continue), the TensorBoard events of runs that never
+    reached a checkpoint (they would be drawn as a second curve beside this run's)."""
+    remove_stale_temporaries(ckpt_file)
+    for name in ("config.yaml", "metrics.csv"):
+        remove_stale_temporaries(run_dir / name)
+    tensorboard = run_dir / "tensorboard"
+    if fresh and tensorboard.is_dir():
+        for path in tensorboard.iterdir():
+            if path.is_file() and _TENSORBOARD_EVENTS.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    # The CPU allocator reports a failed allocation as a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def _restore(state: dict[str, Any], pretext: Pretext, optimizer: torch.optim.Optimizer,
+             generator: torch.Generator, ckpt_file: Path) -> None:
+    try:
+        pretext.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise RelposError(
+            f"Checkpoint {str(ckpt_file)!r} holds weights that do not fit the model its configuration "
+            f"builds ({_first_line(exc)})."
+        ) from None
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"], generator)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise RelposError(
+            f"Checkpoint {str(ckpt_file)!r} holds an optimizer or random state that cannot be restored "
+            f"({_first_line(exc)})."
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:300] + "...") if len(text) > 300 else text or type(exc).__name__
+
+
 def train(
     config: RunConfig,
     resume: bool = False,
@@ -179,14 +400,25 @@ def train(
     config : RunConfig
         The resolved configuration (see :func:`relpos.config.resolve_config`).
     resume : bool
-        Continue the run in ``config.run_dir()`` from its last checkpoint. The checkpoint's own
-        configuration is used, except ``train.steps``, ``train.device`` and ``train.progress``.
+        Continue the run in ``config.run_dir()`` from its last checkpoint. ``config`` must match
+        the checkpoint's configuration except ``train.steps``, ``train.device`` and
+        ``train.progress`` (:func:`resume_config` builds such a config from the run itself);
+        anything else that differs is refused with a :class:`~relpos.errors.ConfigError` naming
+        each setting.
     data : optional
         In-memory data for the modality (instead of ``config.data``).
 
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    TrainingError
+        The loss became non-finite, or memory ran out. If that happens before the first
+        checkpoint of a new run, what the run created is removed.
+    TrainingInterrupted
+        Ctrl-C; likewise, a new run interrupted before its first checkpoint leaves nothing behind.
     """
     run_dir = config.run_dir()
     ckpt_file = checkpoint_path(run_dir)
@@ -196,14 +428,14 @@ def train(
             raise RelposError(
                 f"Cannot resume: no checkpoint at {str(ckpt_file)!r}; start the run without --resume."
             )
-        state = load_checkpoint(ckpt_file)
-        saved = config_from_dict(state["config"])
+        state = load_checkpoint(ckpt_file, resume=True)
+        saved = checkpoint_config(state, ckpt_file)
+        saved.out = str(run_dir)
+        _refuse_changed_settings(saved, config, run_dir)
         saved.train.steps = config.train.steps
         saved.train.device = config.train.device
         saved.train.progress = config.train.progress
-        saved.out = str(run_dir)
-        config = saved
-        config.train.validate()
+        config = saved  # steps, device and progress were checked when ``config`` was resolved
         if state["step"] >= config.train.steps:
             raise RelposError(
                 f"The run in {str(run_dir)!r} already finished {state['step']} steps "
@@ -228,23 +460,19 @@ def train(
     np.random.seed(cfg.seed)
     start = 0
     if state is not None:
-        pretext.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], generator)
+        _restore(state, pretext, optimizer, generator, ckpt_file)
         start = int(state["step"])
+        del state
 
+    new_files = _NewRunFiles(run_dir) if start == 0 else None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RelposError(
             f"Cannot create the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose another --out."
         ) from None
-    atomic_write_text(config.to_yaml(), run_dir / "config.yaml")
-    log = _MetricsLog(run_dir, METRIC_FIELDS + list(pretext.log_keys), start, cfg.tensorboard)
-    use_amp = cfg.amp and device.type == "cuda"
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else (lambda: nullcontext())
-    )
+    _remove_leftovers(run_dir, ckpt_file, fresh=start == 0)
+    last_saved: int | None = start if start > 0 else None  # step of the newest checkpoint on disk
 
     def save(step: int) -> None:
         atomic_torch_save(
@@ -261,17 +489,29 @@ def train(
             ckpt_file,
         )
 
-    progress = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
+    def kept() -> str:
+        if last_saved is None:
+            return "no checkpoint had been written, so nothing of this run was kept"
+        return f"the last good checkpoint (step {last_saved}) is {str(ckpt_file)!r}"
 
-        progress = tqdm(total=cfg.steps, initial=start, desc=f"{config.pretext} on {config.modality}", unit="step")
-
-    pretext.train()
-    n = len(windows)
+    log = progress = None
     loss_value = float("nan")
-    t_last, samples = time.perf_counter(), 0
+    step = start
     try:
+        atomic_write_text(config.to_yaml(), run_dir / "config.yaml")
+        log = _MetricsLog(run_dir, METRIC_FIELDS + list(pretext.log_keys), start, cfg.tensorboard)
+        use_amp = cfg.amp and device.type == "cuda"
+        autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else (lambda: nullcontext())
+        )
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=cfg.steps, initial=start, desc=f"{config.pretext} on {config.modality}", unit="step")
+
+        pretext.train()
+        n = len(windows)
+        t_last, samples = time.perf_counter(), 0
         for step in range(start + 1, cfg.steps + 1):
             for group in optimizer.param_groups:
                 group["lr"] = float(lrs[step - 1])
@@ -288,9 +528,8 @@ def train(
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise TrainingError(
-                    f"The loss became {loss_value} at step {step}; training stopped. The last good "
-                    f"checkpoint is in {str(ckpt_file)!r}. Try a lower train.lr (now {cfg.lr}) or "
-                    f"check the data for NaN values."
+                    f"The loss became {loss_value} at step {step}, so training stopped and {kept()} "
+                    f"(try a lower train.lr, now {cfg.lr}, or check the data for NaN values)."
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -311,10 +550,23 @@ def train(
                 t_last, samples = now, 0
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 save(step)
+                last_saved = step
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(ckpt_file if last_saved is not None else None, last_saved) from None
+    except BaseException as exc:
+        if _out_of_memory(exc):
+            raise TrainingError(
+                f"Out of memory at step {step} on {device}, so training stopped and {kept()} (lower "
+                f"train.batch_size, now {cfg.batch_size}, or the encoder's size)."
+            ) from None
+        raise
     finally:
         if progress is not None:
             progress.close()
-        log.close()
+        if log is not None:
+            log.close()
+        if last_saved is None and new_files is not None:
+            new_files.remove()
     return TrainResult(run_dir=run_dir, step=cfg.steps, loss=loss_value, pretext=pretext, config=config)
 
 

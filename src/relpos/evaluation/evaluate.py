@@ -27,12 +27,17 @@ from ..config import DEVICE_HELP, DEVICE_PATTERN, MAX_STEPS, build_dataclass, se
 from ..encoder import build_encoder
 from ..errors import ConfigError, DataError, unknown_name
 from ..modality import Modality, Windows
+from ..paths import refuse_special_file
 from .finetune import FinetuneOptions, finetune
 from .metrics import METRICS
 from .probes import DEFAULT_CS, DEFAULT_KS, DEFAULT_TEMPERATURE, ProbeResult, knn_probe, linear_probe
 from .splits import group_split, label_fraction_subset
 
 PROTOCOLS = ("linear", "knn", "finetune")
+#: Upper bound of ``repeats``. Each repeat runs the whole protocol again (a fine-tuning run each
+#: time); papers report 3 to 10, and by 100 the standard error of the mean is a tenth of one
+#: repeat's spread, so more is a typo (an extra zero) that would run for days, not a wish.
+MAX_REPEATS = 100
 INITS = ("pretrained", "random", "supervised")
 CSV_FIELDS = [
     "time", "run", "step", "protocol", "init", "features", "label_fraction", "repeats", "seed", "data",
@@ -305,8 +310,12 @@ def evaluate(
         )
     if features not in FEATURES:
         raise ConfigError(f"Invalid value for 'features': allowed {', '.join(FEATURES)}, got {features!r}.")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"Invalid value for 'repeats': expected an integer >= 1, got {repeats!r}.")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+        raise ConfigError(
+            f"Invalid value for 'repeats': expected an integer from 1 to {MAX_REPEATS} (each repeat runs "
+            f"the whole protocol again), got {repeats!r}."
+        )
+    refuse_special_file(data)
 
     from ..training import resolve_device
 
