@@ -225,3 +225,174 @@ def test_to_dict_round_trip(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(cfg.to_yaml())
     assert resolve_config(path) == cfg
+
+
+# -- values checked where they enter (issue 9, section 2) ----------------------------------------
+def run_cli(argv, capsys):
+    """``relpos`` in-process: exit status and the lines it wrote to stderr."""
+    from relpos.cli import main
+
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        # the issue's inputs, and others of the same kinds
+        ("encoder.heads=0", "Invalid value for 'encoder.heads': allowed an integer >= 1 and <= 65536, got 0."),
+        ("encoder.heads=7", "'encoder.dim' (192) must be divisible by 'encoder.heads' (7)."),
+        ("train.seed=-1", "Invalid value for 'train.seed': allowed an integer >= 0 and <= 4294967295, got -1."),
+        ("train.seed=4294967296", "Invalid value for 'train.seed': allowed an integer >= 0 and <= 4294967295, got 4294967296."),
+        ("train.steps=1e30", "Invalid value for 'train.steps': allowed an integer >= 1 and <= 100000000, got 1e+30."),
+        ("train.steps=100000001", "Invalid value for 'train.steps': allowed an integer >= 1 and <= 100000000, got 100000001."),
+        ("train.weight_decay=-1", "Invalid value for 'train.weight_decay': allowed a finite number >= 0, got -1.0."),
+        ("train.grad_clip=.nan", "Invalid value for 'train.grad_clip': allowed a finite number >= 0, got nan."),
+        ("train.grad_clip=-.inf", "Invalid value for 'train.grad_clip': allowed a finite number >= 0, got -inf."),
+        ("train.lr=.inf", "Invalid value for 'train.lr': allowed a finite number > 0, got inf."),
+        ("train.device=gpu", "Invalid value for 'train.device': allowed auto, cpu, mps, cuda or cuda:N, got 'gpu'."),
+        ("encoder.pos_embed=sincoss", "Invalid value for 'encoder.pos_embed': allowed 'none' or 'sincos', got 'sincoss'. Did you mean 'sincos'?"),
+        ("pretext.n_patches=1", "Invalid value for 'pretext.n_patches': allowed 0 or an integer >= 2 and <= 65536, got 1."),
+        ("modality.sfreq=-100", "Invalid value for 'modality.sfreq': allowed a finite number > 0 and <= 1000000.0, got -100.0."),
+    ],
+)
+def test_bad_value_fails_print_config_with_one_sentence(override, message, capsys):
+    status, out, err = run_cli(["train", "--print-config", "--set", override], capsys)
+    assert (status, out, err) == (2, "", [f"relpos: error: {message}"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["pretext.scale_range=[2.0, 0.5]"], "Invalid value for 'pretext.scale_range': expected [low, high] with low <= high, got [2.0, 0.5]."),
+        (["pretext.aspect_range=[0, 1]"], "Invalid value for 'pretext.aspect_range': every item must be a finite number > 0, got [0.0, 1.0]."),
+        (["pretext.scale_range=[0.5, .inf]"], "Invalid value for 'pretext.scale_range': every item must be a finite number > 0, got [0.5, inf]."),
+        (["pretext.predict_size=true"], "'pretext.predict_size' needs patches of varying size"),
+        (["pretext.name=part-grid", "pretext.scale_range=[0.5, 2]"], "PART-grid samples fixed grid patches"),
+        (["modality.window_s=2", "modality.patch_s=3"], "'modality.patch_s' (3.0 s) is longer than 'modality.window_s' (2.0 s)."),
+        (["modality.subject_pattern=(sub"], "Invalid value for 'modality.subject_pattern': '(sub' is not a regular expression"),
+    ],
+)
+def test_checks_that_used_to_wait_for_the_data_fail_at_print_config(overrides, message, capsys):
+    # Before, these were found after the EEG was read and preprocessed (or on the first step).
+    argv = ["train", "--print-config"] + [a for o in overrides for a in ("--set", o)]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 2 and out == "" and len(err) == 1
+    assert err[0].startswith(f"relpos: error: {message}")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.steps.foo=1", "Config key 'train.steps' takes a value, not 'train.steps.foo'."),
+        ("encoder.dim.x.y=1", "Config key 'encoder.dim' takes a value, not 'encoder.dim.x.y'."),
+        ("modality.window_s.unit=s", "Config key 'modality.window_s' takes a value, not 'modality.window_s.unit'."),
+        ("pretext.scale_range.low=1", "Config key 'pretext.scale_range' takes a value, not 'pretext.scale_range.low'."),
+    ],
+)
+def test_set_below_a_plain_value_is_one_sentence(override, message, capsys):
+    assert run_cli(["train", "--print-config", "--set", override], capsys) == (2, "", [f"relpos: error: {message}"])
+
+
+def test_set_below_a_value_set_earlier_is_one_sentence():
+    with pytest.raises(ConfigError, match=r"^Config key 'train.steps' takes a value, not 'train.steps.foo'.$"):
+        resolve_config(overrides=["train.steps=5", "train.steps.foo=1"])
+
+
+def test_set_below_a_mapping_field_still_works():
+    cfg = resolve_config(overrides=["modality.label_map.W=Wake", "modality.label_map.R=REM"])
+    assert cfg.modality_config.label_map == {"W": "Wake", "R": "REM"}
+
+
+def test_data_inspect_set_below_a_plain_value_is_one_sentence(capsys):
+    status, _, err = run_cli(["data", "inspect", "--set", "modality.sfreq.x=1"], capsys)
+    assert (status, err) == (2, ["relpos: error: Config key 'modality.sfreq' takes a value, not 'modality.sfreq.x'."])
+
+
+def test_config_file_that_is_not_utf8(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("train:\n  steps: 5  # r\xe9sum\xe9\n".encode("latin-1"))
+    status, _, err = run_cli(["train", "--print-config", "--config", str(path)], capsys)
+    assert status == 2
+    assert err == [
+        f"relpos: error: Config file {str(path)!r} is not UTF-8 text (byte 0xe9 at offset 22); save it as UTF-8."
+    ]
+
+
+def test_config_file_that_is_a_directory(tmp_path, capsys):
+    status, _, err = run_cli(["train", "--print-config", "--config", str(tmp_path)], capsys)
+    assert (status, err) == (2, [f"relpos: error: Config file {str(tmp_path)!r} is a directory; give the path of a YAML file in it."])
+
+
+def test_config_file_that_cannot_be_read(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    path = write_yaml(tmp_path, "train:\n  steps: 5\n")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    # chmod 000 does not stop root (CI containers), so the refusal is simulated.
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    status, _, err = run_cli(["train", "--print-config", "--config", str(path)], capsys)
+    assert (status, err) == (2, [f"relpos: error: Config file {str(path)!r} cannot be read: Permission denied."])
+
+
+def test_empty_config_file_name(capsys):
+    status, _, err = run_cli(["train", "--print-config", "--config", ""], capsys)
+    assert status == 2 and len(err) == 1 and "Invalid config file name ''" in err[0]
+
+
+@pytest.mark.parametrize("flag", ["--out", "--data"])
+@pytest.mark.parametrize("value", ["", "   ", "\t"])
+def test_empty_out_or_data_is_an_error_not_the_default(flag, value, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default run directory would be runs/eeg-part under here
+    status, out, err = run_cli(["train", "--steps", "1", flag, value], capsys)
+    assert status == 2 and out == "" and len(err) == 1
+    assert err[0].startswith(f"relpos: error: Invalid value for '{flag}': expected a path, got {value!r}; leave it out")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override", ["out=", "data=' '", "out=[a, b]", "data={x: 1}", "out=true"])
+def test_out_and_data_in_set_or_yaml_are_checked_too(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^Invalid value for '{key}': expected a path"):
+        resolve_config(overrides=[override])
+
+
+def test_a_plugin_field_without_a_range_still_gets_finite_and_int64_checks():
+    import dataclasses
+
+    from relpos.config import build_dataclass, setting
+
+    @dataclasses.dataclass
+    class ThirdPartyConfig:
+        gain: float = 1.0
+        count: int = 3
+        levels: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+        window: int = setting(8, ge=4, le=64)
+
+    assert build_dataclass(ThirdPartyConfig, {"gain": "-2.5", "count": -7}, "modality").gain == -2.5
+    with pytest.raises(ConfigError, match=r"^Invalid value for 'modality.gain': allowed a finite number, got nan.$"):
+        build_dataclass(ThirdPartyConfig, {"gain": float("nan")}, "modality")
+    with pytest.raises(ConfigError, match=r"'modality.count': allowed an integer, got 1e\+20"):
+        build_dataclass(ThirdPartyConfig, {"count": 10**20}, "modality")
+    with pytest.raises(ConfigError, match=r"'modality.levels': every item must be a finite number, got \[1.0, inf\]"):
+        build_dataclass(ThirdPartyConfig, {"levels": "[1, .inf]"}, "modality")
+    with pytest.raises(ConfigError, match=r"'modality.window': allowed an integer >= 4 and <= 64, got 65"):
+        build_dataclass(ThirdPartyConfig, {"window": 65}, "modality")
+    assert build_dataclass(ThirdPartyConfig, {"window": 64}, "modality").window == 64  # the bound itself is allowed
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", ""], "Invalid value for 'RUN_DIR': expected a path, got ''."),
+        (["eval", "some/run", "--data", " "], "Invalid value for '--data': expected a path, got ' '; leave it out for the default (the data the run was trained on)."),
+        (["data", "inspect", ""], "Invalid value for 'PATH': expected a path, got ''; leave it out for the default (the modality's sample)."),
+    ],
+)
+def test_blank_paths_of_eval_and_inspect_are_errors_not_the_current_folder(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(argv, capsys) == (2, "", [f"relpos: error: {message}"])

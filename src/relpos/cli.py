@@ -116,7 +116,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .config import parse_override
+    from .config import check_path_value, parse_override
     from .errors import ConfigError
     from .evaluation import evaluate
     from .evaluation.splits import parse_label_fraction
@@ -136,7 +136,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.no_progress:
         options["progress"] = False
     result = evaluate(
-        args.run_dir, protocol=args.protocol, data=args.data, features=args.features,
+        check_path_value("RUN_DIR", args.run_dir, ""), protocol=args.protocol,
+        data=check_path_value("--data", args.data, "the data the run was trained on"), features=args.features,
         label_fraction=parse_label_fraction(args.label_fraction), repeats=args.repeats, init=args.init,
         seed=args.seed, modality_overrides=modality or None, **options,
     )
@@ -290,8 +291,11 @@ def _nested(node, path: list[str], value):
 
 
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    from .config import check_path_value
+
+    path = check_path_value("PATH", args.path, "the modality's sample")  # '' would mean the current folder
     modality = _modality_for_inspect(args)
-    report = modality.inspect(args.path)
+    report = modality.inspect(path)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -11,7 +11,11 @@ The resolved configuration has six sections::
 
 Unknown keys and values of the wrong type are :class:`~relpos.errors.ConfigError` s that name the key
 and suggest the nearest valid one. Values are coerced to the field's declared type, so a YAML
-``lr: 3e-4`` (which YAML reads as a string) becomes a float.
+``lr: 3e-4`` (which YAML reads as a string) becomes a float, then checked against the range the
+field declares with :func:`setting` (:mod:`relpos.ranges`: bounds, choices, finiteness; an integer
+must fit an int64, ``train.steps`` at most :data:`MAX_STEPS`, ``train.seed`` in ``[0, 2**32 - 1]``),
+all when the config is resolved: ``relpos train --print-config`` already fails on a bad value, and
+no data is read first. ``data`` and ``out`` must be non-blank paths when given.
 """
 
 from __future__ import annotations
@@ -330,8 +334,16 @@ def check_override_path(cls: type, path: list[str]) -> None:
 _check_override_path = check_override_path
 
 
-def check_path_value(key: str, value: Any) -> str | None:
-    """``data``/``out`` as a path string: None stays None; empty, blank or non-text values are errors."""
+_PATH_DEFAULTS = {"data": "the modality's bundled sample", "out": "runs/<modality>-<pretext>"}
+
+
+def check_path_value(key: str, value: Any, default: str | None = None) -> str | None:
+    """A path setting (``data``, ``out``, ``--data``, ...) as a string, or None when not given.
+
+    An empty or blank string is an error rather than a silent default (``--out ''`` used to write
+    to ``runs/...``; a blank path would mean the current folder), and so are lists, mappings and
+    booleans. ``default`` says in the message what leaving the option out gives.
+    """
     if value is None:
         return None
     if isinstance(value, Path):
@@ -339,12 +351,10 @@ def check_path_value(key: str, value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError(f"Invalid value for {key!r}: expected a path, got {value!r}.")
     value = str(value)
-    default = "the modality's bundled sample" if key == "data" else "runs/<modality>-<pretext>"
+    default = default if default is not None else _PATH_DEFAULTS.get(key.lstrip("-"), "")
     if not value.strip():
-        raise ConfigError(
-            f"Invalid value for {key!r}: expected a path, got {value!r}; leave it out for the default "
-            f"({default})."
-        )
+        hint = f"; leave it out for the default ({default})" if default else ""
+        raise ConfigError(f"Invalid value for {key!r}: expected a path, got {value!r}{hint}.")
     if "\0" in value:
         raise ConfigError(f"Invalid value for {key!r}: a path cannot contain a NUL character, got {value!r}.")
     return value
