@@ -1,25 +1,25 @@
-"""Where EEG recordings come from: files, folders, globs, list files, and Sleep-EDF hypnogram pairs.
+"""Which EEG recordings ``--data`` names, and what belongs to each: hypnogram, recording and subject id.
 
-:func:`resolve_recordings` turns what the user passed as ``--data`` into a list of
-:class:`Recording` s: one signal file each, with the hypnogram found beside it (if any), its recording
-id (the ``groups`` of its windows) and its subject id (the ``subjects``).
+:func:`resolve_recordings` finds the signal files (files, folders, globs, list files: the shared
+:mod:`.sources`, in natural order) and turns them into :class:`Recording` s: one signal file each,
+with the hypnogram found beside it (if any), its recording id (the ``groups`` of its windows) and its
+subject id (the ``subjects``).
 """
 
 from __future__ import annotations
 
-import glob
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from relpos.errors import ConfigError, DataError
 
+from .sources import FileKinds, find_files, natural_sorted
+
 RECORDING_SUFFIXES = (".edf", ".bdf", ".fif", ".fif.gz", ".vhdr", ".set", ".gdf", ".cnt", ".mff", ".nxe")
-LIST_SUFFIXES = (".txt", ".lst", ".list")
 #: Built-in subject patterns, tried in order on the file name: Sleep-EDF cassette / telemetry
 #: ("SC4ssN..." / "ST7ssN...": subject "ss"), then EEGMMIDB ("S001R02": subject "001").
 DEFAULT_SUBJECT_PATTERNS = (r"^S[CT][47](\d\d)\d", r"(?<![A-Za-z0-9])S(\d{3})(?:R\d+)?")
-_GLOB_CHARS = ("*", "?", "[")
 
 
 @dataclass
@@ -51,39 +51,10 @@ def is_recording(path: Path) -> bool:
     return any(name.endswith(s) for s in RECORDING_SUFFIXES) and not is_hypnogram(path)
 
 
-def _expand(entry: str, base: Path | None, origin: str) -> list[Path]:
-    """One user entry (file, folder or glob) -> recording files, in sorted order."""
-    path = Path(entry)
-    if base is not None and not path.is_absolute():
-        path = base / path
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and is_recording(p))
-        if not files:
-            raise DataError(
-                f"No recordings found in folder {str(path)!r} (looked recursively for "
-                f"{', '.join(RECORDING_SUFFIXES)})."
-            )
-        return files
-    if path.exists():
-        return [path]
-    if any(c in str(path) for c in _GLOB_CHARS):
-        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-        files = [p for p in matches if p.is_file() and is_recording(p)]
-        if not files:
-            raise DataError(f"The pattern {str(path)!r}{origin} matches no recordings.")
-        return files
-    raise DataError(f"Data path {str(path)!r}{origin} does not exist.")
-
-
-def _read_list(path: Path) -> list[Path]:
-    files: list[Path] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        entry = line.split("#", 1)[0].strip()
-        if entry:
-            files += _expand(entry, path.parent, f" (line {number} of list file {str(path)!r})")
-    if not files:
-        raise DataError(f"The list file {str(path)!r} names no recordings.")
-    return files
+#: What the eeg modality reads from folders, globs and list files.
+RECORDING_FILES = FileKinds(
+    noun="recordings", looked_for=", ".join(RECORDING_SUFFIXES), accepts=is_recording
+)
 
 
 def find_hypnogram(psg: Path) -> Path | None:
@@ -92,7 +63,7 @@ def find_hypnogram(psg: Path) -> Path | None:
     ``SC4001EC-Hypnogram.edf``)."""
     if not psg.parent.is_dir():
         return None
-    candidates = sorted(p for p in psg.parent.iterdir() if p.is_file() and is_hypnogram(p))
+    candidates = natural_sorted(p for p in psg.parent.iterdir() if p.is_file() and is_hypnogram(p))
     stem = strip_suffix(psg.name)
     if stem.lower().endswith("-psg"):
         stem = stem[:-4]
@@ -135,24 +106,12 @@ def recording_ids(paths: list[Path]) -> list[str]:
 
 def resolve_recordings(data, subject_pattern: str = "") -> list[Recording]:
     """``--data`` (file, folder, glob pattern or list file) -> recordings with hypnograms and ids."""
-    text = str(data)
-    path = Path(text)
-    if path.is_file() and path.name.lower().endswith(LIST_SUFFIXES):
-        files = _read_list(path)
-    else:
-        files = _expand(text, None, "")
-        if len(files) == 1 and is_hypnogram(files[0]):
-            raise DataError(
-                f"{str(files[0])!r} is a hypnogram (annotations only); pass its PSG recording, or the "
-                f"folder holding both."
-            )
-    seen: set[Path] = set()
-    unique = []
-    for f in files:
-        key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
+    unique = find_files(data, RECORDING_FILES)
+    if len(unique) == 1 and is_hypnogram(unique[0]):
+        raise DataError(
+            f"{str(unique[0])!r} is a hypnogram (annotations only); pass its PSG recording, or the "
+            f"folder holding both."
+        )
     ids = recording_ids(unique)
     return [
         Recording(
