@@ -256,12 +256,15 @@ def test_nan_inf_and_flat_windows_are_dropped_and_reported(capsys):
     assert windows.info["dropped"] == {"non-finite values": 3, "flat (every channel constant)": 1}
     err = capsys.readouterr().err
     assert "relpos: warning: Dropped 3 windows of the NumPy array holding NaN or infinite values." in err
-    assert "relpos: warning: Dropped 1 window of the NumPy array in which every channel is flat." in err
+    flat = "relpos: warning: Dropped 1 window of the NumPy array in which every channel ('ch0', 'ch1' and 'ch2') is flat."
+    assert flat in err
     assert torch.isfinite(windows.x).all()
 
 
 def test_every_window_dropped_is_an_error():
-    x = np.full((1, 2, 100), np.nan)
+    # one NaN in the only window (the whole sample, window_s 0); the channels themselves are live
+    x = signal((1, 2, 100)).astype(np.float64)
+    x[0, 0, 5] = np.nan
     with pytest.raises(DataError, match=r"Every window made from 'numpy.ndarray' was dropped \(1 of 1 holding NaN"):
         modality(sfreq=10).load(x)
 
@@ -273,9 +276,9 @@ def test_sample_shorter_than_one_window_gives_both_durations():
 
 
 def test_bad_options_are_config_errors():
-    with pytest.raises(ConfigError, match="'modality.normalize': allowed instance, none, got 'zscore'"):
+    with pytest.raises(ConfigError, match="'modality.normalize': allowed 'instance' or 'none', got 'zscore'"):
         modality(normalize="zscore")
-    with pytest.raises(ConfigError, match="'modality.split': allowed train, test, all"):
+    with pytest.raises(ConfigError, match="'modality.split': allowed 'train', 'test' or 'all'"):
         modality(split="valid")
     too_long = r"'modality.patch_s' \(5.0 s\) is longer than 'modality.window_s' \(2.0 s\)"
     with pytest.raises(ConfigError, match=too_long):

@@ -1,0 +1,388 @@
+"""From timeseries sources to normalised, labelled windows.
+
+The steps, in order: open every item (with several, an unreadable one is skipped and reported),
+pick the channels (``modality.channels``) and check that every source gives the same ones, settle
+the rate (``sfreq_target``, else the sources' common rate) and the window and stride in samples,
+skip the sources shorter than one window, leave out the channels that are flat throughout a
+source (:mod:`.channels`: a dead or non-signal channel, left out of every source so the channel
+sets agree, with one warning naming it), then for each source, block by block: resample
+(``scipy.signal.resample_poly``), cut windows, label them (:mod:`.ts_labels`), drop the windows
+holding NaN/inf or in which every channel is flat (counted and reported), normalise each window per
+channel and hand them to the cache's writer.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from relpos.errors import ConfigError, DataError
+
+from .channels import dead_channel_warning, dead_channels, flat_throughout, format_names
+from .ts_labels import label_mapping, resampled_length, window_labels
+from .ts_numpy import reason
+from .ts_readers import open_item
+from .ts_sources import Source
+
+#: Roughly how many values are read from a source at a time (bounded memory on large files).
+CHUNK_VALUES = 1 << 24
+#: Reasons for dropping windows, as counted in ``info["dropped"]``.
+DROP_NONFINITE = "non-finite values"
+DROP_FLAT = "flat (every channel constant)"
+#: A channel is flat where its peak-to-peak is exactly 0: sensor data come in any unit, so no
+#: other threshold means the same thing for every channel.
+FLAT_SPAN = np.finfo(np.float64).tiny
+PIN_HINT = "set modality.channels to the channels to use"
+_GLOB_CHARS = ("*", "?", "[")
+
+
+def _count_windows(n: int) -> str:
+    return f"{n} window" + ("" if n == 1 else "s")
+
+
+def resample_ratio(sfreq: float, target: float) -> tuple[int, int]:
+    """(up, down) with target / sfreq = up / down."""
+    if sfreq == target:
+        return 1, 1
+    ratio = Fraction(target).limit_denominator(10**6) / Fraction(sfreq).limit_denominator(10**6)
+    ratio = ratio.limit_denominator(1000)
+    return ratio.numerator, ratio.denominator
+
+
+def wanted_channels(channels: str) -> list[str]:
+    """The names and patterns of ``modality.channels``."""
+    return [w.strip() for w in channels.split(",") if w.strip()]
+
+
+def pick_channels(src: Source, channels: str) -> list[int]:
+    """Indices of the channels of ``src`` that ``modality.channels`` selects, in its order (all when empty)."""
+    wanted = wanted_channels(channels)
+    if not wanted:
+        return list(range(len(src.ch_names)))
+    picks: list[int] = []
+    for pattern in wanted:
+        hits = [i for i, c in enumerate(src.ch_names) if fnmatch.fnmatchcase(c, pattern) or c == pattern]
+        if not hits:
+            raise DataError(
+                f"{src.name} has no channel matching {pattern!r} (modality.channels); available: "
+                f"{', '.join(src.ch_names)}."
+            )
+        picks.extend(i for i in hits if i not in picks)
+    return picks
+
+
+def read_block(src: Source, start: int, stop: int) -> np.ndarray:
+    """Samples ``[start, stop)`` of ``src``; a read that fails (a corrupt file) is a one-sentence DataError."""
+    try:
+        return src.read(start, stop)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - readers raise many kinds for a corrupt file
+        raise DataError(f"Cannot read the samples of {src.name}: {reason(exc)}") from None
+
+
+def _chunk_samples(src: Source) -> int:
+    return max(1, CHUNK_VALUES // max(1, len(src.ch_names) * src.n_times))
+
+
+def build_windows(items: list[Any], writer, source_text: str, cfg) -> None:
+    """Make the windows of ``items`` (see the module docstring) into ``writer``, closing every file."""
+    sources: list[Source] = []
+    try:
+        _build(items, writer, source_text, cfg, sources)
+    finally:
+        for src in sources:
+            if src.close is not None:
+                src.close()
+
+
+def _open_all(items, writer, source_text, strict, skipped, cfg, sources: list[Source]) -> None:
+    for item in items:
+        try:
+            sources.extend(open_item(item, cfg))
+        except DataError as exc:
+            if strict:
+                raise
+            skipped.append({"path": str(item), "reason": str(exc)})
+            writer.warn(f"Skipping {str(item)!r}: {exc}")
+    if not sources:
+        raise DataError(
+            f"No readable timeseries in {source_text!r}: " + " ".join(s["reason"] for s in skipped[:3])
+        )
+    stems = [src.group for src in sources]
+    for src in sources:
+        if src.path is not None and stems.count(src.group) > 1:  # same file name in two folders
+            stem = Path(src.path).stem
+            src.group = str(Path(src.path).with_suffix("")) + src.group[len(stem):]
+
+
+def _window_geometry(sources: list[Source], cfg) -> tuple[float, dict, dict, int, int]:
+    """(rate, {id(source): (up, down)}, {id(source): resampled length}, window, stride), rate in Hz, the
+    rest in samples."""
+    rates = {src.sfreq for src in sources}
+    if not cfg.sfreq_target and len(rates) > 1:
+        listed = ", ".join(f"{s.sfreq:g} Hz in {s.name}" for s in sources[:4])
+        raise DataError(
+            f"The sources have different sampling rates ({listed}); set modality.sfreq_target to "
+            f"resample them to one rate."
+        )
+    rate = float(cfg.sfreq_target or sources[0].sfreq)
+    resample = {id(src): resample_ratio(src.sfreq, rate) for src in sources}
+    lengths = {id(src): resampled_length(src.n_times, *resample[id(src)]) for src in sources}
+    if cfg.window_s > 0:
+        window = int(round(cfg.window_s * rate))
+        if window < 1:
+            raise ConfigError(
+                f"'modality.window_s' ({cfg.window_s} s) is shorter than one sample at {rate:g} Hz."
+            )
+    else:
+        distinct = sorted(set(lengths.values()))
+        if len(distinct) > 1:
+            raise DataError(
+                f"modality.window_s = 0 uses each sample whole, but the samples differ in length "
+                f"({', '.join(f'{n} samples' for n in distinct[:4])} at {rate:g} Hz); set modality.window_s."
+            )
+        window = distinct[0]
+    stride = int(round(cfg.stride_s * rate)) if cfg.stride_s > 0 else window
+    if stride < 1:
+        raise ConfigError(f"'modality.stride_s' ({cfg.stride_s} s) is shorter than one sample at {rate:g} Hz.")
+    return rate, resample, lengths, window, stride
+
+
+def _flat_in_every_sample(src: Source, pick: list[int], held: dict[int, np.ndarray]) -> np.ndarray:
+    """``(len(pick),)`` bool: the channels with no variation within any sample of ``src`` (raw samples).
+
+    A source read in one block is kept in ``held`` (while the blocks kept stay under
+    :data:`CHUNK_VALUES` values) so that making its windows does not read it again.
+    """
+    flat = np.ones(len(pick), dtype=bool)
+    chunk = _chunk_samples(src)
+    for start in range(0, src.n_samples, chunk):
+        stop = min(src.n_samples, start + chunk)
+        block = read_block(src, start, stop)
+        if stop - start == src.n_samples and sum(a.size for a in held.values()) + block.size <= CHUNK_VALUES:
+            held[id(src)] = block
+        x = block[:, pick]
+        per_sample = flat_throughout(x.reshape(-1, x.shape[-1]), FLAT_SPAN).reshape(x.shape[0], x.shape[1])
+        flat &= per_sample.all(axis=0)
+    return flat
+
+
+def _leave_out_dead_channels(usable, picks, names, writer, source_text, strict, skipped, cfg, held):
+    """Drop the channels flat throughout a source from every source's pick (see :mod:`.channels`).
+
+    A channel that ``modality.channels`` names exactly is kept, as asked, with a warning. Returns
+    (usable sources, their picks, channel names), a source that cannot be read being skipped like an
+    unreadable file when there are several.
+    """
+    masks: dict[str, np.ndarray] = {}
+    where: dict[str, list[str]] = {}
+    readable = []
+    for src in usable:
+        try:
+            mask = _flat_in_every_sample(src, picks[id(src)], held)
+        except DataError as exc:
+            if strict:
+                raise
+            skipped.append({"path": src.entry or src.path or src.name, "reason": str(exc)})
+            writer.warn(f"Skipping {src.name}: {exc}")
+            continue
+        readable.append(src)
+        masks[str(id(src))] = mask
+        for name, is_flat in zip(names, mask):
+            if is_flat:
+                where.setdefault(name, []).append(src.entry or src.path or src.name)
+    if not readable:
+        raise DataError(
+            f"No readable timeseries in {source_text!r}: " + " ".join(s["reason"] for s in skipped[-3:])
+        )
+    dead = dead_channels(masks, names)
+    pinned = {w for w in wanted_channels(cfg.channels) if not any(c in w for c in _GLOB_CHARS)}
+    kept_dead = [n for n in dead if n in pinned]
+    dead = [n for n in dead if n not in pinned]
+    live = [n for n in names if n not in dead]
+    if kept_dead:
+        writer.warn(
+            f"{'Channel' if len(kept_dead) == 1 else 'Channels'} {format_names(kept_dead)} named in "
+            f"modality.channels {'is' if len(kept_dead) == 1 else 'are'} flat throughout "
+            f"{format_names(sorted({r for n in kept_dead for r in where[n]}), limit=3)}; kept as asked."
+        )
+    if dead and not live:
+        places = format_names(sorted({r for n in dead for r in where[n]}), limit=3)
+        raise DataError(
+            f"Every channel of {source_text!r} ({format_names(dead)}) is flat throughout {places}, so there "
+            f"is no signal to make windows of; check the data, or pick other channels with modality.channels."
+        )
+    if dead:
+        writer.warn(dead_channel_warning(dead, PIN_HINT, where=where, kept=live))
+        keep = [i for i, n in enumerate(names) if n not in dead]
+        picks = {key: [pick[i] for i in keep] for key, pick in picks.items()}
+    return readable, picks, live, dead
+
+
+def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source]) -> None:
+    strict = len(items) == 1
+    skipped: list[dict[str, str]] = []
+    _open_all(items, writer, source_text, strict, skipped, cfg, sources)
+    picks = {id(src): pick_channels(src, cfg.channels) for src in sources}  # by id: two arrays share a name
+    names = [sources[0].ch_names[i] for i in picks[id(sources[0])]]
+    for src in sources[1:]:
+        these = [src.ch_names[i] for i in picks[id(src)]]
+        if these != names:
+            missing = [n for n in names if n not in these]
+            extra = [n for n in these if n not in names]
+            differ = "; ".join(part for part in (
+                f"it lacks {format_names(missing)}" if missing else "",
+                f"it has {format_names(extra)} too" if extra else "",
+                "" if missing or extra else "in another order",
+            ) if part)
+            raise DataError(
+                f"{src.name} has channels {', '.join(these)} but {sources[0].name} has "
+                f"{', '.join(names)} ({differ}); every source must give the same channels (select them with "
+                f"modality.channels)."
+            )
+    rate, resample, lengths, window, stride = _window_geometry(sources, cfg)
+
+    usable = []
+    for src in sources:
+        if lengths[id(src)] < window:
+            message = (
+                f"{src.name} lasts {lengths[id(src)] / rate:.6g} s per sample, shorter than one window "
+                f"(modality.window_s = {window / rate:.6g} s)."
+            )
+            if strict and len(sources) == 1:
+                raise DataError(message)
+            skipped.append({"path": src.name, "reason": message})
+            writer.warn(f"Skipping {src.name}: it lasts {lengths[id(src)] / rate:.6g} s per sample, "
+                        f"shorter than one window ({window / rate:.6g} s).")
+        else:
+            usable.append(src)
+    if not usable:
+        raise DataError(
+            f"Every source in {source_text!r} is shorter than one window (modality.window_s = "
+            f"{window / rate:.6g} s): {'; '.join(s['reason'] for s in skipped[-3:])}"
+        )
+
+    held: dict[int, np.ndarray] = {}
+    usable, picks, names, dead = _leave_out_dead_channels(
+        usable, picks, names, writer, source_text, strict and len(sources) == 1, skipped, cfg, held
+    )
+    mapping, class_names, label_kinds = label_mapping(usable)
+    writer.class_names = class_names
+    dropped = {DROP_NONFINITE: 0, DROP_FLAT: 0}
+    files = []
+    total_made = 0
+    for src in usable:
+        kept, counts, per_source, made = _write_source(
+            src, picks[id(src)], held, resample[id(src)], window, stride, mapping, writer, cfg
+        )
+        total_made += made
+        for why, count in per_source.items():
+            dropped[why] += count
+        if per_source[DROP_NONFINITE]:
+            writer.warn(
+                f"Dropped {_count_windows(per_source[DROP_NONFINITE])} of {src.name} holding NaN or "
+                f"infinite values."
+            )
+        if per_source[DROP_FLAT]:
+            writer.warn(
+                f"Dropped {_count_windows(per_source[DROP_FLAT])} of {src.name} in which every channel "
+                f"({format_names(names)}) is flat."
+            )
+        files.append({
+            "path": src.entry or src.path or src.name,
+            "channels": list(names),
+            "sfreq": src.sfreq,
+            "duration_s": src.n_samples * src.n_times / src.sfreq,
+            "n_samples": src.n_samples,
+            "sample_duration_s": src.n_times / src.sfreq,
+            "annotations": {},
+            "n_windows": kept,
+            "labels": label_kinds.get(src.name),
+            "label_counts": {
+                (class_names[c] if 0 <= c < len(class_names) else str(c)): n for c, n in sorted(counts.items())
+            },
+        })
+    if writer.count == 0:
+        raise DataError(
+            f"Every window made from {source_text!r} was dropped ({dropped[DROP_NONFINITE]} of "
+            f"{total_made} holding NaN or infinite values, {dropped[DROP_FLAT]} in which every channel "
+            f"({format_names(names)}) is flat)."
+        )
+    kinds = sorted({k for k in label_kinds.values() if k})
+    writer.info.update({
+        "sfreq": rate,
+        "ch_names": names,
+        "dead_channels": dead,
+        "source": source_text,
+        "n_recordings": len(usable),
+        "window_samples": window,
+        "stride_samples": stride,
+        "label_kind": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None),
+        "files": files,
+        "skipped": skipped,
+        "dropped": {why: count for why, count in dropped.items() if count},
+    })
+
+
+def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
+    """Cut, label, check and normalise the windows of one source into ``writer``.
+
+    Returns
+    -------
+    tuple
+        (windows kept, {class index: windows kept}, {drop reason: windows}, windows made).
+    """
+    up, down = ratio
+    per_source = {DROP_NONFINITE: 0, DROP_FLAT: 0}
+    kept = made = 0
+    counts: dict[int, int] = {}
+    chunk = _chunk_samples(src)
+    for start in range(0, src.n_samples, chunk):
+        stop = min(src.n_samples, start + chunk)
+        x = (held.pop(id(src)) if id(src) in held else read_block(src, start, stop))[:, pick]
+        if (up, down) != (1, 1):
+            from scipy.signal import resample_poly
+
+            x = resample_poly(x, up, down, axis=-1)
+        n_times = x.shape[-1]
+        starts = np.arange(0, n_times - window + 1, stride)
+        windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=-1)[:, :, starts]
+        m, n_win = x.shape[0], len(starts)
+        windows = windows.transpose(0, 2, 1, 3).reshape(m * n_win, x.shape[1], window)
+        labels = None
+        if mapping is not None:
+            raw = src.labels[start:stop]
+            labels = window_labels(raw, mapping, starts, window, up, down, src.n_times, cfg.label_at)
+        sample_ids = src.sample_ids[start:stop]
+        groups = np.repeat(
+            [f"{src.group}/{s}" if src.has_sample_dim else src.group for s in sample_ids], n_win
+        )
+        subjects = np.repeat(src.subjects[start:stop], n_win) if src.subjects is not None else None
+        finite = np.isfinite(windows).all(axis=(1, 2))
+        with np.errstate(invalid="ignore"):
+            flat = finite & (np.ptp(np.where(np.isfinite(windows), windows, 0), axis=-1) == 0).all(axis=1)
+        keep = finite & ~flat
+        per_source[DROP_NONFINITE] += int((~finite).sum())
+        per_source[DROP_FLAT] += int(flat.sum())
+        made += len(keep)
+        windows = windows[keep]
+        if cfg.normalize == "instance" and len(windows):
+            mean = windows.mean(axis=-1, keepdims=True)
+            std = windows.std(axis=-1, keepdims=True)
+            windows = (windows - mean) / np.maximum(std, 1e-12)
+        writer.append(
+            windows.astype(np.float32),
+            groups[keep].tolist(),
+            labels[keep] if labels is not None else None,
+            subjects[keep].tolist() if subjects is not None else None,
+        )
+        kept += int(keep.sum())
+        if labels is not None:
+            for c, n in zip(*np.unique(labels[keep], return_counts=True)):
+                counts[int(c)] = counts.get(int(c), 0) + int(n)
+    return kept, counts, per_source, made
