@@ -3,6 +3,7 @@
 The pairs come from :func:`relpos.plugins.compatible_pairs`, so a new modality or pretext plugin is
 tested here without writing a test (timm's ``tests/test_models.py`` habit). A modality this file
 does not know how to make data for is skipped with a reason; add a builder to ``DATA_BUILDERS``.
+The example plugins in examples/ take part whether or not they are installed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from relpos.config import resolve_config
 from relpos.training import build_modality, build_pretext
 
 from conftest import TINY_OVERRIDES as TINY
+from example_plugins import EXAMPLE_PLUGINS, registered
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,7 +56,23 @@ def timeseries_data(tmp_path_factory):
         "modality.sfreq=100", "modality.window_s=2", "modality.stride_s=1", "modality.patch_s=0.5"]
 
 
-DATA_BUILDERS = {"image": image_data, "eeg": eeg_data, "timeseries": timeseries_data}
+def npysignal_data(tmp_path_factory):
+    # the example modality: 4 signals × 2 channels × 64 samples; 16-sample patches → 4 grid cells
+    t = np.arange(64, dtype=np.float32)
+    signals = np.stack([np.stack([np.sin(t / (2 + k)), np.cos(t / (3 + k))]) for k in range(4)])
+    path = tmp_path_factory.mktemp("npysignal") / "signals.npy"
+    np.save(path, signals)
+    return str(path), []
+
+
+DATA_BUILDERS = {"image": image_data, "eeg": eeg_data, "timeseries": timeseries_data, "npysignal": npysignal_data}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _example_plugins():
+    """The example plugins, registered from their sources for this module when not installed."""
+    with registered(*EXAMPLE_PLUGINS):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +135,8 @@ def assert_gradients(module, prefix=""):
 
 
 def _pairs():
-    relpos.plugins.reset_registry()
-    pairs = relpos.plugins.compatible_pairs()
-    relpos.plugins.reset_registry()
-    return pairs
+    with registered(*EXAMPLE_PLUGINS):
+        return relpos.plugins.compatible_pairs()
 
 
 PAIRS = _pairs()
@@ -141,6 +157,10 @@ def test_every_builtin_pair_is_covered():
     assert {("eeg", "part"), ("eeg", "part-grid"), ("image", "part"), ("image", "part-grid")} <= set(PAIRS)
     for pretext_name in ("dino", "pw-self"):
         assert {(m, pretext_name) for m in ("eeg", "image", "timeseries")} <= set(PAIRS)
+
+
+def test_the_example_plugins_take_part():
+    assert {("npysignal", "part"), ("eeg", "jigsaw"), ("image", "jigsaw"), ("npysignal", "jigsaw")} <= set(PAIRS)
 
 
 @pytest.mark.parametrize("modality_name, pretext_name", PAIRS, ids=[f"{m}-{p}" for m, p in PAIRS])

@@ -7,6 +7,7 @@ import inspect
 import json
 import sys
 import textwrap
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -490,6 +491,9 @@ BAD_MODALITIES = {
     "name-not-a-string": (_modality(name=3), "got 3"),
     "no-load": (_modality(load=Modality.load), "does not implement load(data)"),
     "load-takes-nothing": (_modality(load=lambda self: None), "load must accept (self, data)"),
+    "augment-without-generator": (_modality(augment=lambda self, x: x), "augment must accept (self, x, generator)"),
+    "flip-axes-not-an-axis": (_modality(flip_axes=("col",)), "flip_axes must name some of its axes (time), got ('col',)"),
+    "flip-axes-a-string": (_modality(flip_axes="time"), "flip_axes must be a tuple of names"),
 }
 
 
@@ -617,3 +621,39 @@ def test_every_hook_is_documented_with_its_signature(name, fn):
     docs = REPO / "docs" / "plugins.md"
     assert docs.is_file(), f"{docs} is missing"
     assert expected in docs.read_text(), f"docs/plugins.md does not document {expected}"
+
+
+def _documented_form(name, fn) -> str:
+    """``name(a, b=None, **rest)``: the signature without self, annotations or return type."""
+    params = list(inspect.signature(fn).parameters.values())
+    if params and params[0].name in ("self", "cls"):
+        params = params[1:]
+    bare = inspect.Signature([p.replace(annotation=inspect.Parameter.empty) for p in params])
+    return f"{name}{bare}"
+
+
+def _contract(cls):
+    methods = [
+        (name, getattr(cls, name)) for name, value in vars(cls).items()
+        if not name.startswith("_") and isinstance(value, (types.FunctionType, classmethod))
+    ]
+    class_vars = [name for name, hint in cls.__annotations__.items() if str(hint).startswith("ClassVar")]
+    return methods, class_vars
+
+
+@pytest.mark.parametrize("cls", [Modality, Pretext], ids=["Modality", "Pretext"])
+def test_every_part_of_the_plugin_contract_is_documented(cls):
+    # A method or class attribute a plugin may set or override, added without documenting it
+    # (with its exact signature), fails here: docs/plugins.md is all a third-party author reads.
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    methods, class_vars = _contract(cls)
+    missing = [f"`{_documented_form(n, fn)}`" for n, fn in methods if f"`{_documented_form(n, fn)}`" not in docs]
+    missing += [f"`{name}`" for name in class_vars if f"`{name}`" not in docs]
+    assert not missing, f"docs/plugins.md does not document {cls.__name__}'s {', '.join(missing)}"
+
+
+def test_the_encoder_call_is_documented_with_its_signature():
+    from relpos.encoder import PatchEncoder
+
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    assert f"`self.encoder{_documented_form('', PatchEncoder.forward)}`" in docs

@@ -186,6 +186,14 @@ def _check_modality(cls: type) -> None:
         raise TypeError(f"{cls.__qualname__} does not implement load(data).")
     _check_signature(cls, "load", ("data",))
     _check_signature(cls, "augment", ("x", "generator"))
+    _check_signature(cls, "photometric", ("patches", "generator", "view", "per_patch"))
+    flip_axes = getattr(cls, "flip_axes", ())
+    if not isinstance(flip_axes, property):  # a property depends on the options: read per instance
+        _check_names_tuple(cls, "flip_axes", "('col',)")
+        if not set(flip_axes) <= set(axes):
+            raise TypeError(
+                f"{cls.__qualname__}.flip_axes must name some of its axes ({', '.join(axes)}), got {flip_axes!r}."
+            )
     if cls.patch_size is Modality.patch_size:
         fields = {f.name: f for f in dataclasses.fields(cls.Config)}
         if "patch_size" not in fields:
