@@ -10,16 +10,15 @@ first), so the recordings and their windows come in the same order on every mach
 from __future__ import annotations
 
 import glob
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from relpos.errors import DataError
+from relpos.modality import natural_key as natural_text_key
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 _GLOB_CHARS = ("*", "?", "[")
-_DIGITS = re.compile(r"(\d+)")
 
 
 def _never(path: Path) -> bool:
@@ -37,17 +36,14 @@ class FileKinds:
 
 
 def natural_key(path: Path) -> tuple:
-    """Sort key ordering numbers inside names by value: ``vol0, vol1, vol2, vol10``.
+    """Sort key ordering numbers inside names by value, ignoring case: ``vol0, vol1, Vol2, vol10``.
 
-    Each part of the path is split into text and digit runs (the runs compared as integers), so
-    folders order before their contents as with plain path order; the path itself breaks ties
-    (``vol01`` against ``vol1``) so the order never depends on the input order.
+    Each part of the path is keyed by :func:`relpos.modality.natural_key` (the order of
+    ``relpos data inspect``'s recordings), so folders order before their contents as with plain path
+    order; the path itself breaks ties (``vol01`` against ``vol1``) so the order never depends on the
+    input order.
     """
-    parts = tuple(
-        tuple(int(piece) if index % 2 else piece for index, piece in enumerate(_DIGITS.split(part)))
-        for part in Path(path).parts
-    )
-    return parts, str(path)
+    return tuple(natural_text_key(part) for part in Path(path).parts), str(path)
 
 
 def natural_sorted(paths) -> list[Path]:

@@ -23,10 +23,10 @@ def touch(path: Path) -> Path:
 
 def test_natural_order_puts_numbers_in_value_order():
     names = ["vol10.nc", "vol2.nc", "vol1.nc", "vol0.nc", "Vol3.nc", "vol1b.nc"]
-    # digit runs compare as numbers: 0 < 1 < 2 < 10; "vol1.nc" and "vol1b.nc" share "vol", 1 and then
-    # compare ".nc" with "b.nc" ('.' < 'b'); upper case sorts before lower case, as in plain order
+    # digit runs compare as numbers: 0 < 1 < 2 < 3 < 10, whatever the case of the text around them;
+    # "vol1.nc" and "vol1b.nc" share "vol", 1 and then compare ".nc" with "b.nc" ('.' < 'b')
     assert [p.name for p in natural_sorted(Path(n) for n in names)] == [
-        "Vol3.nc", "vol0.nc", "vol1.nc", "vol1b.nc", "vol2.nc", "vol10.nc",
+        "vol0.nc", "vol1.nc", "vol1b.nc", "vol2.nc", "Vol3.nc", "vol10.nc",
     ]
     # folders are ordered before their contents, part by part: s2/... before s10/...
     paths = [Path("s10/a1.nc"), Path("s2/a10.nc"), Path("s2/a9.nc")]
