@@ -39,6 +39,7 @@ from relpos.blocks import (
     update_teacher,
     weight_decay_schedule,
 )
+from relpos.config import MAX_STEPS, setting
 from relpos.errors import ConfigError, DataError
 from relpos.pretext import Pretext
 from relpos.views import Views, check_resolution, check_scale_range, extract_view_tokens, sample_views
@@ -53,28 +54,37 @@ SERIES_SCALES = {"global": (0.6, 1.0), "local": (0.1, 0.3)}
 class DINOConfig:
     """Options of the DINO pretext (paper defaults unless noted)."""
 
-    n_global: int = 2  # global views per sample (read by student and teacher)
-    n_local: int = 2  # local views per sample (student only); 8 in the paper, fewer for 2 CPU cores
-    global_scale: tuple[float, float] | None = None  # crop area/length fraction; None: modality default
-    local_scale: tuple[float, float] | None = None
-    local_resolution: int = 0  # px per side of resampled local views; 0: 96/224 of the image size
-    aspect_range: tuple[float, float] = (0.75, 1.3333333333333333)  # width / height of image crops
-    flip: bool | None = None  # mirror views on the modality's flip axes; None: when the modality allows
-    photometric: bool = True  # the modality's per-view photometric recipe (DINO's colour recipe on images)
-    out_dim: int = 4096  # head outputs K; 65536 in the paper
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    head_layers: int = 3
-    norm_last_layer: bool = True
-    freeze_last_layer: int = 0  # steps during which the head's last layer gets no gradient
-    teacher_momentum: float = 0.996  # EMA momentum at step 0; a cosine takes it to 1
-    center_momentum: float = 0.9
-    warmup_teacher_temp: float = 0.04
-    teacher_temp: float = 0.07
-    teacher_temp_warmup: float = 0.3  # fraction of the run over which the teacher temperature warms up
-    student_temp: float = 0.1
-    weight_decay: float = 0.04  # at step 0; a cosine takes it to weight_decay_end (replaces train.weight_decay)
-    weight_decay_end: float = 0.4
+    n_global: int = setting(2, ge=1, le=64)  # global views per sample (read by student and teacher)
+    # local views per sample (student only); 8 in the paper, fewer for 2 CPU cores
+    n_local: int = setting(2, ge=0, le=256)
+    # crop area (2+ axes) or length (1 axis) fraction; None: the modality's default
+    global_scale: tuple[float, float] | None = setting(None, gt=0, le=1, ordered=True)
+    local_scale: tuple[float, float] | None = setting(None, gt=0, le=1, ordered=True)
+    # side of resampled local views in px; 0: 96/224 of the image size
+    local_resolution: int = setting(0, ge=0, le=65536)
+    # width / height of image crops, log-uniform
+    aspect_range: tuple[float, float] = setting((0.75, 1.3333333333333333), gt=0, ordered=True)
+    # mirror views on the modality's flip axes; None: when the modality allows it
+    flip: bool | None = setting(None)
+    photometric: bool = setting(True)  # the modality's per-view photometric recipe
+    out_dim: int = setting(4096, ge=1, le=2**20)  # head outputs K; 65536 in the paper
+    head_hidden_dim: int = setting(2048, ge=1, le=2**16)
+    head_bottleneck_dim: int = setting(256, ge=1, le=2**16)
+    head_layers: int = setting(3, ge=1, le=16)
+    norm_last_layer: bool = setting(True)
+    # steps during which the head's last layer gets no gradient
+    freeze_last_layer: int = setting(0, ge=0, le=MAX_STEPS)
+    # EMA momentum at step 0; a cosine takes it to 1
+    teacher_momentum: float = setting(0.996, ge=0, le=1)
+    center_momentum: float = setting(0.9, ge=0, le=1)
+    warmup_teacher_temp: float = setting(0.04, gt=0)
+    teacher_temp: float = setting(0.07, gt=0)
+    # fraction of the run over which the teacher temperature warms up
+    teacher_temp_warmup: float = setting(0.3, ge=0, le=1)
+    student_temp: float = setting(0.1, gt=0)
+    # weight decay at step 0, taken to weight_decay_end on a cosine (replaces train.weight_decay)
+    weight_decay: float = setting(0.04, ge=0)
+    weight_decay_end: float = setting(0.4, ge=0)
 
     def validate(self) -> None:
         if self.n_global < 1:

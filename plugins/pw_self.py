@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from relpos import hookimpl
+from relpos.config import setting
 from relpos.errors import ConfigError, did_you_mean
 from relpos.views import match_tokens
 from relpos_plugins.dino import DINO, DINOConfig
@@ -45,9 +46,9 @@ LOSSES = ("mean", "sum", "lambda")
 class PWSelfConfig(DINOConfig):
     """Options of PW-Self: DINO's, plus the patch-wise loss and patch-level augmentation."""
 
-    loss: str = "mean"  # mean (Eq. 8) | sum (Eq. 9) | lambda (Eq. 10)
-    cls_weight: float = 0.2  # λ of Eq. 10: the CLS term's weight
-    patch_augment: bool = True  # PW-Self's patch-level photometric augmentation (§3.3)
+    loss: str = setting("mean", choices=LOSSES)  # mean (Eq. 8) | sum (Eq. 9) | lambda (Eq. 10)
+    cls_weight: float = setting(0.2, ge=0, le=1)  # λ of Eq. 10: the CLS term's weight
+    patch_augment: bool = setting(True)  # PW-Self's patch-level photometric augmentation (§3.3)
 
     def validate(self) -> None:
         super().validate()

@@ -155,10 +155,11 @@ def test_one_window_is_refused():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("pretext.global_scale=[0.5, 1.2]", r"0 < low <= high <= 1"),
-        ("pretext.local_scale=[0.3, 0.1]", r"0 < low <= high <= 1"),
-        ("pretext.teacher_momentum=1.5", r"\[0, 1\], got 1.5"),
-        ("pretext.teacher_momentum=-0.1", r"\[0, 1\], got -0.1"),
+        ("pretext.global_scale=[0.5, 1.2]", r"'pretext.global_scale'.*<= 1, got \[0.5, 1.2\]"),
+        ("pretext.local_scale=[0.3, 0.1]", r"'pretext.local_scale'.*low <= high, got \[0.3, 0.1\]"),
+        ("pretext.local_scale=[0, 0.1]", r"'pretext.local_scale'.*> 0 and <= 1, got \[0.0, 0.1\]"),
+        ("pretext.teacher_momentum=1.5", r"'pretext.teacher_momentum'.*>= 0 and <= 1, got 1.5"),
+        ("pretext.teacher_momentum=-0.1", r"'pretext.teacher_momentum'.*>= 0 and <= 1, got -0.1"),
         ("pretext.local_resolution=2", r"holds no whole patch"),
         ("pretext.local_resolution=32", r"must not be larger than global"),
         ("pretext.local_scale=[0.5, 1.0]", r"must not be larger than global"),
