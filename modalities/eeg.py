@@ -13,10 +13,14 @@ band-pass filtered, re-referenced (``reference``) and resampled with MNE (the ba
 resampling are MNE's ``raw.filter``/``raw.resample`` numbers, computed for blocks of channels at once
 by ``eeg_dsp`` where MNE would treat the recording as one segment), cut into fixed windows
 (``windows: fixed``) or one window per annotation (``windows: events``), and each window is
-instance-normalised per channel. Windows with non-finite samples or a flat channel are dropped and
-counted. Labels come from annotations (``labels: annotations`` with ``label_map``), or from Sleep-EDF
-hypnograms (``labels: sleep``: W, N1, N2, N3, REM). Every window carries its recording id and its
-subject id, so splits are by recording or subject. Windows made from files are cached on disk.
+instance-normalised per channel. A channel flat throughout a recording (a dead electrode, an unused
+ADC input) is left out of every recording with one warning naming it (:mod:`.channels`); windows with
+non-finite samples or in which a live channel goes flat are dropped and counted, the channels named.
+Labels come from annotations (``labels: annotations`` with ``label_map``), or from Sleep-EDF
+hypnograms (``labels: sleep``: W, N1, N2, N3, REM); the default ``labels: auto`` stages a PSG that
+has its hypnogram beside it on the hypnogram's 30-s epochs when the windows are the defaults. Every
+window carries its recording id and its subject id, so splits are by recording or subject. Windows
+made from files are cached on disk.
 
 The defaults are the PART paper's sleep-EEG recipe: 0.1–30 Hz, 100 Hz, 30-second windows, 1-second
 patches, 40 of them sampled per window. The package ships one real recording,

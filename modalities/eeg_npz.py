@@ -21,6 +21,7 @@ from relpos.errors import DataError
 
 from .eeg_pipeline import DROP_NONFINITE, flat_reason, normalise, notch_freqs, select_channels, split_names
 from .eeg_sources import subject_of
+from .numpy_files import open_numpy, read_array
 
 UNIT_SCALE = {"V": 1.0, "mV": 1e-3, "uV": 1e-6}
 CHUNK_TRIALS = 256
@@ -29,10 +30,7 @@ CHUNK_TRIALS = 256
 def _arrays(cfg, path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray | None]], dict[str, Any]]:
     """[(split, X, y)] and the archive's metadata."""
     where = repr(str(path))
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - numpy raises several kinds for a bad file
-        raise DataError(f"Cannot read {where} as a NumPy file: {' '.join(str(exc).split())}.") from None
+    archive = open_numpy(path)
     if isinstance(archive, np.ndarray):
         x = archive[None] if archive.ndim == 2 else archive
         if x.ndim != 3:
@@ -42,7 +40,7 @@ def _arrays(cfg, path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray | N
             )
         return [("all", x, None)], {}
     keys = set(archive.files)
-    meta = {k: archive[k] for k in ("sfreq", "ch_names", "ch_types", "class_names") if k in keys}
+    meta = {k: read_array(archive, k, path) for k in ("sfreq", "ch_names", "ch_types", "class_names") if k in keys}
     if {"X_train", "X_test"} & keys:
         splits = ("train", "test") if cfg.split == "all" else (cfg.split,)
         out = []
@@ -52,12 +50,13 @@ def _arrays(cfg, path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray | N
                     f"{where} has no 'X_{split}' array (modality.split = {cfg.split!r}); its arrays are "
                     f"{sorted(keys)}."
                 )
-            y = archive[f"y_{split}"] if f"y_{split}" in keys else None
-            out.append((split, archive[f"X_{split}"], y))
+            y = read_array(archive, f"y_{split}", path) if f"y_{split}" in keys else None
+            out.append((split, read_array(archive, f"X_{split}", path), y))
         return out, meta
     for key in ("X", "x"):
         if key in keys:
-            return [("all", archive[key], archive["y"] if "y" in keys else None)], meta
+            y = read_array(archive, "y", path) if "y" in keys else None
+            return [("all", read_array(archive, key, path), y)], meta
     raise DataError(
         f"{where} holds no EEG trials: expected arrays X_train/X_test (or X), found {sorted(keys)}."
     )

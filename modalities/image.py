@@ -1,7 +1,9 @@
 """The ``image`` modality: 2 axes (row, col), pixels as native units.
 
-Opens a folder of images (searched recursively; any size; RGB, greyscale, RGBA or palette) or a
-NumPy ``.npz`` holding an image array. Images are resized so the shorter side is ``image_size`` and
+Opens a folder of images (searched recursively; any size; RGB, greyscale (8 or 16 bits), RGBA or
+palette) or a NumPy ``.npz``/``.npy`` holding an image array. Pixel values are scaled by their bit
+depth (uint8 by 255, uint16 and 16-bit PNGs by 65535); floats must be in [0, 1], and an array that
+holds no pixels (standardised signals, an archive with a sampling rate) is refused, never clipped. Images are resized so the shorter side is ``image_size`` and
 centre-cropped to a square, scaled to [-1, 1]. In a folder whose images sit in sub-folders, the
 sub-folder names become class labels (the ImageFolder layout).
 """
@@ -64,6 +66,63 @@ def _resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
+def _deep_grey(img, path: Path) -> np.ndarray:
+    """A 16-bit or 32-bit greyscale image (PIL modes ``I;16*``, ``I``, ``F``) as float32 in [0, 1].
+
+    Integers are divided by the largest value of the file's bit depth: 65535 for 16-bit files (every
+    16-bit PNG, which Pillow opens as ``I;16`` or ``I``), 2³¹ - 1 for a 32-bit integer image whose
+    values go past 16 bits. Floating-point images are taken to be in [0, 1] already.
+    """
+    values = np.asarray(img)
+    if img.mode == "F":
+        return values.astype(np.float32)
+    values = values.astype(np.float64)
+    if values.size and values.min() < 0:
+        raise DataError(
+            f"Image {str(path)!r} holds negative pixel values (minimum {values.min():g}) in mode "
+            f"{img.mode!r}; relpos reads unsigned greyscale images (8 or 16 bits)."
+        )
+    sixteen_bits = img.mode.startswith("I;16") or img.format == "PNG" or not values.size or values.max() <= 65535
+    return (values / (65535.0 if sixteen_bits else 2147483647.0)).astype(np.float32)
+
+
+#: Float pixels may overshoot [0, 1] by this much (resampling, rounding) before they count as out of range.
+FLOAT_RANGE_SLACK = 1e-3
+
+
+def _unit_range(images: np.ndarray, source: str) -> np.ndarray:
+    """Pixel values scaled to [0, 1] by their type; float32 out.
+
+    Unsigned integers are divided by their bit depth's largest value (uint8 by 255, uint16 by
+    65535); signed integers holding 8-bit or 16-bit pixel values likewise; floats must already be
+    in [0, 1]. Anything else (negative values, floats past 1: standardised signals, not pixels) is
+    refused in one sentence instead of being clipped.
+    """
+    if images.dtype == np.bool_:
+        return np.ascontiguousarray(images, dtype=np.float32)
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise DataError(
+            f"Image array {source!r} has dtype {images.dtype}; expected unsigned integers (uint8, uint16) "
+            f"or floats in [0, 1]."
+        )
+    low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+    if np.issubdtype(images.dtype, np.unsignedinteger):
+        top = float(np.iinfo(images.dtype).max)
+    elif np.issubdtype(images.dtype, np.signedinteger) and low >= 0 and high <= 65535:
+        top = 255.0 if high <= 255 else 65535.0  # 8-bit or 16-bit pixels stored in a wider integer
+    elif np.issubdtype(images.dtype, np.floating) and np.isfinite([low, high]).all() and (
+        -FLOAT_RANGE_SLACK <= low and high <= 1 + FLOAT_RANGE_SLACK
+    ):
+        return np.ascontiguousarray(images, dtype=np.float32)
+    else:
+        raise DataError(
+            f"Image array {source!r} holds {images.dtype} values from {low:g} to {high:g}, which are not "
+            f"pixels: relpos reads images as unsigned 8- or 16-bit integers or floats in [0, 1] (is it "
+            f"signal data for the timeseries or eeg modality?)."
+        )
+    return (np.ascontiguousarray(images, dtype=np.float64) / top).astype(np.float32)
+
+
 class ImageModality(Modality):
     """Images from a folder or an .npz array; patches are square boxes in pixels."""
 
@@ -83,7 +142,7 @@ class ImageModality(Modality):
             raise DataError(f"Data path {str(path)!r} does not exist.")
         if path.is_dir():
             return self._from_folder(path)
-        if path.suffix.lower() == ".npz":
+        if path.suffix.lower() in (".npz", ".npy"):
             return self._from_npz(path)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return self._from_files([path], path.parent, labels=None, class_names=[])
@@ -129,11 +188,14 @@ class ImageModality(Modality):
                 with Image.open(f) as img:
                     img.load()
                     mode = img.mode
-                    is_grey = mode in ("L", "LA", "1", "I", "I;16", "F")
-                    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-                        base = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                        img = Image.alpha_composite(base, img.convert("RGBA"))
-                    rgb = np.asarray(img.convert("L" if is_grey else "RGB"), dtype=np.float32) / 255.0
+                    is_grey = mode in ("L", "LA", "1", "I", "F") or mode.startswith("I;16")
+                    if mode in ("I", "F") or mode.startswith("I;16"):
+                        rgb = _deep_grey(img, f)  # 16-bit / 32-bit grey: convert("L") would clip at 255
+                    else:
+                        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+                            base = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                            img = Image.alpha_composite(base, img.convert("RGBA"))
+                        rgb = np.asarray(img.convert("L" if is_grey else "RGB"), dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 raise DataError(f"Cannot read image {str(f)!r}: {' '.join(str(exc).split())}.") from None
             h, w = rgb.shape[:2]
@@ -158,21 +220,30 @@ class ImageModality(Modality):
         return self._windows(x, labels, groups, class_names, source=str(root))
 
     def _from_npz(self, path: Path) -> Windows:
-        try:
-            archive = np.load(path, allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error
-            raise DataError(f"Cannot read {str(path)!r} as a NumPy .npz archive: {' '.join(str(exc).split())}.") from None
+        from .numpy_files import open_numpy, read_array
+
+        archive = open_numpy(path)
+        if isinstance(archive, np.ndarray):  # an .npy file: one image array
+            return self._from_array(archive, None, [], str(path))
         with archive:
             keys = list(archive.keys())
+            signal_keys = [k for k in ("sfreq", "ch_names", "ch_types") if k in keys]
+            if signal_keys and not self.config.npz_key:
+                # Sampling rates and channel names belong to signals (the UEA layout X_train (n, C, T)).
+                raise DataError(
+                    f"{str(path)!r} holds signal data, not images (it has {', '.join(map(repr, signal_keys))}); "
+                    f"open it with the timeseries or eeg modality, or set modality.npz_key to read an array "
+                    f"as images anyway."
+                )
             key = self.config.npz_key or next((k for k in NPZ_IMAGE_KEYS if k in keys), "")
             if not key or key not in keys:
                 raise DataError(
                     f"No image array in {str(path)!r}: found arrays {keys}; set modality.npz_key to one of them."
                 )
-            images = archive[key]
+            images = read_array(archive, key, path)
             label_key = NPZ_LABEL_KEYS.get(key)
-            labels = archive[label_key] if label_key in keys else None
-            class_names = [str(c) for c in archive["class_names"]] if "class_names" in keys else []
+            labels = read_array(archive, label_key, path) if label_key in keys else None
+            class_names = [str(c) for c in read_array(archive, "class_names", path)] if "class_names" in keys else []
         return self._from_array(images, labels, class_names, f"{path}:{key}")
 
     def _from_array(self, images: np.ndarray, labels, class_names, source: str) -> Windows:
@@ -194,8 +265,7 @@ class ImageModality(Modality):
                 f"Images in {source!r} are {w}×{h} px, smaller than the patch size "
                 f"{self.config.patch_size} px; lower modality.patch_size."
             )
-        scale = 255.0 if images.dtype == np.uint8 else 1.0
-        x = torch.from_numpy(np.ascontiguousarray(images)).float() / scale
+        x = torch.from_numpy(_unit_range(images, source))
         if x.shape[1] == 4:
             x = x[:, :3] * x[:, 3:] + (1 - x[:, 3:])  # composite over white
         want_grey = self._want_grey(x.shape[1] == 1)

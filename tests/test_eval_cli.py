@@ -236,3 +236,47 @@ def test_tokens_features_on_the_image_grid(capsys, image_run, protocol):
     encoder = relpos.load_encoder(image_run)
     windows = encoder.open(str(result["data"]))
     assert tuple(encoder.embed(windows.x[:3], features="tokens").shape) == (3, 4 * 32)
+
+
+# -- the data must match the run (issue 9, section 4) -----------------------------------------------
+def test_sensor_archive_on_an_image_run_is_refused(capsys, image_run, tmp_path):
+    # The UEA layout (X_train (n, channels, samples) + sfreq) once opened as 6 x 100 "images", every
+    # standardised value clipped into [0, 1], and was scored.
+    rng = np.random.default_rng(0)
+    path = tmp_path / "sensors.npz"
+    np.savez(path, X_train=rng.standard_normal((8, 6, 100)).astype(np.float32), y_train=np.tile([0, 1], 4),
+             sfreq=np.array(10.0))
+    code, _, err = run_eval(capsys, image_run, "--data", path)
+    assert_one_line_error(code, err, str(path), "holds signal data, not images", "'sfreq'")
+
+
+def test_standardised_floats_are_not_pixels(capsys, image_run, tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "floats.npz"
+    x = rng.standard_normal((12, 8, 8)).astype(np.float32)  # values around -3..3, no sampling rate
+    np.savez(path, x_train=x, y_train=np.tile([0, 1], 6), x_test=x, y_test=np.tile([0, 1], 6))
+    code, _, err = run_eval(capsys, image_run, "--data", path)
+    assert_one_line_error(code, err, "float32 values from", f"{x.min():g} to {x.max():g}", "not pixels")
+
+
+def _cases(path, names, sfreq=10.0, seconds=4):
+    rng = np.random.default_rng(2)
+    np.savez(path, X=rng.standard_normal((30, len(names), int(seconds * sfreq))).astype(np.float32),
+             y=np.tile([0, 1, 2], 10), subjects=np.repeat([f"s{i}" for i in range(6)], 5),
+             sfreq=np.array(sfreq), ch_names=np.array(names))
+    return path
+
+
+def test_signals_with_other_channels_or_rate_are_refused(capsys, subjects_run, tmp_path):
+    trained = relpos.load_encoder(subjects_run)
+    trained_names = list(trained.open(str(trained.config.data)).info["ch_names"])
+    assert len(trained_names) == 2
+    other = _cases(tmp_path / "other.npz", ["acc_x", "acc_y"])
+    code, _, err = run_eval(capsys, subjects_run, "--data", other)
+    assert_one_line_error(code, err, "other channels", "only in the data: acc_x, acc_y")
+    swapped = _cases(tmp_path / "swapped.npz", trained_names[::-1])
+    code, _, err = run_eval(capsys, subjects_run, "--data", swapped)
+    assert_one_line_error(code, err, "the same channels in another order")
+    faster = _cases(tmp_path / "faster.npz", trained_names, sfreq=20.0, seconds=2)  # 40 samples, as trained
+    code, _, err = run_eval(capsys, subjects_run, "--data", faster)
+    assert_one_line_error(code, err, "opens at 20 Hz", "trained at 10 Hz")

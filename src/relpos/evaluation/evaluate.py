@@ -214,6 +214,65 @@ def _require_labels(windows: Windows, data: Any) -> None:
         )
 
 
+def _trained_data_info(run_dir: str | Path) -> dict[str, Any]:
+    """What the run's checkpoint recorded about its training data (``Windows.info``, extent, channels)."""
+    from ..checkpoint import load_checkpoint
+
+    state = load_checkpoint(run_dir, map_location="cpu", mmap=True)  # only the small entries are read
+    info = state.get("data_info")
+    return dict(info) if isinstance(info, dict) else {}
+
+
+def _names_text(names: list[str]) -> str:
+    shown = ", ".join(names[:8])
+    return shown + (f" and {len(names) - 8} more" if len(names) > 8 else "") if names else "none"
+
+
+def check_data_matches(trained_on: dict[str, Any], windows: Windows, modality: str, data: Any) -> None:
+    """Refuse, in one sentence, data whose windows differ from the run's training windows.
+
+    An encoder's patches, position embeddings and what its tokens mean are tied to what it was
+    trained on: the extent of a window, and for signals its channels (by name, in order) and its
+    sampling rate. Data that opens into other windows is data of another modality or set-up,
+    even when the shapes happen to be compatible.
+
+    Parameters
+    ----------
+    trained_on : dict
+        The checkpoint's ``data_info`` (``extent``, ``channels``, and ``Windows.info``: ``ch_names``,
+        ``sfreq``).
+    windows : Windows
+        The opened evaluation data.
+    """
+    where = _source_text(data)
+    extent = trained_on.get("extent")
+    if isinstance(extent, list) and extent and [int(e) for e in extent] != list(windows.extent):
+        raise DataError(
+            f"--data {where!r} opens into {modality} windows of extent {list(windows.extent)}, but the run was "
+            f"trained on windows of extent {[int(e) for e in extent]}; use data recorded like the run's "
+            f"(the same modality settings), or evaluate a run trained on this data."
+        )
+    trained_names = [str(n) for n in trained_on.get("ch_names") or []]
+    names = [str(n) for n in (windows.info or {}).get("ch_names") or []]
+    if trained_names and names and trained_names != names:
+        only_run = [n for n in trained_names if n not in names]
+        only_data = [n for n in names if n not in trained_names]
+        if not only_run and not only_data:
+            detail = f"the same channels in another order ({_names_text(names)} instead of {_names_text(trained_names)})"
+        else:
+            detail = f"other channels (only in the run: {_names_text(only_run)}; only in the data: {_names_text(only_data)})"
+        raise DataError(
+            f"--data {where!r} has {detail}; the run's encoder was trained on channels "
+            f"{_names_text(trained_names)}, in that order."
+        )
+    trained_rate, rate = trained_on.get("sfreq"), (windows.info or {}).get("sfreq")
+    if isinstance(trained_rate, (int, float)) and isinstance(rate, (int, float)) and not np.isclose(trained_rate, rate):
+        raise DataError(
+            f"--data {where!r} opens at {rate:g} Hz, but the run was trained at {trained_rate:g} Hz; its "
+            f"patches would span other lengths of time (resample the data, or evaluate a matching run)."
+        )
+
+
 def _labelled(windows: Windows) -> Windows:
     keep = np.flatnonzero(windows.labels.numpy() >= 0)
     return windows if len(keep) == len(windows) else _subset(windows, keep)
@@ -335,6 +394,10 @@ def evaluate(
             f"The run's encoder takes {channels} channel(s) of {modality.name} data, but "
             f"{_source_text(source)!r} opens into {train.channels}; is it data of another modality or montage?"
         )
+    if data is not None:
+        trained_on = _trained_data_info(run_dir)
+        for windows in (train, test):
+            check_data_matches(trained_on, windows, modality.name, source)
     class_names = list(train.class_names or test.class_names)
     y_train, y_test = train.labels.numpy().astype(np.int64), test.labels.numpy().astype(np.int64)
     n_classes = max(len(class_names), int(max(y_train.max(), y_test.max())) + 1)
