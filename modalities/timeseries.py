@@ -40,7 +40,7 @@ from typing import Any
 
 from relpos import hookimpl
 from relpos.config import check_fields, setting
-from relpos.errors import ConfigError
+from relpos.errors import ConfigError, DataError
 from relpos.modality import Modality, Windows, npz_keys
 
 from .ts_labels import LABEL_AT
@@ -113,6 +113,8 @@ class TimeseriesModality(Modality):
         super().__init__(config)
         self.config.validate()
         self._sfreq: float | None = None  # the rate of the windows last loaded, Hz
+        self._report = False  # inspect's second try: report what was found when nothing is usable
+        self._last_info: dict[str, Any] = {}
 
     def photometric(self, patches, generator, view="global-1", per_patch=False):
         """Amplitude scaling, noise, channel dropout and time masking (see ``series_photometric``)."""
@@ -159,7 +161,8 @@ class TimeseriesModality(Modality):
         Returns
         -------
         Windows
-            With ``info``: ``sfreq`` (Hz), ``ch_names``, ``source``, ``files``, ``skipped``,
+            With ``info``: ``sfreq`` (Hz), ``ch_names``, ``dead_channels`` (left out: flat throughout a
+            source), ``source``, ``files`` (with each channel's ``channel_status``), ``skipped``,
             ``dropped`` ({reason: windows}), ``window_samples``, ``label_kind``.
         """
         from relpos.cache import cached_windows
@@ -173,12 +176,15 @@ class TimeseriesModality(Modality):
         source_text = describe_data(data)
 
         def build(writer) -> None:
-            build_windows(items, writer, source_text, self.config)
+            build_windows(items, writer, source_text, self.config, report=self._report)
 
         windows = cached_windows(
-            "timeseries", files_to_hash(paths), params, build, enabled=self.config.cache and not in_memory
+            "timeseries", files_to_hash(paths), params, build,
+            enabled=self.config.cache and not in_memory and not self._report,
         )
-        self._sfreq = float(windows.info["sfreq"])
+        self._last_info = windows.info
+        if windows.info.get("sfreq"):
+            self._sfreq = float(windows.info["sfreq"])
         return windows
 
     def eval_splits(self, data: Any) -> tuple[Windows, Windows] | None:
@@ -189,15 +195,33 @@ class TimeseriesModality(Modality):
         return self.load_with(data, split="train"), self.load_with(data, split="test")
 
     def inspect(self, data: Any) -> dict[str, Any]:
-        """The base report (files, skipped, dropped, labels) plus the window and patch geometry."""
-        report = super().inspect(data)
+        """The base report (files with each channel's status, skipped, dropped, labels) plus
+        ``dead_channels`` and the window and patch geometry; when nothing is usable, ``problem`` (the
+        sentence :meth:`load` raises) instead of an error, so the files and channels are still reported."""
+        import copy
+
+        self._last_info = {}
+        try:
+            report = super().inspect(data)
+        except DataError as exc:
+            if not isinstance(data, (str, Path)):
+                raise
+            reporter = copy.copy(self)
+            reporter._report = True
+            reporter._last_info = {}
+            report = Modality.inspect(reporter, data)
+            self._last_info = reporter._last_info
+            self._sfreq = reporter._sfreq
+            report["problem"] = str(self._last_info.get("problem") or exc)
         if self._sfreq is not None:
             report["sfreq"] = self._sfreq
+        report["dead_channels"] = list(self._last_info.get("dead_channels") or [])
         cfg = self.config
         report["window_s"] = cfg.window_s
         report["stride_s"] = cfg.stride_s or cfg.window_s
-        report["patch_samples"] = int(self.patch_size()[0])
-        report["patches_per_window"] = self.default_num_patches(report["extent"])
+        if report["extent"] and (cfg.patch_samples or cfg.sfreq_target or self._sfreq or cfg.sfreq):
+            report["patch_samples"] = int(self.patch_size()[0])
+            report["patches_per_window"] = self.default_num_patches(report["extent"])
         report["normalize"] = cfg.normalize
         return report
 

@@ -14,6 +14,7 @@ channel and hand them to the cache's writer.
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -89,15 +90,76 @@ def _chunk_samples(src: Source) -> int:
     return max(1, CHUNK_VALUES // max(1, len(src.ch_names) * src.n_times))
 
 
-def build_windows(items: list[Any], writer, source_text: str, cfg) -> None:
-    """Make the windows of ``items`` (see the module docstring) into ``writer``, closing every file."""
+@dataclass
+class _Progress:
+    """What the build has found so far: what ``relpos data inspect`` reports when nothing is usable."""
+
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    files: dict[int, dict[str, Any]] = field(default_factory=dict)  # id(source) -> its report entry
+    sfreq: float | None = None
+    ch_names: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+
+
+def build_windows(items: list[Any], writer, source_text: str, cfg, report: bool = False) -> None:
+    """Make the windows of ``items`` (see the module docstring) into ``writer``, closing every file.
+
+    Parameters
+    ----------
+    report : bool
+        For ``relpos data inspect``: when nothing is usable, write no window and put the reason in
+        ``writer.info["problem"]``, with every file found and its channels' status, instead of
+        raising it.
+    """
     sources: list[Source] = []
+    progress = _Progress()
     try:
-        _build(items, writer, source_text, cfg, sources)
+        _build(items, writer, source_text, cfg, sources, progress)
+    except DataError as exc:
+        if not report:
+            raise
+        writer.info.update({
+            "sfreq": progress.sfreq,
+            "ch_names": progress.ch_names,
+            "dead_channels": progress.dead,
+            "source": source_text,
+            "files": list(progress.files.values()),
+            "skipped": progress.skipped,
+            "dropped": {},
+            "problem": str(exc),
+        })
     finally:
         for src in sources:
             if src.close is not None:
                 src.close()
+
+
+def _file_entry(src: Source, channels: list[str]) -> dict[str, Any]:
+    """The report entry of one source before its windows are made."""
+    return {
+        "path": src.entry or src.path or src.name,
+        "channels": list(channels),
+        "sfreq": src.sfreq,
+        "duration_s": src.n_samples * src.n_times / src.sfreq,
+        "n_samples": src.n_samples,
+        "sample_duration_s": src.n_times / src.sfreq,
+        "annotations": {},
+        "n_windows": 0,
+        "labels": None,
+        "label_counts": {},
+    }
+
+
+def _channel_status(src: Source, names: list[str], flat: np.ndarray, non_finite: np.ndarray) -> list[dict]:
+    """Per picked channel of ``src``: name, unit, status ("ok", "flat throughout", "N non-finite samples")."""
+    out = []
+    for name, is_flat, n_bad in zip(names, flat.tolist(), non_finite.tolist()):
+        parts = (["flat throughout"] if is_flat else []) + ([f"{n_bad} non-finite samples"] if n_bad else [])
+        out.append({
+            "name": name, "unit": src.unit or "n/a", "status": ", ".join(parts) or "ok",
+            "flat_throughout": bool(is_flat),
+        })
+    return out
 
 
 def _open_all(items, writer, source_text, strict, skipped, cfg, sources: list[Source]) -> None:
@@ -153,13 +215,15 @@ def _window_geometry(sources: list[Source], cfg) -> tuple[float, dict, dict, int
     return rate, resample, lengths, window, stride
 
 
-def _flat_in_every_sample(src: Source, pick: list[int], held: dict[int, np.ndarray]) -> np.ndarray:
-    """``(len(pick),)`` bool: the channels with no variation within any sample of ``src`` (raw samples).
+def _scan_channels(src: Source, pick: list[int], held: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(flat, non_finite), each ``(len(pick),)``: the channels with no variation within any sample of
+    ``src`` (raw samples), and how many non-finite values each holds.
 
     A source read in one block is kept in ``held`` (while the blocks kept stay under
     :data:`CHUNK_VALUES` values) so that making its windows does not read it again.
     """
     flat = np.ones(len(pick), dtype=bool)
+    non_finite = np.zeros(len(pick), dtype=np.int64)
     chunk = _chunk_samples(src)
     for start in range(0, src.n_samples, chunk):
         stop = min(src.n_samples, start + chunk)
@@ -169,28 +233,32 @@ def _flat_in_every_sample(src: Source, pick: list[int], held: dict[int, np.ndarr
         x = block[:, pick]
         per_sample = flat_throughout(x.reshape(-1, x.shape[-1]), FLAT_SPAN).reshape(x.shape[0], x.shape[1])
         flat &= per_sample.all(axis=0)
-    return flat
+        non_finite += np.count_nonzero(~np.isfinite(x), axis=(0, 2))
+    return flat, non_finite
 
 
-def _leave_out_dead_channels(usable, picks, names, writer, source_text, strict, skipped, cfg, held):
+def _leave_out_dead_channels(usable, picks, names, writer, source_text, strict, progress, cfg, held):
     """Drop the channels flat throughout a source from every source's pick (see :mod:`.channels`).
 
     A channel that ``modality.channels`` names exactly is kept, as asked, with a warning. Returns
     (usable sources, their picks, channel names), a source that cannot be read being skipped like an
     unreadable file when there are several.
     """
+    skipped = progress.skipped
     masks: dict[str, np.ndarray] = {}
     where: dict[str, list[str]] = {}
     readable = []
     for src in usable:
         try:
-            mask = _flat_in_every_sample(src, picks[id(src)], held)
+            mask, non_finite = _scan_channels(src, picks[id(src)], held)
         except DataError as exc:
             if strict:
                 raise
             skipped.append({"path": src.entry or src.path or src.name, "reason": str(exc)})
+            progress.files.pop(id(src), None)
             writer.warn(f"Skipping {src.name}: {exc}")
             continue
+        progress.files[id(src)]["channel_status"] = _channel_status(src, names, mask, non_finite)
         readable.append(src)
         masks[str(id(src))] = mask
         for name, is_flat in zip(names, mask):
@@ -205,6 +273,7 @@ def _leave_out_dead_channels(usable, picks, names, writer, source_text, strict, 
     kept_dead = [n for n in dead if n in pinned]
     dead = [n for n in dead if n not in pinned]
     live = [n for n in names if n not in dead]
+    progress.dead = dead
     if kept_dead:
         writer.warn(
             f"{'Channel' if len(kept_dead) == 1 else 'Channels'} {format_names(kept_dead)} named in "
@@ -224,12 +293,15 @@ def _leave_out_dead_channels(usable, picks, names, writer, source_text, strict, 
     return readable, picks, live, dead
 
 
-def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source]) -> None:
+def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source], progress: _Progress) -> None:
     strict = len(items) == 1
-    skipped: list[dict[str, str]] = []
+    skipped = progress.skipped
     _open_all(items, writer, source_text, strict, skipped, cfg, sources)
     picks = {id(src): pick_channels(src, cfg.channels) for src in sources}  # by id: two arrays share a name
     names = [sources[0].ch_names[i] for i in picks[id(sources[0])]]
+    progress.ch_names = names
+    progress.sfreq = sources[0].sfreq
+    progress.files = {id(src): _file_entry(src, [src.ch_names[i] for i in picks[id(src)]]) for src in sources}
     for src in sources[1:]:
         these = [src.ch_names[i] for i in picks[id(src)]]
         if these != names:
@@ -246,6 +318,7 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
                 f"modality.channels)."
             )
     rate, resample, lengths, window, stride = _window_geometry(sources, cfg)
+    progress.sfreq = rate
 
     usable = []
     for src in sources:
@@ -257,6 +330,7 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
             if strict and len(sources) == 1:
                 raise DataError(message)
             skipped.append({"path": src.name, "reason": message})
+            progress.files.pop(id(src))
             writer.warn(f"Skipping {src.name}: it lasts {lengths[id(src)] / rate:.6g} s per sample, "
                         f"shorter than one window ({window / rate:.6g} s).")
         else:
@@ -269,12 +343,12 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
 
     held: dict[int, np.ndarray] = {}
     usable, picks, names, dead = _leave_out_dead_channels(
-        usable, picks, names, writer, source_text, strict and len(sources) == 1, skipped, cfg, held
+        usable, picks, names, writer, source_text, strict and len(sources) == 1, progress, cfg, held
     )
+    progress.ch_names = names
     mapping, class_names, label_kinds = label_mapping(usable)
     writer.class_names = class_names
     dropped = {DROP_NONFINITE: 0, DROP_FLAT: 0}
-    files = []
     total_made = 0
     for src in usable:
         kept, counts, per_source, made = _write_source(
@@ -293,14 +367,8 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
                 f"Dropped {_count_windows(per_source[DROP_FLAT])} of {src.name} in which every channel "
                 f"({format_names(names)}) is flat."
             )
-        files.append({
-            "path": src.entry or src.path or src.name,
+        progress.files[id(src)].update({
             "channels": list(names),
-            "sfreq": src.sfreq,
-            "duration_s": src.n_samples * src.n_times / src.sfreq,
-            "n_samples": src.n_samples,
-            "sample_duration_s": src.n_times / src.sfreq,
-            "annotations": {},
             "n_windows": kept,
             "labels": label_kinds.get(src.name),
             "label_counts": {
@@ -323,7 +391,7 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
         "window_samples": window,
         "stride_samples": stride,
         "label_kind": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None),
-        "files": files,
+        "files": list(progress.files.values()),
         "skipped": skipped,
         "dropped": {why: count for why, count in dropped.items() if count},
     })

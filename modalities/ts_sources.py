@@ -42,6 +42,7 @@ class Source:
     subjects: list[str] | None = None
     path: str | None = None  # the file it comes from
     entry: str = ""  # how `relpos data inspect` lists it (default: path, else name)
+    unit: str = ""  # the unit of the values, when the source says it (xarray attrs["units"])
     close: Callable[[], None] | None = None  # releases the file, once the windows are made
 
 

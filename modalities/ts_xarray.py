@@ -151,6 +151,7 @@ def _xarray_source(obj, dataset, name: str, group: str, path: Path | None, cfg) 
         name=name, group=group, n_samples=n, n_times=n_times, sfreq=sfreq, ch_names=ch_names,
         read=read, has_sample_dim=sample_dim is not None, sample_ids=sample_ids, labels=labels,
         class_names=class_names, subjects=subjects, path=str(path) if path is not None else None,
+        unit=str(da.attrs.get("units", "")),
     )
 
 

@@ -128,3 +128,48 @@ def test_dead_channels_are_found_in_a_file_read_in_several_blocks(monkeypatch, t
     np.save(tmp_path / "blocks.npy", x)
     windows = modality(sfreq=10, cache=False).load(tmp_path / "blocks.npy")
     assert windows.info["ch_names"] == ["ch0", "ch2"] and len(windows) == 5
+
+
+def test_inspect_reports_each_channel_and_the_dead_ones(tmp_path):
+    # RAW-1 constant (dead), RAW-2 holding 3 NaN (live): the report says so, channel by channel
+    x = noise((2, 3, 30))
+    x[:, 1] = 1.5
+    x[0, 2, :3] = np.nan
+    np.savez(tmp_path / "adc.npz", **archive(x, ["RAW-0", "RAW-1", "RAW-2"]))
+    report = modality(window_s=1).inspect(tmp_path / "adc.npz")
+    assert report["dead_channels"] == ["RAW-1"] and report["ch_names"] == ["RAW-0", "RAW-2"]
+    (entry,) = report["files"]
+    assert [(c["name"], c["status"]) for c in entry["channel_status"]] == [
+        ("RAW-0", "ok"), ("RAW-1", "flat throughout"), ("RAW-2", "3 non-finite samples"),
+    ]
+    # 2 samples × 3 one-second windows; the first window of sample 0 holds the NaN
+    assert report["n_windows"] == 5 and "problem" not in report
+
+
+def test_inspect_reports_instead_of_failing_when_nothing_is_usable(tmp_path, capsys):
+    from relpos.cli import main
+
+    x = np.zeros((1, 2, 30))
+    x[0, 1] = 1.5
+    np.savez(tmp_path / "dead.npz", **archive(x, ["RAW-0", "RAW-1"]))
+    report = modality(window_s=1).inspect(tmp_path / "dead.npz")
+    assert report["n_windows"] == 0 and report["dead_channels"] == ["RAW-0", "RAW-1"]
+    assert report["problem"].startswith("Every channel of") and "'RAW-0' and 'RAW-1'" in report["problem"]
+    assert [c["status"] for c in report["files"][0]["channel_status"]] == ["flat throughout"] * 2
+    capsys.readouterr()
+    code = main(["data", "inspect", str(tmp_path / "dead.npz"), "--modality", "timeseries"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "channel 'RAW-0': flat throughout" in out and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("relpos: error: Every channel of")
+    # training on it still stops with that sentence
+    with pytest.raises(DataError, match=r"Every channel of .* \('RAW-0' and 'RAW-1'\) is flat throughout"):
+        modality(window_s=1).load(tmp_path / "dead.npz")
+
+
+def test_sources_with_other_channels_name_the_difference(tmp_path):
+    np.savez(tmp_path / "a.npz", **archive(noise((1, 3, 20)), ["x", "y", "z"]))
+    np.savez(tmp_path / "b.npz", **archive(noise((1, 2, 20)), ["x", "y"]))
+    with pytest.raises(DataError, match=r"b.npz' has channels x, y but '.*a.npz' has x, y, z \(it lacks 'z'\)"):
+        modality(window_s=1).load(tmp_path)
+    # choosing the channels both have reads both
+    assert len(modality(window_s=1, channels="x,y").load(tmp_path)) == 4
