@@ -124,6 +124,24 @@ def test_ctrl_c_before_the_first_checkpoint_keeps_nothing_and_says_so(tmp_path, 
     assert not out.exists()
 
 
+def test_ctrl_c_right_after_the_first_checkpoint_is_renamed_keeps_it(tmp_path, images, capfd, monkeypatch):
+    # The interrupt lands after the rename but before the loop has noted the checkpoint.
+    import relpos.training as training
+
+    original = training.atomic_torch_save
+
+    def save_then_interrupt(obj, path):
+        original(obj, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "atomic_torch_save", save_then_interrupt)
+    out = tmp_path / "run"
+    assert main([*image_args(out), "--data", str(images)]) == 130
+    ckpt = out / "checkpoints" / "last.pt"
+    assert error_lines(capfd) == [f"relpos: interrupted; the last checkpoint (step 2) is kept in {ckpt} (continue with --resume)."]
+    assert torch.load(ckpt, weights_only=True)["step"] == 2
+
+
 # -- after a checkpoint, or when resuming: everything is kept ---------------------------------------
 def test_a_failure_after_a_checkpoint_keeps_the_run_and_names_the_checkpoint(tmp_path, images, capfd, fail_at):
     fail_at(3, None)

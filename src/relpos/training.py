@@ -383,6 +383,15 @@ def _restore(state: dict[str, Any], pretext: Pretext, optimizer: torch.optim.Opt
         ) from None
 
 
+def _kept_checkpoint(ckpt_file: Path, last_saved: int | None) -> tuple[Path | None, int | None]:
+    if not ckpt_file.exists():
+        return None, None
+    try:
+        return ckpt_file, int(load_checkpoint(ckpt_file, mmap=True)["step"])
+    except RelposError:
+        return ckpt_file, last_saved
+
+
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return (text[:300] + "...") if len(text) > 300 else text or type(exc).__name__
@@ -552,7 +561,9 @@ def train(
                 save(step)
                 last_saved = step
     except KeyboardInterrupt:
-        raise TrainingInterrupted(ckpt_file if last_saved is not None else None, last_saved) from None
+        # Ctrl-C may land inside save(), after the rename but before last_saved is updated, so the
+        # file on disk says which checkpoint was kept.
+        raise TrainingInterrupted(*_kept_checkpoint(ckpt_file, last_saved)) from None
     except BaseException as exc:
         if _out_of_memory(exc):
             raise TrainingError(
@@ -565,7 +576,7 @@ def train(
             progress.close()
         if log is not None:
             log.close()
-        if last_saved is None and new_files is not None:
+        if new_files is not None and not ckpt_file.exists():  # a new run never starts with one
             new_files.remove()
     return TrainResult(run_dir=run_dir, step=cfg.steps, loss=loss_value, pretext=pretext, config=config)
 
