@@ -252,3 +252,32 @@ def test_eeg_trains_from_the_cli(tmp_path, make_recording):
     encoder = relpos.load_encoder(out)
     assert encoder.encoder.config.pos_embed == "sincos"  # the pretext's default, kept for evaluation
     assert isinstance(encoder.open(str(recording)), Windows)
+
+
+def test_eval_offers_the_teacher_as_well_as_the_student(tmp_path, capfd):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "labelled.npz"
+    np.savez(data, x=images(n=12), y=rng.integers(0, 2, 12))
+    out = tmp_path / "run"
+    assert main(cli_args("dino", data, out, steps=2)) == 0
+    student = relpos.load_encoder(out)
+    teacher = relpos.load_encoder(out, weights="teacher")
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    torch.testing.assert_close(teacher.encoder.patch_embed.weight, state["teacher_encoder.patch_embed.weight"])
+    assert not torch.equal(teacher.encoder.patch_embed.weight, student.encoder.patch_embed.weight)
+    capfd.readouterr()
+    assert main(["eval", str(out), "--protocol", "knn", "--init", "teacher", "--no-progress"]) == 0
+    assert "EMA teacher" in capfd.readouterr().out
+    assert (out / "eval" / "knn-teacher-cls.json").is_file()
+
+
+def test_teacher_of_a_run_without_one_is_one_sentence(tmp_path):
+    data = tmp_path / "images.npz"
+    np.savez(data, x=images())
+    out = tmp_path / "part"
+    assert main(["train", "--modality", "image", "--pretext", "part", "--data", str(data), "--out", str(out),
+                 "--steps", "1", "--no-progress", "--set", "modality.image_size=16", "--set", "modality.patch_size=4",
+                 "--set", "encoder.dim=32", "--set", "encoder.depth=1", "--set", "encoder.heads=2",
+                 "--set", "pretext.n_pairs=8", "--set", "train.tensorboard=false"]) == 0
+    with pytest.raises(relpos.RelposError, match="has no EMA teacher"):
+        relpos.load_encoder(out, weights="teacher")

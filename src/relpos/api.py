@@ -115,8 +115,13 @@ class PretrainedEncoder:
         return self.embed(self.open(data).x, features=features)
 
 
-def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> PretrainedEncoder:
+def load_encoder(
+    run_dir: str | Path, device: str | torch.device = "cpu", weights: str = "student"
+) -> PretrainedEncoder:
     """Load the pretrained encoder of a run directory (or a checkpoint file).
+
+    ``weights="teacher"`` loads the EMA teacher's encoder of a pretext that has one (``dino``,
+    ``pw-self``: the checkpoint's ``teacher_encoder.*``) instead of the trained (student) encoder.
 
     The checkpoint is read safely (tensors and plain data only, see :mod:`relpos.checkpoint`); a
     file that is not a relpos checkpoint, or one whose entries do not fit together, raises
@@ -133,10 +138,17 @@ def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> Pre
             f"Checkpoint {str(ckpt_file)!r} describes an encoder that cannot be built "
             f"({' '.join(str(exc).split()) or type(exc).__name__})."
         ) from None
-    prefix = "encoder."
-    weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    if weights not in ("student", "teacher"):
+        raise ValueError(f"Invalid value for 'weights': allowed 'student' or 'teacher', got {weights!r}.")
+    prefix = "encoder." if weights == "student" else "teacher_encoder."
+    tensors = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    if weights == "teacher" and not tensors:
+        raise RelposError(
+            f"The run in {str(ckpt_file)!r} has no EMA teacher (pretext {config.pretext!r}); evaluate its "
+            f"encoder with --init pretrained, or train a pretext with a teacher (dino, pw-self)."
+        )
     try:
-        encoder.load_state_dict(weights)
+        encoder.load_state_dict(tensors)
     except RuntimeError as exc:
         text = " ".join(str(exc).split())
         raise RelposError(

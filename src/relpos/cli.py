@@ -101,8 +101,9 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="fraction of the training labels per class, e.g. 0.01, or an integer number of "
                         "subjects, e.g. 5 (default: 1.0, every label)")
     p.add_argument("--repeats", type=int, default=1, help="repeats with seeds SEED, SEED+1, ..., at most 100 (default: 1)")
-    p.add_argument("--init", choices=("pretrained", "random", "supervised"), default="pretrained",
-                   help="the run's weights, the same architecture untrained, or the supervised baseline "
+    p.add_argument("--init", choices=("pretrained", "teacher", "random", "supervised"), default="pretrained",
+                   help="the run's weights (a dino/pw-self run's student), its EMA teacher's weights, the same "
+                        "architecture untrained, or the supervised baseline "
                         "(untrained, fine-tuned on the labels) (default: pretrained)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the first repeat (default: 0)")
     p.add_argument(

@@ -38,7 +38,7 @@ PROTOCOLS = ("linear", "knn", "finetune")
 #: time); papers report 3 to 10, and by 100 the standard error of the mean is a tenth of one
 #: repeat's spread, so more is a typo (an extra zero) that would run for days, not a wish.
 MAX_REPEATS = 100
-INITS = ("pretrained", "random", "supervised")
+INITS = ("pretrained", "teacher", "random", "supervised")
 CSV_FIELDS = [
     "time", "run", "step", "protocol", "init", "features", "label_fraction", "repeats", "seed", "data",
     "split", "n_train", "n_test",
@@ -132,6 +132,7 @@ class EvalResult:
         what = {"linear": "linear probe", "knn": "kNN probe", "finetune": "fine-tuning"}[self.protocol]
         model = {
             "pretrained": f"pretrained encoder (step {self.step})",
+            "teacher": f"pretrained EMA teacher encoder (step {self.step})",
             "random": "randomly initialised encoder",
             "supervised": "supervised baseline (random init)",
         }[self.init]
@@ -340,8 +341,10 @@ def evaluate(
     repeats : int
         Repeats with seeds ``seed, seed + 1, ...`` (label subset, validation split, random
         weights, fine-tuning batches); the test part stays the same.
-    init : {"pretrained", "random", "supervised"}
-        The run's pretrained weights; the same architecture with random weights; or the
+    init : {"pretrained", "teacher", "random", "supervised"}
+        The run's pretrained weights (its student's, for a pretext with an EMA teacher); the EMA
+        teacher's weights (``dino``, ``pw-self``: the DINO paper evaluates the teacher); the same
+        architecture with random weights; or the
         supervised baseline (random weights trained on the labels, i.e. ``protocol="finetune"``).
     seed : int
         Seed of the held-out split and of the first repeat.
@@ -380,7 +383,7 @@ def evaluate(
 
     device = resolve_device(cfg.device)
     run_dir = Path(run_dir)
-    pretrained = load_encoder(run_dir, device=device)
+    pretrained = load_encoder(run_dir, device=device, weights="teacher" if init == "teacher" else "student")
     modality = _with_overrides(pretrained.modality, modality_overrides)
     source = data if data is not None else (pretrained.config.data or modality.default_data())
     if source is None:
@@ -406,7 +409,7 @@ def evaluate(
     pretrained_state = {k: v.detach().clone() for k, v in pretrained.encoder.state_dict().items()}
 
     def encoder_for(repeat_seed: int) -> PretrainedEncoder:
-        if init == "pretrained":
+        if init in ("pretrained", "teacher"):
             pretrained.encoder.load_state_dict(pretrained_state)  # fine-tuning changes it in place
             return pretrained
         torch.manual_seed(repeat_seed)
@@ -416,14 +419,14 @@ def evaluate(
     cached: dict[str, torch.Tensor] = {}
 
     def frozen_features(repeat_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if init == "pretrained" and cached:
+        if init in ("pretrained", "teacher") and cached:
             return cached["train"], cached["test"]
         encoder = encoder_for(repeat_seed)
         feats = (
             extract_features(encoder, train.x, features, cfg.embed_batch_size, cfg.progress, "train features"),
             extract_features(encoder, test.x, features, cfg.embed_batch_size, cfg.progress, "test features"),
         )
-        if init == "pretrained":
+        if init in ("pretrained", "teacher"):
             cached["train"], cached["test"] = feats
         return feats
 
@@ -460,7 +463,7 @@ def evaluate(
         all_metrics.append(result.metrics)
         chosen.append({**result.chosen, **({"validation_scores": result.validation} if result.validation else {})})
         n_train.append(int(len(keep)))
-    if init == "pretrained":
+    if init in ("pretrained", "teacher"):
         pretrained.encoder.load_state_dict(pretrained_state)
 
     table = np.array([[m[name] for name in METRICS] for m in all_metrics])
@@ -471,7 +474,7 @@ def evaluate(
         n_test=len(y_test), metrics=all_metrics,
         mean={name: float(v) for name, v in zip(METRICS, table.mean(axis=0))},
         std={name: float(v) for name, v in zip(METRICS, std)},
-        chosen=chosen, step=pretrained.step if init == "pretrained" else 0,
+        chosen=chosen, step=pretrained.step if init in ("pretrained", "teacher") else 0,
         options={k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "write")},
         elapsed_s=time.perf_counter() - started,
     )
