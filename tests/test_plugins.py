@@ -231,6 +231,29 @@ def test_broken_plugin_is_reported_in_one_line_and_skipped(install, capsys):
     assert "'broken'" in err[0] and "broken-relpos-plugin" in err[0] and "skipped" in err[0]
 
 
+@pytest.mark.parametrize("body, error", [
+    ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+    ("raise SystemExit('plugin gave up')\n", "SystemExit: plugin gave up"),
+    ("import relpos\n\n@relpos.hookimpl\ndef register_modalities(register):\n    raise SystemExit(4)\n", "SystemExit: 4"),
+], ids=["exit-at-import", "exit-message", "exit-in-hook"])
+def test_a_plugin_that_exits_is_a_failure_not_the_end_of_relpos(install, body, error):
+    install("exiting_relpos_plugin", body, dist="exiting-plugin", entry="exiting")
+    registry = relpos.plugins.load_registry()
+    assert [(f.plugin, f.error) for f in registry.failures] == [("exiting", error)]
+    assert BUILTINS <= names_of(registry)
+
+
+def test_a_plugin_without_decorated_hooks_is_a_failure(install):
+    undecorated = FAKEWAVE_SOURCE.replace("@relpos.hookimpl\n", "")
+    install("undecorated_plugin", undecorated, dist="undecorated", entry="undecorated")
+    registry = relpos.plugins.load_registry()
+    assert "fakewave" not in registry.names("modality")
+    [failure] = registry.failures
+    assert failure.plugin == "undecorated"
+    assert "implements none of the relpos hooks (register_modalities, register_pretexts, register_datasets)" in failure.error
+    assert failure.error.endswith("decorate them with @relpos.hookimpl.")
+
+
 def test_broken_plugin_does_not_hide_a_working_one(install):
     install("broken_relpos_plugin", "import relpos_no_such_module\n", dist="broken-relpos-plugin", entry="broken")
     install("fake_relpos_plugin", FAKEWAVE_SOURCE, entry="fakewave")

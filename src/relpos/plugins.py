@@ -33,6 +33,9 @@ _HOOKS = {"modality": "register_modalities", "pretext": "register_pretexts", "da
 BUILTIN_DISTRIBUTION = "relpos"
 #: The "distribution" of plugins added with :func:`register_plugin` (none: they are not installed).
 RUN_TIME = "registered at run time"
+#: What a plugin's import or hook may raise without taking relpos down: any error, and a
+#: ``sys.exit()`` too (only Ctrl-C gets through).
+PLUGIN_ERRORS = (Exception, SystemExit)
 #: Names users type (``--modality NAME``) and that end up in run directories (``runs/<m>-<p>``).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -292,7 +295,13 @@ class _Loader:
             return
         try:
             self.pm.check_pending()
-        except Exception as exc:  # noqa: BLE001 - misspelled hook names
+            if not self.pm.get_hookcallers(module):
+                # e.g. hook functions without the @relpos.hookimpl decorator: nothing would load.
+                raise TypeError(
+                    f"{module!r} implements none of the relpos hooks ({', '.join(_HOOKS.values())}); "
+                    f"decorate them with @relpos.hookimpl."
+                )
+        except Exception as exc:  # noqa: BLE001 - misspelled or missing hooks
             self.pm.unregister(name=name)
             self.fail(name, distribution, exc)
             return
@@ -342,7 +351,7 @@ class _Loader:
                             f"uninstall or rename one."
                         )
                     seen.add(key)
-            except Exception as exc:  # noqa: BLE001 - a broken hook is isolated
+            except PLUGIN_ERRORS as exc:  # a broken hook is isolated
                 # Nothing of a failed plugin is kept: "skipped" means skipped.
                 self.fail(plugin, dist, exc)
                 continue
@@ -368,7 +377,7 @@ def load_registry() -> Registry:
         dist = ep.dist.name if ep.dist is not None else "?"
         try:
             module = ep.load()
-        except Exception as exc:  # noqa: BLE001 - import errors of any kind are isolated
+        except PLUGIN_ERRORS as exc:  # import errors of any kind are isolated
             loader.fail(ep.name, dist, exc)
             continue
         loader.add(module, ep.name, dist)
