@@ -49,6 +49,7 @@ from relpos.modality import Modality, Windows, npz_keys
 from .channels import dead_channel_warning, flat_throughout, format_names
 from .edf_header import truncation
 from .eeg_pipeline import (
+    PIN_HINT,
     LabelRule,
     _TooShort,
     all_finite,
@@ -204,10 +205,6 @@ class _MoreDeadChannels(Exception):
         self.dead = dead
 
 
-#: How the user pins the channels to use, quoted in every message about dead channels.
-PIN_HINT = "set modality.channels to the channels to use"
-
-
 def _channel_units(raw) -> dict[str, str]:
     """Channel -> unit as the file states it (EDF's physical dimension), else MNE's unit."""
     units = dict(getattr(raw, "_orig_units", None) or {})
@@ -314,7 +311,9 @@ class EEGModality(Modality):
 
             worker = self._resolved([])
             params = {"pipeline": PIPELINE_VERSION, "mne": _mne_version(), **params_of(worker.config)}
-            windows = load_trials(worker.config, path, params, enabled=worker.config.cache and not self._report)
+            windows = load_trials(
+                worker.config, path, params, enabled=worker.config.cache and not self._report, report=self._report
+            )
             self._last_info = windows.info
             return windows
         recordings = resolve_recordings(data, self.config.subject_pattern)

@@ -19,7 +19,8 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .eeg_pipeline import DROP_NONFINITE, flat_reason, normalise, notch_freqs, select_channels, split_names
+from .channels import dead_channel_warning, format_names
+from .eeg_pipeline import DROP_NONFINITE, PIN_HINT, flat_reason, normalise, notch_freqs, select_channels, split_names
 from .eeg_sources import subject_of
 from .numpy_files import open_numpy, read_array
 
@@ -62,18 +63,45 @@ def _arrays(cfg, path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray | N
     )
 
 
-def load_trials(cfg, path: Path, params: dict[str, Any], enabled: bool | None = None):
-    """Windows from the trials in ``path`` (cached like recordings unless ``enabled`` is False)."""
+def load_trials(cfg, path: Path, params: dict[str, Any], enabled: bool | None = None, report: bool = False):
+    """Windows from the trials in ``path`` (cached like recordings unless ``enabled`` is False).
+
+    With ``report`` (``relpos data inspect``'s second try), an archive that leaves no window gives
+    zero windows and ``info["problem"]`` instead of an error, so its channels can still be reported.
+    """
     from relpos.cache import cached_windows
 
     params = {**params, "input": "numpy-trials"}
     return cached_windows(
-        "eeg", [path], params, lambda writer: _build(cfg, path, writer),
+        "eeg", [path], params, lambda writer: _build(cfg, path, writer, report),
         enabled=cfg.cache if enabled is None else enabled,
     )
 
 
-def _build(cfg, path: Path, writer) -> None:
+def _channel_scan(cfg, parts, rows: list[int], scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(flat, non_finite) per channel ``rows`` over every trial: flat throughout the archive (its
+    peak-to-peak over all trials below ``flat_threshold``), and its number of non-finite samples."""
+    high = np.full(len(rows), -np.inf)
+    low = np.full(len(rows), np.inf)
+    bad = np.zeros(len(rows), dtype=np.int64)
+    for _, x_all, _ in parts:
+        for lo in range(0, len(x_all), CHUNK_TRIALS):
+            chunk = np.asarray(x_all[lo : lo + CHUNK_TRIALS], dtype=np.float64)[:, rows] * scale
+            high = np.fmax(high, np.fmax.reduce(chunk, axis=(0, 2)))  # fmax/fmin skip NaN
+            low = np.fmin(low, np.fmin.reduce(chunk, axis=(0, 2)))
+            bad += np.count_nonzero(~np.isfinite(chunk), axis=(0, 2))
+    with np.errstate(invalid="ignore"):
+        span = high - low
+    flat = ~(span >= cfg.flat_threshold) if cfg.flat_threshold > 0 else np.zeros(len(rows), dtype=bool)
+    return flat, bad
+
+
+def _pinned(cfg, channel: str) -> bool:
+    names = [n for n in split_names(cfg.channels) if not any(c in n for c in "*?[")]
+    return cfg.channels.strip().lower() != "common" and any(n.lower() == channel.lower() for n in names)
+
+
+def _build(cfg, path: Path, writer, report: bool = False) -> None:
     import mne
 
     where = repr(str(path))
@@ -107,6 +135,54 @@ def _build(cfg, path: Path, writer) -> None:
             f"{where} has no reference channel {', '.join(map(repr, missing))} (modality.reference = "
             f"{reference!r}); its channels are: {', '.join(typed)}."
         )
+    scale = UNIT_SCALE[cfg.npz_unit]
+    flat, non_finite = _channel_scan(cfg, parts, [ch_names.index(n) for n in selected], scale)
+    dead = [n for n, f in zip(selected, flat.tolist()) if f]
+    status = [
+        {
+            "name": n,
+            "unit": cfg.npz_unit,
+            "status": "; ".join(
+                t for t in (
+                    "left out (flat throughout every trial)" if f else "",
+                    f"{b} non-finite samples" if b else "",
+                ) if t
+            ) or "ok",
+            "flat_throughout": bool(f),
+        }
+        for n, f, b in zip(selected, flat.tolist(), non_finite.tolist())
+    ]
+    thr = cfg.flat_threshold
+    unusable = ""
+    pinned = [n for n in dead if _pinned(cfg, n)]
+    if dead and len(dead) == len(selected):
+        unusable = (
+            f"{where} has no live channel: {_is_are(dead)} flat throughout every trial (peak-to-peak below "
+            f"modality.flat_threshold = {thr:g} V after modality.npz_unit = {cfg.npz_unit!r}); check the "
+            f"unit or lower modality.flat_threshold."
+        )
+    elif pinned:
+        unusable = (
+            f"{where}: {_is_are(pinned)} named in modality.channels but flat throughout every trial, so every "
+            f"window would be dropped; leave {'it' if len(pinned) == 1 else 'them'} out of modality.channels."
+        )
+    if unusable:
+        if not report:
+            raise DataError(unusable)
+        # inspect: say what each channel is, and why nothing is usable.
+        for entry in status:
+            entry["status"] = entry["status"].replace("left out (flat throughout every trial)", "flat throughout every trial")
+        writer.info.update(
+            {
+                "sfreq": cfg.sfreq, "ch_names": [], "source": str(path), "problem": unusable, "dropped": {},
+                "files": [{"path": str(path), "channels": selected, "sfreq": src, "n_windows": 0,
+                           "channel_status": status}],
+            }
+        )
+        return
+    if dead:
+        selected = [n for n in selected if n not in dead]
+        writer.warn(dead_channel_warning(dead, PIN_HINT, where={n: [path.name] for n in dead}, kept=selected))
     typed_idx = [ch_names.index(n) for n in typed]
     pick = [typed.index(n) for n in selected]
     n_src = int(parts[0][1].shape[2])
@@ -123,7 +199,6 @@ def _build(cfg, path: Path, writer) -> None:
         )
     stride = int(round(cfg.stride_s * cfg.sfreq))
     starts = np.arange(0, n_target - n_win + 1, stride)
-    scale = UNIT_SCALE[cfg.npz_unit]
     class_names = [str(c) for c in meta["class_names"]] if "class_names" in meta else []
     has_labels = all(y is not None for _, _, y in parts)
     if has_labels and not class_names:
@@ -187,8 +262,9 @@ def _build(cfg, path: Path, writer) -> None:
     reasons = ", ".join(f"{n} {why}" for why, n in dropped.items()) or "there are no trials"
     if dropped:
         writer.warn(f"Dropped {sum(dropped.values())} of {total} windows in {where}: {reasons}.")
-    if writer.count == 0:
-        raise DataError(f"No window is left in {where} after dropping bad ones ({reasons}).")
+    problem = f"No window is left in {where} after dropping bad ones ({reasons})."
+    if writer.count == 0 and not report:
+        raise DataError(problem)
     writer.class_names = class_names if has_labels else []
     writer.info.update(
         {
@@ -204,11 +280,19 @@ def _build(cfg, path: Path, writer) -> None:
                     "annotations": {},
                     "n_windows": int(writer.count),
                     "trials": counts,
+                    "channel_status": status,
                 }
             ],
             "skipped": [],
             "dropped": dict(dropped),
             "unlabelled": {},
             "source": str(path),
+            "dead_channels": dead,
         }
     )
+    if writer.count == 0:
+        writer.info["problem"] = problem
+
+
+def _is_are(names: list[str]) -> str:
+    return f"channel {format_names(names)} is" if len(names) == 1 else f"channels {format_names(names)} are"

@@ -150,3 +150,31 @@ def test_inspect_reports_channels_instead_of_failing_and_exits_2_only_when_nothi
         f"relpos: error: No usable recording in {str(dead)!r}: every one was skipped: {dead} (it has no "
         f"live channel (channels 'O1' and 'O2' are flat throughout it))."
     )
+
+
+# -- EEG trials in NumPy archives: the archive is the recording ---------------------------------------
+def test_a_channel_flat_in_every_trial_is_left_out_and_one_flat_in_some_trials_drops_those(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 200)) * 20  # µV, 2 s at 100 Hz
+    x[:, 2] = 4.0  # 'EOG' stuck in every trial: dead
+    x[1, 0] = -3.0  # 'Fz' flat in trial 1 only: that trial's window is dropped
+    np.savez(tmp_path / "trials.npz", X=x, y=np.arange(6) % 2, sfreq=np.array(100.0),
+             ch_names=np.array(["Fz", "Cz", "EOG"]))
+    windows = eeg(window_s=2, stride_s=2, patch_s=0.5).load(tmp_path / "trials.npz")
+    assert tuple(windows.x.shape) == (5, 2, 200)
+    assert windows.info["ch_names"] == ["Fz", "Cz"] and windows.info["dead_channels"] == ["EOG"]
+    assert windows.info["dropped"] == {"flat channel 'Fz'": 1}
+    err = capsys.readouterr().err
+    assert "Channel 'EOG' is flat throughout recording 'trials.npz'" in err and "(e.g. 'Fz,Cz')" in err
+    with pytest.raises(DataError, match=r"channel 'EOG' is named in modality.channels but flat throughout every trial"):
+        eeg(window_s=2, stride_s=2, patch_s=0.5, channels="Fz,EOG").load(tmp_path / "trials.npz")
+
+
+def test_inspect_of_an_archive_with_no_live_channel_reports_each_channel(tmp_path, capsys):
+    np.savez(tmp_path / "flat.npz", X=np.zeros((4, 2, 200)), sfreq=np.array(100.0), ch_names=np.array(["A", "B"]))
+    code = main(["data", "inspect", str(tmp_path / "flat.npz"), "--set", "window_s=2", "--set", "stride_s=2",
+                 "--set", "patch_s=0.5", "--set", "cache=false"])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err
+    assert "channel 'A': flat throughout" in captured.out and "channel 'B': flat throughout" in captured.out
+    assert "has no live channel: channels 'A' and 'B' are flat throughout every trial" in captured.err
