@@ -396,3 +396,17 @@ def test_a_plugin_field_without_a_range_still_gets_finite_and_int64_checks():
 def test_blank_paths_of_eval_and_inspect_are_errors_not_the_current_folder(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run_cli(argv, capsys) == (2, "", [f"relpos: error: {message}"])
+
+
+@pytest.mark.parametrize("override", ["pretext.scale_range=[1,", "pretext.scale_range=a: b: c", "pretext.scale_range=" + "[" * 1500])
+def test_unparseable_list_value_is_one_sentence(override, capsys):
+    status, out, err = run_cli(["train", "--print-config", "--set", override], capsys)
+    assert status == 2 and out == "" and len(err) == 1
+    assert err[0].startswith("relpos: error: Invalid value for 'pretext.scale_range': expected a list")
+
+
+def test_config_file_nested_too_deeply(tmp_path, capsys):
+    path = tmp_path / "deep.yaml"
+    path.write_text("train: " + "[" * 1500 + "]" * 1500 + "\n")
+    status, _, err = run_cli(["train", "--print-config", "--config", str(path)], capsys)
+    assert status == 2 and len(err) == 1 and "nests lists or mappings too deeply" in err[0]

@@ -142,15 +142,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             try:
                 value = yaml.safe_load(value) if value.strip() else {}
-            except yaml.YAMLError:
-                pass
+            except (yaml.YAMLError, RecursionError):
+                pass  # reported below as "expected a mapping"
         if not isinstance(value, dict):
             raise ConfigError(f"Invalid value for {key!r}: expected a mapping, got {value!r}.")
         key_type, value_type = args if len(args) == 2 else (Any, Any)
         return {_coerce(k, key_type, key): _coerce(v, value_type, key) for k, v in value.items()}
     if origin in (tuple, list):
         if isinstance(value, str):
-            parsed = yaml.safe_load(value)
+            try:
+                parsed = yaml.safe_load(value)
+            except (yaml.YAMLError, RecursionError):
+                raise ConfigError(
+                    f"Invalid value for {key!r}: expected a list such as [1, 2], got {value!r}."
+                ) from None
             value = parsed if isinstance(parsed, list) else [parsed]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"Invalid value for {key!r}: expected a list, got {value!r}.")
@@ -246,7 +251,9 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a dict (an empty file is an empty config)."""
     if not str(path).strip():
-        raise ConfigError(f"Invalid config file name {str(path)!r}: give the path of a YAML file, e.g. configs/eeg_part.yaml.")
+        raise ConfigError(
+            f"Invalid config file name {str(path)!r}: give the path of a YAML file, e.g. configs/eeg_part.yaml."
+        )
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"Config file {str(path)!r} is a directory; give the path of a YAML file in it.")
@@ -267,6 +274,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"Config file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}.") from None
+    except RecursionError:
+        raise ConfigError(
+            f"Config file {str(path)!r} nests lists or mappings too deeply to be read "
+            f"(a config needs three levels at most)."
+        ) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -284,8 +296,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"Invalid --set {text!r}: expected key=value, e.g. train.steps=200.")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
+    except (yaml.YAMLError, RecursionError):
+        parsed = value  # kept as text; the field's type check reports it
     return key.split("."), parsed
 
 
