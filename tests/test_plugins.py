@@ -311,7 +311,7 @@ def test_duplicate_name_skips_the_whole_second_plugin(plugin):
     assert "toy" not in registry.names("pretext")
     assert registry.entry("modality", "eeg").plugin == "eeg"
     assert [f.plugin for f in registry.failures] == ["clash"]
-    assert "again by plugin 'clash', registered at run time;" in registry.failures[0].error
+    assert "again by plugin 'clash' (registered at run time);" in registry.failures[0].error
 
 
 def test_duplicate_between_two_third_party_plugins_keeps_the_first_loaded(install, plugin):
@@ -398,6 +398,15 @@ def test_registering_something_that_is_not_a_class_is_a_failure(plugin):
     registry = relpos.plugins.load_registry()
     assert [f.plugin for f in registry.failures] == ["not-a-class"]
     assert "subclass of relpos.Modality" in registry.failures[0].error
+
+
+def test_a_skipped_run_time_plugin_is_reported_in_one_readable_line(plugin, capsys):
+    plugin(RaisingPlugin(), "raising")
+    relpos.plugins.get_registry()
+    assert capsys.readouterr().err == (
+        "relpos: plugin 'raising' (registered at run time) was skipped: "
+        "RuntimeError: the toy hook is broken across two lines\n"
+    )
 
 
 def test_class_based_plugin_adds_a_pretext_and_is_removed_again(plugin):

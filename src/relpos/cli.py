@@ -187,7 +187,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 extra = f" [modalities: {', '.join(e['modalities'])}]"
             elif kind == "dataset" and e["modality"]:
                 extra = f" [modality: {e['modality']}]"
-            print(f"  {e['name']:<{width}}  {e['description']}  ({origin(e['plugin'], e['distribution'])}){extra}")
+            print(f"  {e['name']:<{width}}  {e['description']}  ({origin(e['plugin'], e['distribution'], in_parentheses=True)}){extra}")
         if not rows:
             print("  (none)")
     if failures:

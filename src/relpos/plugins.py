@@ -40,10 +40,12 @@ PLUGIN_ERRORS = (Exception, SystemExit)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def origin(plugin: str, distribution: str) -> str:
-    """``plugin 'eeg' from relpos``, or ``plugin 'mine', registered at run time``."""
+def origin(plugin: str, distribution: str, in_parentheses: bool = False) -> str:
+    """Where a plugin comes from, for a sentence: ``plugin 'eeg' from relpos``, or
+    ``plugin 'mine' (registered at run time)``; ``in_parentheses`` gives
+    ``plugin 'mine', registered at run time`` for text that is already in parentheses."""
     if distribution == RUN_TIME:
-        return f"plugin {plugin!r}, {RUN_TIME}"
+        return f"plugin {plugin!r}, {RUN_TIME}" if in_parentheses else f"plugin {plugin!r} ({RUN_TIME})"
     return f"plugin {plugin!r} from {distribution}"
 
 
