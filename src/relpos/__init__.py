@@ -50,6 +50,7 @@ _LAZY = {
     "TrainConfig": "config",
     "resolve_config": "config",
     "train": "training",
+    "resume_config": "training",
     "TrainResult": "training",
     "load_encoder": "api",
     "PretrainedEncoder": "api",
