@@ -176,6 +176,16 @@ class PART(Pretext):
     min_axes = 1
     sampling = "offgrid"
 
+    @classmethod
+    def check_config(cls, config, modality):
+        # A 1-axis modality has no width/height ratio; caught here, before its data is read.
+        if len(modality.axes) < 2 and tuple(config.aspect_range) != (1.0, 1.0):
+            raise ConfigError(
+                f"'pretext.aspect_range' needs at least 2 axes, but modality {modality.name!r} has "
+                f"{len(modality.axes)} ({', '.join(modality.axes)}); use 'pretext.scale_range', got "
+                f"{list(config.aspect_range)}."
+            )
+
     def __init__(self, config, modality, encoder_config, data):
         if encoder_config.pos_embed != "none":
             raise ConfigError(

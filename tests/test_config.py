@@ -410,3 +410,14 @@ def test_config_file_nested_too_deeply(tmp_path, capsys):
     path.write_text("train: " + "[" * 1500 + "]" * 1500 + "\n")
     status, _, err = run_cli(["train", "--print-config", "--config", str(path)], capsys)
     assert status == 2 and len(err) == 1 and "nests lists or mappings too deeply" in err[0]
+
+
+def test_a_2d_only_option_on_a_1d_modality_fails_before_the_data(capsys):
+    # Before, the EEG was read and preprocessed first; now --print-config already fails.
+    status, out, err = run_cli(["train", "--print-config", "--set", "pretext.aspect_range=[0.5, 2]"], capsys)
+    assert (status, out) == (2, "")
+    assert err == [
+        "relpos: error: 'pretext.aspect_range' needs at least 2 axes, but modality 'eeg' has 1 (time); "
+        "use 'pretext.scale_range', got [0.5, 2.0]."
+    ]
+    assert resolve_config(modality="image", overrides=["pretext.aspect_range=[0.5, 2]"]).pretext_config.aspect_range == (0.5, 2.0)

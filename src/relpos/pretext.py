@@ -95,6 +95,16 @@ class Pretext(nn.Module):
         )
 
     @classmethod
+    def check_config(cls, config: Any, modality: type[Modality]) -> None:
+        """Raise :class:`relpos.errors.ConfigError` when ``config`` cannot work with ``modality``.
+
+        :func:`relpos.resolve_config` calls it with this pretext's resolved ``Config`` and the
+        modality's class (its ``name`` and ``axes``), before any data is read; each value has
+        already been checked against the range its field declares. The base accepts everything;
+        a pretext overrides it for rules that involve the modality (e.g. a 2-D-only option).
+        """
+
+    @classmethod
     def supports(cls, modality: Modality | type[Modality]) -> bool:
         """Whether this pretext can train on ``modality``."""
         if cls.modalities is not None and modality.name not in cls.modalities:
