@@ -21,6 +21,11 @@ LABEL_NAMES = ("label", "labels", "y")
 LABEL_AT = ("center", "majority")
 
 
+def label_names(cfg) -> tuple[str, ...]:
+    """The names labels are looked for under: ``modality.label_variable``, else :data:`LABEL_NAMES`."""
+    return (cfg.label_variable,) if cfg.label_variable else LABEL_NAMES
+
+
 def class_names_attr(attrs: Mapping[str, Any]) -> list[str] | None:
     """Class names from a labels variable's attrs: ``class_names``, or CF ``flag_meanings``."""
     names = attrs.get("class_names")

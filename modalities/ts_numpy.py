@@ -20,24 +20,17 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .ts_labels import LABEL_NAMES, check_labels
-from .ts_sources import SFREQ_ATTRS, Source, as_strings, source_rate
+from .ts_labels import check_labels, label_names
+from .ts_sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, reason, source_rate
 
 DATA_KEYS = ("X", "x", "data", "arr_0")
 CHANNEL_KEYS = ("ch_names", "channels")
-SUBJECT_NAMES = ("subject", "subjects")
 SPLITS = ("train", "test", "all")
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or the end record of an empty zip
 _PICKLE_ADVICE = (
     "relpos never loads pickles (unpickling a file can run code); save the data as a numeric array"
 )
-
-
-def reason(exc: BaseException) -> str:
-    """An exception's text as the end of a sentence."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if text.endswith(".") else text + "."
 
 
 def _header_dtype(fh) -> np.dtype | None:
@@ -188,7 +181,7 @@ def _archive_sfreq(value: Any, name: str) -> float | None:
 def from_archive(archive: Mapping[str, Any], name: str, stem: str, path: Path | None, cfg) -> list[Source]:
     """A mapping of arrays (an open ``.npz`` or a dict) as sources; see the module docstring."""
     keys = list(archive.keys())
-    label_names = (cfg.label_variable,) if cfg.label_variable else LABEL_NAMES
+    labels_under = label_names(cfg)
 
     def get(*candidates: str):
         return next((archive[k] for k in candidates if k in keys), None)
@@ -213,7 +206,7 @@ def from_archive(archive: Mapping[str, Any], name: str, stem: str, path: Path | 
                 )
             source = from_array(
                 archive[data_key], f"{name} ({data_key})", f"{stem}/{split}", sfreq, path, cfg,
-                labels=get(*(f"{lab}_{split}" for lab in label_names)), ch_names=ch_names,
+                labels=get(*(f"{lab}_{split}" for lab in labels_under)), ch_names=ch_names,
                 class_names=class_names, subjects=names_or_none(f"subjects_{split}", f"subject_{split}"),
                 sample_ids=names_or_none(f"groups_{split}"),
             )
@@ -237,6 +230,6 @@ def from_archive(archive: Mapping[str, Any], name: str, stem: str, path: Path | 
         )
     return [from_array(
         archive[key], name, stem, sfreq, path, cfg,
-        labels=get(*label_names), ch_names=ch_names, class_names=class_names,
+        labels=get(*labels_under), ch_names=ch_names, class_names=class_names,
         subjects=names_or_none(*SUBJECT_NAMES), sample_ids=names_or_none("groups"),
     )]

@@ -25,9 +25,8 @@ from relpos.errors import ConfigError, DataError
 
 from .channels import dead_channel_warning, dead_channels, flat_throughout, format_names
 from .ts_labels import label_mapping, resampled_length, window_labels
-from .ts_numpy import reason
 from .ts_readers import open_item
-from .ts_sources import Source
+from .ts_sources import Source, reason
 
 #: Roughly how many values are read from a source at a time (bounded memory on large files).
 CHUNK_VALUES = 1 << 24

@@ -22,6 +22,7 @@ from .sources import FileKinds, find_files
 NETCDF_SUFFIXES = (".nc", ".nc4", ".cdf", ".netcdf", ".h5", ".hdf5")
 NUMPY_SUFFIXES = (".npy", ".npz")
 SFREQ_ATTRS = ("sfreq", "sampling_rate", "fs")
+SUBJECT_NAMES = ("subject", "subjects")
 
 
 @dataclass
@@ -125,6 +126,12 @@ def files_to_hash(paths: list[Path]) -> list[Path]:
     for path in paths:
         files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
     return files
+
+
+def reason(exc: BaseException) -> str:
+    """An exception's text as the end of a sentence (for "Cannot read X: <reason>")."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if text.endswith(".") else text + "."
 
 
 def as_strings(values: Any) -> list[str]:

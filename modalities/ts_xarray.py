@@ -18,9 +18,8 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .ts_labels import LABEL_NAMES, check_labels, class_names_attr
-from .ts_numpy import SUBJECT_NAMES, reason
-from .ts_sources import SFREQ_ATTRS, Source, as_strings, source_rate
+from .ts_labels import check_labels, class_names_attr, label_names
+from .ts_sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, reason, source_rate
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _TIME_UNITS_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "millisecond": 1e-3,
@@ -155,10 +154,6 @@ def _xarray_source(obj, dataset, name: str, group: str, path: Path | None, cfg) 
     )
 
 
-def _label_names(cfg) -> tuple[str, ...]:
-    return (cfg.label_variable,) if cfg.label_variable else LABEL_NAMES
-
-
 def _pick_variable(ds, name: str, cfg):
     """The variable of a Dataset to train on, or its time variables stacked as channels."""
     import xarray as xr
@@ -171,7 +166,7 @@ def _pick_variable(ds, name: str, cfg):
                 f"{', '.join(variables) or 'none'}."
             )
         return ds[cfg.variable]
-    skip = set(_label_names(cfg)) | set(SUBJECT_NAMES)
+    skip = set(label_names(cfg)) | set(SUBJECT_NAMES)
     candidates = [v for v in variables if v not in skip and cfg.time_dim in ds[v].dims]
     if not candidates:
         dims = ", ".join(f"{v} ({', '.join(map(str, ds[v].dims))})" for v in variables) or "none"
@@ -256,7 +251,7 @@ def _xarray_sfreq(da, ds, name: str, cfg) -> float:
 def _xarray_labels(da, ds, name: str, sample_dim: str | None, cfg):
     """(raw labels, class names) from a coordinate or variable named like labels, or (None, None)."""
     allowed = {d for d in (sample_dim, cfg.time_dim) if d}
-    for label_name in _label_names(cfg):
+    for label_name in label_names(cfg):
         holder = None
         if label_name in da.coords:
             holder = da.coords[label_name]
