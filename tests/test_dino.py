@@ -281,3 +281,19 @@ def test_teacher_of_a_run_without_one_is_one_sentence(tmp_path):
                  "--set", "pretext.n_pairs=8", "--set", "train.tensorboard=false"]) == 0
     with pytest.raises(relpos.RelposError, match="has no EMA teacher"):
         relpos.load_encoder(out, weights="teacher")
+
+
+RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+                 if p.stem.endswith(("_dino", "_pw_self")))
+
+
+def test_there_are_recipes_for_images_and_eeg():
+    names = {p.stem for p in RECIPES}
+    assert {"image_dino", "image_pw_self", "eeg_sleep_dino", "eeg_sleep_pw_self"} <= names
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipes_resolve_with_positions(recipe):
+    config = resolve_config(recipe)
+    assert config.pretext in ("dino", "pw-self")
+    assert config.encoder.pos_embed == "sincos"
