@@ -185,7 +185,7 @@ def test_jigsaw_trains_and_its_encoder_loads(jigsaw_plugin, modality, tmp_path, 
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     n_cells = 10 if modality == "eeg" else 4
     assert result.pretext.n_classes == min(64, math.factorial(n_cells))
-    state = torch.load(checkpoint_path(result.run_dir), map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint_path(result.run_dir), map_location="cpu", weights_only=True)
     torch.testing.assert_close(state["model"]["permutations"], result.pretext.permutations)
     encoder = relpos.load_encoder(result.run_dir)
     assert encoder.embed_data(data).shape[1] == 32
@@ -198,11 +198,16 @@ def test_jigsaw_refuses_positions_before_reading_data(jigsaw_plugin):
 
 @pytest.mark.parametrize(
     "option, message",
-    [("n_permutations=1", "at least 2, got 1"), ("jitter=1.5", "in [0, 1], got 1.5"), ("hidden=-1", "got -1")],
+    [
+        ("n_permutations=1", "Invalid value for 'pretext.n_permutations': allowed an integer >= 2, got 1."),
+        ("jitter=1.5", "Invalid value for 'pretext.jitter': allowed a finite number >= 0 and <= 1, got 1.5."),
+        ("hidden=-1", "Invalid value for 'pretext.hidden': allowed an integer >= 0, got -1."),
+    ],
 )
 def test_jigsaw_options_are_checked(jigsaw_plugin, option, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError) as info:
         relpos.resolve_config(pretext="jigsaw", overrides=[f"pretext.{option}"])
+    assert str(info.value) == message
 
 
 @pytest.mark.skipif(not installed("relpos-jigsaw"), reason="relpos-jigsaw is not installed (.ci/run installs it)")

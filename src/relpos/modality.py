@@ -151,7 +151,9 @@ class Modality:
         ``info["files"]`` (one dict per file read: ``path``, ``channels`` (names), ``sfreq`` (Hz, as
         read), ``duration_s``, ``annotations`` ({description: count}), ``n_windows``),
         ``info["skipped"]`` (dicts ``{"path", "reason"}``) and ``info["dropped"]`` ({reason: number
-        of windows}). Modalities may override it to report more.
+        of windows}). Modalities may override it to report more; one that can describe data it cannot
+        use (rather than raise) puts the sentence :meth:`load` would raise in ``problem``, and
+        ``relpos data inspect`` prints the report, then that sentence, and exits with status 2.
 
         Returns
         -------

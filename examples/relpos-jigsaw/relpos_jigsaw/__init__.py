@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import relpos
+from relpos.config import MAX_SEED, setting
 from relpos.errors import ConfigError
 
 #: Up to this many cells every permutation is enumerated (8! = 40,320); beyond, candidates are drawn.
@@ -43,20 +44,13 @@ CANDIDATES_PER_CLASS = 64
 
 @dataclass
 class JigsawConfig:
-    """Options of the jigsaw pretext."""
+    """Options of the jigsaw pretext; each declares its allowed range, which relpos checks when the
+    configuration is resolved (``--set pretext.jitter=2`` is refused in one sentence)."""
 
-    n_permutations: int = 64  # classes; at most (number of cells)! of them exist
-    permutation_seed: int = 0  # the permutation set is a function of this seed and the grid
-    jitter: float = 0.0  # largest random shift of a tile inside its cell, as a fraction of the patch size
-    hidden: int = 0  # width of the classifier's hidden layer; 0 = the encoder's dim
-
-    def validate(self) -> None:
-        if self.n_permutations < 2:
-            raise ConfigError(f"'pretext.n_permutations' must be at least 2, got {self.n_permutations}.")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ConfigError(f"'pretext.jitter' must be in [0, 1], got {self.jitter}.")
-        if self.hidden < 0:
-            raise ConfigError(f"'pretext.hidden' must be 0 (the encoder's dim) or positive, got {self.hidden}.")
+    n_permutations: int = setting(64, ge=2)  # classes; at most (number of cells)! of them exist
+    permutation_seed: int = setting(0, ge=0, le=MAX_SEED)  # the set is a function of this seed and the grid
+    jitter: float = setting(0.0, ge=0, le=1)  # largest random shift of a tile in its cell, in patch sizes
+    hidden: int = setting(0, ge=0)  # width of the classifier's hidden layer; 0 = the encoder's dim
 
 
 def max_hamming_permutations(n_cells: int, n_permutations: int, seed: int) -> np.ndarray:
@@ -111,7 +105,6 @@ class Jigsaw(relpos.Pretext):
 
     def __init__(self, config, modality, encoder_config, data):
         super().__init__(config, modality, encoder_config, data)  # sets self.encoder, self.extent
-        config.validate()
         self.patch_shape = modality.patch_shape()
         cells = relpos.grid_boxes(self.extent, modality.patch_size())
         self.n_cells = int(cells.center.shape[0])
