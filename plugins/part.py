@@ -177,8 +177,11 @@ class PART(Pretext):
     sampling = "offgrid"
 
     @classmethod
-    def check_config(cls, config, modality):
-        # A 1-axis modality has no width/height ratio; caught here, before its data is read.
+    def check_config(cls, config, modality, encoder_config):
+        # Rules that involve the other sections, checked before the modality's data is read.
+        heads = config.head_heads or encoder_config.heads
+        if config.head == "cross_attention" and encoder_config.dim % heads:
+            raise ConfigError(f"'pretext.head_heads' ({heads}) must divide 'encoder.dim' ({encoder_config.dim}).")
         if len(modality.axes) < 2 and tuple(config.aspect_range) != (1.0, 1.0):
             raise ConfigError(
                 f"'pretext.aspect_range' needs at least 2 axes, but modality {modality.name!r} has "
@@ -193,7 +196,9 @@ class PART(Pretext):
                 f"must be 'none', got {encoder_config.pos_embed!r}."
             )
         super().__init__(config, modality, encoder_config, data)
+        # resolve_config has run both; again here for a config built in Python.
         config.validate()
+        self.check_config(config, type(modality), encoder_config)
         self.patch_size = modality.patch_size()
         self.patch_shape = modality.patch_shape()
         n_axes = modality.n_axes
@@ -208,9 +213,6 @@ class PART(Pretext):
             self.register_buffer("grid_center", grid_boxes(self.extent, self.patch_size).center, persistent=False)
         else:
             self.n_patches = config.n_patches or modality.default_num_patches(self.extent)
-            # The ranges themselves are checked with the config; this checks them against the data's
-            # axes (aspect_range needs two) once, here, rather than on the first step.
-            sample_offgrid(1, self.extent, self.patch_size, 2, None, config.scale_range, config.aspect_range)
         if self.n_patches < 2:
             raise ConfigError(
                 f"PART needs at least 2 patches per sample; extent {list(self.extent)} with patch size "
@@ -220,8 +222,6 @@ class PART(Pretext):
         dim = encoder_config.dim
         if config.head == "cross_attention":
             heads = config.head_heads or encoder_config.heads
-            if dim % heads:
-                raise ConfigError(f"'pretext.head_heads' ({heads}) must divide encoder.dim ({dim}).")
             self.head = CrossAttentionHead(dim, heads, out_dim)
         elif config.head == "pairwise_mlp":
             self.head = PairwiseHead(dim, out_dim)

@@ -421,3 +421,10 @@ def test_a_2d_only_option_on_a_1d_modality_fails_before_the_data(capsys):
         "use 'pretext.scale_range', got [0.5, 2.0]."
     ]
     assert resolve_config(modality="image", overrides=["pretext.aspect_range=[0.5, 2]"]).pretext_config.aspect_range == (0.5, 2.0)
+
+
+def test_cross_attention_heads_that_do_not_divide_dim_fail_before_the_data(capsys):
+    status, _, err = run_cli(["train", "--print-config", "--set", "pretext.head_heads=5"], capsys)
+    assert (status, err) == (2, ["relpos: error: 'pretext.head_heads' (5) must divide 'encoder.dim' (192)."])
+    # the head that has no attention does not care
+    assert resolve_config(overrides=["pretext.head_heads=5", "pretext.head=pairwise_mlp"]).pretext_config.head_heads == 5

@@ -95,13 +95,14 @@ class Pretext(nn.Module):
         )
 
     @classmethod
-    def check_config(cls, config: Any, modality: type[Modality]) -> None:
-        """Raise :class:`relpos.errors.ConfigError` when ``config`` cannot work with ``modality``.
+    def check_config(cls, config: Any, modality: type[Modality], encoder_config: EncoderConfig) -> None:
+        """Raise :class:`relpos.errors.ConfigError` when ``config`` cannot work with the other sections.
 
-        :func:`relpos.resolve_config` calls it with this pretext's resolved ``Config`` and the
-        modality's class (its ``name`` and ``axes``), before any data is read; each value has
-        already been checked against the range its field declares. The base accepts everything;
-        a pretext overrides it for rules that involve the modality (e.g. a 2-D-only option).
+        :func:`relpos.resolve_config` calls it with this pretext's resolved ``Config``, the
+        modality's class (its ``name`` and ``axes``) and the resolved encoder options, before any
+        data is read; each value has already been checked against the range its field declares.
+        The base accepts everything; a pretext overrides it for rules that involve the modality or
+        the encoder (a 2-D-only option, a head whose attention heads must divide ``encoder.dim``).
         """
 
     @classmethod
