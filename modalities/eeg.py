@@ -358,6 +358,15 @@ class EEGModality(Modality):
             )
         else:
             worker.config = replace(cfg, labels="none")
+            with_hypnogram = sum(r.hypnogram is not None for r in recordings)
+            if default_windows and 0 < with_hypnogram < len(recordings):
+                from relpos.errors import warn
+
+                warn(
+                    f"Only {with_hypnogram} of {len(recordings)} recordings have a hypnogram beside them, so "
+                    f"the windows are not labelled (modality.labels = 'auto'); set labels: sleep to stage "
+                    f"those that have one."
+                )
         return worker
 
     def _cached_build(self, sources: list, items: list[_Item], source: str, enabled: bool) -> Windows:

@@ -182,3 +182,12 @@ def test_the_shared_sleep_edf_night_is_staged_without_a_config(shared_data, caps
     report = json.loads(capsys.readouterr().out)
     assert report["label_counts"] == {"W": 1997, "N1": 58, "N2": 250, "N3": 220, "REM": 125}
     assert report["n_windows"] == 2650 and report["extent"] == [3000]
+
+
+def test_auto_labels_warn_when_only_some_recordings_have_a_hypnogram(tmp_path, capsys):
+    write_psg(tmp_path / "d", "SC4001E0-PSG.edf", "SC4001EC-Hypnogram.edf", seconds=60.0)
+    write_psg(tmp_path / "d", "SC4002E0-PSG.edf", "SC4002EC-Hypnogram.edf", seconds=60.0)
+    (tmp_path / "d" / "SC4002EC-Hypnogram.edf").unlink()
+    windows = default_eeg().load(tmp_path / "d")
+    assert windows.labels is None and len(windows) == 14  # 60 s each: 30-s windows at 0, 5, ..., 30
+    assert "Only 1 of 2 recordings have a hypnogram beside them" in capsys.readouterr().err
