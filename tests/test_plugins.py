@@ -551,6 +551,11 @@ BAD_PRETEXTS = {
     "min-axes-zero": (_pretext(min_axes=0), "min_axes must be an integer of at least 1, got 0"),
     "pos-embed-misspelled": (_pretext(encoder_pos_embed=("none", "sin-cos")), "encoder_pos_embed must be"),
     "config-not-dataclass": (_pretext(Config=object), "Config must be a dataclass"),
+    "encoder-defaults-unknown-option": (_pretext(encoder_defaults={"width": 8}), "encoder_defaults must be a dict of encoder options"),
+    "encoder-defaults-refused-positions": (
+        _pretext(encoder_defaults={"pos_embed": "sincos"}),
+        "encoder_defaults sets pos_embed='sincos', which its encoder_pos_embed ('none',) does not allow",
+    ),
     "config-field-without-default": (_pretext(Config=_RequiredFieldConfig), "have no default"),
     "name-with-equals": (_pretext(name="a=b"), "got 'a=b'"),
 }

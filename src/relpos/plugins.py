@@ -241,6 +241,21 @@ def _check_pretext(cls: type) -> None:
             f"{cls.__qualname__}.encoder_pos_embed must be a non-empty tuple of "
             f"{', '.join(map(repr, POS_EMBEDS))}, got {allowed!r}."
         )
+    from .encoder import EncoderConfig
+
+    defaults = getattr(cls, "encoder_defaults", {})
+    options = [f.name for f in dataclasses.fields(EncoderConfig)]
+    if not isinstance(defaults, dict) or not set(defaults) <= set(options):
+        raise TypeError(
+            f"{cls.__qualname__}.encoder_defaults must be a dict of encoder options "
+            f"({', '.join(options)}), got {defaults!r}."
+        )
+    if defaults.get("pos_embed", allowed[0]) not in allowed:
+        # Every run with the default settings would be refused.
+        raise TypeError(
+            f"{cls.__qualname__}.encoder_defaults sets pos_embed={defaults['pos_embed']!r}, which its "
+            f"encoder_pos_embed {tuple(allowed)!r} does not allow."
+        )
 
 
 def _check_dataset(cls: type) -> None:
