@@ -536,6 +536,11 @@ class EEGModality(Modality):
         keep = self._live_channels(writer, item, strict, state, selected, status)
         if keep is None:
             return
+        # A dead channel has no place in an average reference either (it would dilute it).
+        references = split_names(cfg.reference)
+        unused = [c for c in state.dead if c in raw.ch_names and c not in references]
+        if unused:
+            raw.drop_channels(unused)
         ann_counts = Counter(str(d) for d in raw.annotations.description)
         state.descriptions.update(ann_counts)
         try:

@@ -178,3 +178,16 @@ def test_inspect_of_an_archive_with_no_live_channel_reports_each_channel(tmp_pat
     assert code == 2 and "Traceback" not in captured.err
     assert "channel 'A': flat throughout" in captured.out and "channel 'B': flat throughout" in captured.out
     assert "has no live channel: channels 'A' and 'B' are flat throughout every trial" in captured.err
+
+
+def test_a_dead_channel_is_not_part_of_the_average_reference(tmp_path):
+    data = noise(3, 40, seed=4)
+    data[2] = 5e-6  # 'Oz' stuck
+    path = write_fif(tmp_path / "r_raw.fif", data, ["Fz", "Cz", "Oz"])
+    with_dead = eeg(reference="average", stride_s=10).load(path)
+    without = eeg(reference="average", stride_s=10).load(
+        write_fif(tmp_path / "two_raw.fif", data[:2], ["Fz", "Cz"])
+    )
+    # The average of Fz and Cz only: the same windows as the recording that never had Oz.
+    assert with_dead.info["ch_names"] == ["Fz", "Cz"]
+    assert np.allclose(with_dead.x.numpy(), without.x.numpy(), atol=1e-5)
