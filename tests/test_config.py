@@ -428,3 +428,12 @@ def test_cross_attention_heads_that_do_not_divide_dim_fail_before_the_data(capsy
     assert (status, err) == (2, ["relpos: error: 'pretext.head_heads' (5) must divide 'encoder.dim' (192)."])
     # the head that has no attention does not care
     assert resolve_config(overrides=["pretext.head_heads=5", "pretext.head=pairwise_mlp"]).pretext_config.head_heads == 5
+
+
+def test_an_encoder_too_large_for_any_machine_is_refused_before_it_is_built(capsys):
+    # Each value is in range; together they ask for 6 blocks x 12 x 65536² = 3.1e11 weights.
+    status, _, err = run_cli(["train", "--print-config", "--set", "encoder.dim=65536", "--set", "encoder.heads=1"], capsys)
+    assert status == 2 and len(err) == 1
+    assert "has about 3.1e+11 parameters; at most 1e+10 are allowed" in err[0]
+    vit_b = resolve_config(overrides=["encoder.dim=768", "encoder.depth=12", "encoder.heads=12"]).encoder
+    assert vit_b.approx_parameters() == 84_934_656  # 12 x (4 + 8) x 768², timm's ViT-B blocks without biases/norms

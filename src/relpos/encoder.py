@@ -19,6 +19,11 @@ from torch import nn
 from .ranges import check_fields, setting
 
 
+#: The most weights :class:`EncoderConfig` may ask for: 1e10 float32 parameters are 40 GB before
+#: gradients and optimiser state, beyond any single accelerator relpos trains on.
+MAX_ENCODER_PARAMETERS = 10**10
+
+
 @dataclass
 class EncoderConfig:
     """Transformer encoder hyper-parameters.
@@ -43,6 +48,19 @@ class EncoderConfig:
             raise ConfigError(
                 f"'encoder.dim' ({self.dim}) must be divisible by 'encoder.heads' ({self.heads})."
             )
+        # Each field may be in range while together they ask for more weights than any machine
+        # holds (dim=65536 at depth 6 is 3e11); refuse that here rather than fail allocating them.
+        n_params = self.approx_parameters()
+        if n_params > MAX_ENCODER_PARAMETERS:
+            raise ConfigError(
+                f"An encoder with encoder.dim={self.dim}, encoder.depth={self.depth} and "
+                f"encoder.mlp_ratio={self.mlp_ratio:g} has about {n_params:.2g} parameters; at most "
+                f"{MAX_ENCODER_PARAMETERS:.0e} are allowed (ViT-B has 8.6e+07, ViT-G 1.8e+09)."
+            )
+
+    def approx_parameters(self) -> int:
+        """Weights of the transformer blocks: per block 4·dim² (attention) + 2·mlp_ratio·dim² (MLP)."""
+        return int(self.depth * (4 + 2 * self.mlp_ratio) * self.dim**2)
 
 
 def sincos_embedding(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
