@@ -437,3 +437,20 @@ def test_an_encoder_too_large_for_any_machine_is_refused_before_it_is_built(caps
     assert "has about 3.1e+11 parameters; at most 1e+10 are allowed" in err[0]
     vit_b = resolve_config(overrides=["encoder.dim=768", "encoder.depth=12", "encoder.heads=12"]).encoder
     assert vit_b.approx_parameters() == 84_934_656  # 12 x (4 + 8) x 768², timm's ViT-B blocks without biases/norms
+
+
+def test_config_file_that_is_a_pipe_or_device_is_refused_without_reading(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)  # opening it would block: nobody writes to it
+    for path, kind in ((str(fifo), "a named pipe (FIFO)"), ("/dev/zero", "a character device")):
+        status, _, err = run_cli(["train", "--print-config", "--config", path], capsys)
+        assert (status, err) == (2, [f"relpos: error: Config file {path!r} is {kind}, not a file; give the path of a YAML file."])
+
+
+def test_config_file_larger_than_any_config_is_refused(tmp_path, capsys):
+    path = tmp_path / "huge.yaml"
+    path.write_text("#" * (1 << 20) + "\n")  # 1 MiB of comment plus a newline: one byte too many
+    status, _, err = run_cli(["train", "--print-config", "--config", str(path)], capsys)
+    assert (status, err) == (2, [f"relpos: error: Config file {str(path)!r} holds 1048577 bytes; a config is a few hundred, and at most 1048576 are read."])

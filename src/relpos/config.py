@@ -32,6 +32,7 @@ import yaml
 
 from .encoder import EncoderConfig
 from .errors import ConfigError, did_you_mean
+from .paths import special_file_kind
 from .ranges import (
     MAX_INT, MAX_SEED, MAX_STEPS, Range, bounds, check_fields, check_value, field_range, setting,
 )
@@ -67,6 +68,9 @@ class TrainConfig:
     tensorboard: bool = setting(True)
     progress: bool = setting(True)
 
+
+#: Largest config file read: YAML files of options are a few hundred bytes.
+MAX_CONFIG_BYTES = 1 << 20
 
 SECTIONS = ("data", "out", "modality", "pretext", "encoder", "train")
 DEFAULT_MODALITY = "eeg"
@@ -259,7 +263,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"Config file {str(path)!r} is a directory; give the path of a YAML file in it.")
     if not path.exists():
         raise ConfigError(f"Config file {str(path)!r} does not exist.")
+    kind = special_file_kind(path)
+    if kind is not None:  # reading /dev/zero or a pipe nobody writes to never ends
+        raise ConfigError(f"Config file {str(path)!r} is {kind}, not a file; give the path of a YAML file.")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"Config file {str(path)!r} holds {path.stat().st_size} bytes; a config is a few hundred, "
+                f"and at most {MAX_CONFIG_BYTES} are read."
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"Config file {str(path)!r} cannot be read: {exc.strerror or exc}.") from None
