@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relpos.errors import DataError
+from relpos.paths import refuse_special_file
 from relpos.modality import natural_key as natural_text_key
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -87,6 +88,7 @@ def _expand(entry: str, base: Path | None, origin: str, kinds: FileKinds, lists_
     if is_list_file(path):
         return _read_list(path, kinds, lists_seen)
     if path.exists():
+        refuse_special_file(path, origin=origin)  # a pipe or device would block the reader forever
         return [path]  # named explicitly: read whatever its kind, so a wrong kind gets its own message
     if any(c in str(path) for c in _GLOB_CHARS):
         matches = [Path(p) for p in glob.glob(str(path), recursive=True)]

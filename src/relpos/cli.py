@@ -293,8 +293,10 @@ def _nested(node, path: list[str], value):
 
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
     from .config import check_path_value
+    from .paths import refuse_special_file
 
     path = check_path_value("PATH", args.path, "the modality's sample")  # '' would mean the current folder
+    refuse_special_file(path)  # before a modality opens it: reading a pipe can block forever
     modality = _modality_for_inspect(args)
     report = modality.inspect(path)
     if args.json:

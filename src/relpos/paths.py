@@ -32,18 +32,19 @@ def special_file_kind(path: str | Path) -> str | None:
     return None
 
 
-def refuse_special_file(data: Any, what: str = "Data path") -> None:
+def refuse_special_file(data: Any, what: str = "Data path", origin: str = "") -> None:
     """Raise :class:`DataError` when ``data`` names a pipe, socket or device instead of a file or folder.
 
     Reading such a path can block forever (a pipe with no writer) or never end (``/dev/zero``), so
     it is refused before anything opens it. Anything that is not a path (arrays, patterns that
-    match nothing yet) passes through.
+    match nothing yet) passes through. ``origin`` follows the path in the message, e.g.
+    ``" (line 3 of list file 'files.txt')"``.
     """
     if not isinstance(data, (str, os.PathLike)):
         return
     kind = special_file_kind(Path(data).expanduser())
     if kind is not None:
         raise DataError(
-            f"{what} {str(data)!r} is {kind}, not a file or folder; relpos reads data from regular "
+            f"{what} {str(data)!r}{origin} is {kind}, not a file or folder; relpos reads data from regular "
             f"files and folders only."
         )
