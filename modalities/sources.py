@@ -112,7 +112,16 @@ def _read_list(path: Path, kinds: FileKinds, lists_seen: set[Path]) -> list[Path
         raise DataError(f"The list file {str(path)!r} names itself, directly or through another list file.")
     lists_seen = lists_seen | {key}
     files: list[Path] = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"The list file {str(path)!r} cannot be read as text (one path a line): "
+            f"{' '.join(str(exc).split())}."
+        ) from None
+    if "\x00" in text:
+        raise DataError(f"The list file {str(path)!r} is not a text file (one path a line): it holds NUL bytes.")
+    for number, line in enumerate(text.splitlines(), start=1):
         entry = line.split("#", 1)[0].strip()
         if entry:
             origin = f" (line {number} of list file {str(path)!r})"

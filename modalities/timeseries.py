@@ -141,7 +141,13 @@ class TimeseriesModality(Modality):
     def patch_size(self) -> tuple[float, ...]:
         if self.config.patch_samples > 0:
             return (float(self.config.patch_samples),)
-        return (float(round(self.config.patch_s * self.sfreq())),)
+        samples = round(self.config.patch_s * self.sfreq())
+        if samples < 1:
+            raise ConfigError(
+                f"'modality.patch_s' ({self.config.patch_s:g} s) is shorter than one sample at "
+                f"{self.sfreq():g} Hz; set a longer patch_s or modality.patch_samples."
+            )
+        return (float(samples),)
 
     def default_num_patches(self, extent) -> int:
         if self.config.patches_per_window > 0:

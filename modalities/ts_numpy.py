@@ -21,7 +21,7 @@ import numpy as np
 from relpos.errors import DataError
 
 from .ts_labels import check_labels, label_names
-from .ts_sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, reason, source_rate
+from .ts_sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, is_real_number, reason, source_rate
 
 DATA_KEYS = ("X", "x", "data", "arr_0")
 CHANNEL_KEYS = ("ch_names", "channels")
@@ -134,19 +134,20 @@ def from_array(array, name, group, sfreq, path, cfg, labels=None, ch_names=None,
                subjects=None, sample_ids=None) -> Source:
     """One array ``(n, channels, time)`` or ``(channels, time)`` as a source."""
     array = np.asarray(array) if not isinstance(array, np.ndarray) else array
-    if array.ndim not in (2, 3) or array.size == 0 or not np.issubdtype(array.dtype, np.number):
+    if array.ndim not in (2, 3) or array.size == 0 or not is_real_number(array.dtype):
         raise DataError(
             f"{name} holds a {array.dtype} array of shape {list(array.shape)}; expected numbers shaped "
             f"(n, channels, time) or (channels, time)."
         )
     has_sample_dim = array.ndim == 3
     n, channels, n_times = (array.shape if has_sample_dim else (1, *array.shape))
-    rate = source_rate(
-        sfreq, name,
-        "an .npz archive needs an 'sfreq' array (Hz)" if path is not None and path.suffix == ".npz"
-        else "a .npy file carries none" if path is not None else "a bare array carries none",
-        cfg.sfreq,
-    )
+    if sfreq is not None:
+        how = "its 'sfreq' array"
+    elif path is not None:
+        how = "an .npz archive needs an 'sfreq' array (Hz)" if path.suffix == ".npz" else "a .npy file carries none"
+    else:
+        how = "a bare array carries none"
+    rate = source_rate(sfreq, name, how, cfg.sfreq)
     if ch_names is None:
         ch_names = [f"ch{i}" for i in range(channels)]
     elif len(ch_names) != channels:

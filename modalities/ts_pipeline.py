@@ -282,8 +282,9 @@ def _leave_out_dead_channels(usable, picks, names, writer, source_text, strict, 
     if dead and not live:
         places = format_names(sorted({r for n in dead for r in where[n]}), limit=3)
         raise DataError(
-            f"Every channel of {source_text!r} ({format_names(dead)}) is flat throughout {places}, so there "
-            f"is no signal to make windows of; check the data, or pick other channels with modality.channels."
+            f"Every channel of {source_text!r} ({format_names(dead)}) is flat throughout {places} (constant, "
+            f"or without a finite value), so there is no signal to make windows of; check the data, or pick "
+            f"other channels with modality.channels."
         )
     if dead:
         writer.warn(dead_channel_warning(dead, PIN_HINT, where=where, kept=live))

@@ -23,6 +23,9 @@ NETCDF_SUFFIXES = (".nc", ".nc4", ".cdf", ".netcdf", ".h5", ".hdf5")
 NUMPY_SUFFIXES = (".npy", ".npz")
 SFREQ_ATTRS = ("sfreq", "sampling_rate", "fs")
 SUBJECT_NAMES = ("subject", "subjects")
+#: The fastest sampling rate a source may declare, Hz: beyond what any sensor or ADC records, so a
+#: larger value is a wrong unit or a corrupt attribute (it would make patches of absurd lengths).
+MAX_SOURCE_SFREQ_HZ = 1e9
 
 
 @dataclass
@@ -134,6 +137,11 @@ def reason(exc: BaseException) -> str:
     return text if text.endswith(".") else text + "."
 
 
+def is_real_number(dtype: np.dtype) -> bool:
+    """Integers or floats: what a signal can hold (not bool, complex, strings or objects)."""
+    return np.dtype(dtype).kind in "iuf"
+
+
 def as_strings(values: Any) -> list[str]:
     """Names stored as an array (bytes or str or numbers) as a list of str."""
     arr = np.asarray(values).reshape(-1)
@@ -155,8 +163,11 @@ def source_rate(found: float | None, where: str, how: str, fallback_sfreq: float
         ``modality.sfreq`` (Hz; 0 when unset).
     """
     if found is not None:
-        if not (np.isfinite(found) and found > 0):
-            raise DataError(f"{where} gives a sampling rate of {found} Hz ({how}); it must be positive.")
+        if not (np.isfinite(found) and 0 < found <= MAX_SOURCE_SFREQ_HZ):
+            raise DataError(
+                f"{where} gives a sampling rate of {found:g} Hz ({how}); it must be positive and at most "
+                f"{MAX_SOURCE_SFREQ_HZ:g} Hz."
+            )
         return float(found)
     if fallback_sfreq > 0:
         return float(fallback_sfreq)

@@ -19,7 +19,7 @@ import numpy as np
 from relpos.errors import DataError
 
 from .ts_labels import check_labels, class_names_attr, label_names
-from .ts_sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, reason, source_rate
+from .ts_sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, is_real_number, reason, source_rate
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _TIME_UNITS_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "millisecond": 1e-3,
@@ -113,7 +113,7 @@ def _xarray_source(obj, dataset, name: str, group: str, path: Path | None, cfg) 
     da = da.transpose(*([sample_dim] if sample_dim else []), channel_dim, time_dim)
     n = int(da.sizes[sample_dim]) if sample_dim else 1
     n_times = int(da.sizes[time_dim])
-    if n == 0 or n_times == 0 or not np.issubdtype(da.dtype, np.number):
+    if n == 0 or n_times == 0 or not is_real_number(da.dtype):
         raise DataError(
             f"{name} holds {da.dtype} data of shape {dict(da.sizes)}; expected numbers with at least "
             f"one sample and one time step."
@@ -239,7 +239,7 @@ def _xarray_sfreq(da, ds, name: str, cfg) -> float:
                 f"to {float(steps_s.max()):.6g} s); relpos needs a regular sampling rate: resample it "
                 f"first (e.g. xarray's .resample or .interp), or set attrs['sfreq'] in Hz."
             )
-        return 1.0 / step
+        return source_rate(1.0 / step, name, f"the steps of its {time_dim!r} coordinate", cfg.sfreq)
     if cfg.sfreq > 0:
         return float(cfg.sfreq)
     raise DataError(

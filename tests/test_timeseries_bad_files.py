@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from relpos.cli import main
-from relpos.errors import DataError
+from relpos.errors import ConfigError, DataError
 from relpos_modalities.timeseries import TimeseriesConfig, TimeseriesModality
 
 
@@ -110,3 +110,43 @@ def test_cli_random_npz_exits_2_with_one_line_and_writes_nothing(tmp_path, capsy
     assert code == 2 and "Traceback" not in err and "allow_pickle" not in err
     assert "is not a NumPy .npz archive" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("sfreq, shown", [(-5.0, "-5"), (0.0, "0"), (np.nan, "nan"), (1e300, r"1e\+300")])
+def test_a_sampling_rate_out_of_range_names_where_it_came_from(tmp_path, sfreq, shown):
+    np.savez(tmp_path / "rate.npz", X=np.ones((2, 10)), sfreq=np.array(sfreq))
+    with pytest.raises(DataError, match=rf"rate.npz' gives a sampling rate of {shown} Hz \(its 'sfreq' array\); "
+                                        r"it must be positive and at most 1e\+09 Hz\.$"):
+        load(tmp_path / "rate.npz")
+
+
+@pytest.mark.parametrize("sfreq", [["fast"], []])
+def test_a_sampling_rate_that_is_not_a_number(tmp_path, sfreq):
+    np.savez(tmp_path / "rate.npz", X=np.ones((2, 10)), sfreq=np.array(sfreq))
+    with pytest.raises(DataError, match=r"rate.npz' has an 'sfreq' of .*, which is not a number of Hz\.$"):
+        load(tmp_path / "rate.npz")
+
+
+@pytest.mark.parametrize("values", [np.ones((2, 10), dtype=complex), np.ones((2, 10), dtype=bool)])
+def test_complex_or_boolean_samples_are_refused(tmp_path, values):
+    np.save(tmp_path / "odd.npy", values)
+    with pytest.raises(DataError, match=rf"holds a {values.dtype} array of shape \[2, 10\]; expected numbers"):
+        load(tmp_path / "odd.npy")
+
+
+def test_a_patch_shorter_than_one_sample(tmp_path):
+    # 0.5 Hz: a 1-s patch is 0.5 samples, which rounds to none
+    np.savez(tmp_path / "slow.npz", X=np.random.default_rng(0).standard_normal((2, 10)), sfreq=np.array(0.5))
+    modality = TimeseriesModality(TimeseriesConfig(cache=False))
+    modality.load(tmp_path / "slow.npz")
+    with pytest.raises(ConfigError, match=r"'modality.patch_s' \(1 s\) is shorter than one sample at 0.5 Hz"):
+        modality.patch_size()
+
+
+def test_a_binary_list_file_is_not_read_as_paths(tmp_path):
+    (tmp_path / "files.txt").write_bytes(bytes(range(256)))
+    with pytest.raises(DataError, match=r"list file '.*files.txt' cannot be read as text \(one path a line\)"):
+        load(tmp_path / "files.txt")
+    (tmp_path / "nul.lst").write_bytes(b"a.npy\x00b.npy\n")
+    with pytest.raises(DataError, match=r"list file '.*nul.lst' is not a text file .*NUL bytes"):
+        load(tmp_path / "nul.lst")

@@ -99,7 +99,8 @@ def test_every_channel_dead_names_them():
     x = np.zeros((2, 2, 20))
     x[:, 1] = 3.0
     with pytest.raises(DataError, match=r"Every channel of 'builtins.dict' \('x' and 'y'\) is flat throughout 'the "
-                                        r"mapping of arrays', so there is no signal"):
+                                        r"mapping of arrays' \(constant, or without a finite value\), so "
+                                        r"there is no signal"):
         modality(window_s=1).load(archive(x, ["x", "y"]))
 
 
