@@ -237,6 +237,20 @@ def test_a_checkpoint_of_the_wrong_structure_is_one_sentence(run_copy, what, cha
     assert "\n" not in message and message.endswith(".")
 
 
+def test_a_checkpoint_whose_data_description_does_not_fit_its_modality_is_one_sentence(tmp_path):
+    out = tmp_path / "run"
+    config = relpos.resolve_config(modality="timeseries", pretext="part", overrides=[
+        *TINY, "modality.sfreq=100", "modality.patch_s=0.5", "train.steps=1", f"out={out}"])
+    relpos.train(config, data=np.random.default_rng(0).standard_normal((4, 2, 200)).astype(np.float32))
+    path = out / "checkpoints" / "last.pt"
+    state = good_state(out)
+    torch.save({**state, "data_info": {**state["data_info"], "sfreq": "fast"}}, path)
+    with pytest.raises(RelposError, match=r"holds a description of its training data \('data_info'\) that modality "
+                                          r"'timeseries' cannot use") as info:
+        relpos.load_encoder(out)
+    assert "\n" not in str(info.value)
+
+
 RESUME_STRUCTURES = [
     ("no optimizer", _without("optimizer"), "its 'optimizer' entry is missing"),
     ("optimizer a list", _with("optimizer", []), "its 'optimizer' entry is a list, expected a mapping"),

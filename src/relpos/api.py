@@ -157,5 +157,11 @@ def load_encoder(
         ) from None
     encoder.to(device).eval()
     modality = get_modality(config.modality)(config.modality_config)
-    modality.restore(dict(state.get("data_info", {})))
+    try:
+        modality.restore(dict(state.get("data_info", {})))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RelposError(
+            f"Checkpoint {str(ckpt_file)!r} holds a description of its training data ('data_info') that "
+            f"modality {config.modality!r} cannot use ({' '.join(str(exc).split()) or type(exc).__name__})."
+        ) from None
     return PretrainedEncoder(encoder=encoder, modality=modality, config=config, step=int(state["step"]))
