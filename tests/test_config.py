@@ -454,3 +454,13 @@ def test_config_file_larger_than_any_config_is_refused(tmp_path, capsys):
     path.write_text("#" * (1 << 20) + "\n")  # 1 MiB of comment plus a newline: one byte too many
     status, _, err = run_cli(["train", "--print-config", "--config", str(path)], capsys)
     assert (status, err) == (2, [f"relpos: error: Config file {str(path)!r} holds 1048577 bytes; a config is a few hundred, and at most 1048576 are read."])
+
+
+@pytest.mark.parametrize(
+    "argv, allowed_up_to",
+    [(["--seed", "-1"], 4294967295), (["--seed", "4294967296"], 4294967295), (["--seed", "4294967295", "--repeats", "2"], 4294967294)],
+)
+def test_eval_seed_outside_numpy_range_fails_before_the_run_is_opened(argv, allowed_up_to, tmp_path, capsys):
+    status, _, err = run_cli(["eval", str(tmp_path / "no-run"), *argv], capsys)
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith(f"relpos: error: Invalid value for 'seed': expected an integer from 0 to {allowed_up_to} ")

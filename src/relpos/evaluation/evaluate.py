@@ -23,7 +23,7 @@ import torch
 
 from ..api import FEATURES, PretrainedEncoder, load_encoder
 from ..checkpoint import atomic_write_text
-from ..config import DEVICE_HELP, DEVICE_PATTERN, MAX_STEPS, build_dataclass, setting
+from ..config import DEVICE_HELP, DEVICE_PATTERN, MAX_SEED, MAX_STEPS, build_dataclass, setting
 from ..encoder import build_encoder
 from ..errors import ConfigError, DataError, unknown_name
 from ..modality import Modality, Windows
@@ -376,6 +376,12 @@ def evaluate(
         raise ConfigError(
             f"Invalid value for 'repeats': expected an integer from 1 to {MAX_REPEATS} (each repeat runs "
             f"the whole protocol again), got {repeats!r}."
+        )
+    # Repeat r uses seed + r, and NumPy's generators take seeds in [0, 2**32 - 1].
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - (repeats - 1):
+        raise ConfigError(
+            f"Invalid value for 'seed': expected an integer from 0 to {MAX_SEED - (repeats - 1)} "
+            f"(repeats use seed, seed + 1, ..., up to {MAX_SEED}), got {seed!r}."
         )
     refuse_special_file(data)
 
