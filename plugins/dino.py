@@ -23,6 +23,7 @@ eval``'s default); the DINO paper evaluates the teacher, whose encoder the check
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -219,6 +220,43 @@ class DINO(Pretext):
         if self._pending_center is not None:
             self.centering.update(self._pending_center)
             self._pending_center = None
+
+    # -- memory ---------------------------------------------------------------------------------------
+    #: Whether every patch token (not only CLS) goes through the projection head (PW-Self).
+    patchwise = False
+
+    def view_token_counts(self) -> tuple[int, int]:
+        """The most tokens (CLS not counted) a global and a local view can have."""
+        def grid(resolution):
+            return math.prod(r // p for r, p in zip(resolution, self.patch_shape))
+
+        if self.resample:
+            return grid(self.global_resolution), grid(self.local_resolution)
+        n_axes = len(self.extent)
+
+        def longest(scale):  # native crops: the largest fraction, in whole patches
+            return math.prod(
+                max(1, int(e * scale[1] ** (1 / n_axes) // p)) for e, p in zip(self.extent, self.patch_shape)
+            )
+
+        return longest(self.global_scale), longest(self.local_scale)
+
+    def memory_hint(self, batch_size: int) -> str:
+        c = self.config
+        n_global_tokens, n_local_tokens = self.view_token_counts()
+        per_sample = c.n_global * (1 + n_global_tokens) + c.n_local * (1 + n_local_tokens)
+        local_share = round(100 * c.n_local * (1 + n_local_tokens) / per_sample)
+        head = f", every one projected to pretext.out_dim={c.out_dim} values" if self.patchwise else ""
+        resolution = (
+            "modality.image_size or pretext.local_resolution" if self.resample
+            else "the crop lengths, pretext.global_scale and pretext.local_scale"
+        )
+        return (
+            f"each sample makes up to {per_sample} tokens, {c.n_global} global views of {1 + n_global_tokens} and "
+            f"{c.n_local} local views of {1 + n_local_tokens}{head}, so the batch makes {batch_size * per_sample}: "
+            f"halve train.batch_size (now {batch_size}) to {max(1, batch_size // 2)}, or lower pretext.n_local "
+            f"(now {c.n_local}, {local_share} % of the tokens) or the view resolution ({resolution})"
+        )
 
     # -- views ----------------------------------------------------------------------------------------
     def sample(self, batch_size: int, generator: torch.Generator | None, device) -> list[Views]:

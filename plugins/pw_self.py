@@ -72,6 +72,7 @@ class PWSelf(DINO):
     name = "pw-self"
     Config = PWSelfConfig
     log_keys = ("teacher_temp", "momentum", "cls_ce", "matched")
+    patchwise = True
 
     def __init__(self, config, modality, encoder_config, data):
         super().__init__(config, modality, encoder_config, data)

@@ -297,3 +297,24 @@ def test_recipes_resolve_with_positions(recipe):
     config = resolve_config(recipe)
     assert config.pretext in ("dino", "pw-self")
     assert config.encoder.pos_embed == "sincos"
+
+
+def test_out_of_memory_on_the_first_step_says_what_to_lower(tmp_path, monkeypatch, capfd):
+    data = tmp_path / "images.npz"
+    np.savez(data, x=images())
+    cls = relpos.get_pretext("pw-self")
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cls, "forward", out_of_memory)
+    out = tmp_path / "run"
+    code = main(cli_args("pw-self", data, out, steps=2))
+    err = capfd.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    # 16-px images, 4-px patches: global views 4x4 = 16 tokens + CLS; local views 96/224 · 16 ≈ 8 px → 2x2 + CLS;
+    # 2 · 17 + 2 · 5 = 44 tokens per sample, 4 samples → 176
+    assert "each sample makes up to 44 tokens" in err and "the batch makes 176" in err
+    assert "train.batch_size (now 4) to 2" in err and "pretext.n_local (now 2, 23 % of the tokens)" in err
+    assert "pretext.out_dim=64" in err
+    assert not (out / "checkpoints").exists()

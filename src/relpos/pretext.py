@@ -151,6 +151,15 @@ class Pretext(nn.Module):
         self.progress_step = int(step)
         self.total_steps = int(total_steps)
 
+    def memory_hint(self, batch_size: int) -> str | None:
+        """What to lower when a training step runs out of memory, as a clause for the loop's message.
+
+        E.g. ``"lower train.batch_size (now 64; ...) or pretext.n_local (...)"``, naming this
+        pretext's settings that drive memory and their current values. None (the default) gives
+        the loop's generic advice (batch size, encoder size).
+        """
+        return None
+
     def weight_decay_at(self, step: int, total_steps: int) -> float | None:
         """The weight decay for the step after ``step`` steps, or None to keep ``train.weight_decay``.
 

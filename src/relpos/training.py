@@ -566,9 +566,13 @@ def train(
         raise TrainingInterrupted(*_kept_checkpoint(ckpt_file, last_saved)) from None
     except BaseException as exc:
         if _out_of_memory(exc):
-            raise TrainingError(
-                f"Out of memory at step {step} on {device}, so training stopped and {kept()} (lower "
-                f"train.batch_size, now {cfg.batch_size}, or the encoder's size)."
+            advice = pretext.memory_hint(cfg.batch_size) or (
+                f"lower train.batch_size, now {cfg.batch_size}, or the encoder's size"
+            )
+            # On the first step of a run the settings themselves do not fit: bad input (exit 2).
+            error = ConfigError if step == start + 1 else TrainingError
+            raise error(
+                f"Out of memory at step {step} on {device}, so training stopped and {kept()} ({advice})."
             ) from None
         raise
     finally:
