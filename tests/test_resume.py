@@ -243,7 +243,8 @@ def finished_short_run(tmp_path_factory):
         (["--set", "encoder.depth=2"], "encoder.depth is 1 in the run but 2 was asked for"),
         (["--seed", "3"], "train.seed is 0 in the run but 3 was asked for"),
         (["--set", "train.amp=false"], "train.amp is True in the run but False was asked for"),
-        (["--data", "elsewhere.edf"], "data is None in the run but 'elsewhere.edf' was asked for"),
+        (["--data", "elsewhere.edf"],
+         "data is unset (the modality's bundled sample) in the run but 'elsewhere.edf' was asked for"),
     ],
 )
 def test_resume_with_a_different_setting_names_it_and_changes_nothing(finished_short_run, capfd, extra, expected):
@@ -295,3 +296,18 @@ def test_the_python_api_refuses_other_settings_too(finished_short_run):
     with pytest.raises(ConfigError, match=r"train\.batch_size is 4 in the run but 8 was asked for"):
         relpos.train(config, resume=True)
     assert ckpt_step(finished_short_run) == 2
+
+
+def test_the_same_data_spelled_another_way_is_not_a_difference(tmp_path, make_image_folder, monkeypatch, capfd):
+    images = make_image_folder()
+    out = tmp_path / "run"
+    tiny = ["--set", "encoder.dim=32", "--set", "encoder.depth=1", "--set", "encoder.heads=2",
+            "--set", "pretext.n_pairs=16", "--set", "train.batch_size=2", "--no-progress"]
+    assert main(["train", "--modality", "image", *tiny, "--steps", "1", "--data", str(images), "--out", str(out)]) == 0
+    monkeypatch.chdir(images.parent)
+    assert main(["train", "--out", str(out), "--resume", "--steps", "2", "--data", f"./{images.name}/"]) == 0
+    assert ckpt_step(out) == 2
+    other = make_image_folder("other")
+    capfd.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--steps", "3", "--data", str(other)]) == 2
+    assert f"data is {str(images)!r} in the run but {str(other)!r} was asked for" in _err_line(capfd)
