@@ -464,3 +464,22 @@ def test_eval_seed_outside_numpy_range_fails_before_the_run_is_opened(argv, allo
     status, _, err = run_cli(["eval", str(tmp_path / "no-run"), *argv], capsys)
     assert status == 2 and len(err) == 1
     assert err[0].startswith(f"relpos: error: Invalid value for 'seed': expected an integer from 0 to {allowed_up_to} ")
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--steps", "1e30", "Invalid value for 'train.steps': allowed an integer >= 1 and <= 100000000, got 1e+30."),
+        ("--steps", "ten", "Invalid value for 'train.steps': expected an integer, got 'ten'."),
+        ("--seed", "-5", "Invalid value for 'train.seed': allowed an integer >= 0 and <= 4294967295, got -5."),
+    ],
+)
+def test_steps_and_seed_flags_get_the_same_sentence_as_set(flag, value, message, capsys):
+    assert run_cli(["train", "--print-config", flag, value], capsys) == (2, "", [f"relpos: error: {message}"])
+
+
+def test_steps_flag_reads_numbers_as_set_does():
+    from relpos.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--steps", "1e3"]).steps == "1e3"  # 1000 once resolved
+    assert resolve_config(overrides=["train.steps=1e3"]).train.steps == 1000

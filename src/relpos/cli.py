@@ -26,8 +26,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretext", help="pretext name (default: part); see `relpos plugins`")
     p.add_argument("--data", help="file or folder to train on (default: the modality's bundled sample)")
     p.add_argument("--out", help="run directory (default: runs/<modality>-<pretext>)")
-    p.add_argument("--steps", type=int, help="training steps (train.steps)")
-    p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    # Read as text and checked like --set train.steps=N, so a bad value gets the config's sentence
+    # (key, value, allowed range) rather than argparse's usage block.
+    p.add_argument("--steps", help="training steps (train.steps)")
+    p.add_argument("--seed", help="random seed (train.seed)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (train.device)")
     p.add_argument("--config", help="YAML config file, e.g. configs/eeg_part.yaml")
     p.add_argument(
@@ -75,7 +77,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     result = train(config, resume=args.resume)
     steps = f"{result.step} step" + ("" if result.step == 1 else "s")
-    print(f"relpos: trained {steps}, final loss {result.loss:.4f}; run directory: {result.run_dir}")
+    against = f" ({result.baseline_summary})" if result.baseline_summary else ""
+    print(f"relpos: trained {steps}, final loss {result.loss:.4f}{against}; run directory: {result.run_dir}")
     return 0
 
 
