@@ -483,3 +483,13 @@ def test_steps_flag_reads_numbers_as_set_does():
 
     assert build_parser().parse_args(["train", "--steps", "1e3"]).steps == "1e3"  # 1000 once resolved
     assert resolve_config(overrides=["train.steps=1e3"]).train.steps == 1000
+
+
+def test_a_config_built_in_python_gets_the_same_checks():
+    from relpos.encoder import EncoderConfig
+
+    EncoderConfig(dim=64, heads=2, mlp_ratio=2).validate()  # an int where a float is declared is fine
+    with pytest.raises(ConfigError, match=r"^Invalid value for 'encoder.dim': expected an integer, got '64'.$"):
+        EncoderConfig(dim="64", heads=2).validate()
+    with pytest.raises(ConfigError, match=r"^Invalid value for 'encoder.heads': allowed an integer >= 1"):
+        EncoderConfig(heads=0).validate()  # used to be a ZeroDivisionError

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 import re
 import types
 import typing
@@ -62,7 +63,8 @@ class Range:
     ordered : bool
         A ``(low, high)`` pair must have ``low <= high``.
     min_items : int
-        The fewest items a list, tuple or mapping may have.
+        The fewest items a list, tuple or mapping may have; for a string, ``1`` means it must not
+        be blank.
     allow_inf : bool
         Accept ``inf`` / ``-inf`` (when within the bounds).
     free : str
@@ -96,6 +98,7 @@ class Range:
         return text
 
     def number_ok(self, value: float) -> bool:
+        """Whether ``value`` is one of ``also`` or a number within the bounds (finite unless allowed)."""
         if value in self.also:
             return True
         if value != value:  # NaN
@@ -148,13 +151,12 @@ def check_value(key: str, value: Any, tp: Any, allowed: Range | None) -> None:
     to the items of lists, tuples and mappings too.
     """
     rng = allowed or Range()
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
         if value is None:
             return
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         tp = inner[0] if len(inner) == 1 else Any
-        origin = typing.get_origin(tp)
+    _check_type(key, value, tp)
     if isinstance(value, (list, tuple, dict)):
         items = list(value.values()) if isinstance(value, dict) else list(value)
         if len(items) < rng.min_items:
@@ -186,6 +188,18 @@ def check_value(key: str, value: Any, tp: Any, allowed: Range | None) -> None:
         _check_string(key, value, rng)
 
 
+def _check_type(key: str, value: Any, tp: Any) -> None:
+    """A config built in Python skips the coercion of :func:`relpos.config.build_dataclass`."""
+    expected = {
+        int: ("an integer", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+        float: ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+        bool: ("true or false", lambda v: isinstance(v, bool)),
+        str: ("a string", lambda v: isinstance(v, str)),
+    }.get(tp)
+    if expected is not None and not expected[1](value):
+        raise ConfigError(f"Invalid value for {key!r}: expected {expected[0]}, got {value!r}.")
+
+
 def _number_fits(value: float, rng: Range) -> bool:
     if isinstance(value, int) and abs(value) > MAX_INT:
         return False
@@ -206,8 +220,6 @@ def _check_string(key: str, value: str, rng: Range) -> None:
         )
     if rng.min_items and not value.strip():
         raise ConfigError(f"Invalid value for {key!r}: it must not be empty, got {value!r}.")
-
-
 
 
 def check_fields(obj: Any, prefix: str) -> None:
