@@ -66,6 +66,16 @@ class PositionFreePretext(PositionedPretext):
     encoder_pos_embed = ("none",)
 
 
+class DefaultPositionsPretext(relpos.Pretext):
+    """Says nothing about positions: the base class's ("none",) applies."""
+
+    name = "default-positions"
+    Config = VolumeConfig
+
+    def forward(self, batch, generator):
+        raise NotImplementedError("only its configuration is resolved")
+
+
 class ContractPlugin:
     @relpos.hookimpl
     def register_modalities(self, register):
@@ -75,6 +85,7 @@ class ContractPlugin:
     def register_pretexts(self, register):
         register(PositionedPretext)
         register(PositionFreePretext)
+        register(DefaultPositionsPretext)
 
 
 @pytest.fixture
@@ -96,7 +107,7 @@ def volumes(tmp_path):
 
 
 # -- positions -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("pretext", ["part", "part-grid", "position-free"])
+@pytest.mark.parametrize("pretext", ["position-free", "default-positions"])
 def test_sincos_positions_for_a_pretext_that_takes_none_are_refused_at_config_time(contract_plugin, pretext):
     with pytest.raises(ConfigError) as info:
         relpos.resolve_config(modality="volume", pretext=pretext, overrides=["encoder.pos_embed=sincos"])
