@@ -170,6 +170,15 @@ def test_bad_view_settings_are_one_sentence(override, message):
         build("pw-self", [override])
 
 
+def test_pw_self_needs_an_encoder_with_per_token_outputs(monkeypatch):
+    from relpos.encoder import PatchEncoder
+
+    monkeypatch.setattr(PatchEncoder, "per_token_outputs", False, raising=False)
+    with pytest.raises(ConfigError, match="needs an encoder with per-token outputs"):
+        build("pw-self")
+    build("dino")  # DINO reads CLS only
+
+
 def test_flipping_a_modality_without_flips_is_refused():
     x = np.random.default_rng(0).standard_normal((2, 3, 400)).astype(np.float32)
     series = ["modality.sfreq=100", "modality.window_s=2", "modality.stride_s=1", "modality.patch_s=0.5"]

@@ -122,6 +122,7 @@ def test_a_single_cell_matches_the_first_of_the_longer_side():
         ((32, 48), (4, 4), (16, 24), (32, 32), (True, True)),
         ((300,), (25,), None, None, (True,)),
         ((300,), (10,), (120,), (40,), (False,)),
+        ((16, 16, 16), (4, 4, 4), (16, 16, 16), (8, 8, 8), (False, False, True)),  # a 3-axis volume
     ],
 )
 def test_vectorised_batch_equals_per_sample_reference(extent, patch, res_a, res_b, flippable):
