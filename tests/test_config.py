@@ -493,3 +493,36 @@ def test_a_config_built_in_python_gets_the_same_checks():
         EncoderConfig(dim="64", heads=2).validate()
     with pytest.raises(ConfigError, match=r"^Invalid value for 'encoder.heads': allowed an integer >= 1"):
         EncoderConfig(heads=0).validate()  # used to be a ZeroDivisionError
+
+
+def test_out_that_is_a_file_or_below_one_fails_before_the_data(tmp_path, monkeypatch, capsys):
+    import relpos.training
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was opened before --out was checked")
+
+    monkeypatch.setattr(relpos.training, "open_data", no_data)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a run\n")
+    status, _, err = run_cli(["train", "--out", str(a_file)], capsys)
+    assert (status, err) == (2, [f"relpos: error: Run directory {str(a_file)!r} is a file, not a folder; choose another --out."])
+    below = a_file / "runs" / "one"
+    status, _, err = run_cli(["train", "--out", str(below)], capsys)
+    assert (status, err) == (2, [
+        f"relpos: error: Cannot create the run directory {str(below)!r}: {str(a_file)!r} is a file, not a folder; "
+        f"choose another --out."
+    ])
+    assert a_file.read_text() == "not a run\n"
+
+
+def test_out_in_a_folder_that_cannot_be_written(tmp_path, monkeypatch, capsys):
+    import os
+
+    # root ignores permission bits, so the refusal is simulated
+    monkeypatch.setattr(os, "access", lambda path, mode: str(path) != str(tmp_path))
+    status, _, err = run_cli(["train", "--out", str(tmp_path / "run")], capsys)
+    assert (status, err) == (2, [
+        f"relpos: error: Cannot write the run directory {str(tmp_path / 'run')!r}: {str(tmp_path)!r} is not writable; "
+        f"choose another --out."
+    ])
+    assert not (tmp_path / "run").exists()

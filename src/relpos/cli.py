@@ -43,7 +43,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import check_path_value, resolve_config
+    from .config import check_path_value, check_run_dir_usable, resolve_config
     from .training import train
 
     # --steps/--seed/--device are shorthands for --set; paths are applied verbatim afterwards
@@ -75,6 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(config.to_yaml())
         return 0
+    check_run_dir_usable(config.run_dir())  # a file in the way is found before the data is read
     result = train(config, resume=args.resume)
     steps = f"{result.step} step" + ("" if result.step == 1 else "s")
     against = f" ({result.baseline_summary})" if result.baseline_summary else ""

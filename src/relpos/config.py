@@ -21,6 +21,7 @@ no data is read first. ``data`` and ``out`` must be non-blank paths when given.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -359,6 +360,30 @@ _check_override_path = check_override_path
 
 
 _PATH_DEFAULTS = {"data": "the modality's bundled sample", "out": "runs/<modality>-<pretext>"}
+
+
+def check_run_dir_usable(run_dir: str | Path) -> None:
+    """Raise :class:`ConfigError` when ``run_dir`` cannot be a run directory, before any data is read.
+
+    It must be a folder or not exist yet, and the nearest existing folder above it must be
+    writable; otherwise the run would fail only after its data was loaded.
+    """
+    run_dir = Path(run_dir)
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == run_dir and not run_dir.is_dir():
+        raise ConfigError(f"Run directory {str(run_dir)!r} is a file, not a folder; choose another --out.")
+    if not existing.is_dir():
+        raise ConfigError(
+            f"Cannot create the run directory {str(run_dir)!r}: {str(existing)!r} is a file, not a folder; "
+            f"choose another --out."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"Cannot write the run directory {str(run_dir)!r}: {str(existing)!r} is not writable; "
+            f"choose another --out."
+        )
 
 
 def check_path_value(key: str, value: Any, default: str | None = None) -> str | None:
