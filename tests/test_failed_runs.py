@@ -76,9 +76,10 @@ def no_hang():
 
 
 def error_lines(capfd) -> list[str]:
+    """stderr's lines, less warnings (e.g. about the pretext's learning) that are not about failing."""
     err = capfd.readouterr().err.strip().splitlines()
     assert not any("Traceback" in line for line in err), err
-    return err
+    return [line for line in err if not line.startswith("relpos: warning:")]
 
 
 # -- before the first checkpoint: nothing is kept ---------------------------------------------------
@@ -153,6 +154,46 @@ def test_ctrl_c_right_after_the_first_checkpoint_is_renamed_keeps_it(tmp_path, i
     ckpt = out / "checkpoints" / "last.pt"
     assert error_lines(capfd) == [f"relpos: interrupted; the last checkpoint (step 2) is kept in {ckpt} (continue with --resume)."]
     assert torch.load(ckpt, weights_only=True)["step"] == 2
+
+
+@pytest.mark.parametrize("errno_, words", [(28, "No space left on device"), (30, "Read-only file system")])
+def test_a_checkpoint_that_cannot_be_written_is_one_sentence(tmp_path, images, capfd, monkeypatch, errno_, words):
+    import relpos.training as training
+
+    original = training.atomic_torch_save
+    calls = []
+
+    def save_fails_the_second_time(obj, path):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno_, os.strerror(errno_), str(path))
+        original(obj, path)
+
+    monkeypatch.setattr(training, "atomic_torch_save", save_fails_the_second_time)
+    out = tmp_path / "run"
+    assert main([*image_args(out, steps=4, ckpt_every=2), "--data", str(images)]) == 1
+    (line,) = error_lines(capfd)
+    ckpt = out / "checkpoints" / "last.pt"
+    assert line == (
+        f"relpos: error: Cannot write the checkpoint {str(ckpt)!r} at step 4: {words}, so training stopped and "
+        f"the last good checkpoint (step 2) is {str(ckpt)!r} (free some space, or train into another --out)."
+    )
+    assert torch.load(ckpt, weights_only=True)["step"] == 2
+
+
+def test_a_run_directory_that_cannot_be_written_is_one_sentence(tmp_path, images, capfd, monkeypatch):
+    import relpos.training as training
+
+    def refuse(text, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(training, "atomic_write_text", refuse)
+    out = tmp_path / "run"
+    assert main([*image_args(out), "--data", str(images)]) == 2
+    assert error_lines(capfd) == [
+        f"relpos: error: Cannot write to the run directory {str(out)!r}: Permission denied; choose another --out."
+    ]
+    assert not out.exists()
 
 
 # -- after a checkpoint, or when resuming: everything is kept ---------------------------------------

@@ -489,6 +489,15 @@ def train(
     last_saved: int | None = start if start > 0 else None  # step of the newest checkpoint on disk
 
     def save(step: int) -> None:
+        try:
+            _write_checkpoint(step)
+        except OSError as exc:  # a full disk or a folder taken away is no reason for a traceback
+            raise TrainingError(
+                f"Cannot write the checkpoint {str(ckpt_file)!r} at step {step}: {exc.strerror or exc}, so "
+                f"training stopped and {kept()} (free some space, or train into another --out)."
+            ) from None
+
+    def _write_checkpoint(step: int) -> None:
         atomic_torch_save(
             {
                 "step": step,
@@ -512,7 +521,12 @@ def train(
     loss_value = float("nan")
     step = start
     try:
-        atomic_write_text(config.to_yaml(), run_dir / "config.yaml")
+        try:
+            atomic_write_text(config.to_yaml(), run_dir / "config.yaml")
+        except OSError as exc:
+            raise RelposError(
+                f"Cannot write to the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose another --out."
+            ) from None
         log = _MetricsLog(run_dir, METRIC_FIELDS + list(pretext.log_keys), start, cfg.tensorboard)
         use_amp = cfg.amp and device.type == "cuda"
         autocast = (
