@@ -10,6 +10,19 @@ target) pairs a relative encoder predicts
 
 and the loss is the mean squared error over pairs and components (the paper's L_MSE).
 
+Its trivial baseline (logged as ``loss_baseline``, see :mod:`relpos.trivial_baseline`) is the loss of
+the best constant prediction on the batch: the targets' mean per component, so the loss is the mean
+over components of the targets' variance. For translations that mean is close to 0 (predicting
+Δ = 0); the size ratios of ``predict_size`` have a mean near 1, which a constant also gets for free.
+
+Position masking (the PART paper's EEG experiment, "we randomly mask out 20 % of the position
+embeddings"): with ``encoder.pos_embed: sincos`` and ``encoder.pos_mask_ratio`` r > 0, each sample's
+encoder sees sin-cos embeddings of the box centres for all but exactly round(r·N) of its N patches.
+A pair of two visible patches gives its offset away (it can be read off the two embeddings), so
+only pairs involving a masked patch need content: the masked patch must be localised by matching
+its content with its positioned neighbours. ``pair_loss: masked`` trains on those pairs alone; the
+logs report both kinds of pairs either way.
+
 Relative encoders (``head``), the paper's ablation of Table 5:
 
 * ``cross_attention`` (default): query = Linear(concat(x_ref, x_tgt)) (2d → d); keys and values
@@ -32,13 +45,17 @@ from torch import nn
 
 from relpos import hookimpl
 from relpos.config import check_fields, setting
+from relpos.encoder import masked_count, position_mask
 from relpos.errors import ConfigError
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes, relative_transform, target_dim
 from relpos.pretext import Pretext
 from relpos.sampling import grid_boxes, grid_count, sample_offgrid, sample_pairs
+from relpos.trivial_baseline import BASELINE_KEY
 
 HEADS = ("cross_attention", "pairwise_mlp", "mlp")
+#: Which pairs the loss is computed on (``pretext.pair_loss``).
+PAIR_LOSSES = ("all", "masked")
 #: Most patches per sample and pairs per sample a config may ask for: the pair targets alone are
 #: batch × n_pairs × 4 floats, and the mlp head's output grows with n_patches².
 MAX_PATCHES = 65536
@@ -61,6 +78,9 @@ class PARTConfig:
     scale_range: tuple[float, float] = setting((1.0, 1.0), gt=0, ordered=True)
     # width / height ratio (2+ axes)
     aspect_range: tuple[float, float] = setting((1.0, 1.0), gt=0, ordered=True)
+    # with position masking (encoder.pos_mask_ratio): 'all' pairs, or only the pairs involving a
+    # masked patch ('masked'; pairs of two visible patches give their offset away)
+    pair_loss: str = setting("all", choices=PAIR_LOSSES)
 
     def validate(self) -> None:
         check_fields(self, "pretext")  # each value against its declared range (a config made in Python)
@@ -162,6 +182,38 @@ class FullMLPHead(nn.Module):
         return _take(all_pairs, ref * self.n_patches + tgt)
 
 
+def constant_baseline(theta: torch.Tensor, selected: torch.Tensor | None = None) -> torch.Tensor:
+    """The MSE of the best constant prediction of the targets ``theta`` (PART's trivial baseline).
+
+    The constant that minimises the squared error is the targets' mean per component, so the loss
+    it gets is the mean over components of their (population) variance.
+
+    Parameters
+    ----------
+    theta : torch.Tensor
+        ``(B, n_pairs, |θ|)`` targets.
+    selected : torch.Tensor, optional
+        ``(B, n_pairs)`` bool: only these pairs count (e.g. those involving a masked patch).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar; 0 when no pair is selected.
+    """
+    theta = theta.detach().float().reshape(-1, theta.shape[-1])
+    if selected is not None:
+        theta = theta[selected.reshape(-1)]
+    if theta.shape[0] == 0:
+        return theta.new_zeros(())
+    return (theta - theta.mean(dim=0)).pow(2).mean()
+
+
+def _masked_mean(values: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``selected``; 0 (with a zero gradient) when nothing is selected."""
+    weights = selected.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1)
+
+
 def _take(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``tokens[b, index[b, m]]`` for ``(B, N, d)`` tokens and ``(B, M)`` indices."""
     return tokens.gather(1, index.unsqueeze(-1).expand(*index.shape, tokens.shape[-1]))
@@ -175,6 +227,8 @@ class PART(Pretext):
     modalities = None
     min_axes = 1
     sampling = "offgrid"
+    # sincos only for the position-masked variant; check_config refuses every position visible.
+    encoder_pos_embed = ("none", "sincos")
 
     @classmethod
     def check_config(cls, config, modality, encoder_config):
@@ -188,13 +242,43 @@ class PART(Pretext):
                 f"{len(modality.axes)} ({', '.join(modality.axes)}); use 'pretext.scale_range', got "
                 f"{list(config.aspect_range)}."
             )
+        ratio = encoder_config.pos_mask_ratio
+        if encoder_config.pos_embed == "none":
+            if ratio > 0:
+                raise ConfigError(
+                    f"'encoder.pos_mask_ratio' masks position embeddings, but 'encoder.pos_embed' is "
+                    f"'none'; set 'encoder.pos_embed' to 'sincos' for position-masked PART or the ratio "
+                    f"to 0, got pos_mask_ratio {ratio:g}."
+                )
+            if config.pair_loss == "masked":
+                raise ConfigError(
+                    "'pretext.pair_loss' 'masked' trains on the pairs involving a patch whose position "
+                    "is masked, so it needs 'encoder.pos_embed' 'sincos' and 'encoder.pos_mask_ratio' "
+                    "above 0, got pos_embed 'none'."
+                )
+        elif ratio == 0:
+            raise ConfigError(
+                "With 'encoder.pos_embed' 'sincos' and no masking PART's encoder sees every patch's "
+                "position, which gives every offset away; set 'encoder.pos_mask_ratio' in (0, 1) (the "
+                "paper's EEG experiment uses 0.2) or 'encoder.pos_embed' to 'none', got pos_mask_ratio 0."
+            )
+        if config.n_patches:
+            cls.check_position_masking(encoder_config, config.n_patches)
+
+    @staticmethod
+    def check_position_masking(encoder_config, n_patches: int) -> None:
+        """Refuse a mask ratio that hides no position of ``n_patches`` (every offset visible)."""
+        if encoder_config.pos_embed != "sincos":
+            return
+        ratio = encoder_config.pos_mask_ratio
+        if masked_count(ratio, n_patches) == 0:
+            raise ConfigError(
+                f"'encoder.pos_mask_ratio' {ratio:g} of {n_patches} patches masks "
+                f"round({ratio * n_patches:g}) = 0 positions, so every patch's position is visible and "
+                f"gives every offset away; use at least {0.5 / n_patches:g} (one patch)."
+            )
 
     def __init__(self, config, modality, encoder_config, data):
-        if encoder_config.pos_embed != "none":
-            raise ConfigError(
-                f"PART predicts positions, so its encoder must not see them: 'encoder.pos_embed' "
-                f"must be 'none', got {encoder_config.pos_embed!r}."
-            )
         super().__init__(config, modality, encoder_config, data)
         # resolve_config has run both; again here for a config built in Python.
         config.validate()
@@ -218,6 +302,8 @@ class PART(Pretext):
                 f"PART needs at least 2 patches per sample; extent {list(self.extent)} with patch size "
                 f"{list(self.patch_size)} gives {self.n_patches}."
             )
+        self.check_position_masking(encoder_config, self.n_patches)
+        self.masks_positions = encoder_config.pos_embed == "sincos"
         out_dim = target_dim(n_axes, config.predict_size)
         dim = encoder_config.dim
         if config.head == "cross_attention":
@@ -228,7 +314,11 @@ class PART(Pretext):
         else:
             self.head = FullMLPHead(dim, self.n_patches, out_dim)
         self.n_axes = n_axes
-        self.log_keys = ("center_l2",) + (("size_mse",) if config.predict_size else ())
+        self.log_keys = (
+            (BASELINE_KEY, "center_l2")
+            + (("size_mse",) if config.predict_size else ())
+            + (("mse_masked_pairs", "baseline_masked_pairs", "mse_visible_pairs") if self.masks_positions else ())
+        )
 
     def sample_boxes(self, batch_size: int, generator: torch.Generator, device: torch.device) -> Boxes:
         if self.sampling == "grid":
@@ -251,16 +341,39 @@ class PART(Pretext):
         batch_size = x.shape[0]
         boxes = self.sample_boxes(batch_size, generator, x.device)
         patches = extract_patches(x, boxes, self.patch_shape)
-        tokens = self.encoder(patches, boxes.center, generator)[:, 1:]
+        pos_masked = None
+        if self.masks_positions:
+            # Drawn here, not inside the encoder, because the loss and logs must know which pairs
+            # involve a masked patch; also outside training, since visible positions give PART away.
+            pos_masked = position_mask(
+                batch_size, self.n_patches, self.encoder.config.pos_mask_ratio, generator, x.device
+            )
+        tokens = self.encoder(patches, boxes.center, generator, pos_masked=pos_masked)[:, 1:]
         ref, tgt = sample_pairs(batch_size, self.n_patches, self.config.n_pairs, generator, x.device)
         theta = relative_transform(boxes.gather(ref), boxes.gather(tgt), self.config.predict_size)
         pred = self.head(tokens, ref, tgt).float()
-        loss = F.mse_loss(pred, theta)
+        pair_error = (pred - theta).pow(2).mean(dim=-1)  # (B, n_pairs): MSE over components
+        masked_pair = None
+        if pos_masked is not None:
+            masked_pair = pos_masked.gather(1, ref) | pos_masked.gather(1, tgt)
+        if self.config.pair_loss == "masked":
+            loss = _masked_mean(pair_error, masked_pair)
+            baseline = constant_baseline(theta, masked_pair)
+        else:
+            loss = pair_error.mean()
+            baseline = constant_baseline(theta)
         with torch.no_grad():
             d = self.n_axes
-            logs = {"center_l2": (pred[..., :d] - theta[..., :d]).norm(dim=-1).mean().item()}
+            logs = {
+                BASELINE_KEY: baseline.item(),
+                "center_l2": (pred[..., :d] - theta[..., :d]).norm(dim=-1).mean().item(),
+            }
             if self.config.predict_size:
                 logs["size_mse"] = F.mse_loss(pred[..., d:], theta[..., d:]).item()
+            if masked_pair is not None:
+                logs["mse_masked_pairs"] = _masked_mean(pair_error, masked_pair).item()
+                logs["baseline_masked_pairs"] = constant_baseline(theta, masked_pair).item()
+                logs["mse_visible_pairs"] = _masked_mean(pair_error, ~masked_pair).item()
         return loss, logs
 
 

@@ -44,11 +44,12 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import RunConfig, TrainConfig, load_yaml, parse_override, resolve_config
-from .errors import ConfigError, DataError, RelposError
+from .errors import ConfigError, DataError, RelposError, warn
 from .modality import Modality, Windows
 from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
 from .pretext import Pretext
+from .trivial_baseline import BASELINE_KEY, BaselineWatch
 
 METRIC_FIELDS = ["step", "loss", "lr", "samples_per_s"]
 
@@ -84,6 +85,8 @@ class TrainResult:
     loss: float
     pretext: Pretext
     config: RunConfig
+    #: Where the run ended relative to its pretext's trivial baseline (None: the pretext reports none).
+    baseline_summary: str | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -527,7 +530,8 @@ def train(
             raise RelposError(
                 f"Cannot write to the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose another --out."
             ) from None
-        log = _MetricsLog(run_dir, METRIC_FIELDS + list(pretext.log_keys), start, cfg.tensorboard)
+        log = _MetricsLog(run_dir, _metric_fields(pretext.log_keys), start, cfg.tensorboard)
+        baseline_watch = BaselineWatch(cfg.steps)
         use_amp = cfg.amp and device.type == "cuda"
         autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else (lambda: nullcontext())
@@ -554,6 +558,13 @@ def train(
             with autocast():
                 loss, extra = pretext(batch, generator)
             loss_value = float(loss.detach())
+            baseline = extra.get(BASELINE_KEY)
+            stuck = baseline_watch.update(step, loss_value, None if baseline is None else float(baseline))
+            if stuck is not None:
+                if progress is not None:
+                    progress.write(f"relpos: warning: {stuck}", file=sys.stderr)
+                else:
+                    warn(stuck)
             if not math.isfinite(loss_value):
                 raise TrainingError(
                     f"The loss became {loss_value} at step {step}, so training stopped and {kept()} "
@@ -568,7 +579,9 @@ def train(
             samples += cfg.batch_size
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss_value:.4f}")
+                progress.set_postfix(
+                    loss=f"{loss_value:.4f}", **({"baseline": f"{float(baseline):.4f}"} if baseline is not None else {})
+                )
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.perf_counter()
                 row = {"step": step, "loss": loss_value, "lr": float(lrs[step - 1]),
@@ -601,7 +614,15 @@ def train(
             log.close()
         if new_files is not None and not ckpt_file.exists():  # a new run never starts with one
             new_files.remove()
-    return TrainResult(run_dir=run_dir, step=cfg.steps, loss=loss_value, pretext=pretext, config=config)
+    return TrainResult(run_dir=run_dir, step=cfg.steps, loss=loss_value, pretext=pretext, config=config,
+                       baseline_summary=baseline_watch.summary())
+
+
+def _metric_fields(log_keys: Iterable[str]) -> list[str]:
+    """metrics.csv's columns: the pretext's trivial baseline, when it reports one, beside the loss."""
+    extra = [key for key in log_keys if key != BASELINE_KEY]
+    baseline = [BASELINE_KEY] if BASELINE_KEY in log_keys else []
+    return METRIC_FIELDS[:2] + baseline + METRIC_FIELDS[2:] + extra
 
 
 def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
