@@ -137,6 +137,7 @@ def test_building_the_pretext_directly_checks_positions_too(contract_plugin, vol
 
 
 def test_cli_refuses_sincos_for_part_before_reading_data_and_writes_nothing(cli, tmp_path):
+    # Every position visible gives PART's offsets away; only the position-masked variant may use them.
     out = tmp_path / "run"
     code, stdout, stderr = cli(
         "train", "--pretext", "part", "--set", "encoder.pos_embed=sincos",
@@ -144,8 +145,9 @@ def test_cli_refuses_sincos_for_part_before_reading_data_and_writes_nothing(cli,
     )
     assert code == 2
     assert stderr.strip().splitlines() == [
-        "relpos: error: Pretext 'part' trains its encoder without position embeddings, so "
-        "'encoder.pos_embed' must be 'none', got 'sincos'."
+        "relpos: error: With 'encoder.pos_embed' 'sincos' and no masking PART's encoder sees every "
+        "patch's position, which gives every offset away; set 'encoder.pos_mask_ratio' in (0, 1) (the "
+        "paper's EEG experiment uses 0.2) or 'encoder.pos_embed' to 'none', got pos_mask_ratio 0."
     ]
     assert "Traceback" not in stderr
     assert not out.exists()

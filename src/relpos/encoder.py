@@ -38,7 +38,9 @@ class EncoderConfig:
     mlp_ratio: float = setting(4.0, gt=0, le=64)
     drop_path: float = setting(0.0, ge=0, lt=1)
     pos_embed: str = setting("none", choices=("none", "sincos"))
-    pos_mask_ratio: float = setting(0.0, ge=0, lt=1)  # fraction of position embeddings dropped during training
+    # fraction of position embeddings dropped per sample during training: exactly
+    # masked_count(pos_mask_ratio, N) of the N tokens (see position_mask)
+    pos_mask_ratio: float = setting(0.0, ge=0, lt=1)
 
     def validate(self) -> None:
         from .errors import ConfigError
@@ -90,6 +92,49 @@ def sincos_embedding(positions: torch.Tensor, dim: int, temperature: float = 100
     if pad:
         emb = torch.nn.functional.pad(emb, (0, pad))
     return emb
+
+
+def masked_count(ratio: float, n_tokens: int) -> int:
+    """How many of ``n_tokens`` positions a mask ratio hides: ``round(ratio · n_tokens)``, halves up.
+
+    Half-up rather than Python's round-half-to-even, so 0.25 of 10 tokens masks 3, as a user reading
+    "25 %" expects, whatever the parity.
+    """
+    return min(int(n_tokens), int(math.floor(ratio * n_tokens + 0.5)))
+
+
+def position_mask(
+    batch: int, n_tokens: int, ratio: float, generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Which tokens lose their position embedding: exactly :func:`masked_count` per sample.
+
+    A fixed count per sample (the positions chosen uniformly at random) rather than an independent
+    coin per token, so every sample of a batch poses the same task (with 40 patches and ratio 0.2,
+    always 8 masked, never 3 or 14).
+
+    Parameters
+    ----------
+    batch, n_tokens : int
+    ratio : float
+        Fraction in [0, 1).
+    generator : torch.Generator, optional
+        The random stream the positions are drawn from; its device is where they are drawn.
+    device : torch.device or str, optional
+        Where the returned mask lives (default: the generator's device).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, n_tokens)`` bool, True where the position is masked.
+    """
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    n_masked = masked_count(ratio, n_tokens)
+    scores = torch.rand((batch, n_tokens), generator=generator, device=gen_device)
+    # A token's rank among its sample's random scores is uniform, so the n_masked lowest are a
+    # uniformly random subset of exactly that size.
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    return (ranks < n_masked).to(device if device is not None else gen_device)
 
 
 class PatchEncoder(nn.Module):
@@ -149,6 +194,7 @@ class PatchEncoder(nn.Module):
         centers: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         extra_pos: torch.Tensor | None = None,
+        pos_masked: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode patches.
 
@@ -163,6 +209,11 @@ class PatchEncoder(nn.Module):
         extra_pos : torch.Tensor, optional
             ``(1 or B, N, dim)`` embeddings added to the patch tokens, e.g. the learnable position
             embeddings that fine-tuning adds to an encoder pretrained without positions (PART).
+        pos_masked : torch.Tensor, optional
+            ``(B, N)`` bool, True for the tokens that get no position embedding, for a pretext that
+            must know which ones they are (PART's position-masked variant draws them with
+            :func:`position_mask`). Given, it replaces ``pos_mask_ratio``'s own draw, in training
+            and evaluation alike; only with ``pos_embed="sincos"``.
 
         Returns
         -------
@@ -175,12 +226,13 @@ class PatchEncoder(nn.Module):
             if centers is None:
                 raise ValueError("This encoder uses position embeddings: pass the box centres.")
             pos = sincos_embedding(centers, self.dim).to(tokens.dtype)
-            if self.training and self.config.pos_mask_ratio > 0:
-                gen_device = generator.device if generator is not None else torch.device("cpu")
-                keep = torch.rand((batch, n_patches), generator=generator, device=gen_device)
-                keep = (keep >= self.config.pos_mask_ratio).to(tokens.device, tokens.dtype)
-                pos = pos * keep.unsqueeze(-1)
+            if pos_masked is None and self.training and self.config.pos_mask_ratio > 0:
+                pos_masked = position_mask(batch, n_patches, self.config.pos_mask_ratio, generator, tokens.device)
+            if pos_masked is not None:
+                pos = pos * (~pos_masked).to(tokens.device, tokens.dtype).unsqueeze(-1)
             tokens = tokens + pos
+        elif pos_masked is not None:
+            raise ValueError("'pos_masked' needs an encoder with position embeddings (pos_embed='sincos').")
         if extra_pos is not None:
             tokens = tokens + extra_pos.to(tokens.dtype)
         cls = self.cls_token.expand(batch, -1, -1).to(tokens.dtype)
