@@ -262,6 +262,12 @@ RESUME_STRUCTURES = [
      "its random state has no 'numpy' entry"),
     ("numpy state cut short", lambda s: {**s, "rng": {**s["rng"], "numpy": {**s["rng"]["numpy"], "key": [1, 2, 3]}}},
      "holds an optimizer or random state that cannot be restored"),
+    ("numpy key out of range", lambda s: {**s, "rng": {**s["rng"], "numpy": {**s["rng"]["numpy"], "key": [-1] * 624}}},
+     "holds an optimizer or random state that cannot be restored"),
+    ("python state a string", lambda s: {**s, "rng": {**s["rng"], "python": "abc"}},
+     "holds an optimizer or random state that cannot be restored"),
+    ("optimizer of another model", lambda s: {**s, "optimizer": {**s["optimizer"], "param_groups": s["optimizer"]["param_groups"][:1]}},
+     "holds an optimizer or random state that cannot be restored"),
     ("weights of a bigger model", lambda s: {**s, "model": {**s["model"], "head.extra": torch.zeros(2)}},
      "holds weights that do not fit the model its configuration builds"),
 ]

@@ -291,7 +291,6 @@ def resume_config(
     else:
         given = load_yaml(config_file)
     # The name asked for, with the precedence of resolve_config: file < argument < --set.
-    asked = {}
     for section, argument in (("modality", modality), ("pretext", pretext)):
         value = given.get(section)
         name = value if isinstance(value, str) else value.get("name") if isinstance(value, dict) else None
@@ -300,7 +299,6 @@ def resume_config(
             path, parsed = parse_override(text)
             if path in ([section], [section, "name"]):
                 name = parsed
-        asked[section] = name
         if name is not None and str(name) != raw[section]["name"]:
             raw[section] = {"name": name}  # the run's options belong to its own modality/pretext
     for key, value in given.items():
@@ -345,7 +343,10 @@ class _NewRunFiles:
         tensorboard = self.run_dir / "tensorboard"
         if "tensorboard" in self.existing and tensorboard.is_dir():
             for path in set(tensorboard.iterdir()) - self.tensorboard_files:
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
 
 _TENSORBOARD_EVENTS = re.compile(r"events\.out\.tfevents\..+")
@@ -379,15 +380,15 @@ def _restore(state: dict[str, Any], pretext: Pretext, optimizer: torch.optim.Opt
     except RuntimeError as exc:
         raise RelposError(
             f"Checkpoint {str(ckpt_file)!r} holds weights that do not fit the model its configuration "
-            f"builds ({_first_line(exc)})."
+            f"builds ({_one_line(exc)})."
         ) from None
     try:
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], generator)
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OverflowError) as exc:
         raise RelposError(
             f"Checkpoint {str(ckpt_file)!r} holds an optimizer or random state that cannot be restored "
-            f"({_first_line(exc)})."
+            f"({_one_line(exc)})."
         ) from None
 
 
@@ -400,7 +401,8 @@ def _kept_checkpoint(ckpt_file: Path, last_saved: int | None) -> tuple[Path | No
         return ckpt_file, last_saved
 
 
-def _first_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line, cut at 300 characters, to quote inside a sentence."""
     text = " ".join(str(exc).split())
     return (text[:300] + "...") if len(text) > 300 else text or type(exc).__name__
 
