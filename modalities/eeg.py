@@ -13,7 +13,9 @@ band-pass filtered, re-referenced (``reference``) and resampled with MNE (the ba
 resampling are MNE's ``raw.filter``/``raw.resample`` numbers, computed for blocks of channels at once
 by ``eeg_dsp`` where MNE would treat the recording as one segment), cut into fixed windows
 (``windows: fixed``) or one window per annotation (``windows: events``), and each window is
-instance-normalised per channel. A channel flat throughout a recording (a dead electrode, an unused
+instance-normalised per channel (``normalize: instance``), or every window of a recording is scaled
+by one robust z-score per channel computed over that recording (``normalize: recording``, which
+keeps amplitude differences across the night; see :mod:`.recording_norm`). A channel flat throughout a recording (a dead electrode, an unused
 ADC input) is left out of every recording with one warning naming it (:mod:`.channels`); windows with
 non-finite samples or in which a live channel goes flat are dropped and counted, the channels named.
 Labels come from annotations (``labels: annotations`` with ``label_map``), or from Sleep-EDF
@@ -109,6 +111,9 @@ class EEGConfig:
     # sampling rate of .npy trials (which cannot store it), Hz; 0: not given
     source_sfreq: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
     cache: bool = setting(True)  # cache preprocessed windows on disk ($RELPOS_CACHE_DIR or ~/.cache/relpos)
+    # instance: each window, each channel to mean 0 / std 1 (the paper's); recording: one robust
+    # z-score per channel over the whole recording (median, MAD × 1.4826; see recording_norm)
+    normalize: str = setting("instance", choices=("instance", "recording"))
     patch_s: float = setting(1.0, gt=0, le=MAX_DURATION_S)  # patch length, s
     patches_per_window: int = setting(40, ge=2, le=MAX_PATCHES)  # off-grid patches sampled per window
 

@@ -23,6 +23,7 @@ from .channels import dead_channel_warning, format_names
 from .eeg_pipeline import DROP_NONFINITE, PIN_HINT, flat_reason, normalise, notch_freqs, select_channels, split_names
 from .eeg_sources import subject_of
 from .numpy_files import open_numpy, read_array
+from .recording_norm import robust_stats, window_samples
 
 UNIT_SCALE = {"V": 1.0, "mV": 1e-3, "uV": 1e-6}
 CHUNK_TRIALS = 256
@@ -243,16 +244,24 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
                 trial = lo + i
                 rid = f"{stem}/{split}/{trial:05d}"
                 sid = subject_of(path.name, cfg.subject_pattern) or rid
+                trial_x = x[i]
+                if cfg.normalize == "recording":
+                    # Each trial is its own recording: one robust z-score per channel over the
+                    # samples of its kept windows (normalise below then leaves them as they are).
+                    kept_starts = [a for j, a in enumerate(starts) if keep[i, j] and a + n_win <= x.shape[-1]]
+                    if kept_starts:
+                        centre, spread = robust_stats(window_samples(trial_x, np.asarray(kept_starts), n_win))
+                        trial_x = (trial_x - centre[:, None]) / spread[:, None]
                 for j, a in enumerate(starts):
                     if keep[i, j] and a + n_win <= x.shape[-1]:
-                        windows.append(x[i, :, a : a + n_win])
+                        windows.append(trial_x[:, a : a + n_win])
                         groups.append(rid)
                         subjects.append(sid)
                         if has_labels:
                             labels.append(int(y_all[trial]))
             if windows:
                 writer.append(
-                    normalise(np.stack(windows)),
+                    normalise(np.stack(windows)) if cfg.normalize == "instance" else np.stack(windows).astype(np.float32),
                     groups=groups,
                     labels=np.array(labels, dtype=np.int64) if has_labels else None,
                     subjects=subjects,

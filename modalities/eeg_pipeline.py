@@ -514,7 +514,14 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     kept_labels = [labels[i] for i in chosen]
     idx = idx[chosen]
     mean = std = None
-    if len(idx) > 1 and np.any(np.diff(np.sort(idx)) < n_win):
+    if cfg.normalize == "recording" and len(idx):
+        from .recording_norm import robust_stats, window_samples
+
+        # One centre and scale per channel for the whole recording, given to every window.
+        centre, scale = robust_stats(window_samples(data, idx, n_win))
+        mean = np.broadcast_to(centre, (len(idx), len(centre)))
+        std = np.broadcast_to(scale, (len(idx), len(scale)))
+    elif len(idx) > 1 and np.any(np.diff(np.sort(idx)) < n_win):
         # Overlapping windows: each sample's sums are taken once for all the windows it is in.
         mean, std = window_stats(data, idx, n_win)
     return RecordingWindows(

@@ -19,7 +19,11 @@ derived from a regular numeric (seconds) or datetime64 ``time`` coordinate, else
 ``modality.sfreq``. Samples are optionally resampled (``scipy.signal.resample_poly``), cut into
 windows of ``window_s`` every ``stride_s`` (``window_s = 0``: every sample whole), windows holding
 NaN/inf or in which every channel is flat are dropped (counted in ``info["dropped"]`` and reported), and
-each window is instance-normalised per channel. Labels are a variable or key named ``label``,
+each window is instance-normalised per channel (``normalize: instance``), or every window of a
+recording is scaled by one robust z-score per channel over that recording (``normalize: recording``,
+which keeps offsets and amplitudes: posture from gravity, movement intensity; a recording is a
+source without a sample dim, or one sample of a source with one; :mod:`.recording_norm`), or left
+as it is (``none``). Labels are a variable or key named ``label``,
 ``labels`` or ``y``: one per sample (each window takes its sample's label) or one per time step
 (each window takes the label at its centre, or the majority with ``label_at: majority``).
 A channel flat throughout a source (a dead sensor, an unused input) is left out of every source,
@@ -53,7 +57,7 @@ __all__ = ["TimeseriesConfig", "TimeseriesModality", "BUILD_VERSION"]
 #: Bumped when the windows made from the same files and options change (invalidates the cache).
 #: 2: channels flat throughout a source are left out.
 BUILD_VERSION = 2
-NORMALIZE = ("instance", "none")
+NORMALIZE = ("instance", "recording", "none")
 #: Upper bounds of the timeseries options: rates up to 1 MHz, durations up to 10 days, patch
 #: counts and lengths a batch can hold (as for the eeg modality).
 MAX_RATE_HZ = 1e6
@@ -78,7 +82,9 @@ class TimeseriesConfig:
     sfreq: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
     # resample every source to this rate, Hz (scipy resample_poly); 0 = keep
     sfreq_target: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
-    normalize: str = setting("instance", choices=NORMALIZE)  # instance (per window, per channel: mean 0, std 1) | none
+    # instance (per window, per channel: mean 0, std 1) | recording (one robust z-score per channel
+    # over each recording: median, MAD × 1.4826; see recording_norm) | none
+    normalize: str = setting("instance", choices=NORMALIZE)
     # comma-separated channel names or fnmatch patterns (acc_*); "" = all
     channels: str = setting("", free="channel names or patterns")
     # data variable of an xarray Dataset, or array in an .npz; "" = found automatically

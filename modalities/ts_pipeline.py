@@ -8,7 +8,7 @@ source (:mod:`.channels`: a dead or non-signal channel, left out of every source
 sets agree, with one warning naming it), then for each source, block by block: resample
 (``scipy.signal.resample_poly``), cut windows, label them (:mod:`.ts_labels`), drop the windows
 holding NaN/inf or in which every channel is flat (counted and reported), normalise each window per
-channel and hand them to the cache's writer.
+channel (or each recording, ``normalize: recording``) and hand them to the cache's writer.
 """
 
 from __future__ import annotations
@@ -397,6 +397,25 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
     })
 
 
+def _recording_normalised(x, windows, starts, window, keep):
+    """``windows`` (``(m · n, C, window)``, row by row) scaled by each row's robust z-score.
+
+    Each of the ``m`` rows of ``x`` (``(m, C, T)``: a source without a sample dim, or one sample of
+    a source with one) is a recording: its centre and scale per channel come from the samples of
+    its kept windows (:mod:`.recording_norm`).
+    """
+    from .recording_norm import robust_stats, window_samples
+
+    m, n_win = x.shape[0], len(starts)
+    per_row = windows.reshape(m, n_win, *windows.shape[1:]).astype(np.float64)
+    kept = keep.reshape(m, n_win)
+    for row in range(m):
+        if kept[row].any():
+            centre, scale = robust_stats(window_samples(x[row], starts[kept[row]], window))
+            per_row[row] = (per_row[row] - centre[:, None]) / scale[:, None]
+    return per_row.reshape(windows.shape)
+
+
 def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
     """Cut, label, check and normalise the windows of one source into ``writer``.
 
@@ -435,6 +454,8 @@ def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
         with np.errstate(invalid="ignore"):
             flat = finite & (np.ptp(np.where(np.isfinite(windows), windows, 0), axis=-1) == 0).all(axis=1)
         keep = finite & ~flat
+        if cfg.normalize == "recording":
+            windows = _recording_normalised(x, windows, starts, window, keep)
         per_source[DROP_NONFINITE] += int((~finite).sum())
         per_source[DROP_FLAT] += int(flat.sum())
         made += len(keep)
