@@ -8,6 +8,8 @@ start; pipes and devices are refused as data; ``relpos eval --repeats`` is bound
 
 from __future__ import annotations
 
+import datetime
+import fractions
 import os
 import signal
 import socket
@@ -15,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_OVERRIDES, read_metrics
@@ -193,6 +196,22 @@ def test_a_run_directory_that_cannot_be_written_is_one_sentence(tmp_path, images
     assert error_lines(capfd) == [
         f"relpos: error: Cannot write to the run directory {str(out)!r}: Permission denied; choose another --out."
     ]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kept", [lambda: fractions.Fraction(1, 3), lambda: {"since": datetime.date(2026, 1, 1)},
+                                  lambda: [np.float64(0.5)]], ids=["Fraction", "date", "numpy-scalar"])
+def test_a_pretext_that_keeps_objects_no_checkpoint_can_hold_is_told_at_its_first_checkpoint(
+        tmp_path, images, capfd, monkeypatch, kept):
+    # A third-party pretext's extra state goes into the checkpoint; if it is not plain data the
+    # checkpoint could never be loaded back, so the author hears it at the first save, not at eval.
+    part = relpos.get_pretext("part")
+    monkeypatch.setattr(part, "get_extra_state", lambda self: kept(), raising=False)
+    monkeypatch.setattr(part, "set_extra_state", lambda self, state: None, raising=False)
+    out = tmp_path / "run"
+    assert main([*image_args(out), "--data", str(images)]) == 2
+    (line,) = error_lines(capfd)
+    assert line.startswith("relpos: error: Pretext 'part' keeps '") and "in its state, which a checkpoint cannot hold" in line
     assert not out.exists()
 
 

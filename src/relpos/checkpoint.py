@@ -247,6 +247,12 @@ def load_checkpoint(
     return dict(state)
 
 
+def unsafe_objects(path: str | Path) -> list[str]:
+    """The Python objects (``module.name``) in the checkpoint at ``path`` that the safe loader
+    refuses, read from its pickle without loading anything; ``[]`` for a loadable checkpoint."""
+    return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+
+
 def checkpoint_config(state: Mapping[str, Any], path: str | Path):
     """The :class:`~relpos.config.RunConfig` a loaded checkpoint was trained with."""
     from .config import config_from_dict

@@ -42,9 +42,10 @@ from .checkpoint import (
     remove_stale_temporaries,
     rng_state,
     set_rng_state,
+    unsafe_objects,
 )
 from .config import RunConfig, TrainConfig, load_yaml, parse_override, resolve_config
-from .errors import ConfigError, DataError, RelposError, warn
+from .errors import ConfigError, DataError, PluginError, RelposError, warn
 from .modality import Modality, Windows
 from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
@@ -493,7 +494,10 @@ def train(
     _remove_leftovers(run_dir, ckpt_file, fresh=start == 0)
     last_saved: int | None = start if start > 0 else None  # step of the newest checkpoint on disk
 
+    format_checked = False
+
     def save(step: int) -> None:
+        nonlocal format_checked
         try:
             _write_checkpoint(step)
         except OSError as exc:  # a full disk or a folder taken away is no reason for a traceback
@@ -501,6 +505,18 @@ def train(
                 f"Cannot write the checkpoint {str(ckpt_file)!r} at step {step}: {exc.strerror or exc}, so "
                 f"training stopped and {kept()} (free some space, or train into another --out)."
             ) from None
+        if not format_checked:  # once: what a pretext stores is of the same kinds at every step
+            format_checked = True
+            unsafe = unsafe_objects(ckpt_file)
+            if unsafe:
+                if start == 0:
+                    ckpt_file.unlink()  # it could never be loaded back, so the run has no checkpoint
+                raise PluginError(
+                    f"Pretext {config.pretext!r} keeps {', '.join(repr(u) for u in unsafe)} in its state, "
+                    f"which a checkpoint cannot hold (relpos loads only tensors, numbers, strings, lists and "
+                    f"dicts back, so that opening a checkpoint never runs code); store it as tensors or "
+                    f"plain data."
+                )
 
     def _write_checkpoint(step: int) -> None:
         atomic_torch_save(
