@@ -526,3 +526,14 @@ def test_out_in_a_folder_that_cannot_be_written(tmp_path, monkeypatch, capsys):
         f"choose another --out."
     ])
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_candidate_lists_must_not_be_empty():
+    from relpos.config import build_dataclass
+    from relpos.evaluation import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"^Invalid value for 'eval.cs': allowed at least 1 item, got \[\].$"):
+        build_dataclass(EvalConfig, {"cs": "[]"}, "eval")
+    with pytest.raises(ConfigError, match=r"^Invalid value for 'eval.ks': every item must be an integer >= 1"):
+        build_dataclass(EvalConfig, {"ks": [10, 0]}, "eval")
+    assert build_dataclass(EvalConfig, {"ks": "[5]"}, "eval").ks == [5]
