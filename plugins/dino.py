@@ -43,6 +43,7 @@ from relpos.blocks import (
 from relpos.config import MAX_STEPS, setting
 from relpos.errors import ConfigError, DataError
 from relpos.pretext import Pretext
+from relpos.trivial_baseline import BASELINE_KEY
 from relpos.views import Views, check_resolution, check_scale_range, extract_view_tokens, sample_views
 
 #: DINO's local views are 96 px for 224-px global views.
@@ -136,7 +137,8 @@ class DINO(Pretext):
     min_axes = 1
     encoder_pos_embed = ("sincos", "none")
     encoder_defaults = {"pos_embed": "sincos"}  # views are crops: the encoder needs to know where tokens sit
-    log_keys = ("teacher_temp", "momentum")
+    # loss_baseline: the cross-entropy of a uniform student, log K (relpos.trivial_baseline)
+    log_keys = (BASELINE_KEY, "teacher_temp", "momentum")
 
     def __init__(self, config, modality, encoder_config, data):
         config.validate()
@@ -324,7 +326,15 @@ class DINO(Pretext):
         temp = self.teacher_temp_now()
         loss = self.cls_loss(teacher_out, student_out, temp)
         self._pending_center = teacher_out.detach()
-        return loss, {"teacher_temp": temp, "momentum": self.momentum_now()}
+        return loss, {BASELINE_KEY: self.uniform_ce(), "teacher_temp": temp, "momentum": self.momentum_now()}
+
+    def uniform_ce(self) -> float:
+        """The cross-entropy of a uniform student against any teacher distribution: log K.
+
+        DINO's trivial baseline: a student that has learned nothing (or a teacher collapsed to the
+        uniform distribution) scores exactly this.
+        """
+        return math.log(self.config.out_dim)
 
     def cls_loss(self, teacher_out: torch.Tensor, student_out: torch.Tensor, temp: float) -> torch.Tensor:
         """Eq. 7: mean over samples and (i, j ≠ i) pairs of H(P_t^i, P_s^j)."""

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from relpos import hookimpl
 from relpos.config import setting
 from relpos.errors import ConfigError, did_you_mean
+from relpos.trivial_baseline import BASELINE_KEY
 from relpos.views import match_tokens
 from relpos_plugins.dino import DINO, DINOConfig
 
@@ -71,7 +72,7 @@ class PWSelf(DINO):
 
     name = "pw-self"
     Config = PWSelfConfig
-    log_keys = ("teacher_temp", "momentum", "cls_ce", "matched")
+    log_keys = (BASELINE_KEY, "teacher_temp", "momentum", "cls_ce", "matched")
     patchwise = True
 
     def __init__(self, config, modality, encoder_config, data):
@@ -103,7 +104,8 @@ class PWSelf(DINO):
             teacher_out = self.teacher_head(teacher).float()  # (B, n_global, 1 + N, K)
             temp = self.teacher_temp_now()
             teacher_p = F.softmax(self.centering(teacher_out) / temp, dim=-1)
-        terms, cls_terms, matched = [], [], []
+        terms, cls_terms, matched, uniform_terms = [], [], [], []
+        uniform = self.uniform_ce()
         for i in range(teacher_out.shape[1]):
             teacher_view = groups[0].select(i)
             for g, views in enumerate(groups):
@@ -117,11 +119,14 @@ class PWSelf(DINO):
                     patch_sum = (patch_ce * match.mask).sum(-1)
                     count = match.count.to(patch_sum.dtype)
                     terms.append(self.combine(cls_ce, patch_sum, count))
+                    # The trivial baseline: a uniform student scores log K on every CLS and patch term.
+                    uniform_terms.append(self.combine(torch.full_like(cls_ce, uniform), uniform * count, count))
                     cls_terms.append(cls_ce.detach())
                     matched.append(count)
         loss = torch.stack(terms).mean()
         self._pending_center = teacher_out[:, :, 0].detach()
         logs = {
+            BASELINE_KEY: torch.stack(uniform_terms).mean().item(),
             "teacher_temp": temp,
             "momentum": self.momentum_now(),
             "cls_ce": torch.stack(cls_terms).mean().item(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,3 +150,24 @@ def test_a_run_that_learns_does_not_warn(guess_plugin, series, tmp_path, capsys)
     assert "% of the trivial baseline 9 (clearly below it)" in captured.out
     _, rows = read_metrics(out)
     assert float(rows[-1]["loss"]) < 0.5 * 9.0
+
+
+# -- DINO and PW-Self: a uniform student ------------------------------------------------------------------
+def test_dino_baseline_is_the_uniform_cross_entropy():
+    from test_dino import build, step_loss
+
+    pretext, windows = build("dino")
+    _, logs = step_loss(pretext, windows.x[:4])
+    assert logs[BASELINE_KEY] == pytest.approx(math.log(64))  # pretext.out_dim = 64 classes
+
+
+@pytest.mark.parametrize("loss", ["mean", "sum"])
+def test_pw_self_baseline_is_a_uniform_student_on_every_term(loss):
+    from test_dino import build, step_loss
+
+    pretext, windows = build("pw-self", [f"pretext.loss={loss}"])
+    _, logs = step_loss(pretext, windows.x[:4])
+    # log K per CLS term and per matched patch term; 'mean' divides their sum by 1 + matches,
+    # 'sum' does not, so its baseline grows with the mean number of matched patches.
+    expected = math.log(64) * (1 if loss == "mean" else 1 + logs["matched"])
+    assert logs[BASELINE_KEY] == pytest.approx(expected, rel=1e-5)
