@@ -208,7 +208,7 @@ def test_part_predict_size_on_images(head, tiny_data):
     )
     loss, logs = one_step(pretext, x)
     assert math.isfinite(loss.item())
-    assert set(logs) == {"center_l2", "size_mse"}
+    assert set(logs) == {"center_l2", "size_mse", "loss_baseline"}  # and the trivial baseline
     # 2 axes × (Δc, Δs) = 4 outputs per pair
     out_layer = pretext.head.out
     assert out_layer.out_features % 4 == 0

@@ -35,6 +35,7 @@ from torch import nn
 import relpos
 from relpos.config import MAX_SEED, setting
 from relpos.errors import ConfigError
+from relpos.trivial_baseline import BASELINE_KEY
 
 #: Up to this many cells every permutation is enumerated (8! = 40,320); beyond, candidates are drawn.
 ENUMERATE_UP_TO = 8
@@ -99,7 +100,8 @@ class Jigsaw(relpos.Pretext):
     Config = JigsawConfig
     modalities = None  # any modality: cells are boxes, whatever the axes
     min_axes = 1
-    log_keys = ("accuracy",)
+    # The trivial baseline is a uniform guess: cross-entropy log K, accuracy 1 / K.
+    log_keys = (BASELINE_KEY, "accuracy")
     # The default, spelled out: the encoder must not see where a tile came from.
     encoder_pos_embed = ("none",)
 
@@ -171,7 +173,7 @@ class Jigsaw(relpos.Pretext):
         loss = F.cross_entropy(logits, label)
         with torch.no_grad():
             accuracy = (logits.argmax(dim=1) == label).float().mean().item()
-        return loss, {"accuracy": accuracy}
+        return loss, {BASELINE_KEY: math.log(self.n_classes), "accuracy": accuracy}
 
 
 @relpos.hookimpl
