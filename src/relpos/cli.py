@@ -89,7 +89,8 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         help="evaluate a run's encoder on labelled data (linear probe, kNN, fine-tuning)",
         description=(
             "Score the encoder of a finished run on a held-out split (the data set's own test split, "
-            "else by subject, else by recording): accuracy, balanced accuracy, macro-F1 and Cohen's "
+            "else by subject, else by recording, else by contiguous blocks of time within the one "
+            "recording): accuracy, balanced accuracy, macro-F1 and Cohen's "
             "kappa, as mean ± std over --repeats. Results go to RUN_DIR/eval/ as JSON and a CSV row."
         ),
     )

@@ -31,7 +31,7 @@ from ..paths import refuse_special_file
 from .finetune import FinetuneOptions, finetune
 from .metrics import METRICS
 from .probes import DEFAULT_CS, DEFAULT_KS, DEFAULT_TEMPERATURE, ProbeResult, knn_probe, linear_probe
-from .splits import group_split, label_fraction_subset
+from .splits import block_split, group_split, label_fraction_subset
 
 PROTOCOLS = ("linear", "knn", "finetune")
 #: Upper bound of ``repeats``. Each repeat runs the whole protocol again (a fine-tuning run each
@@ -175,7 +175,9 @@ def held_out_split(modality: Modality, data: Any, test_fraction: float, seed: in
 
     The data set's own test split when the modality reports one
     (:meth:`relpos.Modality.eval_splits`), else a :func:`group_split` by subject, else by
-    recording. Windows of one subject or recording are never on both sides.
+    recording, else (one recording of one subject, e.g. a single night) a
+    :func:`~relpos.evaluation.splits.block_split` by contiguous blocks of time. Windows of one
+    subject, recording or block are never on both sides.
     """
     return _split(_read(modality, data), data, test_fraction, seed)
 
@@ -197,10 +199,18 @@ def _split(opened, data: Any, test_fraction: float, seed: int) -> tuple[Windows,
             n_test = len(np.unique(np.asarray(ids, dtype=str)[test_idx]))
             return (_subset(windows, train_idx), _subset(windows, test_idx),
                     f"by {kind} ({n_test} of {len(unique)} {kind}s held out)")
-    raise DataError(
-        f"Cannot hold out test data from {_source_text(data)!r}: its {len(windows)} windows come from one "
-        f"recording of one subject and it has no test split of its own; use data with several recordings."
-    )
+    # One recording of one subject (a single night): hold out contiguous blocks of time, never
+    # windows drawn at random, whose neighbours on the other side would share their state.
+    train_idx, test_idx, blocks = block_split(len(windows), test_fraction, seed)
+    n_test = len(np.unique(blocks[test_idx]))
+    recording = str(np.asarray(windows.groups, dtype=str)[0])
+    train, test = _subset(windows, train_idx), _subset(windows, test_idx)
+    # Each block becomes a group, so the probes' validation part is carved by block as well.
+    train.groups = np.array([f"{recording}/block{b}" for b in blocks[train_idx]])
+    test.groups = np.array([f"{recording}/block{b}" for b in blocks[test_idx]])
+    return (train, test,
+            f"by contiguous blocks of time within the one recording ({n_test} of {blocks.max() + 1} "
+            f"blocks held out, the training windows right beside them left out)")
 
 
 def _source_text(data: Any) -> str:

@@ -11,6 +11,8 @@ from ..errors import ConfigError, DataError
 
 #: Random draws tried to find a set of subjects in which every class has an example.
 SUBJECT_DRAWS = 200
+#: Contiguous blocks of time one recording is cut into when it is all the data there is.
+TIME_BLOCKS = 10
 
 
 def group_split(groups, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +47,48 @@ def group_split(groups, test_fraction: float, seed: int) -> tuple[np.ndarray, np
     test_groups = order[:n_test]
     is_test = np.isin(groups, test_groups)
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def time_blocks(n_windows: int, n_blocks: int = TIME_BLOCKS) -> np.ndarray:
+    """Block of each of ``n_windows`` windows in time order: ``n_blocks`` contiguous runs, sizes within one.
+
+    Fewer blocks when there are fewer than two windows per block. Raises
+    :class:`~relpos.errors.DataError` below 4 windows (two blocks of two).
+    """
+    n_blocks = min(int(n_blocks), n_windows // 2)
+    if n_blocks < 2:
+        raise DataError(
+            f"Cannot hold out blocks of time from one recording of {n_windows} windows; at least 4 are "
+            f"needed (two blocks of two)."
+        )
+    return (np.arange(n_windows) * n_blocks) // n_windows
+
+
+def block_split(n_windows: int, test_fraction: float, seed: int, n_blocks: int = TIME_BLOCKS,
+                gap: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split one recording's windows (in time order) by contiguous blocks of time.
+
+    The windows are cut into :func:`time_blocks`; a random ``test_fraction`` of the blocks (at
+    least one, never all) is held out, as :func:`group_split` holds out groups. Windows beside a
+    held-out block share time with it (overlapping windows, slow drifts of state), so ``gap``
+    training windows on each side of every held-out block are left out of both parts.
+
+    Returns
+    -------
+    train_idx, test_idx : numpy.ndarray
+        Sorted window indices.
+    blocks : numpy.ndarray
+        ``(n_windows,)`` the block of each window (to split the training part by block again).
+    """
+    blocks = time_blocks(n_windows, n_blocks)
+    _, test_idx = group_split(blocks.astype(str), test_fraction, seed)
+    is_test = np.zeros(n_windows, dtype=bool)
+    is_test[test_idx] = True
+    beside = np.zeros(n_windows, dtype=bool)
+    for shift in range(1, int(gap) + 1):
+        beside[:-shift] |= is_test[shift:]
+        beside[shift:] |= is_test[:-shift]
+    return np.flatnonzero(~is_test & ~beside), test_idx, blocks
 
 
 def _class_name(index: int, class_names: Sequence[str] | None) -> str:
