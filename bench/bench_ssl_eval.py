@@ -52,6 +52,9 @@ COMMON = [
     "train.batch_size=32", "train.lr=5e-4", "train.warmup_steps=10", "train.grad_clip=3.0",
     "train.progress=false", "train.tensorboard=false", "train.log_every=10",
 ]
+#: Batch norm in the head's hidden layers (DINO's use_bn_in_head): without it, DINO's CLS objective
+#: collapses to the uniform distribution at this scale (see bench/README.md); --no-head-bn shows it.
+HEAD_BN = "pretext.head_bn=true"
 METHODS = (("DINO", "dino", "pretrained"), ("PW-Self", "pw-self", "pretrained"), ("random init", "dino", "random"))
 PROTOCOLS = (("kNN k=10", "knn", {"ks": [10]}), ("kNN k=20", "knn", {"ks": [20]}), ("linear", "linear", {}))
 FEATURES = ("cls", "mean")
@@ -70,6 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "ssl_eval")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-head-bn", action="store_true", help="DINO's ViT head without batch norm")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,8 @@ def main(argv=None) -> int:
                 shutil.rmtree(out, ignore_errors=True)
                 config = relpos.resolve_config(
                     modality=modality, pretext=pretext,
-                    overrides=[*overrides, *COMMON, f"train.steps={args.steps}", f"train.seed={seed}",
+                    overrides=[*overrides, *COMMON, *([] if args.no_head_bn else [HEAD_BN]),
+                               f"train.steps={args.steps}", f"train.seed={seed}",
                                f"out={out}", f"data={data}"],
                 )
                 t0 = time.perf_counter()
@@ -133,7 +138,8 @@ def main(argv=None) -> int:
     header = ["data", "method", *(p[0] for p in PROTOCOLS)]
     markdown = (
         f"κ on the test split, mean ± std over seeds {args.seeds} (per-seed values in brackets); {args.steps} "
-        f"pretraining steps per method, ViT dim 64 depth 2, batch 32, 2 global + 2 local views\n\n"
+        f"pretraining steps per method, ViT dim 64 depth 2, batch 32, 2 global + 2 local views, head "
+        f"{'without' if args.no_head_bn else 'with'} batch norm\n\n"
         + markdown_table(header, rows)
     )
     print(markdown)

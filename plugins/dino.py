@@ -74,6 +74,7 @@ class DINOConfig:
     head_bottleneck_dim: int = setting(256, ge=1, le=2**16)
     head_layers: int = setting(3, ge=1, le=16)
     norm_last_layer: bool = setting(True)
+    head_bn: bool = setting(False)  # batch norm in the head's hidden layers (DINO's use_bn_in_head)
     # steps during which the head's last layer gets no gradient
     freeze_last_layer: int = setting(0, ge=0, le=MAX_STEPS)
     # EMA momentum at step 0; a cosine takes it to 1
@@ -194,7 +195,7 @@ class DINO(Pretext):
         dim = encoder_config.dim
         self.head = DINOHead(
             dim, config.out_dim, config.head_hidden_dim, config.head_bottleneck_dim, config.head_layers,
-            config.norm_last_layer,
+            config.norm_last_layer, use_bn=config.head_bn,
         )
         self.teacher_encoder = make_teacher(self.encoder)
         self.teacher_head = make_teacher(self.head)

@@ -139,3 +139,17 @@ def test_frozen_last_layer_gets_no_gradient():
     head.zero_grad(set_to_none=True)
     head(torch.randn(3, 8)).square().sum().backward()
     assert all(p.grad is not None for p in head.last_layer.parameters())
+
+
+def test_dino_head_batch_norm_normalises_over_every_token():
+    head = DINOHead(8, out_dim=10, hidden_dim=16, bottleneck_dim=4, use_bn=True)
+    norms = [m for m in head.mlp if isinstance(m, nn.BatchNorm1d)]
+    assert len(norms) == 2  # after each hidden layer, not after the bottleneck
+    x = torch.randn(3, 2, 5, 8) * 4 + 7  # (samples, views, tokens, dim)
+    hidden = head.mlp[1](head.mlp[0](x))  # first linear layer, then its batch norm
+    flat = hidden.reshape(-1, 16)
+    torch.testing.assert_close(flat.mean(0), torch.zeros(16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flat.std(0, unbiased=False), torch.ones(16), atol=1e-3, rtol=0)
+    assert head(x).shape == (3, 2, 5, 10)
+    assert "mlp.1.running_mean" in head.state_dict()
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in DINOHead(8, 10, 16, 4).mlp)

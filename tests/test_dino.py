@@ -327,3 +327,15 @@ def test_out_of_memory_on_the_first_step_says_what_to_lower(tmp_path, monkeypatc
     assert "train.batch_size (now 4) to 2" in err and "pretext.n_local (now 2, 23 % of the tokens)" in err
     assert "pretext.out_dim=64" in err
     assert not (out / "checkpoints").exists()
+
+
+def test_head_batch_norm_keeps_teacher_outputs_apart():
+    # Without batch norm a tiny untrained encoder gives almost the same CLS output for every image, so the
+    # centred teacher is nearly uniform (the collapse bench/README.md reports); batch norm in the head
+    # spreads the outputs over the batch from the first step.
+    spread = {}
+    for head_bn in ("false", "true"):
+        pretext, windows = build("dino", [f"pretext.head_bn={head_bn}"])
+        step_loss(pretext, windows.x[:6])
+        spread[head_bn] = pretext._pending_center[:, 0].std(0).mean().item()
+    assert spread["true"] > 5 * spread["false"]

@@ -118,6 +118,9 @@ class DINOHead(nn.Module):
         Linear layers of the MLP (3 in DINO; 1 maps straight to the bottleneck).
     norm_last_layer : bool
         Fix the last layer's weight norm at 1.
+    use_bn : bool
+        Batch normalisation after each hidden linear layer (DINO's ``use_bn_in_head``, off by
+        default for ViTs): statistics over every sample, view and token of the batch.
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class DINOHead(nn.Module):
         bottleneck_dim: int = 256,
         n_layers: int = 3,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
     ):
         super().__init__()
         if n_layers < 1:
@@ -137,9 +141,11 @@ class DINOHead(nn.Module):
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             layers.append(nn.Linear(a, b))
             if i < n_layers - 1:
+                if use_bn:
+                    layers.append(_TokenBatchNorm(b))
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
-        for module in self.mlp:
+        for module in self.mlp.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
@@ -163,6 +169,13 @@ class DINOHead(nn.Module):
         if freeze_last_layer:
             weight = weight.detach()
         return F.linear(z, weight)
+
+
+class _TokenBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over every leading index of a ``(..., C)`` tensor (samples, views and tokens alike)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
 
 # -- centring ----------------------------------------------------------------------------------------
