@@ -21,7 +21,7 @@ from conftest import CONFIGS, read_metrics, run_cli, tiny_args
 import relpos
 from relpos.cli import main
 
-METRICS_HEADER = ["step", "loss", "lr", "samples_per_s", "center_l2"]
+METRICS_HEADER = ["step", "loss", "loss_baseline", "lr", "samples_per_s", "center_l2"]
 CHECKPOINT_KEYS = {"step", "model", "optimizer", "rng", "config", "encoder"}
 
 
@@ -125,8 +125,13 @@ def test_real_process_prints_the_summary_and_exits_0(tmp_path):
     assert code == 0, stderr
     assert "Traceback" not in stderr
     _, rows = read_metrics(out)
+    # PART reports its trivial baseline, so the line says where the run ended relative to it.
+    last = rows[-1]
+    percent = 100 * float(last["loss"]) / float(last["loss_baseline"])
     assert stdout.strip() == (
-        f"relpos: trained 2 steps, final loss {float(rows[-1]['loss']):.4f}; run directory: {out}"
+        f"relpos: trained 2 steps, final loss {float(last['loss']):.4f} (mean loss of the last step "
+        f"{float(last['loss']):.4g}, {percent:.0f} % of the trivial baseline {float(last['loss_baseline']):.4g} "
+        f"(not clearly below it)); run directory: {out}"
     )
 
 

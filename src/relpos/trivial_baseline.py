@@ -97,8 +97,8 @@ class BaselineWatch:
             return None
         self.warned = True
         return (
-            f"after {step} of {self.total_steps} steps the loss ({mean_loss:.4g}, mean of the last "
-            f"{len(self.losses)} steps) is not clearly below the pretext's trivial baseline "
+            f"after {step} of {self.total_steps} steps the loss ({mean_loss:.4g}, mean of "
+            f"{_last_steps(len(self.losses))}) is not clearly below the pretext's trivial baseline "
             f"({mean_baseline:.4g}, the '{BASELINE_KEY}' column of metrics.csv), so the pretext is not "
             f"learning from this data (see 'Trivial baseline' in docs/plugins.md for what to check)."
         )
@@ -115,6 +115,10 @@ class BaselineWatch:
             relative = "against"
         verdict = "clearly below it" if mean_loss < self.clearly_below * mean_baseline else "not clearly below it"
         return (
-            f"mean loss of the last {len(self.losses)} steps {mean_loss:.4g}, {relative} the trivial "
+            f"mean loss of {_last_steps(len(self.losses))} {mean_loss:.4g}, {relative} the trivial "
             f"baseline {mean_baseline:.4g} ({verdict})"
         )
+
+
+def _last_steps(count: int) -> str:
+    return "the last step" if count == 1 else f"the last {count} steps"
