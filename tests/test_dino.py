@@ -340,3 +340,18 @@ def test_head_batch_norm_keeps_teacher_outputs_apart():
         step_loss(pretext, windows.x[:6])
         spread[head_bn] = pretext._pending_center[:, 0].std(0).mean().item()
     assert spread["true"] > 5 * spread["false"]
+
+
+def test_python_api_trains_pw_self_on_a_time_series_and_embeds_with_the_teacher(tmp_path):
+    x = np.random.default_rng(0).standard_normal((3, 2, 600)).astype(np.float32)
+    config = resolve_config(
+        modality="timeseries", pretext="pw-self",
+        overrides=[*TINY, "modality.sfreq=100", "modality.window_s=2", "modality.stride_s=1", "modality.patch_s=0.25",
+                   "train.steps=2", "train.progress=false", "train.tensorboard=false", f"out={tmp_path / 'ts'}"],
+    )
+    result = relpos.train(config, data=x)
+    assert math.isfinite(result.loss)
+    teacher = relpos.load_encoder(result.run_dir, weights="teacher")
+    windows = result.pretext.modality.load(x)
+    features = teacher.embed(windows.x)
+    assert features.shape == (len(windows), 32) and torch.isfinite(features).all()
