@@ -355,3 +355,28 @@ def test_python_api_trains_pw_self_on_a_time_series_and_embeds_with_the_teacher(
     windows = result.pretext.modality.load(x)
     features = teacher.embed(windows.x)
     assert features.shape == (len(windows), 32) and torch.isfinite(features).all()
+
+
+class _VolumeConfig:
+    patch_size = 4
+
+
+class _Volume(relpos.Modality):
+    """A 3-axis modality as a third party would write it (no flips, no photometric hook)."""
+
+    name = "volume-test"
+    axes = ("depth", "row", "col")
+    Config = _VolumeConfig
+
+
+@pytest.mark.parametrize("pretext_name", ["dino", "pw-self"])
+def test_three_axis_data_trains_through_the_same_code(pretext_name):
+    cls = relpos.get_pretext(pretext_name)
+    config = cls.Config(out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16)
+    windows = Windows(x=torch.randn(4, 1, 12, 12, 12))
+    pretext = cls(config, _Volume(), relpos.EncoderConfig(dim=32, depth=1, heads=2, pos_embed="sincos"), windows)
+    loss, logs = step_loss(pretext, windows.x)
+    assert math.isfinite(loss.item())
+    assert pretext.encoder.patch_embed.weight.grad is not None
+    if pretext_name == "pw-self":
+        assert logs["matched"] > 0  # matched cubes between 3-D views
