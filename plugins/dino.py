@@ -283,10 +283,12 @@ class DINO(Pretext):
         out = []
         for group, chunk in enumerate(patches):
             batch, n_views = chunk.shape[:2]
-            views = []
-            for v in range(n_views):
-                kind = "local" if group else ("global-1" if v % 2 == 0 else "global-2")
-                views.append(self.modality.photometric(chunk[:, v], generator, kind, False))
+            if group:  # local views share one recipe: one call, parameters drawn per (sample, view)
+                flat = chunk.reshape(batch * n_views, *chunk.shape[2:])
+                out.append(self.modality.photometric(flat, generator, "local", False).reshape(chunk.shape))
+                continue
+            views = [self.modality.photometric(chunk[:, v], generator, "global-1" if v % 2 == 0 else "global-2", False)
+                     for v in range(n_views)]
             out.append(torch.stack(views, 1))
         return out
 
