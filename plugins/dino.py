@@ -299,7 +299,7 @@ class DINO(Pretext):
         tokens = encoder(
             patches.reshape(batch * n_views, n_tokens, *patches.shape[3:]),
             positions.reshape(batch * n_views, n_tokens, -1),
-            generator,
+            generator=generator,
         )
         return tokens.reshape(batch, n_views, 1 + n_tokens, -1)
 
