@@ -66,9 +66,29 @@ def test_part_masks_exactly_the_requested_fraction_and_reports_both_kinds_of_pai
     error = (spy.pred[..., 0] - theta) ** 2
     assert logs["mse_masked_pairs"] == pytest.approx(error[involves_masked].mean().item(), rel=1e-5)
     assert logs["mse_visible_pairs"] == pytest.approx(error[~involves_masked].mean().item(), rel=1e-5)
-    selected = theta[involves_masked]
-    assert logs["baseline_masked_pairs"] == pytest.approx(((selected - selected.mean()) ** 2).mean().item(), rel=1e-5)
+    # Positions only: a visible centre is known, a masked one is put at the mean centre.
+    size = spy.boxes.size[..., 0]
+    guess = torch.where(masked, centre.mean(), centre)
+    guessed = (guess.gather(1, tgt) - guess.gather(1, ref)) / size.gather(1, ref)
+    positions_only = (guessed - theta) ** 2
+    assert positions_only[~involves_masked].max() < 1e-8  # two visible positions give the offset away
+    assert logs["baseline_masked_pairs"] == pytest.approx(positions_only[involves_masked].mean().item(), rel=1e-5)
+    assert logs[BASELINE_KEY] == pytest.approx(positions_only.mean().item(), rel=1e-5)
     assert loss.item() == pytest.approx(error.mean().item(), rel=1e-5)  # pair_loss 'all'
+
+
+def test_positions_only_baseline_by_hand():
+    from relpos.geometry import Boxes
+    from relpos_plugins.part import positions_only_baseline
+
+    # One sample, 1-s patches at 2, 5 and 11 s (mean 6); the patch at 11 s is masked.
+    boxes = Boxes(torch.tensor([[[2.0], [5.0], [11.0]]]), torch.ones(1, 3, 1))
+    masked = torch.tensor([[False, False, True]])
+    ref, tgt = torch.tensor([[0, 2, 1]]), torch.tensor([[1, 0, 2]])
+    theta = torch.tensor([[[3.0], [-9.0], [6.0]]])
+    # Guesses: 5 − 2 = 3 (exact), 2 − 6 = −4 (error 5), 6 − 5 = 1 (error 5): (0 + 25 + 25) / 3.
+    assert positions_only_baseline(boxes, masked, ref, tgt, theta).item() == pytest.approx(50 / 3)
+    assert positions_only_baseline(boxes, masked, ref, tgt, theta, torch.tensor([[False, True, True]])).item() == 25
 
 
 def test_pair_loss_masked_trains_on_pairs_with_a_masked_patch_only(monkeypatch):
