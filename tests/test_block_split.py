@@ -61,3 +61,14 @@ class _Opened:
 
     def load(self, data):
         return self.windows
+
+
+def test_held_out_blocks_are_drawn_so_that_both_sides_hold_every_class():
+    # A "night": 100 windows, wake (0) except for the two classes in windows 40-59. Blocks of 10;
+    # 2 of 10 are held out, so a single draw misses classes 1 and 2 on one side most of the time.
+    labels = np.zeros(100, dtype=int)
+    labels[40:50], labels[50:60] = 1, 2
+    labels[45], labels[55] = 2, 1
+    for seed in range(5):
+        train, test, _ = block_split(100, 0.2, seed, labels=labels)
+        assert set(labels[test]) == set(labels[train]) == {0, 1, 2}

@@ -201,7 +201,7 @@ def _split(opened, data: Any, test_fraction: float, seed: int) -> tuple[Windows,
                     f"by {kind} ({n_test} of {len(unique)} {kind}s held out)")
     # One recording of one subject (a single night): hold out contiguous blocks of time, never
     # windows drawn at random, whose neighbours on the other side would share their state.
-    train_idx, test_idx, blocks = block_split(len(windows), test_fraction, seed)
+    train_idx, test_idx, blocks = block_split(len(windows), test_fraction, seed, labels=windows.labels.numpy())
     n_test = len(np.unique(blocks[test_idx]))
     recording = str(np.asarray(windows.groups, dtype=str)[0])
     train, test = _subset(windows, train_idx), _subset(windows, test_idx)

@@ -65,13 +65,19 @@ def time_blocks(n_windows: int, n_blocks: int = TIME_BLOCKS) -> np.ndarray:
 
 
 def block_split(n_windows: int, test_fraction: float, seed: int, n_blocks: int = TIME_BLOCKS,
-                gap: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                gap: int = 1, labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split one recording's windows (in time order) by contiguous blocks of time.
 
     The windows are cut into :func:`time_blocks`; a random ``test_fraction`` of the blocks (at
     least one, never all) is held out, as :func:`group_split` holds out groups. Windows beside a
     held-out block share time with it (overlapping windows, slow drifts of state), so ``gap``
     training windows on each side of every held-out block are left out of both parts.
+
+    With ``labels``, up to :data:`SUBJECT_DRAWS` draws (seeds ``seed, seed + 1, ...``) look for
+    held-out blocks such that both parts hold every class: states are not spread evenly over a
+    recording (a sleep night's deep sleep sits in a few hours, its first and last hours are wake),
+    so one draw often puts a whole class on one side. Without such a split, the draw whose poorer
+    side has the most classes is used.
 
     Returns
     -------
@@ -81,14 +87,25 @@ def block_split(n_windows: int, test_fraction: float, seed: int, n_blocks: int =
         ``(n_windows,)`` the block of each window (to split the training part by block again).
     """
     blocks = time_blocks(n_windows, n_blocks)
-    _, test_idx = group_split(blocks.astype(str), test_fraction, seed)
-    is_test = np.zeros(n_windows, dtype=bool)
-    is_test[test_idx] = True
-    beside = np.zeros(n_windows, dtype=bool)
-    for shift in range(1, int(gap) + 1):
-        beside[:-shift] |= is_test[shift:]
-        beside[shift:] |= is_test[:-shift]
-    return np.flatnonzero(~is_test & ~beside), test_idx, blocks
+    labels = None if labels is None else np.asarray(labels)
+    best, best_classes = None, -1
+    for attempt in range(SUBJECT_DRAWS if labels is not None else 1):
+        _, test_idx = group_split(blocks.astype(str), test_fraction, seed + attempt)
+        is_test = np.zeros(n_windows, dtype=bool)
+        is_test[test_idx] = True
+        beside = np.zeros(n_windows, dtype=bool)
+        for shift in range(1, int(gap) + 1):
+            beside[:-shift] |= is_test[shift:]
+            beside[shift:] |= is_test[:-shift]
+        train_idx = np.flatnonzero(~is_test & ~beside)
+        if labels is None:
+            return train_idx, test_idx, blocks
+        classes = min(len(np.unique(labels[train_idx])), len(np.unique(labels[test_idx])))
+        if classes > best_classes:
+            best, best_classes = (train_idx, test_idx), classes
+        if classes == len(np.unique(labels)):
+            break
+    return best[0], best[1], blocks
 
 
 def _class_name(index: int, class_names: Sequence[str] | None) -> str:
