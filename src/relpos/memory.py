@@ -1,0 +1,122 @@
+"""A FIFO memory bank of embeddings that survives a resume and is global across processes (public API).
+
+Non-parametric methods (SOVE's judges, NNCLR's support set, MoCo's negatives) keep the embeddings of
+earlier steps in a first-in first-out queue. Two things go wrong in the libraries we looked at, and
+are designed out here:
+
+* the queue, its write position and how much of it is filled are **persistent buffers**, so they are
+  in the pretext's ``state_dict``, hence in every checkpoint, and a resumed run continues with the
+  very same memory (lightly's ``MemoryBankModule`` registers them with ``persistent=False``: its
+  issue #993);
+* :meth:`MemoryBank.enqueue` gathers the rows of every process before writing
+  (:func:`gather_across_processes`), so every process holds the same, global bank once training is
+  distributed (lightly's bank is per process by default: its issue #1018).
+
+Until the bank is full, :meth:`MemoryBank.filled` returns only the rows written so far, so a method
+never samples the zeros the bank starts with.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+
+def gather_across_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The rows of ``tensor`` from every process of a distributed run, concatenated in rank order.
+
+    ``(n, ...)`` per process gives ``(world_size · n, ...)``; in a single process (or without
+    ``torch.distributed``) it is the identity, so a pretext calls it unconditionally. No gradient
+    flows through it (the gathered rows are for memories, not for the loss).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    tensor = tensor.detach().contiguous()
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor)
+    return torch.cat(gathered, dim=0)
+
+
+class MemoryBank(nn.Module):
+    """A first-in first-out queue of ``size`` embeddings of ``dim`` values, kept in the checkpoint.
+
+    Parameters
+    ----------
+    size : int
+        Rows the bank holds; once full, each new row replaces the oldest.
+    dim : int
+        Values per row.
+
+    Attributes
+    ----------
+    embeddings : torch.Tensor
+        ``(size, dim)`` persistent buffer; row ``i`` holds the ``i``-th slot of the ring.
+    pointer : torch.Tensor
+        0-d long persistent buffer: the slot the next row is written to.
+    count : torch.Tensor
+        0-d long persistent buffer: how many slots have been written (at most ``size``).
+
+    Examples
+    --------
+    >>> bank = MemoryBank(size=3, dim=1)
+    >>> bank.enqueue(torch.tensor([[1.0], [2.0]]))
+    >>> bank.enqueue(torch.tensor([[3.0], [4.0]]))  # 4 replaces 1, the oldest
+    >>> bank.embeddings.flatten().tolist(), int(bank.pointer), int(bank.count)
+    ([4.0, 2.0, 3.0], 1, 3)
+    """
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        for name, value in (("size", size), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"A memory bank's {name} must be a positive whole number, got {value!r}.")
+        self.size = int(size)
+        self.dim = int(dim)
+        self.register_buffer("embeddings", torch.zeros(self.size, self.dim))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"
+
+    @property
+    def n_filled(self) -> int:
+        """How many rows hold embeddings (``size`` once the bank has wrapped around)."""
+        return int(self.count)
+
+    @property
+    def fill_fraction(self) -> float:
+        """``n_filled / size``, in [0, 1]."""
+        return self.n_filled / self.size
+
+    def filled(self) -> torch.Tensor:
+        """``(n_filled, dim)``: the rows written so far, in slot order (all of them once full)."""
+        return self.embeddings[: self.n_filled]
+
+    @torch.no_grad()
+    def enqueue(self, rows: torch.Tensor) -> None:
+        """Write ``(n, dim)`` rows (gathered across processes first) over the oldest slots.
+
+        Rows go to consecutive slots from :attr:`pointer`, wrapping around at the end; when more
+        rows arrive than the bank holds, only the last ``size`` are kept (the earlier ones would be
+        overwritten within the same call anyway).
+        """
+        if rows.dim() != 2 or rows.shape[1] != self.dim:
+            raise ValueError(f"MemoryBank.enqueue needs (n, {self.dim}) rows, got shape {tuple(rows.shape)}.")
+        rows = gather_across_processes(rows.detach()).to(self.embeddings)
+        n = rows.shape[0]
+        if n == 0:
+            return
+        start = int(self.pointer)
+        if n > self.size:  # keep the newest `size` rows, written where they would have landed
+            start = (start + n - self.size) % self.size
+            rows = rows[-self.size:]
+            n = self.size
+        slots = (start + torch.arange(n, device=rows.device)) % self.size
+        self.embeddings[slots.to(self.embeddings.device)] = rows
+        self.pointer.fill_((start + n) % self.size)
+        self.count.fill_(min(self.size, int(self.count) + n))
