@@ -195,6 +195,8 @@ class PatchEncoder(nn.Module):
         generator: torch.Generator | None = None,
         extra_pos: torch.Tensor | None = None,
         pos_masked: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode patches.
 
@@ -214,6 +216,12 @@ class PatchEncoder(nn.Module):
             must know which ones they are (PART's position-masked variant draws them with
             :func:`position_mask`). Given, it replaces ``pos_mask_ratio``'s own draw, in training
             and evaluation alike; only with ``pos_embed="sincos"``.
+        token_mask : torch.Tensor, optional
+            ``(B, N)`` bool, True for the patches whose embedding ``mask_token`` replaces before
+            position embeddings are added (masked image modelling: iBOT, SOVE).
+        mask_token : torch.Tensor, optional
+            ``(dim,)`` learnable embedding, owned by the pretext (so an exported encoder has none);
+            required with ``token_mask``.
 
         Returns
         -------
@@ -222,6 +230,10 @@ class PatchEncoder(nn.Module):
         """
         batch, n_patches = patches.shape[:2]
         tokens = self.patch_embed(patches.reshape(batch, n_patches, -1))
+        if token_mask is not None:
+            if mask_token is None:
+                raise ValueError("'token_mask' needs the 'mask_token' that replaces the masked patches.")
+            tokens = torch.where(token_mask.to(tokens.device).unsqueeze(-1), mask_token.to(tokens.dtype), tokens)
         if self.config.pos_embed == "sincos":
             if centers is None:
                 raise ValueError("This encoder uses position embeddings: pass the box centres.")

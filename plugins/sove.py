@@ -1,0 +1,431 @@
+"""SOVE: non-parametric judges on CLS embeddings and non-parametric MIM on patch embeddings.
+
+The method of "Self-Organizing Visual Embeddings: non-parametric self-supervised learning" (§2,
+Appendix A.1). A teacher–student pair (the teacher an EMA of the student) reads DINO's multi-crop
+views (:mod:`relpos_plugins.dino`); the heads are MLPs ending in an L2-normalised embedding (256-d
+by default), with no prototype layer and no centring. Two FIFO memories
+(:class:`relpos.memory.MemoryBank`, checkpointed) hold teacher embeddings of earlier steps: ``E_C``
+one CLS embedding per sample per step (of the first global view), ``E_P`` one random patch
+embedding per sample per step (of the first global view).
+
+**Judges (§2.2.1, Eq. 2).** ``K`` anchors are drawn uniformly, without replacement, from ``E_C``;
+each selects its ``k`` nearest neighbours in ``E_C`` by cosine similarity (itself excluded; one
+batched top-k). ``D`` stacks every anchor and its judges (``K·(k+1)`` rows); the row of ``Y`` of a
+judge ``e`` of concept ``i`` has ``⟨e, a_i⟩`` (clamped to [0, 1]; 1 for the anchor itself) at column
+``i`` and the rest ``(1 − ⟨e, a_i⟩) / (K − 1)`` spread over the other concepts, so every row sums to
+1 and ``P(u) = softmax(⟨u, Dᵀ⟩ / τ) · Y`` is a distribution over the ``K`` concepts. With
+``soft_labels: onehot`` (Table 9) every judge counts 1 for its concept. With ``k = 0`` ``Y`` is the
+identity and ``P`` the softmax over the anchors. ``L_CLS`` is the cross-entropy between the
+teacher's ``P`` of each global view and the student's ``P`` of every *other* view, averaged over
+pairs and samples (as DINO averages).
+
+**Non-parametric MIM (§2.3, Eq. 4).** The student's global views are block-masked
+(:func:`relpos.masking.block_mask`, iBOT's ratio 0.3 ± 0.2 per view), a learnable mask token
+replacing the masked patch embeddings; the teacher reads them unmasked. ``K̂`` anchors from ``E_P``
+with ``k̂`` judges each (0 by default: the paper keeps a single judge) give ``P^patch``; ``L_patch``
+is the cross-entropy between the teacher's ``P`` of a token and the student's ``P`` of the same,
+masked token of the same view, averaged over the masked tokens of a view, then over views and
+samples. ``L = λ1 · L_CLS + λ2 · L_patch``.
+
+Temperatures as in the official code: student 0.1, teacher 0.04 → 0.07 over the first 30 % of the
+run; teacher momentum 0.996 → 1 and weight decay 0.04 → 0.4 on cosines (DINO's schedules).
+
+Memories. The bank is empty at step 1: until it holds an embedding, a step's judges come from its own
+teacher embeddings (the ones it is about to enqueue); until it is full, anchors and judges come only
+from its filled part, so ``K`` and ``k`` shrink to what is there (``min(K, filled)`` anchors,
+``min(k, filled − 1)`` judges). A step's loss uses the memory as it was before the step; its
+embeddings are enqueued after the optimiser step, gathered across processes. ``cls_fill``,
+``patch_fill``, ``judge_similarity`` (the mean anchor–judge cosine) and ``cls_entropy`` (the
+entropy of the teacher's ``P``, in nats; ``log K`` is uniform) are logged, so a collapse shows.
+
+Where the paper and its official code differ: the official code draws the anchors as a partition
+of the bank and picks judges only among the *other* rows, and gives the anchor a label of
+``1 − smoothing`` (0.9); here (as the paper writes) the judges are the nearest rows of the whole
+bank other than the anchor itself, and the anchor's label is its similarity to itself, 1. The
+spreading of ``1 − ⟨e, a_i⟩`` over the other concepts is the official code's (the paper only says
+that each row of ``Y`` sums to 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from relpos import hookimpl
+from relpos.blocks import make_teacher, teacher_momentum, update_teacher
+from relpos.config import setting
+from relpos.errors import ConfigError, DataError, did_you_mean
+from relpos.masking import block_mask, check_mask_ratio
+from relpos.memory import MemoryBank
+from relpos.trivial_baseline import BASELINE_KEY
+from relpos.views import extract_view_tokens
+from relpos_plugins.dino import DINO, DINOConfig
+
+SOFT_LABELS = ("similarity", "onehot")
+
+#: The paper's sizes (Appendix A.1) and the defaults used here, scaled for small data: every
+#: default is capped at what the data can fill (see :meth:`SOVE.resolve_sizes`).
+PAPER = {"cls_memory_size": 65536, "patch_memory_size": 8192, "n_anchors": 8192, "k": 8, "n_patch_anchors": 512}
+DEFAULTS = {"cls_memory_size": 4096, "patch_memory_size": 4096, "n_anchors": 1024, "k": 8, "n_patch_anchors": 256}
+
+
+@dataclass
+class SOVEConfig:
+    """Options of SOVE (paper defaults unless noted; memory sizes scaled for small data)."""
+
+    # -- views: DINO's multi-crop (see relpos_plugins.dino) --
+    n_global: int = setting(2, ge=1, le=64)
+    n_local: int = setting(2, ge=0, le=256)  # 10 in the paper, fewer for 2 CPU cores
+    global_scale: tuple[float, float] | None = setting(None, gt=0, le=1, ordered=True)
+    local_scale: tuple[float, float] | None = setting(None, gt=0, le=1, ordered=True)
+    local_resolution: int = setting(0, ge=0, le=65536)
+    aspect_range: tuple[float, float] = setting((0.75, 1.3333333333333333), gt=0, ordered=True)
+    flip: bool | None = setting(None)
+    photometric: bool = setting(True)
+    # -- heads: an MLP ending in an L2-normalised embedding, no prototypes --
+    head_hidden_dim: int = setting(2048, ge=1, le=2**16)
+    head_bottleneck_dim: int = setting(256, ge=1, le=2**16)  # the embedding's size d (256)
+    head_layers: int = setting(3, ge=1, le=16)
+    head_bn: bool = setting(False)
+    # -- memories and judges; None: DEFAULTS, capped at what the data can fill --
+    cls_memory_size: int | None = setting(None, ge=1, le=2**24)  # |E_C| (65,536 in the paper)
+    patch_memory_size: int | None = setting(None, ge=1, le=2**24)  # |E_P| (8,192)
+    n_anchors: int | None = setting(None, ge=1, le=2**24)  # K, concepts of L_CLS (8,192)
+    k: int | None = setting(None, ge=0, le=4096)  # judges per CLS anchor besides itself (8)
+    n_patch_anchors: int | None = setting(None, ge=1, le=2**24)  # K̂, concepts of L_patch (512)
+    patch_k: int = setting(0, ge=0, le=4096)  # judges per patch anchor besides itself (0: the anchor alone)
+    soft_labels: str = setting("similarity", choices=SOFT_LABELS)  # similarity | onehot (Table 9)
+    # -- masking of the student's global views (iBOT blocks) --
+    mask_ratio: tuple[float, float] = setting((0.1, 0.5), ge=0, lt=1, ordered=True)  # 0.3 ± 0.2
+    min_block_tokens: int = setting(4, ge=1, le=65536)  # smallest block (BEiT: 16 of 196 tokens)
+    # -- loss --
+    cls_weight: float = setting(1.0, ge=0)  # λ1; 0 trains L_patch alone (Table 7)
+    patch_weight: float = setting(1.0, ge=0)  # λ2; 0 trains L_CLS alone
+    # -- schedules (DINO's, as the official code) --
+    teacher_momentum: float = setting(0.996, ge=0, le=1)
+    warmup_teacher_temp: float = setting(0.04, gt=0)
+    teacher_temp: float = setting(0.07, gt=0)
+    teacher_temp_warmup: float = setting(0.3, ge=0, le=1)
+    student_temp: float = setting(0.1, gt=0)
+    weight_decay: float = setting(0.04, ge=0)
+    weight_decay_end: float = setting(0.4, ge=0)
+
+    # What DINO's view and head code reads but SOVE does not have (no prototypes, no centring).
+    out_dim: ClassVar[int] = 1
+    norm_last_layer: ClassVar[bool] = True
+    freeze_last_layer: ClassVar[int] = 0
+    center_momentum: ClassVar[float] = 0.9
+
+    def validate(self) -> None:
+        DINOConfig.validate(self)  # views, head and schedules: the same rules and sentences as DINO
+        if self.soft_labels not in SOFT_LABELS:
+            raise ConfigError(
+                f"Invalid value for 'pretext.soft_labels': {self.soft_labels!r}."
+                f"{did_you_mean(self.soft_labels, SOFT_LABELS)} Allowed: {', '.join(SOFT_LABELS)}."
+            )
+        check_mask_ratio(self.mask_ratio, "pretext.mask_ratio")
+        for key in ("cls_memory_size", "patch_memory_size", "n_anchors", "n_patch_anchors"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"'pretext.{key}' must be a positive number of embeddings, got {value}.")
+        for key in ("k", "patch_k"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"'pretext.{key}' must be 0 or more judges, got {value}.")
+        for key in ("cls_weight", "patch_weight"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError(f"'pretext.{key}' must be 0 or more, got {getattr(self, key)}.")
+        if self.cls_weight == 0 and self.patch_weight == 0:
+            raise ConfigError(
+                "'pretext.cls_weight' and 'pretext.patch_weight' are both 0, so SOVE would train nothing; "
+                "set at least one of them above 0."
+            )
+        self.check_sizes(self.cls_memory_size, self.n_anchors, self.k, "cls_memory_size", "n_anchors", "k")
+        self.check_sizes(self.patch_memory_size, self.n_patch_anchors, self.patch_k,
+                         "patch_memory_size", "n_patch_anchors", "patch_k")
+
+    @staticmethod
+    def check_sizes(memory: int | None, anchors: int | None, k: int | None,
+                    memory_key: str, anchors_key: str, k_key: str) -> None:
+        """Anchors and judges must fit in the bank they are drawn from."""
+        if memory is None:
+            return
+        if anchors is not None and anchors > memory:
+            raise ConfigError(
+                f"'pretext.{anchors_key}' is {anchors}, more anchors than the bank holds "
+                f"('pretext.{memory_key}' is {memory}); set it to at most {memory}."
+            )
+        if k is not None and k > memory - 1:
+            raise ConfigError(
+                f"'pretext.{k_key}' is {k}, but an anchor can select at most {memory - 1} other "
+                f"embeddings from a bank of {memory} ('pretext.{memory_key}'); set it to at most {memory - 1}."
+            )
+
+
+# -- judges (§2.2.1) ---------------------------------------------------------------------------------
+@dataclass
+class Judges:
+    """``D`` and ``Y`` of one step: ``(J, d)`` judge embeddings and ``(J, K)`` soft labels."""
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    #: Mean cosine between an anchor and its additional judges (nan when k = 0).
+    similarity: float
+
+
+def select_judges(memory: torch.Tensor, n_anchors: int, k: int, generator: torch.Generator | None,
+                  soft_labels: str = "similarity") -> Judges:
+    """Draw ``n_anchors`` anchors from ``memory`` and let each select its ``k`` nearest judges.
+
+    Parameters
+    ----------
+    memory : torch.Tensor
+        ``(M, d)`` L2-normalised embeddings (a bank's filled part); ``n_anchors <= M`` and
+        ``k <= M − 1``.
+    n_anchors, k : int
+        ``K`` and the judges per anchor besides itself.
+    generator : torch.Generator, optional
+        Draws the anchors (uniformly, without replacement).
+    soft_labels : {"similarity", "onehot"}
+        A judge's label for its concept: its cosine to the anchor (clamped to [0, 1]), or 1.
+
+    Returns
+    -------
+    Judges
+        Concept ``i`` owns rows ``i·(k+1) … i·(k+1)+k`` (the anchor first); each row of
+        ``labels`` sums to 1.
+    """
+    n_memory = memory.shape[0]
+    if not 1 <= n_anchors <= n_memory:
+        raise ValueError(f"select_judges needs 1 <= n_anchors <= {n_memory}, got n_anchors={n_anchors}.")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    index = torch.randperm(n_memory, generator=generator, device=gen_device)[:n_anchors].to(memory.device)
+    return judges_of_anchors(memory, index, k, soft_labels)
+
+
+def judges_of_anchors(memory: torch.Tensor, index: torch.Tensor, k: int, soft_labels: str = "similarity") -> Judges:
+    """:func:`select_judges` for the anchors ``memory[index]`` (``index`` a ``(K,)`` long tensor)."""
+    n_memory, n_anchors = memory.shape[0], int(index.shape[0])
+    if not 0 <= k <= n_memory - 1:
+        raise ValueError(f"An anchor can select 0 to {n_memory - 1} judges from {n_memory} embeddings, got k={k}.")
+    anchors = memory[index]
+    ones = torch.ones(n_anchors, 1, dtype=memory.dtype, device=memory.device)
+    if k:
+        similarity = anchors @ memory.T  # (K, M): one batched spherical k-NN for every anchor
+        similarity[torch.arange(n_anchors, device=memory.device), index] = -math.inf  # not itself
+        neighbour_sim, neighbour = similarity.topk(k, dim=1)
+        judges = torch.cat([anchors[:, None], memory[neighbour]], dim=1)  # (K, k+1, d)
+        scores = torch.cat([ones, neighbour_sim], dim=1)
+        mean_similarity = float(neighbour_sim.mean())
+    else:
+        judges, scores, mean_similarity = anchors[:, None], ones, math.nan
+    if soft_labels == "onehot":
+        scores = torch.ones_like(scores)
+    scores = scores.clamp(0.0, 1.0)
+    n_judges = k + 1
+    spread = (1.0 - scores) / (n_anchors - 1) if n_anchors > 1 else torch.zeros_like(scores)
+    labels = spread[:, :, None].expand(n_anchors, n_judges, n_anchors).clone()
+    own = torch.arange(n_anchors, device=memory.device)
+    labels[own, :, own] = scores
+    labels = labels / labels.sum(-1, keepdim=True)  # exactly 1 per row (K = 1, rounding)
+    return Judges(judges.reshape(-1, memory.shape[1]), labels.reshape(-1, n_anchors), mean_similarity)
+
+
+def judge_probabilities(embeddings: torch.Tensor, judges: Judges, temperature: float) -> torch.Tensor:
+    """``P(u) = softmax(⟨u, Dᵀ⟩ / τ) · Y``: ``(..., d)`` embeddings to ``(..., K)`` distributions."""
+    votes = F.softmax(embeddings.float() @ judges.embeddings.float().T / temperature, dim=-1)
+    return votes @ judges.labels.float()
+
+
+def cross_entropy(teacher_probs: torch.Tensor, student_probs: torch.Tensor) -> torch.Tensor:
+    """``−Σ_i P_t,i · log P_s,i`` over the last axis, the teacher detached."""
+    return -(teacher_probs.detach() * student_probs.clamp_min(1e-12).log()).sum(-1)
+
+
+class EmbeddingHead(nn.Module):
+    """An MLP ending in an L2-normalised embedding: DINO's head without its prototype layer.
+
+    ``in_dim → hidden_dim → … → embed_dim`` (``n_layers`` linear layers, GELU between, batch norm
+    optional), then ``z / ‖z‖``.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int = 2048, embed_dim: int = 256, n_layers: int = 3,
+                 use_bn: bool = False):
+        super().__init__()
+        from relpos.blocks import DINOHead
+
+        # DINOHead's MLP is exactly this one (same layers, initialisation and batch norm); its
+        # prototype layer is the part SOVE removes, so only the MLP is kept.
+        self.mlp = DINOHead(in_dim, 1, hidden_dim, embed_dim, n_layers, use_bn=use_bn).mlp
+        self.embed_dim = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(x), dim=-1)
+
+
+class SOVE(DINO):
+    """SOVE: non-parametric judges from a memory of CLS embeddings, plus non-parametric MIM."""
+
+    name = "sove"
+    Config = SOVEConfig
+    log_keys = (BASELINE_KEY, "teacher_temp", "momentum", "loss_cls", "loss_patch", "cls_fill", "patch_fill",
+                "judge_similarity", "cls_entropy")
+
+    def __init__(self, config, modality, encoder_config, data):
+        super().__init__(config, modality, encoder_config, data)
+        if config.patch_weight > 0 and not getattr(self.encoder, "per_token_outputs", True):
+            raise ConfigError(
+                f"Pretext 'sove' reconstructs masked patch tokens (pretext.patch_weight="
+                f"{config.patch_weight}), so it needs an encoder with per-token outputs; "
+                f"{type(self.encoder).__name__} gives one vector per view (set pretext.patch_weight=0)."
+            )
+        # DINO's prototype head and centre are what SOVE replaces.
+        del self.head, self.teacher_head, self.centering
+        self.head = EmbeddingHead(encoder_config.dim, config.head_hidden_dim, config.head_bottleneck_dim,
+                                  config.head_layers, config.head_bn)
+        self.teacher_head = make_teacher(self.head)
+        self.mask_token = nn.Parameter(torch.zeros(encoder_config.dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        sizes = self.resolve_sizes(config, len(data), self.view_token_counts()[0])
+        self.cls_memory_size, self.patch_memory_size, self.n_anchors, self.k, self.n_patch_anchors = sizes
+        self.cls_memory = MemoryBank(self.cls_memory_size, config.head_bottleneck_dim)
+        self.patch_memory = MemoryBank(self.patch_memory_size, config.head_bottleneck_dim)
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @staticmethod
+    def resolve_sizes(config: SOVEConfig, n_windows: int, tokens_per_view: int) -> tuple[int, int, int, int, int]:
+        """``(|E_C|, |E_P|, K, k, K̂)``: the settings, or :data:`DEFAULTS` capped at what the data fills.
+
+        ``E_C`` gets one embedding per window per step, so more slots than windows would hold the
+        same windows twice; ``E_P`` one patch per window per step, from ``tokens_per_view`` places.
+        """
+        patch_capacity = n_windows * tokens_per_view
+        for key, capacity, what in (
+            ("cls_memory_size", n_windows, f"{n_windows} windows, one CLS embedding each"),
+            ("patch_memory_size", patch_capacity,
+             f"{n_windows} windows of {tokens_per_view} patch tokens per global view, {patch_capacity} embeddings"),
+        ):
+            value = getattr(config, key)
+            if value is not None and value > capacity:
+                raise DataError(
+                    f"'pretext.{key}' is {value}, larger than the data can fill ({what}); set it to at "
+                    f"most {capacity}, or leave it unset for min({DEFAULTS[key]}, {capacity})."
+                )
+        cls_size = config.cls_memory_size or min(DEFAULTS["cls_memory_size"], n_windows)
+        patch_size = config.patch_memory_size or min(DEFAULTS["patch_memory_size"], patch_capacity)
+        n_anchors = config.n_anchors if config.n_anchors is not None else min(DEFAULTS["n_anchors"], cls_size)
+        k = config.k if config.k is not None else min(DEFAULTS["k"], cls_size - 1)
+        n_patch_anchors = (config.n_patch_anchors if config.n_patch_anchors is not None
+                           else min(DEFAULTS["n_patch_anchors"], patch_size))
+        SOVEConfig.check_sizes(cls_size, n_anchors, k, "cls_memory_size", "n_anchors", "k")
+        SOVEConfig.check_sizes(patch_size, n_patch_anchors, config.patch_k,
+                               "patch_memory_size", "n_patch_anchors", "patch_k")
+        return cls_size, patch_size, n_anchors, k, n_patch_anchors
+
+    # -- schedules and memories after the optimiser step -------------------------------------------
+    def after_step(self, step: int) -> None:
+        momentum = teacher_momentum(step - 1, self.total_steps, self.config.teacher_momentum)
+        update_teacher(self.encoder, self.teacher_encoder, momentum)
+        update_teacher(self.head, self.teacher_head, momentum)
+        if self._pending is not None:
+            cls_rows, patch_rows = self._pending
+            self.cls_memory.enqueue(cls_rows)
+            self.patch_memory.enqueue(patch_rows)
+            self._pending = None
+
+    # -- loss ---------------------------------------------------------------------------------------
+    def encode_views(self, encoder, patches, views, generator, token_mask=None) -> torch.Tensor:
+        """``(B, V, 1 + N, dim)`` tokens; ``token_mask`` ``(B, V, N)`` swaps patches for the mask token."""
+        batch, n_views, n_tokens = patches.shape[:3]
+        positions = views.token_positions().to(patches.device)
+        kwargs = {}
+        if token_mask is not None:
+            kwargs = {"token_mask": token_mask.reshape(batch * n_views, n_tokens), "mask_token": self.mask_token}
+        tokens = encoder(
+            patches.reshape(batch * n_views, n_tokens, *patches.shape[3:]),
+            positions.reshape(batch * n_views, n_tokens, -1),
+            generator=generator, **kwargs,
+        )
+        return tokens.reshape(batch, n_views, 1 + n_tokens, -1)
+
+    def memory_for_step(self, bank: MemoryBank, own_rows: torch.Tensor) -> torch.Tensor:
+        """The bank's filled part, or this step's own rows while the bank is still empty (step 1)."""
+        return bank.filled() if bank.n_filled else own_rows.detach()
+
+    def forward(self, batch, generator):
+        c = self.config
+        x = batch["x"]
+        n_samples = x.shape[0]
+        groups = self.sample(n_samples, generator, x.device)
+        patches = self.augment_views(extract_view_tokens(x, groups), generator)
+        global_views = groups[0]
+        n_tokens = global_views.n_tokens
+        token_mask = None
+        if c.patch_weight > 0:
+            token_mask = block_mask(n_samples * c.n_global, global_views.grid_shape, c.mask_ratio, generator,
+                                    c.min_block_tokens, x.device).reshape(n_samples, c.n_global, n_tokens)
+        student = [self.encode_views(self.encoder, patches[0], global_views, generator, token_mask)]
+        student += [self.encode_views(self.encoder, p, g, generator) for p, g in zip(patches[1:], groups[1:])]
+        with torch.no_grad():
+            teacher = self.encode_views(self.teacher_encoder, patches[0], global_views, None)
+            teacher_cls = self.teacher_head(teacher[:, :, 0])  # (B, n_global, d)
+            teacher_patch = self.teacher_head(teacher[:, 0, 1:])  # (B, N, d): E_P's candidates
+        temp = self.teacher_temp_now()
+        logs = {"teacher_temp": temp, "momentum": self.momentum_now()}
+        loss = x.new_zeros(())
+
+        # E_C gets the first global view's CLS, E_P one random patch of it, per sample.
+        cls_rows = teacher_cls[:, 0]
+        pick = torch.randint(0, n_tokens, (n_samples,), generator=generator).to(x.device)
+        patch_rows = teacher_patch[torch.arange(n_samples, device=x.device), pick]
+
+        cls_memory = self.memory_for_step(self.cls_memory, cls_rows)
+        n_cls = min(self.n_anchors, cls_memory.shape[0])
+        if c.cls_weight > 0:
+            judges = select_judges(cls_memory, n_cls, min(self.k, cls_memory.shape[0] - 1), generator, c.soft_labels)
+            student_cls = self.head(torch.cat([s[:, :, 0] for s in student], dim=1))  # (B, V, d)
+            teacher_probs = judge_probabilities(teacher_cls, judges, temp)  # (B, n_global, K)
+            student_probs = judge_probabilities(student_cls, judges, c.student_temp)  # (B, V, K)
+            ce = cross_entropy(teacher_probs[:, :, None], student_probs[:, None, :])  # (B, n_global, V)
+            other = ~torch.eye(ce.shape[1], ce.shape[2], dtype=torch.bool, device=ce.device)
+            loss_cls = ce[:, other].mean()
+            loss = loss + c.cls_weight * loss_cls
+            entropy = -(teacher_probs * teacher_probs.clamp_min(1e-12).log()).sum(-1).mean()
+            logs.update(loss_cls=float(loss_cls.detach()), cls_entropy=float(entropy))
+            if min(self.k, cls_memory.shape[0] - 1) > 0:  # without judges there is no similarity to show
+                logs["judge_similarity"] = judges.similarity
+
+        patch_memory = self.memory_for_step(self.patch_memory, patch_rows)
+        n_patch = min(self.n_patch_anchors, patch_memory.shape[0])
+        if c.patch_weight > 0:
+            patch_judges = select_judges(patch_memory, n_patch, min(c.patch_k, patch_memory.shape[0] - 1),
+                                         generator, c.soft_labels)
+            student_tokens = self.head(student[0][:, :, 1:])  # (B, n_global, N, d), masked tokens inside
+            with torch.no_grad():
+                teacher_tokens = self.teacher_head(teacher[:, :, 1:])
+            teacher_probs = judge_probabilities(teacher_tokens, patch_judges, temp)
+            student_probs = judge_probabilities(student_tokens, patch_judges, c.student_temp)
+            ce = cross_entropy(teacher_probs, student_probs)  # (B, n_global, N): same view, same token
+            weights = token_mask.to(ce.dtype)
+            per_view = (ce * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
+            loss_patch = per_view.mean()
+            loss = loss + c.patch_weight * loss_patch
+            logs["loss_patch"] = float(loss_patch.detach())
+
+        logs["cls_fill"] = self.cls_memory.fill_fraction
+        logs["patch_fill"] = self.patch_memory.fill_fraction
+        # A student that predicts every concept equally scores log K (log K̂) on each term.
+        logs[BASELINE_KEY] = (c.cls_weight * math.log(n_cls) if c.cls_weight > 0 else 0.0) + (
+            c.patch_weight * math.log(n_patch) if c.patch_weight > 0 else 0.0)
+        self._pending = (cls_rows, patch_rows)
+        return loss, logs
+
+
+@hookimpl
+def register_pretexts(register):
+    register(SOVE)
