@@ -11,7 +11,7 @@ defaults in their signatures (as lightly's ``DINOProjectionHead``, ``DINOLoss`` 
   optimiser step);
 * :class:`DINOHead`, the 3-layer projection head with a weight-normalised last layer;
 * :class:`Centering`, the teacher's centre as a persistent (checkpointed) buffer, averaged across
-  processes by :func:`all_reduce_mean` when training is distributed;
+  processes by :func:`relpos.distributed.all_reduce_mean` when training is distributed;
 * :func:`distillation_cross_entropy`, ``H(P_t, P_s)`` of centred, sharpened teacher outputs and
   student outputs, per token.
 
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import all_reduce_mean  # re-exported: pretexts may import it from here
 from .errors import ConfigError
 
 
@@ -179,17 +180,6 @@ class _TokenBatchNorm(nn.BatchNorm1d):
 
 
 # -- centring ----------------------------------------------------------------------------------------
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of ``tensor`` over the processes of a distributed run; the identity in a single process."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        tensor = tensor.clone()
-        dist.all_reduce(tensor)
-        tensor = tensor / dist.get_world_size()
-    return tensor
-
-
 class Centering(nn.Module):
     """The teacher's centre ``C``: an EMA of the mean teacher output (DINO's collapse guard).
 

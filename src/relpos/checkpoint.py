@@ -12,6 +12,11 @@ forms: the configuration as :meth:`relpos.config.RunConfig.to_dict`, the random 
 and lists of ints (:func:`rng_state`). Checkpoints written before that change stored NumPy's
 random state as a ``numpy.ndarray`` of ``uint32``; exactly the NumPy types needed to rebuild that
 one array are allow-listed (:data:`LEGACY_NUMPY_GLOBALS`), so those checkpoints keep loading.
+
+A distributed run (``torchrun``) also stores ``world_size``, every process's random streams in
+``rng_ranks`` (a list, in rank order, of what :func:`rng_state` returns) and the window-index
+generator the processes share in ``index_generator``; ``rng`` is then rank 0's. A checkpoint
+without ``world_size`` (every single-process checkpoint, old or new) was written by one process.
 """
 
 from __future__ import annotations
@@ -185,6 +190,36 @@ def _check_structure(path: Path, state: Any, resume: bool) -> None:
             if key not in state["optimizer"]:
                 raise RelposError(f"{where}: its optimizer state has no {key!r} entry.")
         _check_rng(where, state["rng"])
+        _check_ranks(where, state)
+
+
+def _check_ranks(where: str, state: Mapping) -> None:
+    world = checkpoint_world_size(state)
+    if world < 1:
+        raise RelposError(f"{where}: its 'world_size' entry is {state['world_size']!r}, expected an integer >= 1.")
+    if world == 1:
+        return
+    ranks = state.get("rng_ranks")
+    if not isinstance(ranks, (list, tuple)) or len(ranks) != world:
+        raise RelposError(
+            f"{where}: its 'rng_ranks' entry is {_kind(ranks)}, expected a list of {world} random states "
+            f"(one per process)."
+        )
+    for per_rank in ranks:
+        if not isinstance(per_rank, Mapping):
+            raise RelposError(f"{where}: its 'rng_ranks' entry holds {_kind(per_rank)}, expected mappings.")
+        _check_rng(where, per_rank)
+    index = state.get("index_generator")
+    if not (isinstance(index, torch.Tensor) and index.dtype == torch.uint8):
+        raise RelposError(f"{where}: its 'index_generator' entry is {_kind(index)}, expected a uint8 tensor.")
+
+
+def checkpoint_world_size(state: Mapping[str, Any]) -> int:
+    """How many processes wrote the run of a loaded checkpoint (1 for single-process checkpoints)."""
+    world = state.get("world_size", 1)
+    if not isinstance(world, int) or isinstance(world, bool):
+        return 0
+    return world
 
 
 def _check_rng(where: str, rng: Mapping) -> None:

@@ -79,7 +79,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(config, resume=args.resume)
     steps = f"{result.step} step" + ("" if result.step == 1 else "s")
     against = f" ({result.baseline_summary})" if result.baseline_summary else ""
-    print(f"relpos: trained {steps}, final loss {result.loss:.4f}{against}; run directory: {result.run_dir}")
+    from .distributed import launch_rank
+
+    if launch_rank() == 0:  # under torchrun, once for the run rather than once per process
+        print(f"relpos: trained {steps}, final loss {result.loss:.4f}{against}; run directory: {result.run_dir}")
     return 0
 
 
@@ -531,7 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RelposError as exc:
         from .training import TrainingError
 
-        print(f"relpos: error: {exc}", file=sys.stderr)
+        # In a distributed run one process reports an error every process met; the others stay quiet.
+        if not getattr(exc, "reported_elsewhere", False):
+            print(f"relpos: error: {exc}", file=sys.stderr)
         return EXIT_FAILED if isinstance(exc, TrainingError) else EXIT_USAGE
     except KeyboardInterrupt as exc:
         from .training import TrainingInterrupted

@@ -10,6 +10,11 @@ A run that fails or is interrupted before its first checkpoint removes what it c
 could be resumed from it); a resumed run never removes anything. Resuming with settings that differ
 from the checkpoint's is refused, naming each one (only ``train.steps``, ``train.device`` and
 ``train.progress`` may change).
+
+Under ``torchrun`` the same loop runs data-parallel (:mod:`relpos.distributed`, DDP): every process
+trains on its share of the global batch ``train.batch_size``, rank 0 alone writes the run's files,
+and every process's random streams are checkpointed, so a resumed run on the same number of
+processes reproduces the uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import (
     atomic_torch_save,
     atomic_write_text,
     checkpoint_config,
     checkpoint_path,
+    checkpoint_world_size,
     load_checkpoint,
     remove_stale_temporaries,
     rng_state,
@@ -375,7 +381,8 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def _restore(state: dict[str, Any], pretext: Pretext, optimizer: torch.optim.Optimizer,
-             generator: torch.Generator, ckpt_file: Path) -> None:
+             generator: torch.Generator, index_generator: torch.Generator, process_rank: int,
+             ckpt_file: Path) -> None:
     try:
         pretext.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -385,7 +392,11 @@ def _restore(state: dict[str, Any], pretext: Pretext, optimizer: torch.optim.Opt
         ) from None
     try:
         optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], generator)
+        if checkpoint_world_size(state) > 1:  # this process's own streams, and the shared index draw
+            set_rng_state(state["rng_ranks"][process_rank], generator)
+            index_generator.set_state(state["index_generator"])
+        else:
+            set_rng_state(state["rng"], generator)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OverflowError) as exc:
         raise RelposError(
             f"Checkpoint {str(ckpt_file)!r} holds an optimizer or random state that cannot be restored "
@@ -406,6 +417,50 @@ def _one_line(exc: BaseException) -> str:
     """An exception's message on one line, cut at 300 characters, to quote inside a sentence."""
     text = " ".join(str(exc).split())
     return (text[:300] + "...") if len(text) > 300 else text or type(exc).__name__
+
+
+def _check_layout(cfg: TrainConfig, launch: distributed.Launch) -> None:
+    """Refuse a global batch that does not split evenly over the processes (before data is read)."""
+    if launch.world_size > 1 and cfg.batch_size % launch.world_size:
+        raise ConfigError(
+            f"'train.batch_size' is {cfg.batch_size}, the global batch of all {launch.world_size} processes, "
+            f"which must split evenly between them; use a multiple of {launch.world_size}."
+        )
+
+
+def _check_enough_windows(n_windows: int, launch: distributed.Launch) -> None:
+    if n_windows < launch.world_size:
+        raise DataError(
+            f"The data holds {n_windows} window{'s' if n_windows != 1 else ''} but the run has "
+            f"{launch.world_size} processes, each of which needs windows of its own; start at most "
+            f"{n_windows} processes or give more data."
+        )
+
+
+def _refuse_other_world_size(state: dict[str, Any], launch: distributed.Launch, run_dir: Path) -> None:
+    trained_with = checkpoint_world_size(state)
+    if trained_with == launch.world_size:
+        return
+    how = "without torchrun (one process)" if trained_with == 1 else f"on {trained_with} processes (torchrun)"
+    raise ConfigError(
+        f"Cannot resume the run in {str(run_dir)!r} on {launch.world_size} "
+        f"process{'es' if launch.world_size != 1 else ''}: it was trained on {trained_with}, and only the "
+        f"same number continues it exactly (the checkpoint holds each process's random streams); resume "
+        f"it {how}, or start a new run with --out DIR."
+    )
+
+
+def _reduced_logs(loss: torch.Tensor, extra: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
+    """The loss and the pretext's logged values, averaged over the processes of a distributed run
+    (so every process sees the same numbers and stops on a non-finite loss together)."""
+    if not distributed.is_distributed():
+        return float(loss.detach()), dict(extra)
+    keys = list(extra)
+    values = torch.stack([loss.detach().double().reshape(())] + [
+        torch.as_tensor(extra[key], dtype=torch.float64, device=loss.device).detach().reshape(()) for key in keys
+    ])
+    values = distributed.all_reduce_mean(values).tolist()
+    return values[0], dict(zip(keys, values[1:]))
 
 
 def train(
@@ -442,6 +497,7 @@ def train(
     """
     run_dir = config.run_dir()
     ckpt_file = checkpoint_path(run_dir)
+    launch = distributed.launch_from_env()  # one process unless torchrun started several
     state = None
     if resume:
         if not ckpt_file.is_file():
@@ -452,6 +508,7 @@ def train(
         saved = checkpoint_config(state, ckpt_file)
         saved.out = str(run_dir)
         _refuse_changed_settings(saved, config, run_dir)
+        _refuse_other_world_size(state, launch, run_dir)
         saved.train.steps = config.train.steps
         saved.train.device = config.train.device
         saved.train.progress = config.train.progress
@@ -468,38 +525,98 @@ def train(
         )
 
     cfg = config.train
-    device = resolve_device(cfg.device)
-    # Everything that can fail on bad input happens before the run directory is created.
-    modality = build_modality(config)
-    windows = open_data(modality, data if data is not None else config.data)
-    pretext = build_pretext(config, modality, windows).to(device)
-    optimizer = torch.optim.AdamW(_param_groups(pretext, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
-    lrs = lr_schedule(cfg)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    start = 0
-    if state is not None:
-        _restore(state, pretext, optimizer, generator, ckpt_file)
-        start = int(state["step"])
-        del state
-
-    new_files = _NewRunFiles(run_dir) if start == 0 else None
+    distributed_run = launch.world_size > 1
+    device = distributed.device_for(cfg.device, launch) if distributed_run else resolve_device(cfg.device)
+    _check_layout(cfg, launch)
+    created_group = distributed.setup(device, launch)
+    main_process = launch.rank == 0  # writes the run's files; the others only train
+    # Everything that can fail on bad input happens before the run directory is created. In a
+    # distributed run every process learns whether any failed (check_peers), so none waits forever.
+    setup_error: Exception | None = None
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RelposError(
-            f"Cannot create the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose another --out."
-        ) from None
-    _remove_leftovers(run_dir, ckpt_file, fresh=start == 0)
+        modality = build_modality(config)
+        # Rank 0 builds a missing data cache first; the others then memory-map the same entry.
+        windows = distributed.run_in_turn(
+            lambda: open_data(modality, data if data is not None else config.data), launch
+        )
+        _check_enough_windows(len(windows), launch)
+        pretext = build_pretext(config, modality, windows).to(device)
+        optimizer = torch.optim.AdamW(_param_groups(pretext, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
+        lrs = lr_schedule(cfg)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        # The window indices of the global batch are drawn from one stream every process shares
+        # (each takes its slice), so the data a step sees does not depend on the number of
+        # processes; augmentation and the pretext's own draws use the process's stream, seeded
+        # from (seed, rank), so the processes do not repeat each other's crops and patches.
+        index_generator = generator
+        if distributed_run:
+            own_seed = distributed.rank_seed(cfg.seed, launch.rank)
+            index_generator = torch.Generator().manual_seed(cfg.seed)
+            generator = torch.Generator().manual_seed(own_seed)
+            random.seed(own_seed)
+            np.random.seed(own_seed)
+            torch.manual_seed(own_seed)
+        start = 0
+        if state is not None:
+            _restore(state, pretext, optimizer, generator, index_generator, launch.rank, ckpt_file)
+            start = int(state["step"])
+            del state
+    except Exception as exc:  # noqa: BLE001 - re-raised by check_peers (in one process: as is)
+        setup_error = exc
+    distributed.check_peers(setup_error)
+    model: torch.nn.Module = pretext
+    if distributed_run:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Unused parameters are allowed: a head may sit out some steps (DINO's frozen last layer).
+        model = DistributedDataParallel(
+            pretext, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+        if main_process:
+            print(
+                f"relpos: training on {launch.world_size} processes ({distributed.backend()}, {device.type}): "
+                f"global batch {cfg.batch_size} = {cfg.batch_size // launch.world_size} windows per process "
+                f"per step; train.lr {cfg.lr} as configured (not rescaled for the number of processes).",
+                file=sys.stderr,
+            )
+
+    new_files = _NewRunFiles(run_dir) if start == 0 and main_process else None
+    setup_error = None
+    if main_process:
+        try:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RelposError(
+                    f"Cannot create the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose another --out."
+                ) from None
+            _remove_leftovers(run_dir, ckpt_file, fresh=start == 0)
+        except Exception as exc:  # noqa: BLE001 - re-raised by check_peers
+            setup_error = exc
+    distributed.check_peers(setup_error)
     last_saved: int | None = start if start > 0 else None  # step of the newest checkpoint on disk
 
     format_checked = False
 
     def save(step: int) -> None:
+        # Every process hands its random streams to rank 0, which alone writes; the check that
+        # follows is also the barrier no process passes before the file is complete (PyTorch
+        # PR #84881's race).
+        rng_ranks = distributed.all_gather_objects(rng_state(generator)) if distributed_run else None
+        error = None
+        if main_process:
+            try:
+                save_here(step, rng_ranks)
+            except Exception as exc:  # noqa: BLE001 - re-raised by check_peers
+                error = exc
+        distributed.check_peers(error)
+
+    def save_here(step: int, rng_ranks: list[dict[str, Any]] | None) -> None:
         nonlocal format_checked
         try:
-            _write_checkpoint(step)
+            _write_checkpoint(step, rng_ranks)
         except OSError as exc:  # a full disk or a folder taken away is no reason for a traceback
             raise TrainingError(
                 f"Cannot write the checkpoint {str(ckpt_file)!r} at step {step}: {exc.strerror or exc}, so "
@@ -518,20 +635,21 @@ def train(
                     f"plain data."
                 )
 
-    def _write_checkpoint(step: int) -> None:
-        atomic_torch_save(
-            {
-                "step": step,
-                "model": pretext.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": rng_state(generator),
-                "config": config.to_dict(),
-                "encoder": pretext.encoder.init_args(),
-                "data_info": {"extent": list(windows.extent), "channels": windows.channels, **_jsonable(windows.info)},
-                "relpos_version": __version__,
-            },
-            ckpt_file,
-        )
+    def _write_checkpoint(step: int, rng_ranks: list[dict[str, Any]] | None) -> None:
+        contents = {
+            "step": step,
+            "model": pretext.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(generator),
+            "config": config.to_dict(),
+            "encoder": pretext.encoder.init_args(),
+            "data_info": {"extent": list(windows.extent), "channels": windows.channels, **_jsonable(windows.info)},
+            "relpos_version": __version__,
+        }
+        if rng_ranks is not None:
+            contents.update(world_size=len(rng_ranks), rng_ranks=rng_ranks,
+                            index_generator=index_generator.get_state())
+        atomic_torch_save(contents, ckpt_file)
 
     def kept() -> str:
         if last_saved is None:
@@ -541,26 +659,35 @@ def train(
     log = progress = None
     loss_value = float("nan")
     step = start
+    baseline_watch = BaselineWatch(cfg.steps)
     try:
-        try:
-            atomic_write_text(config.to_yaml(), run_dir / "config.yaml")
-        except OSError as exc:
-            raise RelposError(
-                f"Cannot write to the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose another --out."
-            ) from None
-        log = _MetricsLog(run_dir, _metric_fields(pretext.log_keys), start, cfg.tensorboard)
-        baseline_watch = BaselineWatch(cfg.steps)
+        setup_error = None
+        if main_process:
+            try:
+                try:
+                    atomic_write_text(config.to_yaml(), run_dir / "config.yaml")
+                except OSError as exc:
+                    raise RelposError(
+                        f"Cannot write to the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose "
+                        f"another --out."
+                    ) from None
+                log = _MetricsLog(run_dir, _metric_fields(pretext.log_keys), start, cfg.tensorboard)
+            except Exception as exc:  # noqa: BLE001 - re-raised by check_peers
+                setup_error = exc
+        distributed.check_peers(setup_error)
         use_amp = cfg.amp and device.type == "cuda"
         autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else (lambda: nullcontext())
         )
-        if cfg.progress:
+        if cfg.progress and main_process:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=cfg.steps, initial=start, desc=f"{config.pretext} on {config.modality}", unit="step")
 
         pretext.train()
         n = len(windows)
+        per_process = cfg.batch_size // launch.world_size
+        first = launch.rank * per_process  # this process's slice of the global batch
         t_last, samples = time.perf_counter(), 0
         for step in range(start + 1, cfg.steps + 1):
             for group in optimizer.param_groups:
@@ -570,24 +697,27 @@ def train(
             decay = pretext.weight_decay_at(step - 1, cfg.steps)
             if decay is not None:
                 optimizer.param_groups[0]["weight_decay"] = float(decay)  # _param_groups: decayed first
-            index = torch.randint(0, n, (cfg.batch_size,), generator=generator)
+            index = torch.randint(0, n, (cfg.batch_size,), generator=index_generator)[first:first + per_process]
             x = modality.augment(windows.x[index], generator)
             batch = {"x": x.to(device, non_blocking=True)}
             with autocast():
-                loss, extra = pretext(batch, generator)
-            loss_value = float(loss.detach())
+                loss, extra = model(batch, generator)
+            loss_value, extra = _reduced_logs(loss, extra)
             baseline = extra.get(BASELINE_KEY)
             stuck = baseline_watch.update(step, loss_value, None if baseline is None else float(baseline))
-            if stuck is not None:
+            if stuck is not None and main_process:
                 if progress is not None:
                     progress.write(f"relpos: warning: {stuck}", file=sys.stderr)
                 else:
                     warn(stuck)
             if not math.isfinite(loss_value):
-                raise TrainingError(
+                error = TrainingError(
                     f"The loss became {loss_value} at step {step}, so training stopped and {kept()} "
                     f"(try a lower train.lr, now {cfg.lr}, or check the data for NaN values)."
                 )
+                # Every process sees the same averaged loss and stops here; rank 0 says so.
+                error.reported_elsewhere = not main_process
+                raise error
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -600,7 +730,7 @@ def train(
                 progress.set_postfix(
                     loss=f"{loss_value:.4f}", **({"baseline": f"{float(baseline):.4f}"} if baseline is not None else {})
                 )
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if (step % cfg.log_every == 0 or step == cfg.steps) and log is not None:
                 now = time.perf_counter()
                 row = {"step": step, "loss": loss_value, "lr": float(lrs[step - 1]),
                        "samples_per_s": samples / max(now - t_last, 1e-9)}
@@ -615,15 +745,27 @@ def train(
         # file on disk says which checkpoint was kept.
         raise TrainingInterrupted(*_kept_checkpoint(ckpt_file, last_saved)) from None
     except BaseException as exc:
+        if distributed_run and distributed.is_collective_failure(exc):
+            # A peer is gone, so this process cannot go on; say which one when it left a note.
+            peer = distributed.peer_failure() or "another process of the run stopped (its own message is above)"
+            error = TrainingError(
+                f"Training stopped at step {step} because {peer}, and {kept()}."
+            )
+            error.reported_elsewhere = not main_process
+            raise error from None
         if _out_of_memory(exc):
-            advice = pretext.memory_hint(cfg.batch_size) or (
+            advice = pretext.memory_hint(per_process) or (
                 f"lower train.batch_size, now {cfg.batch_size}, or the encoder's size"
             )
             # On the first step of a run the settings themselves do not fit: bad input (exit 2).
             error = ConfigError if step == start + 1 else TrainingError
-            raise error(
-                f"Out of memory at step {step} on {device}, so training stopped and {kept()} ({advice})."
-            ) from None
+            where = f" in process {launch.rank} of {launch.world_size}" if distributed_run else ""
+            message = f"Out of memory at step {step} on {device}{where}, so training stopped and {kept()} ({advice})."
+            if distributed_run:
+                distributed.note_failure(message)
+            raise error(message) from None
+        if distributed_run and not isinstance(exc, distributed.PeerFailed) and not getattr(exc, "reported_elsewhere", False):
+            distributed.note_failure(_one_line(exc))
         raise
     finally:
         if progress is not None:
@@ -632,6 +774,12 @@ def train(
             log.close()
         if new_files is not None and not ckpt_file.exists():  # a new run never starts with one
             new_files.remove()
+    if log is not None:  # the process that logged draws RUN/plots/loss.png; a failure only warns
+        from .show import plot_loss_quietly
+
+        plot_loss_quietly(run_dir)
+    if created_group:  # the last save's check was the final collective: every process is done
+        distributed.shutdown()
     return TrainResult(run_dir=run_dir, step=cfg.steps, loss=loss_value, pretext=pretext, config=config,
                        baseline_summary=baseline_watch.summary())
 
