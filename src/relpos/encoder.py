@@ -197,6 +197,7 @@ class PatchEncoder(nn.Module):
         pos_masked: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode patches.
 
@@ -222,6 +223,10 @@ class PatchEncoder(nn.Module):
         mask_token : torch.Tensor, optional
             ``(dim,)`` learnable embedding, owned by the pretext (so an exported encoder has none);
             required with ``token_mask``.
+        context : torch.Tensor, optional
+            ``(B, N)`` bool, True for the patch tokens every token may attend to (keys and
+            values); the others still query, but no other output depends on them (MP3's context
+            subset). The CLS token is always in the context, so no query is left without a key.
 
         Returns
         -------
@@ -249,8 +254,14 @@ class PatchEncoder(nn.Module):
             tokens = tokens + extra_pos.to(tokens.dtype)
         cls = self.cls_token.expand(batch, -1, -1).to(tokens.dtype)
         x = torch.cat([cls, tokens], dim=1)
+        attn_mask = None
+        if context is not None:
+            keys = torch.cat([context.new_ones(batch, 1), context.to(torch.bool)], dim=1)
+            # Additive rather than boolean, so timm's fused and unfused attention read it alike.
+            attn_mask = torch.zeros(keys.shape, dtype=x.dtype, device=x.device)
+            attn_mask = attn_mask.masked_fill(~keys.to(x.device), float("-inf"))[:, None, None, :]
         for block in self.blocks:
-            x = block(x)
+            x = block(x, attn_mask=attn_mask)
         return self.norm(x)
 
 
