@@ -9,8 +9,9 @@ are designed out here:
   very same memory (lightly's ``MemoryBankModule`` registers them with ``persistent=False``: its
   issue #993);
 * :meth:`MemoryBank.enqueue` gathers the rows of every process before writing
-  (:func:`gather_across_processes`), so every process holds the same, global bank once training is
-  distributed (lightly's bank is per process by default: its issue #1018).
+  (:func:`relpos.distributed.all_gather`, the identity in a single process), so every process holds
+  the same, global bank when training is distributed (lightly's bank is per process by default:
+  its issue #1018).
 
 Until the bank is full, :meth:`MemoryBank.filled` returns only the rows written so far, so a method
 never samples the zeros the bank starts with.
@@ -21,24 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .distributed import all_gather
 from .errors import ConfigError
-
-
-def gather_across_processes(tensor: torch.Tensor) -> torch.Tensor:
-    """The rows of ``tensor`` from every process of a distributed run, concatenated in rank order.
-
-    ``(n, ...)`` per process gives ``(world_size · n, ...)``; in a single process (or without
-    ``torch.distributed``) it is the identity, so a pretext calls it unconditionally. No gradient
-    flows through it (the gathered rows are for memories, not for the loss).
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    tensor = tensor.detach().contiguous()
-    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, tensor)
-    return torch.cat(gathered, dim=0)
 
 
 class MemoryBank(nn.Module):
@@ -107,7 +92,7 @@ class MemoryBank(nn.Module):
         """
         if rows.dim() != 2 or rows.shape[1] != self.dim:
             raise ValueError(f"MemoryBank.enqueue needs (n, {self.dim}) rows, got shape {tuple(rows.shape)}.")
-        rows = gather_across_processes(rows.detach()).to(self.embeddings)
+        rows = all_gather(rows.detach()).to(self.embeddings)
         n = rows.shape[0]
         if n == 0:
             return
