@@ -272,3 +272,18 @@ def test_there_are_recipes_for_images_and_eeg():
 def test_recipes_resolve(recipe):
     config = resolve_config(recipe)
     assert config.pretext == "sove" and config.encoder.pos_embed == "sincos"
+
+
+def test_eval_reads_a_sove_run_student_and_teacher(tmp_path, capfd):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "labelled.npz"
+    np.savez(data, x=images(n=12), y=rng.integers(0, 2, 12))
+    out = tmp_path / "run"
+    assert main(cli_args(data, out, steps=2)) == 0
+    teacher = relpos.load_encoder(out, weights="teacher")
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    torch.testing.assert_close(teacher.encoder.patch_embed.weight, state["teacher_encoder.patch_embed.weight"])
+    assert "mask_token" in state and not any(k.startswith("encoder.mask") for k in state)  # not in the encoder
+    capfd.readouterr()
+    assert main(["eval", str(out), "--protocol", "knn", "--init", "teacher", "--no-progress"]) == 0
+    assert (out / "eval" / "knn-teacher-cls.json").is_file()

@@ -102,9 +102,11 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="linear probe or kNN on frozen features, or fine-tuning (default: linear; "
                         "finetune for --init supervised)")
     p.add_argument("--data", help="labelled data for the run's modality (default: the data the run was trained on)")
-    p.add_argument("--features", choices=("cls", "mean", "both", "tokens"), default="cls",
-                   help="CLS token, mean of the patch tokens, both, or the patch tokens concatenated in grid "
-                        "order (keeps their order; N x dim numbers per window) (default: cls)")
+    p.add_argument("--features", choices=("cls", "mean", "both", "tokens", "grid"), default="cls",
+                   help="CLS token (an encoder without tokens, e.g. resnet32: its vector), mean of the patch "
+                        "tokens, both, the patch tokens concatenated in grid order (keeps their order; N x dim "
+                        "numbers per window), or grid: the whole input's vector followed by those of an "
+                        "eval.grid x eval.grid grid of patches (Spatial Reasoning's evaluation) (default: cls)")
     p.add_argument("--label-fraction", default="1.0", metavar="F|N",
                    help="fraction of the training labels per class, e.g. 0.01, or an integer number of "
                         "subjects, e.g. 5 (default: 1.0, every label)")

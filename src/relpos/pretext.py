@@ -42,6 +42,10 @@ class Pretext(nn.Module):
         for a method whose encoder must not see positions, or whose :meth:`forward` does not pass
         box centres to ``self.encoder``; add ``"sincos"`` only when :meth:`forward` passes them.
         :func:`relpos.resolve_config` rejects any other value before data is read.
+    encoder_output : str
+        ``"tokens"`` (the default) when :meth:`forward` reads per-token outputs, ``"vector"`` when it
+        needs only one vector per input; :func:`relpos.resolve_config` refuses an ``encoder.arch``
+        that does not give it, before data is read.
     encoder_defaults : dict
         ``encoder`` options this pretext trains with unless the user sets them, e.g.
         ``{"pos_embed": "sincos"}`` for a method whose views need positions.
@@ -64,6 +68,9 @@ class Pretext(nn.Module):
     log_keys: ClassVar[tuple[str, ...]] = ()
     encoder_pos_embed: ClassVar[tuple[str, ...]] = ("none",)
     encoder_defaults: ClassVar[dict[str, Any]] = {}
+    #: What the pretext reads from its encoder: ``"tokens"`` (per-token outputs of patches cut from
+    #: boxes) or ``"vector"`` (one vector per whole input, :meth:`relpos.encoders.Encoder.embed_inputs`).
+    encoder_output: ClassVar[str] = "tokens"
 
     def __init__(self, config: Any, modality: Modality, encoder_config: EncoderConfig, data: Windows):
         self.check_encoder(encoder_config)
@@ -71,7 +78,9 @@ class Pretext(nn.Module):
         self.config = config
         self.modality = modality
         self.extent = data.extent
-        self.encoder = PatchEncoder(encoder_config, data.channels, modality.patch_shape())
+        from .encoders import build_encoder
+
+        self.encoder = build_encoder(encoder_config, data.channels, modality.patch_shape())
 
     @classmethod
     def check_encoder(cls, encoder_config: EncoderConfig) -> None:
@@ -104,6 +113,16 @@ class Pretext(nn.Module):
         The base accepts everything; a pretext overrides it for rules that involve the modality or
         the encoder (a 2-D-only option, a head whose attention heads must divide ``encoder.dim``).
         """
+
+    @classmethod
+    def grid_patch_fraction(cls, config: Any) -> float | None:
+        """The patch size, as a fraction of every axis, of ``relpos eval --features grid`` for runs of
+        this pretext with options ``config``; None (the default) leaves it at ``1 / grid``.
+
+        Spatial Reasoning returns its training patch size: the paper evaluates with patches of the
+        size it trained on.
+        """
+        return None
 
     @classmethod
     def supports(cls, modality: Modality | type[Modality]) -> bool:
