@@ -72,3 +72,16 @@ def test_held_out_blocks_are_drawn_so_that_both_sides_hold_every_class():
     for seed in range(5):
         train, test, _ = block_split(100, 0.2, seed, labels=labels)
         assert set(labels[test]) == set(labels[train]) == {0, 1, 2}
+
+
+def test_the_probes_validation_blocks_hold_every_class_when_some_split_can():
+    from relpos.evaluation.probes import validation_split
+
+    # Ten blocks of a night: eight of wake only, two holding all three classes.
+    labels = np.zeros(100, dtype=int)
+    labels[40:60] = np.tile([0, 1, 2, 1, 2], 4)
+    groups = np.array([f"night/block{i // 10}" for i in range(100)])
+    for seed in range(5):
+        fit, val, how = validation_split(labels, groups, 0.2, seed)
+        assert how == "by group"
+        assert set(labels[val]) == set(labels[fit]) == {0, 1, 2}
