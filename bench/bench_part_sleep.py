@@ -5,8 +5,10 @@ Sleep-EDF night in ``../shared/data/eeg/sleep-edf`` and reports:
 
 * the training loss against ``loss_baseline`` (the best constant predictor's loss on the same
   batch), averaged over the first and the last tenth of the run;
-* on fresh batches drawn from the trained model (same sampler, no gradient), the mean squared error
-  and its constant baseline restricted to pairs whose patches **overlap** in time
+* on fresh batches drawn from the trained model (same sampler, no gradient), the mean squared error,
+  its constant baseline and (position-masked variants) the error of a **positions-only** guess (a
+  visible centre is known, a masked one guessed as the mean centre: what a model scores without
+  localising any content), restricted to pairs whose patches **overlap** in time
   (|Δc| < one patch length), pairs that **do not**, and, for the position-masked variants, pairs
   that **involve a masked patch** versus pairs of two **visible** patches. The lead's hypothesis:
   on a roughly stationary signal only overlapping pairs can be localised from content.
@@ -91,7 +93,7 @@ def subset_errors(pretext, windows, n_batches: int, batch_size: int, seed: int,
                   neighbours: bool = False) -> dict[str, float]:
     """MSE and constant baseline per kind of pair, on fresh batches from the trained model."""
     generator = torch.Generator().manual_seed(seed)
-    errors, targets, overlaps, masked_pairs = [], [], [], []
+    errors, targets, overlaps, masked_pairs, oracle_errors = [], [], [], [], []
     pretext.eval()
     with torch.no_grad():
         for _ in range(n_batches):
@@ -112,6 +114,12 @@ def subset_errors(pretext, windows, n_batches: int, batch_size: int, seed: int,
             overlaps.append((theta[..., 0].abs() < 1.0).flatten())  # |Δc| below one patch length
             if pos_masked is not None:
                 masked_pairs.append((pos_masked.gather(1, ref) | pos_masked.gather(1, tgt)).flatten())
+                # Positions only, no content: a visible centre is known, a masked one is guessed as
+                # the mean centre. What a model scores on masked pairs without localising content.
+                centre = boxes.center[..., 0]
+                guess = torch.where(pos_masked, centre.mean(), centre)
+                oracle = (guess.gather(1, tgt) - guess.gather(1, ref)) / boxes.size[..., 0].gather(1, ref)
+                oracle_errors.append(((oracle - theta[..., 0]) ** 2).flatten())
     error, target, overlap = torch.cat(errors), torch.cat(targets), torch.cat(overlaps)
     kinds = {"all": torch.ones_like(overlap), "overlapping": overlap, "non-overlapping": ~overlap}
     if masked_pairs:
@@ -119,6 +127,7 @@ def subset_errors(pretext, windows, n_batches: int, batch_size: int, seed: int,
         kinds.update({"masked": masked, "visible": ~masked,
                       "masked non-overlapping": masked & ~overlap})
     out = {}
+    oracle_error = torch.cat(oracle_errors) if oracle_errors else None
     for name, selected in kinds.items():
         t = target[selected]
         out[name] = {
@@ -126,6 +135,8 @@ def subset_errors(pretext, windows, n_batches: int, batch_size: int, seed: int,
             "mse": float(error[selected].mean()),
             "baseline": float(((t - t.mean()) ** 2).mean()),
         }
+        if oracle_error is not None:
+            out[name]["positions_only"] = float(oracle_error[selected].mean())
     return out
 
 
@@ -173,11 +184,14 @@ def markdown(results: list[dict]) -> str:
             f"{r['baseline_first_tenth']:.1f} | {r['loss_last_tenth']:.1f} / {r['baseline_last_tenth']:.1f} |"
         )
     lines += ["", "Held-out batches after training (MSE / constant baseline, share of pairs):", "",
-              "| variant | pairs | share | MSE | baseline | MSE / baseline |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+              "| variant | pairs | share | MSE | constant baseline | positions only | MSE / baseline |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         for kind, v in r["pairs"].items():
             ratio = v["mse"] / v["baseline"] if v["baseline"] > 0 else math.nan
-            lines.append(f"| {r['variant']} | {kind} | {v['share']:.2f} | {v['mse']:.2f} | {v['baseline']:.2f} | {ratio:.2f} |")
+            oracle = f"{v['positions_only']:.2f}" if "positions_only" in v else "–"
+            lines.append(f"| {r['variant']} | {kind} | {v['share']:.2f} | {v['mse']:.2f} | {v['baseline']:.2f} | "
+                         f"{oracle} | {ratio:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -186,6 +200,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", default="default,masked,masked-only", help="comma-separated: " + ", ".join(VARIANTS))
+    parser.add_argument("--keep", help="keep the run directories under this folder (for relpos eval)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra KEY=VALUE for every variant")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -193,7 +208,8 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.variants.split(","):
-            result = run_variant(name, [*VARIANTS[name], *args.overrides], args.steps, args.seed, Path(tmp))
+            out_dir = Path(args.keep) if args.keep else Path(tmp)
+            result = run_variant(name, [*VARIANTS[name], *args.overrides], args.steps, args.seed, out_dir)
             result["overrides"] = [*VARIANTS[name], *args.overrides]
             print(json.dumps(result), flush=True)
             results.append(result)
