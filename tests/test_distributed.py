@@ -288,8 +288,10 @@ def test_the_checkpoint_holds_every_process_random_streams(two_process_run):
     # Each process draws its augmentations and patches from its own stream, seeded from (seed, rank).
     assert not torch.equal(state["rng_ranks"][0]["generator"], state["rng_ranks"][1]["generator"])
     assert torch.equal(state["rng"]["generator"], state["rng_ranks"][0]["generator"])
-    # Only rank 0 wrote files: one metrics row per step, no leftovers of a second writer.
-    assert sorted(p.name for p in Path(run_dir).iterdir()) == ["checkpoints", "config.yaml", "metrics.csv"]
+    # Only rank 0 wrote files: one metrics row per step, one checkpoint, no temporary files left.
+    assert column(run_dir, "step") == [str(s) for s in range(1, STEPS + 1)]
+    assert [p.name for p in (Path(run_dir) / "checkpoints").iterdir()] == ["last.pt"]
+    assert not list(Path(run_dir).rglob(".*tmp*"))
 
 
 def test_killed_two_process_run_resumes_to_the_uninterrupted_losses(two_process_run, tmp_path):
@@ -365,3 +367,90 @@ def test_cuda_with_fewer_gpus_than_processes_is_refused(monkeypatch):
         distributed.device_for("cuda:0", launch)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert distributed.device_for("cuda", distributed.Launch(1, 2, 1, 2)) == torch.device("cuda", 1)
+
+
+# -- the command line, as torchrun runs it -----------------------------------------------------------
+def _cli_process(rank: int, world: int, port: int, argv: list[str], report: Path) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    with open(report / f"stderr{rank}.txt", "w") as err, open(report / f"stdout{rank}.txt", "w") as out:
+        os.dup2(err.fileno(), 2)
+        os.dup2(out.fileno(), 1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        from relpos.cli import main
+
+        code = main(argv)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def run_cli_processes(argv: list[str], world: int, tmp_path: Path) -> list[tuple[int, str, str]]:
+    """``relpos ARGV`` in ``world`` processes; (exit status, stdout, stderr) of each."""
+    context = multiprocessing.get_context("fork")
+    port = free_port()
+    processes = [context.Process(target=_cli_process, args=(r, world, port, argv, tmp_path)) for r in range(world)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(JOIN_TIMEOUT_S)
+    assert not any(p.is_alive() for p in processes), "a process was still waiting"
+    return [(p.exitcode, (tmp_path / f"stdout{r}.txt").read_text(), (tmp_path / f"stderr{r}.txt").read_text())
+            for r, p in enumerate(processes)]
+
+
+def test_bad_input_is_said_once_by_the_cli_with_status_2(tmp_path):
+    out = tmp_path / "run"
+    results = run_cli_processes(["train", "--modality", "eeg", "--pretext", "part", "--set", "train.batch_size=5",
+                                 "--device", "cpu", "--out", str(out), "--no-progress"], 2, tmp_path)
+    assert [code for code, _, _ in results] == [2, 2]
+    assert results[0][2] == (
+        "relpos: error: 'train.batch_size' is 5, the global batch of all 2 processes, which must split evenly "
+        "between them; use a multiple of 2.\n"
+    )
+    assert results[1][2] == ""  # the same error, said once
+    assert not out.exists()
+
+
+def test_resume_refusal_is_said_once(two_process_run, tmp_path):
+    run_dir, _ = two_process_run
+    # three processes for a run of two: refused before the data is read, by the first process only
+    results = run_cli_processes(["train", "--resume", "--out", str(run_dir), "--steps", str(STEPS + 3),
+                                 "--set", "train.batch_size=6"], 3, tmp_path)
+    assert [code for code, _, _ in results] == [2, 2, 2]
+    assert results[0][2].startswith(f"relpos: error: Cannot resume the run in {str(run_dir)!r} with other settings")
+    assert results[1][2] == results[2][2] == ""
+    results = run_cli_processes(["train", "--resume", "--out", str(run_dir), "--steps", str(STEPS + 3)], 4, tmp_path)
+    assert results[0][2] == (
+        f"relpos: error: Cannot resume the run in {str(run_dir)!r} on 4 processes: it was trained on 2, and only "
+        f"the same number continues it exactly (the checkpoint holds each process's random streams); resume it "
+        f"on 2 processes (torchrun), or start a new run with --out DIR.\n"
+    )
+    assert [code for code, _, _ in results] == [2] * 4
+
+
+def test_torchrun_trains_with_python_m_relpos(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip(f"torchrun is not installed beside {sys.executable}")
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "relpos", "train",
+         "--modality", "eeg", "--pretext", "part", "--set", "encoder.dim=16", "--set", "encoder.depth=1",
+         "--set", "encoder.heads=2", "--set", "pretext.n_pairs=8", "--set", "train.batch_size=4",
+         "--set", "train.log_every=1", "--set", "train.tensorboard=false", "--steps", "2", "--no-progress",
+         "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    layout = [line for line in proc.stderr.splitlines() if line.startswith("relpos: training on")]
+    assert layout == [
+        "relpos: training on 2 processes (gloo, cpu): global batch 4 = 2 windows per process per step; "
+        "train.lr 0.0005 as configured (not rescaled for the number of processes)."
+    ]
+    assert proc.stdout.count("relpos: trained 2 steps") == 1  # rank 0 alone reports
+    assert column(out, "step") == ["1", "2"]
+    assert load_checkpoint(out, resume=True)["world_size"] == 2

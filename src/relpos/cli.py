@@ -536,8 +536,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RelposError as exc:
         from .training import TrainingError
 
+        from .distributed import should_report
+
         # In a distributed run one process reports an error every process met; the others stay quiet.
-        if not getattr(exc, "reported_elsewhere", False):
+        if should_report(exc):
             print(f"relpos: error: {exc}", file=sys.stderr)
         return EXIT_FAILED if isinstance(exc, TrainingError) else EXIT_USAGE
     except KeyboardInterrupt as exc:

@@ -38,6 +38,8 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 3600
 #: Key of the process group's store under which a failing process leaves its one-line reason.
 _FAILURE_KEY = "relpos/failure"
+#: Whether :func:`setup` created the process group (and :func:`leave` should destroy it).
+_group_created_here = False
 
 
 class PeerFailed(RelposError):
@@ -106,6 +108,24 @@ def launch_rank() -> int:
         return 0
 
 
+def should_report(error: BaseException) -> bool:
+    """Whether this process prints ``error``, so that a distributed run says each error once.
+
+    An error marked ``reported_elsewhere`` (:func:`check_peers`) is said by another process. One
+    raised before the process group exists (a bad option, a missing checkpoint) depends only on the
+    command line and the machine's files, so every process of a machine meets it alike: the first
+    process of each machine (``LOCAL_RANK`` 0) says it.
+    """
+    if getattr(error, "reported_elsewhere", False):
+        return False
+    if is_distributed():
+        return True
+    try:
+        return launch_from_env().local_rank == 0
+    except ConfigError:  # an environment torchrun did not set up: say everything
+        return True
+
+
 # -- the process group ---------------------------------------------------------------------------
 def device_for(name: str, launch: Launch) -> torch.device:
     """The device this process trains on, checked against the run's layout.
@@ -154,6 +174,7 @@ def setup(device: torch.device, launch: Launch) -> bool:
     """
     import torch.distributed as dist
 
+    global _group_created_here
     if launch.world_size == 1 or dist.is_initialized():
         return False
     if not dist.is_available():
@@ -168,15 +189,28 @@ def setup(device: torch.device, launch: Launch) -> bool:
         timeout=timeout,
         **({"device_id": device} if device.type == "cuda" else {}),
     )
+    _group_created_here = True
     return True
 
 
-def shutdown() -> None:
-    """Leave the process group (after the last collective)."""
+def leave() -> None:
+    """Destroy the process group :func:`setup` created, if it did (a group the caller made is kept).
+
+    Called when training ends, successfully or not: a process that exits with a live group can
+    abort in the group's threads at interpreter shutdown, which torchrun then reports instead of the
+    real error.
+    """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    global _group_created_here
+    if not _group_created_here:
+        return
+    _group_created_here = False
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - leaving must never hide the error that ended training
+        pass
 
 
 def backend() -> str | None:

@@ -495,6 +495,20 @@ def train(
     TrainingInterrupted
         Ctrl-C; likewise, a new run interrupted before its first checkpoint leaves nothing behind.
     """
+    try:
+        return _train(config, resume, data)
+    finally:
+        # The last save's check was the final collective, so every process is done with the group
+        # (a group the caller created itself is left to the caller).
+        distributed.leave()
+
+
+def _train(
+    config: RunConfig,
+    resume: bool,
+    data: Any,
+) -> TrainResult:
+    """:func:`train` itself; :func:`train` leaves the process group whatever happens."""
     run_dir = config.run_dir()
     ckpt_file = checkpoint_path(run_dir)
     launch = distributed.launch_from_env()  # one process unless torchrun started several
@@ -528,7 +542,7 @@ def train(
     distributed_run = launch.world_size > 1
     device = distributed.device_for(cfg.device, launch) if distributed_run else resolve_device(cfg.device)
     _check_layout(cfg, launch)
-    created_group = distributed.setup(device, launch)
+    distributed.setup(device, launch)
     main_process = launch.rank == 0  # writes the run's files; the others only train
     # Everything that can fail on bad input happens before the run directory is created. In a
     # distributed run every process learns whether any failed (check_peers), so none waits forever.
@@ -778,8 +792,6 @@ def train(
         from .show import plot_loss_quietly
 
         plot_loss_quietly(run_dir)
-    if created_group:  # the last save's check was the final collective: every process is done
-        distributed.shutdown()
     return TrainResult(run_dir=run_dir, step=cfg.steps, loss=loss_value, pretext=pretext, config=config,
                        baseline_summary=baseline_watch.summary())
 
