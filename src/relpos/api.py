@@ -126,8 +126,15 @@ def load_encoder(
     The checkpoint is read safely (tensors and plain data only, see :mod:`relpos.checkpoint`); a
     file that is not a relpos checkpoint, or one whose entries do not fit together, raises
     :class:`~relpos.errors.RelposError` with one sentence.
+
+    A ``.safetensors`` file written by ``relpos export`` loads the same way (tensors and JSON only;
+    see :func:`relpos.export.load_exported`).
     """
     path = Path(run_dir)
+    if path.suffix == ".safetensors":
+        from .export import load_exported
+
+        return load_exported(path, device)
     ckpt_file = path if path.suffix == ".pt" else checkpoint_path(path)
     state = load_checkpoint(ckpt_file, map_location="cpu")
     config = checkpoint_config(state, ckpt_file)

@@ -509,6 +509,91 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "show",
+        help="draw pictures of a run (loss curves, and what its pretext can draw) as PNG files",
+        description=(
+            "Write PNG pictures of a run and print their paths: 'loss' (every column of metrics.csv) "
+            "for any run, and the pictures its pretext draws (PART: 'reconstruction', 'uncertainty', "
+            "'symmetry'). Without WHAT, every picture the run's pretext can draw."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN", help="run directory written by `relpos train`")
+    p.add_argument("what", metavar="WHAT", nargs="?", help="one picture, e.g. loss or symmetry (default: all)")
+    p.add_argument("--data", help="data to draw from, opened with the run's modality settings "
+                                  "(default: the data the run was trained on)")
+    p.add_argument("--out", help="folder for the PNG files (default: RUN/plots)")
+    p.add_argument("--samples", default="3", help="samples a model picture draws, 1 to 64 (default: 3)")
+    p.add_argument("--seed", default="0", help="seed of the patches a picture samples (default: 0)")
+    p.set_defaults(func=_cmd_show)
+
+
+def _int_option(name: str, text: str, low: int, high: int) -> int:
+    from .errors import ConfigError
+
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not low <= value <= high:
+        raise ConfigError(f"Invalid value for {name!r}: expected an integer from {low} to {high}, got {text!r}.")
+    return value
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .config import check_path_value
+    from .show import show
+
+    samples = _int_option("--samples", args.samples, 1, 64)
+    seed = _int_option("--seed", args.seed, 0, 2**32 - 1)
+    result = show(
+        check_path_value("RUN", args.run_dir, ""), args.what, data=check_path_value("--data", args.data, "the run's data"),
+        out_dir=check_path_value("--out", args.out, "RUN/plots"), n_samples=samples, seed=seed,
+    )
+    for path in result.paths:
+        print(path)
+    for name, numbers in result.numbers.items():
+        if numbers:
+            print(f"relpos: {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()), file=sys.stderr)
+    return 0
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run's encoder to a safetensors file (relpos's own, or a timm ViT state dict)",
+        description=(
+            "Export the encoder of a run: 'safetensors' (weights plus a JSON description, loadable with "
+            "relpos.load_encoder(FILE)) or 'timm' (a 2-D image ViT's state dict for "
+            "timm.create_model(..., pretrained_cfg_overlay=dict(file=FILE)))."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN", help="run directory written by `relpos train`")
+    p.add_argument("--format", default="safetensors", help="safetensors or timm (default: safetensors)")
+    p.add_argument("--out", help="file to write (default: RUN/export/encoder.safetensors, or encoder-timm.safetensors)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--teacher", action="store_true", help="export the EMA teacher's encoder (dino, pw-self)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .config import check_path_value
+    from .export import export
+
+    result = export(
+        check_path_value("RUN", args.run_dir, ""), format=args.format,
+        out=check_path_value("--out", args.out, "RUN/export/"), force=args.force,
+        weights="teacher" if args.teacher else "student",
+    )
+    print(result.path)
+    if result.format == "timm":
+        for line in result.converted:
+            print(f"relpos: converted {line}", file=sys.stderr)
+        print(f"relpos: load it with: {result.create_model_call()}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relpos",
@@ -520,6 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     _data_parser(sub)
     _plugins_parser(sub)
+    _show_parser(sub)
+    _export_parser(sub)
     return parser
 
 

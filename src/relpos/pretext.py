@@ -71,6 +71,9 @@ class Pretext(nn.Module):
     #: What the pretext reads from its encoder: ``"tokens"`` (per-token outputs of patches cut from
     #: boxes) or ``"vector"`` (one vector per whole input, :meth:`relpos.encoders.Encoder.embed_inputs`).
     encoder_output: ClassVar[str] = "tokens"
+    #: Pictures of a trained model this pretext draws in :meth:`draw_figure` (``relpos show``),
+    #: besides the loss curves every run has.
+    figures: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, modality: Modality, encoder_config: EncoderConfig, data: Windows):
         self.check_encoder(encoder_config)
@@ -186,6 +189,22 @@ class Pretext(nn.Module):
         step; DINO's cosine from 0.04 to 0.4 is :func:`relpos.blocks.weight_decay_schedule`.
         """
         return None
+
+    def draw_figure(self, name: str, x: torch.Tensor, generator: torch.Generator) -> tuple[Any, dict[str, float]]:
+        """Draw the picture ``name`` (one of :attr:`figures`) of the trained model on samples ``x``.
+
+        Called by :func:`relpos.show.show` in eval mode under ``torch.no_grad()``, with ``x`` the
+        ``(S, C, *extent)`` windows to draw from (opened with the run's modality settings, on the
+        model's device) and ``generator`` for any patches it samples. Draw on
+        :func:`relpos.show.new_figure` (no display needed); the caller writes the PNG.
+
+        Returns
+        -------
+        figure : matplotlib.figure.Figure
+        numbers : dict of str to float
+            What the picture measured (e.g. an error), printed by ``relpos show``.
+        """
+        raise NotImplementedError(f"Pretext {self.name!r} draws no figure {name!r}.")
 
     @classmethod
     def describe(cls) -> str:

@@ -1,0 +1,368 @@
+"""Pictures of what a run learned: ``relpos show RUN [WHAT]``.
+
+The loss curves (``loss``) are drawn here from the run's ``metrics.csv`` for every pretext. Every
+other picture belongs to the method that can draw it: a pretext lists the names in
+:attr:`relpos.Pretext.figures` and draws them in :meth:`relpos.Pretext.draw_figure` (PART's
+reconstruction, uncertainty and symmetry figures live in ``relpos_plugins.part_figures``), so the
+core knows no method. Figures are drawn on a :class:`matplotlib.figure.Figure` without pyplot, so
+no display is needed and no global backend state is touched.
+
+The same functions serve notebooks::
+
+    from relpos.show import show, plot_loss
+    result = show("runs/eeg-part", "symmetry")      # ShowResult(paths=[...], numbers={...})
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError, DataError, RelposError
+
+#: The picture every run has (drawn from metrics.csv, not from the model).
+CORE_FIGURES = ("loss",)
+#: Resolution of every PNG written.
+DPI = 100
+#: Samples a model figure is drawn from unless told otherwise.
+DEFAULT_SAMPLES = 3
+
+
+@dataclass
+class ShowResult:
+    """What :func:`show` wrote.
+
+    Attributes
+    ----------
+    paths : list of Path
+        The PNG files, in the order drawn.
+    numbers : dict
+        ``{figure name: {measure: value}}``: what each figure measured (e.g. PART's antisymmetry
+        error), for printing and for notebooks.
+    """
+
+    paths: list[Path] = field(default_factory=list)
+    numbers: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.figure import Figure
+    except ImportError:  # matplotlib is a dependency; this only fires in a broken environment
+        raise RelposError(
+            "Drawing pictures needs matplotlib, which is not installed; install it with "
+            "`pip install matplotlib`."
+        ) from None
+    return Figure
+
+
+def new_figure(width_in: float, height_in: float, layout: str | None = "constrained"):
+    """A :class:`matplotlib.figure.Figure` of the given size in inches, with no display attached.
+
+    ``layout=None`` skips matplotlib's constrained layout (half the drawing time), for the loss
+    plot drawn at the end of every training run.
+    """
+    Figure = _matplotlib()
+    return Figure(figsize=(width_in, height_in), dpi=DPI, layout=layout)
+
+
+def save_figure(figure, path: str | Path) -> Path:
+    """Write ``figure`` to ``path`` as PNG through a temporary file, so no half-written file is left."""
+    from .checkpoint import temporary_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        figure.savefig(tmp, format="png", dpi=DPI)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# -- loss curves --------------------------------------------------------------------------------
+def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
+    """``metrics.csv`` of a run as ``{column: values}`` (empty cells become NaN).
+
+    Raises
+    ------
+    RelposError
+        When the run has no metrics.csv or it holds no row.
+    """
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise RelposError(
+            f"No training log at {str(path)!r}: {str(run_dir)!r} is not a run directory written by "
+            f"`relpos train`."
+        )
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise RelposError(f"The training log {str(path)!r} holds no logged step yet; train longer than train.log_every.")
+    columns: dict[str, list[float]] = {}
+    for key in rows[0]:
+        values = []
+        for row in rows:
+            try:
+                values.append(float(row[key]))
+            except (TypeError, ValueError):
+                values.append(math.nan)
+        columns[key] = values
+    return columns
+
+
+def _wants_log_scale(values: list[float]) -> bool:
+    """Log scale where it helps: positive values spanning more than a factor of 20."""
+    finite = [v for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 20
+
+
+def plot_loss(run_dir: str | Path, path: str | Path | None = None) -> Path:
+    """Draw every logged column of a run's metrics.csv against the step.
+
+    The loss and the pretext's trivial baseline (``loss_baseline``) share the first panel; each
+    other column gets its own. A panel uses a log scale when its positive values span more than a
+    factor of 20.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run directory.
+    path : str or Path, optional
+        Where to write the PNG (default ``RUN/plots/loss.png``).
+
+    Returns
+    -------
+    Path
+        The PNG written.
+    """
+    from .trivial_baseline import BASELINE_KEY
+
+    columns = read_metrics(run_dir)
+    steps = columns.pop("step", None) or list(range(1, len(next(iter(columns.values()), [])) + 1))
+    panels: list[list[str]] = [["loss"] + ([BASELINE_KEY] if BASELINE_KEY in columns else [])]
+    panels += [[key] for key in columns if key not in ("loss", BASELINE_KEY)]
+    panels = [[k for k in keys if k in columns] for keys in panels]
+    panels = [keys for keys in panels if keys]
+    n_cols = min(3, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    figure = new_figure(4.0 * n_cols, 2.8 * n_rows + 0.4, layout=None)
+    axes = figure.subplots(n_rows, n_cols, squeeze=False)
+    top = 1 - 0.45 / (2.8 * n_rows + 0.4)  # room for the title, in figure fractions
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.5 / (2.8 * n_rows), top=top - 0.05, wspace=0.3, hspace=0.55)
+    for ax, keys in zip(axes.flat, panels):
+        for key in keys:
+            style = {"linestyle": "--", "color": "grey"} if key == BASELINE_KEY else {}
+            ax.plot(steps, columns[key], label=key, **style)
+        if _wants_log_scale([v for key in keys for v in columns[key]]):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(keys[0] if len(keys) == 1 else " and ".join(keys))
+        if len(keys) > 1:
+            ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    figure.suptitle(f"Training curves of {Path(run_dir).name}")
+    return save_figure(figure, path if path is not None else Path(run_dir) / "plots" / "loss.png")
+
+
+# -- a run's model ------------------------------------------------------------------------------
+@dataclass
+class LoadedRun:
+    """A run's pretext (encoder and heads) rebuilt from its checkpoint, in eval mode."""
+
+    pretext: Any
+    modality: Any
+    config: Any
+    data_info: dict[str, Any]
+    step: int
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild a run's whole pretext (encoder and heads) from its checkpoint, without its data.
+
+    Only the windows' channel count and extent (stored in the checkpoint) are needed to build the
+    pretext; the checkpoint is read safely (:func:`relpos.checkpoint.load_checkpoint`).
+    """
+    from .checkpoint import checkpoint_config, checkpoint_path, load_checkpoint
+    from .modality import Windows
+    from .plugins import get_modality, get_pretext
+
+    run_dir = Path(run_dir)
+    ckpt_file = run_dir if run_dir.suffix == ".pt" else checkpoint_path(run_dir)
+    state = load_checkpoint(ckpt_file, map_location="cpu")
+    config = checkpoint_config(state, ckpt_file)
+    data_info = dict(state.get("data_info") or {})
+    try:
+        channels = int(data_info["channels"])
+        extent = tuple(int(e) for e in data_info["extent"])
+    except (KeyError, TypeError, ValueError):
+        raise RelposError(
+            f"Checkpoint {str(ckpt_file)!r} does not record its data's channels and extent ('data_info'), "
+            f"which drawing its figures needs; train the run again with this relpos."
+        ) from None
+    modality = get_modality(config.modality)(config.modality_config)
+    modality.restore(data_info)
+    shape_only = Windows(x=torch.zeros((1, channels, *extent)), info=dict(data_info))
+    torch.manual_seed(config.train.seed)
+    pretext = get_pretext(config.pretext)(config.pretext_config, modality, config.encoder, shape_only)
+    try:
+        pretext.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        text = " ".join(str(exc).split())
+        raise RelposError(
+            f"Checkpoint {str(ckpt_file)!r} holds weights that do not fit pretext {config.pretext!r} "
+            f"({text[:300]})."
+        ) from None
+    pretext.to(device).eval()
+    return LoadedRun(pretext, modality, config, data_info, int(state["step"]))
+
+
+def available_figures(pretext_cls: type) -> tuple[str, ...]:
+    """The pictures ``relpos show`` can draw for a run of this pretext class."""
+    return CORE_FIGURES + tuple(getattr(pretext_cls, "figures", ()))
+
+
+def _check_what(what: str, pretext_name: str, pretext_cls: type) -> None:
+    from .errors import did_you_mean
+
+    allowed = available_figures(pretext_cls)
+    if what not in allowed:
+        raise ConfigError(
+            f"Pretext {pretext_name!r} cannot draw {what!r}; the pictures it can draw are "
+            f"{', '.join(repr(a) for a in allowed)}.{did_you_mean(what, allowed)}"
+        )
+
+
+def open_show_data(loaded: LoadedRun, data: str | Path | None) -> torch.Tensor:
+    """The windows a model figure is drawn from: ``data`` opened with the run's modality settings.
+
+    Without ``data``, the run's own training data (or the modality's bundled sample) is used. Data
+    that the run's modality cannot open, or whose channels or extent differ from the training
+    data's, is refused with one sentence.
+    """
+    modality, config = loaded.modality, loaded.config
+    source = data if data is not None else (config.data or modality.default_data())
+    if source is None:
+        raise DataError(f"Run's modality {modality.name!r} ships no default data; pass --data PATH.")
+    from .paths import refuse_special_file
+
+    refuse_special_file(source)
+    try:
+        windows = modality.load(source)
+    except DataError as exc:
+        if data is None:
+            raise
+        raise DataError(
+            f"--data {str(data)!r} cannot be opened as {modality.name!r} data, the modality run "
+            f"{config.run_dir().name!r} was trained on ({str(exc).rstrip('.')})."
+        ) from None
+    channels = int(loaded.data_info.get("channels", windows.channels))
+    extent = tuple(int(e) for e in loaded.data_info.get("extent", windows.extent))
+    if windows.channels != channels or tuple(windows.extent) != extent:
+        raise DataError(
+            f"--data {str(source)!r} gives windows of {windows.channels} channels × "
+            f"{list(windows.extent)}, but the run was trained on {channels} channels × {list(extent)} "
+            f"({modality.name} data opened with the run's settings)."
+        )
+    return windows.x
+
+
+def show(
+    run_dir: str | Path,
+    what: str | None = None,
+    data: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    n_samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+) -> ShowResult:
+    """Draw pictures of a run as PNG files.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory written by ``relpos train``.
+    what : str, optional
+        One picture: ``"loss"`` or one of the run's pretext's :attr:`~relpos.Pretext.figures`
+        (PART: ``"reconstruction"``, ``"uncertainty"``, ``"symmetry"``). Default: every one.
+    data : str or Path, optional
+        Data to draw model figures from, opened with the run's modality settings (default: the
+        data the run was trained on).
+    out_dir : str or Path, optional
+        Folder for the PNG files (default ``RUN/plots``), named ``WHAT.png``.
+    n_samples : int
+        Samples a model figure draws (the first ones of the data, in order).
+    seed : int
+        Seed of the patches a figure samples.
+
+    Returns
+    -------
+    ShowResult
+
+    Raises
+    ------
+    RelposError
+        One sentence for a folder that is not a run, a run without a checkpoint, a picture the
+        run's pretext cannot draw, or data of another modality or shape; all checked before any
+        data is read.
+    """
+    from .checkpoint import checkpoint_path, load_checkpoint
+    from .plugins import get_pretext
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RelposError(f"Run directory {str(run_dir)!r} does not exist; pass a folder written by `relpos train`.")
+    if not (isinstance(n_samples, int) and 1 <= n_samples <= 64):
+        raise ConfigError(f"Invalid value for 'n_samples': expected an integer from 1 to 64, got {n_samples!r}.")
+    ckpt_file = checkpoint_path(run_dir)
+    if not ckpt_file.is_file():
+        raise RelposError(
+            f"Run {str(run_dir)!r} has no checkpoint ({str(ckpt_file)!r} is missing), so there is no "
+            f"trained model to draw; train it first (relpos train --out {run_dir})."
+        )
+    from .checkpoint import checkpoint_config
+
+    state = load_checkpoint(ckpt_file, mmap=True)  # the configuration only, before anything heavy
+    pretext_name = checkpoint_config(state, ckpt_file).pretext
+    del state
+    pretext_cls = get_pretext(pretext_name)
+    names = available_figures(pretext_cls)
+    if what is not None:
+        _check_what(what, pretext_name, pretext_cls)
+        names = (what,)
+    out = Path(out_dir) if out_dir is not None else run_dir / "plots"
+    if out.exists() and not out.is_dir():
+        raise RelposError(f"--out {str(out)!r} is a file; pass a folder for the pictures.")
+    result = ShowResult()
+    model_names = [n for n in names if n not in CORE_FIGURES]
+    if "loss" in names:
+        result.paths.append(plot_loss(run_dir, out / "loss.png"))
+    if model_names:
+        loaded = load_run(run_dir)
+        x = open_show_data(loaded, data)[:n_samples]
+        generator = torch.Generator().manual_seed(seed)
+        for name in model_names:
+            with torch.no_grad():
+                figure, numbers = loaded.pretext.draw_figure(name, x, generator)
+            result.paths.append(save_figure(figure, out / f"{name}.png"))
+            result.numbers[name] = {k: float(v) for k, v in (numbers or {}).items()}
+    return result
+
+
+def plot_loss_quietly(run_dir: str | Path) -> Path | None:
+    """:func:`plot_loss` for the end of ``relpos train``: a failure warns, never stops the run."""
+    from .errors import warn
+
+    try:
+        return plot_loss(run_dir)
+    except Exception as exc:  # noqa: BLE001 - a picture is never worth losing a finished run
+        warn(f"the loss plot could not be drawn ({' '.join(str(exc).split())[:200] or type(exc).__name__}).")
+        return None
