@@ -152,5 +152,5 @@ def test_tokens_features_keep_the_patches_in_grid_order(eeg_result):
 
 def test_unknown_features_name_the_allowed_ones(eeg_result):
     encoder = relpos.load_encoder(eeg_result.run_dir)
-    with pytest.raises(ValueError, match="allowed cls, mean, both, tokens, got 'patches'"):
+    with pytest.raises(ValueError, match="allowed cls, mean, both, tokens, grid, got 'patches'"):
         encoder.embed(torch.zeros(1, 64, 3000), features="patches")

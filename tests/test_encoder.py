@@ -156,7 +156,7 @@ def test_build_encoder_from_init_args_round_trip():
     args = enc.init_args()
     assert args == {
         "config": {
-            "dim": 32, "depth": 1, "heads": 2, "mlp_ratio": 4.0, "drop_path": 0.0,
+            "arch": "vit", "dim": 32, "depth": 1, "heads": 2, "mlp_ratio": 4.0, "drop_path": 0.0,
             "pos_embed": "sincos", "pos_mask_ratio": 0.0,
         },
         "in_channels": 2,

@@ -250,7 +250,7 @@ def test_a_plugin_without_decorated_hooks_is_a_failure(install):
     assert "fakewave" not in registry.names("modality")
     [failure] = registry.failures
     assert failure.plugin == "undecorated"
-    assert "implements none of the relpos hooks (register_modalities, register_pretexts, register_datasets)" in failure.error
+    assert "implements none of the relpos hooks (register_modalities, register_pretexts, register_datasets, register_encoders)" in failure.error
     assert failure.error.endswith("decorate them with @relpos.hookimpl.")
 
 
@@ -644,7 +644,9 @@ def hook_functions():
 
 
 def test_the_hooks_exist():
-    assert {name for name, _ in hook_functions()} == {"register_modalities", "register_pretexts", "register_datasets"}
+    assert {name for name, _ in hook_functions()} == {
+        "register_modalities", "register_pretexts", "register_datasets", "register_encoders"
+    }
 
 
 @pytest.mark.parametrize("name, fn", hook_functions(), ids=[n for n, _ in hook_functions()])

@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import checkpoint_config, checkpoint_path, load_checkpoint
 from .config import RunConfig
-from .encoder import PatchEncoder, build_encoder
+from .encoders import Encoder, rebuild_encoder
 from .errors import DataError, RelposError
 from .extraction import extract_patches
 from .geometry import Boxes
@@ -18,13 +18,63 @@ from .modality import Modality, Windows
 from .plugins import get_modality
 from .sampling import grid_boxes
 
-FEATURES = ("cls", "mean", "both", "tokens")
+FEATURES = ("cls", "mean", "both", "tokens", "grid")
+#: The features that read per-token outputs (an encoder giving one vector per input has none).
+TOKEN_FEATURES = ("mean", "both", "tokens")
+#: Patches per axis of ``features="grid"`` unless told otherwise (the Spatial Reasoning paper's 3 × 3).
+DEFAULT_GRID = 3
+
+
+def grid_patch_boxes(extent, n_per_axis: int, patch_fraction: float) -> Boxes:
+    """``n_per_axis`` patches per axis covering an input, each ``patch_fraction`` of every axis.
+
+    The patches' starts are spread evenly from 0 to ``extent - size``, so the first touches the
+    near edge, the last the far edge, and patches larger than ``1 / n_per_axis`` overlap slightly
+    (the Spatial Reasoning paper's 3 × 3 grid of 24-px patches on 64-px images: starts 0, 20, 40).
+    One patch per axis is centred. Row-major order.
+
+    Returns
+    -------
+    Boxes
+        ``(n_per_axis ** D, D)`` in the input's native units.
+    """
+    sizes = [float(e) * float(patch_fraction) for e in extent]
+    axes = []
+    for e, size in zip(extent, sizes):
+        if n_per_axis == 1:
+            starts = torch.tensor([(float(e) - size) / 2])
+        else:
+            starts = torch.linspace(0.0, float(e) - size, n_per_axis)
+        axes.append(starts + size / 2)
+    centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(extent))
+    return Boxes(centers, torch.tensor(sizes).expand_as(centers).clone())
+
+
+def grid_features(encoder: Encoder, x: torch.Tensor, n_per_axis: int, patch_fraction: float) -> torch.Tensor:
+    """The Spatial Reasoning paper's evaluation features (§3.3): the whole input's vector followed by
+    the vectors of an ``n_per_axis`` grid of patches (:func:`grid_patch_boxes`), each patch resized to
+    the input's size as in training.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, (1 + n_per_axis ** D) · F)``.
+    """
+    extent = tuple(x.shape[2:])
+    boxes = grid_patch_boxes(extent, n_per_axis, patch_fraction).to(x.device)
+    n_patches = len(boxes.center)
+    batch_boxes = Boxes(boxes.center.expand(len(x), -1, -1), boxes.size.expand(len(x), -1, -1))
+    patches = extract_patches(x, batch_boxes, extent)  # (B, P, C, *extent)
+    whole = encoder.embed_inputs(x)
+    parts = encoder.embed_inputs(patches.reshape(len(x) * n_patches, *patches.shape[2:]))
+    return torch.cat([whole, parts.reshape(len(x), -1)], dim=1)
 
 
 def pool_tokens(tokens: torch.Tensor, features: str) -> torch.Tensor:
     """Turn encoder output ``(B, 1 + N, dim)`` (CLS first) into one feature vector per window.
 
-    ``cls``: the CLS token. ``mean``: the mean of the N patch tokens. ``both``: the two concatenated
+    ``cls``: the CLS token (for an encoder without tokens, :func:`PretrainedEncoder.embed` gives its one
+    vector per input instead). ``mean``: the mean of the N patch tokens. ``both``: the two concatenated
     (``2 * dim``). ``tokens``: the N patch tokens concatenated in grid order (``N * dim``). An encoder
     without position embeddings (PART's) gives CLS and mean features that are functions of an
     unordered set of patches; ``tokens`` keeps the patches' order, for tasks whose labels depend on
@@ -38,7 +88,7 @@ def pool_tokens(tokens: torch.Tensor, features: str) -> torch.Tensor:
         return torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], -1)
     if features == "tokens":
         return tokens[:, 1:].flatten(1)
-    raise ValueError(f"Invalid value for 'features': allowed {', '.join(FEATURES)}, got {features!r}.")
+    raise ValueError(f"Invalid value for 'features': allowed {', '.join(FEATURES[:4])}, got {features!r}.")
 
 
 def feature_width(dim: int, n_patches: int, features: str) -> int:
@@ -52,43 +102,81 @@ class PretrainedEncoder:
 
     Attributes
     ----------
-    encoder : PatchEncoder
-        The transformer (in eval mode).
+    encoder : relpos.encoders.Encoder
+        The encoder (in eval mode): a :class:`relpos.PatchEncoder` or any registered encoder.
     modality : Modality
         The run's modality, configured as in training (to open new data the same way).
     config : RunConfig
         The run's resolved configuration.
     step : int
         Training step of the checkpoint.
+    grid_patch_fraction : float or None
+        Patch size of ``features="grid"`` as a fraction of every axis: the run's pretext's training
+        patch size (:meth:`relpos.Pretext.grid_patch_fraction`), None for ``1 / grid``.
     """
 
-    encoder: PatchEncoder
+    encoder: Encoder
     modality: Modality
     config: RunConfig
     step: int
+    grid_patch_fraction: float | None = None
 
     @property
     def dim(self) -> int:
-        return self.encoder.dim
+        """Width F of one vector of the encoder."""
+        return int(self.encoder.feature_dim)
+
+    def check_features(self, features: str) -> None:
+        """Raise :class:`RelposError` unless this encoder can give ``features``."""
+        if features not in FEATURES:
+            raise ValueError(f"Invalid value for 'features': allowed {', '.join(FEATURES)}, got {features!r}.")
+        if features in TOKEN_FEATURES and not self.encoder.per_token_outputs:
+            raise RelposError(
+                f"Features {features!r} read per-token outputs, but encoder {self.encoder.config.arch!r} gives "
+                f"one vector per input; use features 'cls' (its vector) or 'grid'."
+            )
 
     @torch.no_grad()
-    def embed(self, x: torch.Tensor, features: str = "cls", batch_size: int = 256) -> torch.Tensor:
+    def embed(
+        self, x: torch.Tensor, features: str = "cls", batch_size: int = 256, grid: int = DEFAULT_GRID,
+        grid_patch_fraction: float | None = None,
+    ) -> torch.Tensor:
         """Embed windows ``(N, C, *extent)`` on the regular patch grid (the fine-tuning tokenisation).
 
         Parameters
         ----------
-        features : {"cls", "mean", "both", "tokens"}
-            The CLS token, the mean of the patch tokens, both concatenated, or the patch tokens
-            concatenated in grid order (see :func:`pool_tokens`).
+        features : {"cls", "mean", "both", "tokens", "grid"}
+            The CLS token (an encoder without tokens: its vector of the whole input), the mean of
+            the patch tokens, both concatenated, the patch tokens concatenated in grid order (see
+            :func:`pool_tokens`), or ``grid``: the whole input's vector followed by those of a
+            ``grid`` × ``grid`` grid of patches (:func:`grid_features`, the Spatial Reasoning
+            paper's evaluation; ``grid`` patches along time for one axis).
+        grid : int
+            Patches per axis for ``"grid"``.
+        grid_patch_fraction : float, optional
+            Their size as a fraction of every axis; default :attr:`grid_patch_fraction`, else
+            ``1 / grid``.
 
         Returns
         -------
         torch.Tensor
-            ``(N, dim)`` (``(N, 2 * dim)`` for ``"both"``, ``(N, n_patches * dim)`` for ``"tokens"``),
-            on the CPU.
+            ``(N, dim)`` (``(N, 2 * dim)`` for ``"both"``, ``(N, n_patches * dim)`` for ``"tokens"``,
+            ``(N, (1 + grid ** D) * dim)`` for ``"grid"``), on the CPU.
         """
-        if features not in FEATURES:
-            raise ValueError(f"Invalid value for 'features': allowed {', '.join(FEATURES)}, got {features!r}.")
+        self.check_features(features)
+        if features == "grid" or not self.encoder.per_token_outputs:
+            fraction = grid_patch_fraction or self.grid_patch_fraction or 1.0 / grid
+            device = next(self.encoder.parameters()).device
+            self.encoder.eval()
+            outputs = []
+            for chunk in x.split(batch_size):
+                chunk = chunk.to(device)
+                if features == "grid":
+                    out = grid_features(self.encoder, chunk, int(grid), float(fraction))
+                else:
+                    out = self.encoder.embed_inputs(chunk)
+                outputs.append(out.float().cpu())
+            return torch.cat(outputs)
         if x.shape[1] != self.encoder.in_channels:
             raise DataError(
                 f"The encoder was trained on {self.encoder.in_channels} channels, but the data has {x.shape[1]}."
@@ -139,7 +227,9 @@ def load_encoder(
     state = load_checkpoint(ckpt_file, map_location="cpu")
     config = checkpoint_config(state, ckpt_file)
     try:
-        encoder = build_encoder(dict(state["encoder"]))
+        encoder = rebuild_encoder(dict(state["encoder"]))
+    except RelposError as exc:
+        raise RelposError(f"Checkpoint {str(ckpt_file)!r} describes an encoder that cannot be built: {exc}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise RelposError(
             f"Checkpoint {str(ckpt_file)!r} describes an encoder that cannot be built "
@@ -171,4 +261,18 @@ def load_encoder(
             f"Checkpoint {str(ckpt_file)!r} holds a description of its training data ('data_info') that "
             f"modality {config.modality!r} cannot use ({' '.join(str(exc).split()) or type(exc).__name__})."
         ) from None
-    return PretrainedEncoder(encoder=encoder, modality=modality, config=config, step=int(state["step"]))
+    return PretrainedEncoder(
+        encoder=encoder, modality=modality, config=config, step=int(state["step"]),
+        grid_patch_fraction=_grid_patch_fraction(config),
+    )
+
+
+def _grid_patch_fraction(config: RunConfig) -> float | None:
+    """The training patch size the run's pretext evaluates ``features="grid"`` with, if it says."""
+    from .plugins import get_pretext
+
+    try:
+        pretext_cls = get_pretext(config.pretext)
+    except RelposError:  # the plugin that trained the run is not installed: embed all the same
+        return None
+    return pretext_cls.grid_patch_fraction(config.pretext_config)

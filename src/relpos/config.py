@@ -480,6 +480,9 @@ def resolve_config(
     encoder_values = {**getattr(pre_cls, "encoder_defaults", {}), **raw["encoder"]}  # the user's values win
     encoder = build_dataclass(EncoderConfig, encoder_values, "encoder")
     pre_cls.check_encoder(encoder)  # e.g. position embeddings for a pretext that passes no centres
+    from .encoders import check_encoder_arch
+
+    check_encoder_arch(encoder, mod_cls, pre_cls)  # a registered encoder that fits the data and the pretext
     pre_cls.check_config(pretext_config, mod_cls, encoder)  # e.g. an option that needs two axes
     return RunConfig(
         modality=mod_name,

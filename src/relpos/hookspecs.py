@@ -23,3 +23,8 @@ def register_pretexts(register: Callable[[type], None]) -> None:
 @hookspec
 def register_datasets(register: Callable[[type], None]) -> None:
     """Register downloadable data sets by calling ``register(DatasetClass)`` once for each."""
+
+
+@hookspec
+def register_encoders(register: Callable[[type], None]) -> None:
+    """Register encoder classes (subclasses of ``relpos.encoders.Encoder``) by calling ``register(EncoderClass)``."""

@@ -1,4 +1,4 @@
-"""Plugin loading and the registry of modalities, pretexts and data sets.
+"""Plugin loading and the registry of modalities, pretexts, data sets and encoders.
 
 Plugins are modules advertised in the ``relpos`` entry-point group; relpos's own modalities and
 pretexts are registered exactly that way, and load first. Loading is lazy (nothing happens at
@@ -27,8 +27,11 @@ from . import hookspecs
 from .errors import PluginError, unknown_name
 
 ENTRY_POINT_GROUP = "relpos"
-KINDS = ("modality", "pretext", "dataset")
-_HOOKS = {"modality": "register_modalities", "pretext": "register_pretexts", "dataset": "register_datasets"}
+KINDS = ("modality", "pretext", "dataset", "encoder")
+_HOOKS = {
+    "modality": "register_modalities", "pretext": "register_pretexts", "dataset": "register_datasets",
+    "encoder": "register_encoders",
+}
 #: The distribution whose plugins load first, so a third-party name clash never displaces a built-in.
 BUILTIN_DISTRIBUTION = "relpos"
 #: The "distribution" of plugins added with :func:`register_plugin` (none: they are not installed).
@@ -241,6 +244,13 @@ def _check_pretext(cls: type) -> None:
             f"{cls.__qualname__}.encoder_pos_embed must be a non-empty tuple of "
             f"{', '.join(map(repr, POS_EMBEDS))}, got {allowed!r}."
         )
+    from .encoders.base import ENCODER_OUTPUTS
+
+    if getattr(cls, "encoder_output", None) not in ENCODER_OUTPUTS:
+        raise TypeError(
+            f"{cls.__qualname__}.encoder_output must be one of {', '.join(map(repr, ENCODER_OUTPUTS))}, "
+            f"got {getattr(cls, 'encoder_output', None)!r}."
+        )
     from .encoder import EncoderConfig
 
     defaults = getattr(cls, "encoder_defaults", {})
@@ -274,17 +284,37 @@ def _check_dataset(cls: type) -> None:
         ) from None
 
 
+def _check_encoder(cls: type) -> None:
+    from .encoders.base import ENCODER_OUTPUTS, Encoder
+
+    _check_names_tuple(cls, "outputs", "('vector',)")
+    if not cls.outputs or not set(cls.outputs) <= set(ENCODER_OUTPUTS):
+        raise TypeError(
+            f"{cls.__qualname__}.outputs must name some of {', '.join(map(repr, ENCODER_OUTPUTS))}, got {cls.outputs!r}."
+        )
+    axes = cls.n_axes
+    if not isinstance(axes, (tuple, list)) or not axes or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 3 for n in axes
+    ):
+        raise TypeError(f"{cls.__qualname__}.n_axes must be a tuple of axis counts from 1 to 3, got {axes!r}.")
+    _check_signature(cls, "__init__", ("config", "in_channels", "patch_shape"))
+    if "vector" in cls.outputs and cls.embed_inputs is Encoder.embed_inputs:
+        raise TypeError(f"{cls.__qualname__} gives one vector per input but does not implement embed_inputs(x).")
+
+
 def _check_class(kind: str, cls: Any) -> None:
     from .datasets import Dataset
+    from .encoders.base import Encoder
     from .modality import Modality
     from .pretext import Pretext
 
-    base = {"modality": Modality, "pretext": Pretext, "dataset": Dataset}[kind]
-    where = "relpos.datasets" if kind == "dataset" else "relpos"
+    base = {"modality": Modality, "pretext": Pretext, "dataset": Dataset, "encoder": Encoder}[kind]
+    where = {"dataset": "relpos.datasets", "encoder": "relpos.encoders"}.get(kind, "relpos")
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise TypeError(f"register() for a {kind} takes a subclass of {where}.{base.__name__}, got {cls!r}.")
     _check_name(cls)
-    {"modality": _check_modality, "pretext": _check_pretext, "dataset": _check_dataset}[kind](cls)
+    checks = {"modality": _check_modality, "pretext": _check_pretext, "dataset": _check_dataset, "encoder": _check_encoder}
+    checks[kind](cls)
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -447,6 +477,15 @@ def get_pretext(name: str) -> type:
 def get_dataset(name: str) -> type:
     """The data-set class registered as ``name`` (with a did-you-mean error otherwise)."""
     return get_registry().get("dataset", name)
+
+
+def get_encoder(name: str) -> type:
+    """The encoder class registered as ``name`` (with a did-you-mean error otherwise)."""
+    return get_registry().get("encoder", name)
+
+
+def list_encoders(pattern: str = "*") -> list[str]:
+    return get_registry().names("encoder", pattern)
 
 
 def list_modalities(pattern: str = "*") -> list[str]:

@@ -24,7 +24,7 @@ import torch
 from ..api import FEATURES, PretrainedEncoder, load_encoder
 from ..checkpoint import atomic_write_text
 from ..config import DEVICE_HELP, DEVICE_PATTERN, MAX_SEED, MAX_STEPS, build_dataclass, setting
-from ..encoder import build_encoder
+from ..encoders import rebuild_encoder
 from ..errors import ConfigError, DataError, unknown_name
 from ..modality import Modality, Windows
 from ..paths import refuse_special_file
@@ -65,6 +65,10 @@ class EvalConfig:
     warmup_steps: int = setting(10, ge=0, le=MAX_STEPS)  # fine-tuning linear warm-up
     augment: bool = setting(True)  # fine-tuning: the modality's training augmentation
     embed_batch_size: int = setting(256, ge=1, le=2**20)  # windows per forward pass when extracting features
+    # features='grid': patches per axis (the Spatial Reasoning paper's 3 x 3) and their size as a
+    # fraction of every axis (0: the run's training patch size, or 1/grid for a pretext without one)
+    grid: int = setting(3, ge=1, le=32)
+    grid_patch_fraction: float = setting(0.0, ge=0, le=1)
     device: str = setting("auto", pattern=DEVICE_PATTERN, pattern_help=DEVICE_HELP)
     progress: bool = setting(True)  # progress bars
     write: bool = setting(True)  # write the JSON and the CSV row into the run directory
@@ -308,14 +312,19 @@ def _open(modality: Modality, data: Any, explicit: bool, test_fraction: float, s
 
 # -- features -----------------------------------------------------------------------------------
 def extract_features(encoder: PretrainedEncoder, x: torch.Tensor, features: str, batch_size: int,
-                     progress: bool = False, desc: str = "features") -> torch.Tensor:
+                     progress: bool = False, desc: str = "features", grid: int = 3,
+                     grid_patch_fraction: float = 0.0) -> torch.Tensor:
     """Embed windows in batches (with a progress bar), as :meth:`PretrainedEncoder.embed`."""
     chunks = x.split(batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc=desc, unit="batch", leave=False)
-    return torch.cat([encoder.embed(chunk, features=features, batch_size=batch_size) for chunk in chunks])
+    return torch.cat([
+        encoder.embed(chunk, features=features, batch_size=batch_size, grid=grid,
+                      grid_patch_fraction=grid_patch_fraction or None)
+        for chunk in chunks
+    ])
 
 
 # -- the API ------------------------------------------------------------------------------------
@@ -342,7 +351,7 @@ def evaluate(
         end with a linear head. Default ``"linear"`` (``"finetune"`` for ``init="supervised"``).
     data : optional
         Labelled data for the run's modality (default: the data the run was trained on).
-    features : {"cls", "mean", "both", "tokens"}
+    features : {"cls", "mean", "both", "tokens", "grid"}
         The CLS token, the mean patch token, both concatenated, or the patch tokens concatenated in
         grid order (:func:`relpos.api.pool_tokens`).
     label_fraction : float or int
@@ -400,6 +409,7 @@ def evaluate(
     device = resolve_device(cfg.device)
     run_dir = Path(run_dir)
     pretrained = load_encoder(run_dir, device=device, weights="teacher" if init == "teacher" else "student")
+    pretrained.check_features(features)  # a CNN has no tokens to pool: say so before reading data
     modality = _with_overrides(pretrained.modality, modality_overrides)
     source = data if data is not None else (pretrained.config.data or modality.default_data())
     if source is None:
@@ -420,7 +430,9 @@ def evaluate(
     class_names = list(train.class_names or test.class_names)
     y_train, y_test = train.labels.numpy().astype(np.int64), test.labels.numpy().astype(np.int64)
     n_classes = max(len(class_names), int(max(y_train.max(), y_test.max())) + 1)
-    pretrained = PretrainedEncoder(pretrained.encoder, modality, pretrained.config, pretrained.step)
+    pretrained = PretrainedEncoder(
+        pretrained.encoder, modality, pretrained.config, pretrained.step, pretrained.grid_patch_fraction
+    )
     encoder_args = pretrained.encoder.init_args()
     pretrained_state = {k: v.detach().clone() for k, v in pretrained.encoder.state_dict().items()}
 
@@ -429,8 +441,8 @@ def evaluate(
             pretrained.encoder.load_state_dict(pretrained_state)  # fine-tuning changes it in place
             return pretrained
         torch.manual_seed(repeat_seed)
-        fresh = build_encoder(encoder_args).to(device).eval()
-        return PretrainedEncoder(fresh, modality, pretrained.config, 0)
+        fresh = rebuild_encoder(encoder_args).to(device).eval()
+        return PretrainedEncoder(fresh, modality, pretrained.config, 0, pretrained.grid_patch_fraction)
 
     cached: dict[str, torch.Tensor] = {}
 
@@ -439,8 +451,10 @@ def evaluate(
             return cached["train"], cached["test"]
         encoder = encoder_for(repeat_seed)
         feats = (
-            extract_features(encoder, train.x, features, cfg.embed_batch_size, cfg.progress, "train features"),
-            extract_features(encoder, test.x, features, cfg.embed_batch_size, cfg.progress, "test features"),
+            extract_features(encoder, train.x, features, cfg.embed_batch_size, cfg.progress, "train features",
+                             cfg.grid, cfg.grid_patch_fraction),
+            extract_features(encoder, test.x, features, cfg.embed_batch_size, cfg.progress, "test features",
+                             cfg.grid, cfg.grid_patch_fraction),
         )
         if init in ("pretrained", "teacher"):
             cached["train"], cached["test"] = feats
@@ -465,7 +479,8 @@ def evaluate(
             encoder = encoder_for(repeat_seed).encoder
             result = finetune(
                 encoder, modality, train.x[torch.as_tensor(keep)], y_train[keep], test.x, y_test, repeat_seed,
-                options, features, n_classes, device, cfg.progress,
+                options, features, n_classes, device, cfg.progress, cfg.grid,
+                cfg.grid_patch_fraction or pretrained.grid_patch_fraction,
             )
         else:
             train_feats, test_feats = frozen_features(repeat_seed)

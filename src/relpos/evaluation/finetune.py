@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import feature_width, pool_tokens
+from ..api import DEFAULT_GRID, feature_width, grid_features, grid_patch_boxes, pool_tokens
 from ..config import TrainConfig
-from ..encoder import PatchEncoder, build_encoder
+from ..encoder import PatchEncoder
+from ..encoders import rebuild_encoder
 from ..extraction import extract_patches
 from ..geometry import Boxes
 from ..modality import Modality
@@ -45,9 +46,26 @@ class FinetuneOptions:
 class FinetuneModel(nn.Module):
     """Encoder on the patch grid + optional learnable position embeddings + linear head."""
 
-    def __init__(self, encoder: PatchEncoder, modality: Modality, extent, n_classes: int, features: str = "cls"):
+    def __init__(
+        self, encoder: PatchEncoder, modality: Modality, extent, n_classes: int, features: str = "cls",
+        grid: int = DEFAULT_GRID, grid_patch_fraction: float | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
+        self.features = features
+        self.grid = int(grid)
+        self.grid_patch_fraction = float(grid_patch_fraction or 1.0 / grid)
+        if features == "grid" or not getattr(encoder, "per_token_outputs", True):
+            # Whole inputs in, one vector each (a CNN; or the Spatial Reasoning grid features):
+            # no patch grid of the encoder's own and no position embeddings to add.
+            self.whole_inputs = True
+            self.pos_embed = None
+            n_vectors = len(grid_patch_boxes(tuple(extent), self.grid, self.grid_patch_fraction).center) + 1
+            self.head = nn.Linear(int(encoder.feature_dim) * (n_vectors if features == "grid" else 1), n_classes)
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+            return
+        self.whole_inputs = False
         self.patch_size = modality.patch_size()
         self.features = features
         grid = grid_boxes(tuple(extent), self.patch_size)
@@ -63,6 +81,10 @@ class FinetuneModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.whole_inputs:
+            if self.features == "grid":
+                return self.head(grid_features(self.encoder, x, self.grid, self.grid_patch_fraction))
+            return self.head(self.encoder.embed_inputs(x))
         batch = len(x)
         center = self.grid_center.expand(batch, -1, -1)
         size = self.grid_size.expand(batch, -1, -1)
@@ -91,6 +113,8 @@ def finetune(
     n_classes: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    grid: int = DEFAULT_GRID,
+    grid_patch_fraction: float | None = None,
 ) -> ProbeResult:
     """Fine-tune ``encoder`` (modified in place) with a linear head, then predict the test windows.
 
@@ -108,8 +132,10 @@ def finetune(
         Seed of the head, the position embeddings, the batches and the augmentation.
     options : FinetuneOptions
         Steps, batch size, learning rate, ...
-    features : {"cls", "mean", "both", "tokens"}
-        What the head reads.
+    features : {"cls", "mean", "both", "tokens", "grid"}
+        What the head reads (see :meth:`relpos.PretrainedEncoder.embed`).
+    grid, grid_patch_fraction
+        Patches per axis and their size (a fraction of every axis) for ``features="grid"``.
 
     Returns
     -------
@@ -123,7 +149,9 @@ def finetune(
     y_test = np.asarray(test_y, dtype=np.int64)
     n_classes = n_classes or int(max(int(y_train.max()), int(y_test.max()))) + 1
     torch.manual_seed(seed)
-    model = FinetuneModel(encoder, modality, train_x.shape[2:], n_classes, features).to(device)
+    model = FinetuneModel(
+        encoder, modality, train_x.shape[2:], n_classes, features, grid, grid_patch_fraction
+    ).to(device)
     schedule = lr_schedule(
         TrainConfig(steps=options.steps, lr=options.lr, warmup_steps=options.warmup_steps, min_lr=options.lr * 1e-3)
     )
@@ -164,7 +192,9 @@ def finetune(
     predictions = _predict(model, test_x, device, max(options.batch_size, 256))
     chosen: dict[str, Any] = {
         "steps": options.steps, "batch_size": options.batch_size, "lr": options.lr,
-        "weight_decay": options.weight_decay, "pos_embed": "learned" if model.pos_embed is not None else "sincos",
+        "weight_decay": options.weight_decay, "pos_embed": (
+            "learned" if model.pos_embed is not None else "none" if model.whole_inputs else "sincos"
+        ),
     }
     return ProbeResult(classification_metrics(y_test, predictions, n_classes), predictions, chosen)
 
@@ -177,4 +207,4 @@ def supervised(encoder_args: dict, modality: Modality, train_x, train_y, test_x,
     are those of :func:`finetune`.
     """
     torch.manual_seed(seed)
-    return finetune(build_encoder(encoder_args), modality, train_x, train_y, test_x, test_y, seed, **kwargs)
+    return finetune(rebuild_encoder(encoder_args), modality, train_x, train_y, test_x, test_y, seed, **kwargs)
