@@ -373,8 +373,8 @@ class SOVE(DINO):
         student += [self.encode_views(self.encoder, p, g, generator) for p, g in zip(patches[1:], groups[1:])]
         with torch.no_grad():
             teacher = self.encode_views(self.teacher_encoder, patches[0], global_views, None)
-            teacher_cls = self.teacher_head(teacher[:, :, 0])  # (B, n_global, d)
-            teacher_patch = self.teacher_head(teacher[:, 0, 1:])  # (B, N, d): E_P's candidates
+            teacher_embeddings = self.teacher_head(teacher)  # (B, n_global, 1 + N, d)
+        teacher_cls, teacher_tokens = teacher_embeddings[:, :, 0], teacher_embeddings[:, :, 1:]
         temp = self.teacher_temp_now()
         logs = {"teacher_temp": temp, "momentum": self.momentum_now()}
         loss = x.new_zeros(())
@@ -382,7 +382,7 @@ class SOVE(DINO):
         # E_C gets the first global view's CLS, E_P one random patch of it, per sample.
         cls_rows = teacher_cls[:, 0]
         pick = torch.randint(0, n_tokens, (n_samples,), generator=generator).to(x.device)
-        patch_rows = teacher_patch[torch.arange(n_samples, device=x.device), pick]
+        patch_rows = teacher_tokens[torch.arange(n_samples, device=x.device), 0, pick]
 
         cls_memory = self.memory_for_step(self.cls_memory, cls_rows)
         n_cls = min(self.n_anchors, cls_memory.shape[0])
@@ -406,8 +406,6 @@ class SOVE(DINO):
             patch_judges = select_judges(patch_memory, n_patch, min(c.patch_k, patch_memory.shape[0] - 1),
                                          generator, c.soft_labels)
             student_tokens = self.head(student[0][:, :, 1:])  # (B, n_global, N, d), masked tokens inside
-            with torch.no_grad():
-                teacher_tokens = self.teacher_head(teacher[:, :, 1:])
             teacher_probs = judge_probabilities(teacher_tokens, patch_judges, temp)
             student_probs = judge_probabilities(student_tokens, patch_judges, c.student_temp)
             ce = cross_entropy(teacher_probs, student_probs)  # (B, n_global, N): same view, same token
