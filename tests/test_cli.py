@@ -70,7 +70,8 @@ def test_default_run_goes_to_runs_modality_pretext(eeg_run):
 
 def test_run_dir_has_config_metrics_checkpoint_and_tensorboard(eeg_run):
     run_dir = eeg_run["run_dir"]
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.yaml", "metrics.csv", "tensorboard"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.yaml", "metrics.csv", "plots", "tensorboard"]
+    assert [p.name for p in (run_dir / "plots").iterdir()] == ["loss.png"]  # drawn at the end of every run
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
 
 
