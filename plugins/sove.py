@@ -71,7 +71,11 @@ SOFT_LABELS = ("similarity", "onehot")
 #: The paper's sizes (Appendix A.1) and the defaults used here, scaled for small data: every
 #: default is capped at what the data can fill (see :meth:`SOVE.resolve_sizes`).
 PAPER = {"cls_memory_size": 65536, "patch_memory_size": 8192, "n_anchors": 8192, "k": 8, "n_patch_anchors": 512}
-DEFAULTS = {"cls_memory_size": 4096, "patch_memory_size": 4096, "n_anchors": 1024, "k": 8, "n_patch_anchors": 256}
+DEFAULTS = {"cls_memory_size": 4096, "patch_memory_size": 4096, "n_anchors": 8192, "k": 8, "n_patch_anchors": 512}
+#: The paper draws one anchor per 8 rows of E_C and one per 16 rows of E_P; the defaults keep these
+#: ratios, with at least MIN_CONCEPTS concepts (or the whole bank when it is smaller).
+ANCHOR_RATIO = {"n_anchors": 8, "n_patch_anchors": 16}
+MIN_CONCEPTS = 256
 
 
 @dataclass
@@ -92,7 +96,7 @@ class SOVEConfig:
     head_bottleneck_dim: int = setting(256, ge=1, le=2**16)  # the embedding's size d (256)
     head_layers: int = setting(3, ge=1, le=16)
     head_bn: bool = setting(False)
-    # -- memories and judges; None: DEFAULTS, capped at what the data can fill --
+    # -- memories and judges; None: scaled for small data, capped at what the data fills (resolve_sizes) --
     cls_memory_size: int | None = setting(None, ge=1, le=2**24)  # |E_C| (65,536 in the paper)
     patch_memory_size: int | None = setting(None, ge=1, le=2**24)  # |E_P| (8,192)
     n_anchors: int | None = setting(None, ge=1, le=2**24)  # K, concepts of L_CLS (8,192)
@@ -170,12 +174,32 @@ class SOVEConfig:
 # -- judges (§2.2.1) ---------------------------------------------------------------------------------
 @dataclass
 class Judges:
-    """``D`` and ``Y`` of one step: ``(J, d)`` judge embeddings and ``(J, K)`` soft labels."""
+    """``D`` and ``Y`` of one step: ``(J, d)`` judge embeddings, ``J = K·(k+1)``, and their labels.
+
+    ``Y`` is kept in its structured form, ``(K, k+1)`` per concept and judge: ``own_label`` at the
+    judge's own concept, ``spread`` at every other; :attr:`labels` builds the dense ``(J, K)``
+    matrix (for inspection: with K = 1024 and k = 8 it holds 9.4 M values, which
+    :func:`judge_probabilities` never builds).
+    """
 
     embeddings: torch.Tensor
-    labels: torch.Tensor
+    own_label: torch.Tensor
+    spread: torch.Tensor
     #: Mean cosine between an anchor and its additional judges (nan when k = 0).
     similarity: float
+
+    @property
+    def n_concepts(self) -> int:
+        return int(self.own_label.shape[0])
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The dense ``(J, K)`` soft labels ``Y``; every row sums to 1."""
+        n_concepts, n_judges = self.own_label.shape
+        labels = self.spread[:, :, None].expand(n_concepts, n_judges, n_concepts).clone()
+        concept = torch.arange(n_concepts, device=labels.device)
+        labels[concept, :, concept] = self.own_label
+        return labels.reshape(-1, n_concepts)
 
 
 def select_judges(memory: torch.Tensor, n_anchors: int, k: int, generator: torch.Generator | None,
@@ -226,20 +250,27 @@ def judges_of_anchors(memory: torch.Tensor, index: torch.Tensor, k: int, soft_la
         judges, scores, mean_similarity = anchors[:, None], ones, math.nan
     if soft_labels == "onehot":
         scores = torch.ones_like(scores)
+    if n_anchors == 1:  # a single concept: every judge's whole vote goes to it
+        scores = torch.ones_like(scores)
     scores = scores.clamp(0.0, 1.0)
-    n_judges = k + 1
+    # own + (K − 1) · spread = 1: each row of Y sums to one
     spread = (1.0 - scores) / (n_anchors - 1) if n_anchors > 1 else torch.zeros_like(scores)
-    labels = spread[:, :, None].expand(n_anchors, n_judges, n_anchors).clone()
-    own = torch.arange(n_anchors, device=memory.device)
-    labels[own, :, own] = scores
-    labels = labels / labels.sum(-1, keepdim=True)  # exactly 1 per row (K = 1, rounding)
-    return Judges(judges.reshape(-1, memory.shape[1]), labels.reshape(-1, n_anchors), mean_similarity)
+    return Judges(judges.reshape(-1, memory.shape[1]), scores, spread, mean_similarity)
 
 
 def judge_probabilities(embeddings: torch.Tensor, judges: Judges, temperature: float) -> torch.Tensor:
-    """``P(u) = softmax(⟨u, Dᵀ⟩ / τ) · Y``: ``(..., d)`` embeddings to ``(..., K)`` distributions."""
+    """``P(u) = softmax(⟨u, Dᵀ⟩ / τ) · Y``: ``(..., d)`` embeddings to ``(..., K)`` distributions.
+
+    With ``Y`` in its structured form the product is ``P_i = Σ_j v_j · spread_j + Σ_{j ∈ i}
+    v_j · (own_j − spread_j)``: judges of concept ``i`` are contiguous, so this is a sum over the
+    ``k + 1`` judges of each concept, ``O(J)`` per embedding instead of ``O(J · K)``.
+    """
     votes = F.softmax(embeddings.float() @ judges.embeddings.float().T / temperature, dim=-1)
-    return votes @ judges.labels.float()
+    n_concepts, n_judges = judges.own_label.shape
+    own, spread = judges.own_label.float(), judges.spread.float()
+    per_concept = votes.unflatten(-1, (n_concepts, n_judges))
+    everyone = (votes * spread.reshape(-1)).sum(-1, keepdim=True)
+    return everyone + (per_concept * (own - spread)).sum(-1)
 
 
 def cross_entropy(teacher_probs: torch.Tensor, student_probs: torch.Tensor) -> torch.Tensor:
@@ -299,7 +330,11 @@ class SOVE(DINO):
 
     @staticmethod
     def resolve_sizes(config: SOVEConfig, n_windows: int, tokens_per_view: int) -> tuple[int, int, int, int, int]:
-        """``(|E_C|, |E_P|, K, k, K̂)``: the settings, or :data:`DEFAULTS` capped at what the data fills.
+        """``(|E_C|, |E_P|, K, k, K̂)``: the settings, or defaults scaled for small data.
+
+        Unset, ``|E_C| = min(4096, windows)``, ``|E_P| = min(4096, windows × tokens_per_view)``,
+        ``K = min(|E_C|, 8192, max(256, |E_C| / 8))`` and ``K̂ = min(|E_P|, 512, max(256, |E_P| / 16))``
+        (the paper's ratios of bank to anchors, at least 256 concepts), ``k = min(8, |E_C| − 1)``.
 
         ``E_C`` gets one embedding per window per step, so more slots than windows would hold the
         same windows twice; ``E_P`` one patch per window per step, from ``tokens_per_view`` places.
@@ -318,10 +353,13 @@ class SOVE(DINO):
                 )
         cls_size = config.cls_memory_size or min(DEFAULTS["cls_memory_size"], n_windows)
         patch_size = config.patch_memory_size or min(DEFAULTS["patch_memory_size"], patch_capacity)
-        n_anchors = config.n_anchors if config.n_anchors is not None else min(DEFAULTS["n_anchors"], cls_size)
+        def default_anchors(key: str, bank: int) -> int:
+            return min(bank, DEFAULTS[key], max(MIN_CONCEPTS, bank // ANCHOR_RATIO[key]))
+
+        n_anchors = config.n_anchors if config.n_anchors is not None else default_anchors("n_anchors", cls_size)
         k = config.k if config.k is not None else min(DEFAULTS["k"], cls_size - 1)
         n_patch_anchors = (config.n_patch_anchors if config.n_patch_anchors is not None
-                           else min(DEFAULTS["n_patch_anchors"], patch_size))
+                           else default_anchors("n_patch_anchors", patch_size))
         SOVEConfig.check_sizes(cls_size, n_anchors, k, "cls_memory_size", "n_anchors", "k")
         SOVEConfig.check_sizes(patch_size, n_patch_anchors, config.patch_k,
                                "patch_memory_size", "n_patch_anchors", "patch_k")

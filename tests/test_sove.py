@@ -287,3 +287,14 @@ def test_eval_reads_a_sove_run_student_and_teacher(tmp_path, capfd):
     capfd.readouterr()
     assert main(["eval", str(out), "--protocol", "knn", "--init", "teacher", "--no-progress"]) == 0
     assert (out / "eval" / "knn-teacher-cls.json").is_file()
+
+
+def test_the_structured_product_equals_the_dense_one():
+    memory = torch.nn.functional.normalize(torch.randn(40, 6, generator=torch.Generator().manual_seed(0)), dim=1)
+    u = torch.nn.functional.normalize(torch.randn(3, 5, 6, generator=torch.Generator().manual_seed(1)), dim=-1)
+    for soft_labels in ("similarity", "onehot"):
+        judges = select_judges(memory, 7, 3, torch.Generator().manual_seed(2), soft_labels)
+        dense = torch.softmax(u @ judges.embeddings.T / 0.1, dim=-1) @ judges.labels
+        torch.testing.assert_close(judge_probabilities(u, judges, 0.1), dense)
+    one = select_judges(memory, 1, 3, torch.Generator().manual_seed(2))  # a single concept gets every vote
+    torch.testing.assert_close(judge_probabilities(u, one, 0.1), torch.ones(3, 5, 1))
