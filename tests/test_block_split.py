@@ -85,3 +85,17 @@ def test_the_probes_validation_blocks_hold_every_class_when_some_split_can():
         fit, val, how = validation_split(labels, groups, 0.2, seed)
         assert how == "by group"
         assert set(labels[val]) == set(labels[fit]) == {0, 1, 2}
+
+
+def test_without_a_complete_validation_part_the_one_with_most_classes_is_used():
+    from relpos.evaluation.probes import validation_split
+
+    # Class 2 lives in one block only, so no validation part can hold it and leave it for fitting;
+    # a validation part of wake alone would reward predicting wake, so one with classes 0 and 1 is used.
+    labels = np.zeros(100, dtype=int)
+    labels[40:50] = np.tile([0, 1], 5)
+    labels[50:60] = np.tile([1, 2], 5)
+    groups = np.array([f"night/block{i // 10}" for i in range(100)])
+    fit, val, _ = validation_split(labels, groups, 0.2, 0)
+    assert set(labels[fit]) == {0, 1, 2}
+    assert set(labels[val]) == {0, 1}

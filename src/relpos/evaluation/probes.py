@@ -58,8 +58,8 @@ def validation_split(
     """Carve a validation part from training windows: ``(fit_idx, val_idx, how)`` or None.
 
     By group when there are at least two groups, else by window (stratified); the part left for
-    fitting must keep an example of every class, and of the group splits that do, one whose
-    validation part holds every class as well is preferred. None when the data are too few for that.
+    fitting must keep an example of every class, and of the group splits that do, the one whose
+    validation part holds the most classes is used (the first that holds all of them). None when the data are too few for that.
     """
     labels = np.asarray(labels, dtype=np.int64)
     classes = np.unique(labels)
@@ -67,13 +67,15 @@ def validation_split(
     if groups is not None and len(np.unique(np.asarray(groups, dtype=str))) >= 2:
         # Prefer a validation part that holds every class too: groups can hold one class only (the
         # wake hours of a night's blocks), and such a part rewards predicting that class alone.
-        fallback = None
+        fallback, fallback_classes = None, 0
         for attempt in range(VALIDATION_TRIES):
             fit, val = group_split(groups, val_fraction, seed + attempt)
             if len(np.unique(labels[fit])) == len(classes):
-                if len(np.unique(labels[val])) == len(classes):
+                val_classes = len(np.unique(labels[val]))
+                if val_classes == len(classes):
                     return fit, val, "by group"
-                fallback = fallback or (fit, val, "by group")
+                if val_classes > fallback_classes:
+                    fallback, fallback_classes = (fit, val, "by group"), val_classes
         if fallback is not None:
             return fallback
     rng = np.random.default_rng(seed)
