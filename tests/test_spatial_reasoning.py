@@ -223,6 +223,10 @@ def test_resnet32_trains_and_its_run_embeds_with_the_grid_features(tmp_path):
     assert pretrained.embed(x, features="grid").shape == (2, 10 * 64)  # whole image + 3 × 3 patches
     with pytest.raises(relpos.errors.RelposError, match="Features 'mean' read per-token outputs, but encoder 'resnet32' gives one vector per input"):
         pretrained.embed(x, features="mean")
+    # the exported file rebuilds the same CNN and the same grid features
+    assert main(["export", str(out)]) == 0
+    exported = relpos.load_encoder(out / "export" / "encoder.safetensors")
+    assert torch.allclose(exported.embed(x, features="grid"), pretrained.embed(x, features="grid"))
 
 
 def test_vit_on_a_time_series_with_the_patch_term_off(tmp_path):

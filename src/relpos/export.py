@@ -371,4 +371,9 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu"):
     encoder.to(device).eval()
     modality = get_modality(config.modality)(config.modality_config)
     modality.restore(dict(meta.get("data_info") or {}))
-    return PretrainedEncoder(encoder=encoder, modality=modality, config=config, step=int(meta.get("step", 0)))
+    from .api import _grid_patch_fraction
+
+    return PretrainedEncoder(
+        encoder=encoder, modality=modality, config=config, step=int(meta.get("step", 0)),
+        grid_patch_fraction=_grid_patch_fraction(config),  # --features grid reads the training patch size
+    )
