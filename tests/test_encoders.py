@@ -139,3 +139,17 @@ def test_a_broken_encoder_plugin_is_reported_at_registration():
         assert "gives one vector per input but does not implement embed_inputs(x)" in failure.error
     finally:
         relpos.plugins.unregister_plugin("no-embed-plugin")
+
+
+def test_relpos_plugins_lists_the_encoders(capsys):
+    import json
+
+    from relpos.cli import main
+
+    assert main(["plugins", "--json"]) == 0
+    entries = {p["name"]: p for p in json.loads(capsys.readouterr().out)["plugins"] if p["kind"] == "encoder"}
+    assert set(entries) == {"resnet32", "timm", "vit"}
+    assert entries["resnet32"]["outputs"] == ["vector"] and entries["resnet32"]["axes"] == [2]
+    assert entries["vit"]["outputs"] == ["tokens", "vector"] and entries["vit"]["axes"] == [1, 2, 3]
+    assert main(["plugins"]) == 0
+    assert "Encoders:\n  resnet32 " in capsys.readouterr().out

@@ -173,7 +173,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     from .plugins import load_registry, origin
 
     registry = load_registry()
-    kinds = (("modality", "Modalities"), ("pretext", "Pretexts"), ("dataset", "Data sets"))
+    kinds = (("modality", "Modalities"), ("pretext", "Pretexts"), ("dataset", "Data sets"), ("encoder", "Encoders"))
     entries = [e.as_dict() for kind, _ in kinds for e in registry.entries[kind].values()]
     for entry in entries:
         if entry["kind"] == "pretext":
@@ -183,6 +183,9 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             ]
         elif entry["kind"] == "dataset":
             entry["modality"] = registry.get("dataset", entry["name"]).modality
+        elif entry["kind"] == "encoder":
+            cls = registry.get("encoder", entry["name"])
+            entry["outputs"], entry["axes"] = list(cls.outputs), list(cls.n_axes)
     failures = [f.as_dict() for f in registry.failures]
     if args.json:
         print(json.dumps({"plugins": entries, "failed": failures}, indent=2))
@@ -197,6 +200,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 extra = f" [modalities: {', '.join(e['modalities'])}]"
             elif kind == "dataset" and e["modality"]:
                 extra = f" [modality: {e['modality']}]"
+            elif kind == "encoder":
+                extra = f" [outputs: {', '.join(e['outputs'])}; axes: {', '.join(map(str, e['axes']))}]"
             print(f"  {e['name']:<{width}}  {e['description']}  ({origin(e['plugin'], e['distribution'], in_parentheses=True)}){extra}")
         if not rows:
             print("  (none)")

@@ -16,7 +16,7 @@ from .base import Encoder
 
 
 class TimmEncoder(Encoder):
-    """A timm model by name (``timm:resnet18``), randomly initialised: one vector per image."""
+    """A timm model by name (timm:resnet18), randomly initialised: one vector per image."""
 
     name = "timm"
     outputs = ("vector",)
