@@ -212,8 +212,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     modality = get_modality(config.modality)(config.modality_config)
     modality.restore(data_info)
     shape_only = Windows(x=torch.zeros((1, channels, *extent)), info=dict(data_info))
-    torch.manual_seed(config.train.seed)
-    pretext = get_pretext(config.pretext)(config.pretext_config, modality, config.encoder, shape_only)
+    with torch.random.fork_rng(devices=[]):  # the initial weights are replaced: leave the caller's stream be
+        pretext = get_pretext(config.pretext)(config.pretext_config, modality, config.encoder, shape_only)
     try:
         pretext.load_state_dict(state["model"])
     except RuntimeError as exc:
