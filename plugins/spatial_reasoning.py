@@ -140,18 +140,20 @@ def sample_patch_starts(
     the other axes they are uniform.
     """
     n_axes = len(extent)
-    room = torch.tensor([float(e - s) for e, s in zip(extent, size)])
-    starts = torch.floor(torch.rand((batch, n_patches, n_axes), generator=generator) * (room + 1))
+    device = generator.device  # drawn where the run's stream lives, as relpos.views does
+    room = torch.tensor([float(e - s) for e, s in zip(extent, size)], device=device)
+    starts = torch.floor(torch.rand((batch, n_patches, n_axes), generator=generator, device=device) * (room + 1))
     if n_patches >= 2:
         fits = [d for d in range(n_axes) if extent[d] >= 2 * size[d]]
-        axis = torch.tensor(fits)[torch.randint(len(fits), (batch,), generator=generator)]
-        free = torch.tensor([float(extent[d] - 2 * size[d]) for d in range(n_axes)])[axis]
-        lo, hi = (torch.floor(torch.rand((2, batch), generator=generator) * (free + 1))).sort(dim=0).values
-        width = torch.tensor([float(s) for s in size])[axis]
-        swap = torch.rand(batch, generator=generator) < 0.5
+        axis = torch.tensor(fits, device=device)[torch.randint(len(fits), (batch,), generator=generator, device=device)]
+        free = torch.tensor([float(extent[d] - 2 * size[d]) for d in range(n_axes)], device=device)[axis]
+        draws = torch.floor(torch.rand((2, batch), generator=generator, device=device) * (free + 1))
+        lo, hi = draws.sort(dim=0).values
+        width = torch.tensor([float(s) for s in size], device=device)[axis]
+        swap = torch.rand(batch, generator=generator, device=device) < 0.5
         first = torch.where(swap, hi + width, lo)
         second = torch.where(swap, lo, hi + width)
-        rows = torch.arange(batch)
+        rows = torch.arange(batch, device=device)
         starts[rows, 0, axis] = first
         starts[rows, 1, axis] = second
     return starts
@@ -271,8 +273,9 @@ class SpatialReasoning(Pretext):
                 # lift the empty surround to the view's mean grey)
                 flat = source.reshape(batch * n_patches, 1, *x.shape[1:])
                 source = self.modality.photometric(flat, generator, "global-2").reshape(source.shape)
-            inputs = additive_inputs(source.reshape(batch * n_patches, *x.shape[1:]), starts.reshape(-1, 1, self.n_axes),
-                                     self.patch_size).reshape(batch, n_patches, *x.shape[1:])
+            inputs = additive_inputs(
+                source.reshape(batch * n_patches, *x.shape[1:]), starts.reshape(-1, 1, self.n_axes), self.patch_size
+            ).reshape(batch, n_patches, *x.shape[1:])
         extent_t = torch.tensor([float(e) for e in extent], device=x.device)
         return inputs.reshape(batch * n_patches, *x.shape[1:]), centers / extent_t
 

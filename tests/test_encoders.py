@@ -153,3 +153,17 @@ def test_relpos_plugins_lists_the_encoders(capsys):
     assert entries["vit"]["outputs"] == ["tokens", "vector"] and entries["vit"]["axes"] == [1, 2, 3]
     assert main(["plugins"]) == 0
     assert "Encoders:\n  resnet32 " in capsys.readouterr().out
+
+
+def test_a_cnn_fine_tunes_end_to_end():
+    from relpos.evaluation.finetune import FinetuneOptions, finetune
+    from relpos.plugins import get_modality
+
+    modality = get_modality("image")(get_modality("image").Config(image_size=16, patch_size=4))
+    encoder = build_encoder(EncoderConfig(arch="resnet32"), 3, (4, 4))
+    before = encoder.stem[0].weight.detach().clone()
+    x, y = torch.rand(8, 3, 16, 16), np.arange(8) % 2
+    result = finetune(encoder, modality, x, y, x, y, options=FinetuneOptions(steps=2, batch_size=4, warmup_steps=0))
+    assert result.chosen["pos_embed"] == "none"
+    assert not torch.equal(before, encoder.stem[0].weight)  # the CNN itself was trained, not only a head
+    assert len(result.predictions) == 8
