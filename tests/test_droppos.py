@@ -172,3 +172,21 @@ def test_droppos_trains_on_images_and_eeg_from_the_cli(tmp_path, capsys):
         code = main(["train", "--modality", modality, "--pretext", "droppos", "--out", str(tmp_path / modality),
                      *settings, *extra, "--steps", "2", "--no-progress"])
         assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["mae", "mp3", "droppos"])
+def test_the_sleep_and_image_recipes_resolve_to_the_papers_settings(method):
+    from conftest import CONFIGS
+    from relpos.config import resolve_config
+
+    sleep = resolve_config(CONFIGS / f"eeg_sleep_{method}.yaml")
+    assert (sleep.modality, sleep.pretext) == ("eeg", method)
+    eeg = sleep.modality_config
+    assert (eeg.window_s, eeg.patch_s, eeg.sfreq) == (30.0, 1.0, 100.0)
+    assert sleep.pretext_config.mask_ratio == 0.75
+    # 20 % of position embeddings masked where the method's encoder sees positions (MAE); MP3 has
+    # none, and DropPos drops 75 % of the visible ones itself
+    expected = {"mae": ("sincos", 0.2), "mp3": ("none", 0.0), "droppos": ("sincos", 0.0)}[method]
+    assert (sleep.encoder.pos_embed, sleep.encoder.pos_mask_ratio) == expected
+    image = resolve_config(CONFIGS / f"image_{method}.yaml")
+    assert (image.modality, image.pretext, image.pretext_config.mask_ratio) == ("image", method, 0.75)
