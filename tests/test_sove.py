@@ -298,3 +298,14 @@ def test_the_structured_product_equals_the_dense_one():
         torch.testing.assert_close(judge_probabilities(u, judges, 0.1), dense)
     one = select_judges(memory, 1, 3, torch.Generator().manual_seed(2))  # a single concept gets every vote
     torch.testing.assert_close(judge_probabilities(u, one, 0.1), torch.ones(3, 5, 1))
+
+
+def test_cli_memory_larger_than_the_data_exits_2_and_writes_nothing(tmp_path, capfd):
+    data = tmp_path / "images.npz"
+    np.savez(data, x=images(n=8))
+    out = tmp_path / "run"
+    code = main([*cli_args(data, out, steps=2), "--set", "pretext.patch_memory_size=200"])
+    err = capfd.readouterr().err
+    # 8 windows × 16 tokens per global view (16 px, 4-px patches) = 128 patch embeddings
+    assert code == 2 and "Traceback" not in err and "set it to at most 128" in err
+    assert not out.exists()
