@@ -174,3 +174,22 @@ def test_data_of_another_modality(shared_data, tmp_path, capsys):
 def test_bad_samples_option(eeg_run, capsys):
     line = _one_sentence_exit_2(["show", str(eeg_run), "--samples", "0"], capsys)
     assert "'--samples'" in line and "'0'" in line
+
+
+def test_a_loss_plot_that_cannot_be_drawn_never_fails_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "plots").write_text("a file where the plots folder would go")
+    _train(out, extra=["pretext.head=pairwise_mlp"])
+    assert (out / "checkpoints" / "last.pt").is_file()  # the run finished and kept its checkpoint
+    err = capsys.readouterr().err
+    assert "relpos: warning: the loss plot could not be drawn" in err
+
+
+def test_loss_panels_use_a_log_scale_only_where_it_helps():
+    from relpos.show import _wants_log_scale
+
+    assert _wants_log_scale([100.0, 50.0, 2.0])        # a factor of 50
+    assert not _wants_log_scale([3.0, 2.0, 1.0])       # a factor of 3
+    assert not _wants_log_scale([10.0, -1.0, 0.001])   # not all positive
+    assert not _wants_log_scale([float("nan")])
