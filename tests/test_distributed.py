@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,14 +209,21 @@ def _gather_process(rank: int, port: int, report: Path) -> None:
         centre = relpos.Centering(3, momentum=0.0)
         centre.update(torch.full((4, 3), float(rank)))  # batch means 0 and 1: the centre is their mean
         out = {"gathered": gathered, "mean": mean, "total": total, "objects": objects, "centre": centre.center}
-        try:
-            from relpos.memory import MemoryBank
-        except ImportError:
-            pass
-        else:
-            bank = MemoryBank(size=8, dim=3)
-            bank.enqueue(torch.full((2, 3), float(rank + 1)))
-            out["bank"] = bank.filled()
+
+        def build_cache():  # rank 0 is slow on purpose: rank 1 must still wait for it to finish
+            with open(report / "turns.txt", "a") as fh:
+                fh.write(f"start {rank}\n")
+            time.sleep(0.3 if rank == 0 else 0.0)
+            with open(report / "turns.txt", "a") as fh:
+                fh.write(f"end {rank}\n")
+            return rank
+
+        out["turn"] = distributed.run_in_turn(build_cache, distributed.Launch(rank, 2, rank, 2))
+        from relpos.memory import MemoryBank
+
+        bank = MemoryBank(size=8, dim=3)
+        bank.enqueue(torch.full((2, 3), float(rank + 1)))
+        out["bank"] = bank.filled()
         torch.save(out, report / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
@@ -238,8 +246,11 @@ def test_gather_and_reduce_across_two_processes(tmp_path):
         assert out["total"].tolist() == [3]
         assert out["objects"] == ["rank 0", "rank 1"]
         assert out["centre"].tolist() == [[0.5] * 3]
-        if "bank" in out:  # a memory bank filled by both processes holds both processes' rows
-            assert sorted(out["bank"][:, 0].tolist()) == [1.0, 1.0, 2.0, 2.0]
+        assert out["turn"] == rank
+        # a memory bank filled by both processes holds both processes' rows, on each of them
+        assert sorted(out["bank"][:, 0].tolist()) == [1.0, 1.0, 2.0, 2.0]
+    # rank 0 builds first, the other starts only once it is done (a data cache is built once)
+    assert (tmp_path / "turns.txt").read_text() == "start 0\nend 0\nstart 1\nend 1\n"
 
 
 # -- training -----------------------------------------------------------------------------------------
