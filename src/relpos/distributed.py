@@ -390,7 +390,7 @@ def note_failure(message: str) -> None:
     try:
         from torch.distributed.distributed_c10d import _get_default_store
 
-        _get_default_store().set(_FAILURE_KEY, f"process {rank()} of {world_size()}: {message}")
+        _get_default_store().set(_FAILURE_KEY, f"process {rank()} of {world_size()} failed ({message})")
     except Exception:  # noqa: BLE001 - the store may be gone already; the process's own error still shows
         pass
 

@@ -494,6 +494,14 @@ def train(
         checkpoint of a new run, what the run created is removed.
     TrainingInterrupted
         Ctrl-C; likewise, a new run interrupted before its first checkpoint leaves nothing behind.
+
+    Notes
+    -----
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), every process calls this with the same
+    arguments: ``train.batch_size`` is the global batch, split evenly; rank 0 writes the run's
+    files; the returned loss is the mean over the processes. A resumed run must have as many
+    processes as the one that wrote the checkpoint (a :class:`~relpos.errors.ConfigError`
+    otherwise). See :mod:`relpos.distributed`.
     """
     try:
         return _train(config, resume, data)
@@ -761,7 +769,9 @@ def _train(
     except BaseException as exc:
         if distributed_run and distributed.is_collective_failure(exc):
             # A peer is gone, so this process cannot go on; say which one when it left a note.
-            peer = distributed.peer_failure() or "another process of the run stopped (its own message is above)"
+            peer = distributed.peer_failure() or (
+                "another process of the run stopped (its own message, or torchrun's summary, names it)"
+            )
             error = TrainingError(
                 f"Training stopped at step {step} because {peer}, and {kept()}."
             )
