@@ -58,10 +58,12 @@ def test_train_writes_the_loss_plot(eeg_run):
 
 def test_show_writes_every_picture_as_png(eeg_run, tmp_path):
     result = show(eeg_run, out_dir=tmp_path, n_samples=2)
-    assert [p.name for p in result.paths] == ["loss.png", "reconstruction.png", "uncertainty.png", "symmetry.png"]
+    assert [p.name for p in result.paths] == [
+        "loss.png", "attention.png", "reconstruction.png", "uncertainty.png", "symmetry.png"
+    ]
     for path in result.paths:
         _assert_png(path)
-    assert set(result.numbers) == {"reconstruction", "uncertainty", "symmetry"}
+    assert set(result.numbers) == {"attention", "reconstruction", "uncertainty", "symmetry"}
 
 
 def test_antisymmetry_error_by_hand():
@@ -112,6 +114,20 @@ def test_symmetry_and_uncertainty_numbers_of_fixed_weights(eeg_run, tmp_path):
     assert numbers["target_spread_patches"] == pytest.approx(by_hand[central], rel=1e-5)
 
 
+def test_attention_of_zeroed_queries_and_keys_is_uniform(eeg_run, tmp_path):
+    """q = k = 0 in the last block: the CLS token attends 1/(N + 1) to itself and to every patch."""
+    ckpt = checkpoint_path(eeg_run)
+    state = load_checkpoint(ckpt, resume=True)
+    for key in ("encoder.blocks.0.attn.qkv.weight", "encoder.blocks.0.attn.qkv.bias"):
+        state["model"][key] = torch.zeros_like(state["model"][key])
+    atomic_torch_save(state, ckpt)
+    numbers = show(eeg_run, "attention", out_dir=tmp_path, n_samples=1).numbers["attention"]
+    cells = int(state["data_info"]["extent"][0] // 100)  # 1-s patches at 100 Hz
+    assert numbers["patch_share"] == pytest.approx(cells / (cells + 1), rel=1e-6)
+    assert numbers["entropy_ratio"] == pytest.approx(1.0, rel=1e-6)
+    _assert_png(tmp_path / "attention.png")
+
+
 def test_cli_show_prints_paths(eeg_run, tmp_path, capsys):
     assert main(["show", str(eeg_run), "symmetry", "--out", str(tmp_path), "--samples", "1"]) == 0
     out, err = capsys.readouterr()
@@ -140,9 +156,9 @@ def test_run_without_checkpoint(tmp_path, capsys):
 
 
 def test_picture_the_pretext_cannot_draw(eeg_run, tmp_path, capsys):
-    line = _one_sentence_exit_2(["show", str(eeg_run), "attention", "--out", str(tmp_path / "p")], capsys)
-    assert "cannot draw 'attention'" in line
-    assert "'loss', 'reconstruction', 'uncertainty', 'symmetry'" in line
+    line = _one_sentence_exit_2(["show", str(eeg_run), "saliency", "--out", str(tmp_path / "p")], capsys)
+    assert "cannot draw 'saliency'" in line
+    assert "'loss', 'attention', 'reconstruction', 'uncertainty', 'symmetry'" in line
     assert not (tmp_path / "p").exists()
 
 
@@ -151,6 +167,8 @@ def test_pretext_without_figures_lists_loss_only():
 
     dino = relpos.get_pretext("dino")
     assert available_figures(dino) == ("loss",)
+    assert available_figures(dino, "vit") == ("loss", "attention")  # any ViT's attention
+    assert available_figures(dino, "timm:resnet18") == ("loss",)
     with pytest.raises(RelposError, match=r"Pretext 'dino' cannot draw 'symmetry'; the pictures it can draw are 'loss'\."):
         _check_what("symmetry", "dino", dino)
 

@@ -520,7 +520,7 @@ def _show_parser(sub: argparse._SubParsersAction) -> None:
         help="draw pictures of a run (loss curves, and what its pretext can draw) as PNG files",
         description=(
             "Write PNG pictures of a run and print their paths: 'loss' (every column of metrics.csv) "
-            "for any run, and the pictures its pretext draws (PART: 'reconstruction', 'uncertainty', "
+            "for any run, 'attention' for a ViT encoder, and the pictures its pretext draws (PART: 'reconstruction', 'uncertainty', "
             "'symmetry'). Without WHAT, every picture the run's pretext can draw."
         ),
     )

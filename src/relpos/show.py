@@ -1,7 +1,8 @@
 """Pictures of what a run learned: ``relpos show RUN [WHAT]``.
 
-The loss curves (``loss``) are drawn here from the run's ``metrics.csv`` for every pretext. Every
-other picture belongs to the method that can draw it: a pretext lists the names in
+The loss curves (``loss``) are drawn here from the run's ``metrics.csv`` for every pretext, and
+the CLS token's attention (``attention``) for every ViT encoder. Every other picture belongs to the
+method that can draw it: a pretext lists the names in
 :attr:`relpos.Pretext.figures` and draws them in :meth:`relpos.Pretext.draw_figure` (PART's
 reconstruction, uncertainty and symmetry figures live in ``relpos_plugins.part_figures``), so the
 core knows no method. Figures are drawn on a :class:`matplotlib.figure.Figure` without pyplot, so
@@ -31,6 +32,8 @@ CORE_FIGURES = ("loss",)
 DPI = 100
 #: Samples a model figure is drawn from unless told otherwise.
 DEFAULT_SAMPLES = 3
+#: The encoder whose attention ``relpos show RUN attention`` reads (a transformer of timm blocks).
+ATTENTION_ARCH = "vit"
 
 
 @dataclass
@@ -226,15 +229,20 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     return LoadedRun(pretext, modality, config, data_info, int(state["step"]))
 
 
-def available_figures(pretext_cls: type) -> tuple[str, ...]:
-    """The pictures ``relpos show`` can draw for a run of this pretext class."""
-    return CORE_FIGURES + tuple(getattr(pretext_cls, "figures", ()))
+def available_figures(pretext_cls: type, encoder_arch: str = "") -> tuple[str, ...]:
+    """The pictures ``relpos show`` can draw for a run of this pretext class and encoder.
+
+    ``loss`` always; ``attention`` for a ``vit`` encoder (:data:`ATTENTION_ARCH`); then the
+    pretext's own :attr:`~relpos.Pretext.figures`.
+    """
+    encoder_figures = ("attention",) if str(encoder_arch).partition(":")[0] == ATTENTION_ARCH else ()
+    return CORE_FIGURES + encoder_figures + tuple(getattr(pretext_cls, "figures", ()))
 
 
-def _check_what(what: str, pretext_name: str, pretext_cls: type) -> None:
+def _check_what(what: str, pretext_name: str, pretext_cls: type, encoder_arch: str = "") -> None:
     from .errors import did_you_mean
 
-    allowed = available_figures(pretext_cls)
+    allowed = available_figures(pretext_cls, encoder_arch)
     if what not in allowed:
         raise ConfigError(
             f"Pretext {pretext_name!r} cannot draw {what!r}; the pictures it can draw are "
@@ -291,8 +299,9 @@ def show(
     run_dir : str or Path
         A run directory written by ``relpos train``.
     what : str, optional
-        One picture: ``"loss"`` or one of the run's pretext's :attr:`~relpos.Pretext.figures`
-        (PART: ``"reconstruction"``, ``"uncertainty"``, ``"symmetry"``). Default: every one.
+        One picture: ``"loss"``, ``"attention"`` (a ``vit`` encoder's) or one of the run's pretext's
+        :attr:`~relpos.Pretext.figures` (PART: ``"reconstruction"``, ``"uncertainty"``,
+        ``"symmetry"``). Default: every one.
     data : str or Path, optional
         Data to draw model figures from, opened with the run's modality settings (default: the
         data the run was trained on).
@@ -331,12 +340,14 @@ def show(
     from .checkpoint import checkpoint_config
 
     state = load_checkpoint(ckpt_file, mmap=True)  # the configuration only, before anything heavy
-    pretext_name = checkpoint_config(state, ckpt_file).pretext
+    run_config = checkpoint_config(state, ckpt_file)
     del state
+    pretext_name = run_config.pretext
+    encoder_arch = getattr(run_config.encoder, "arch", ATTENTION_ARCH)
     pretext_cls = get_pretext(pretext_name)
-    names = available_figures(pretext_cls)
+    names = available_figures(pretext_cls, encoder_arch)
     if what is not None:
-        _check_what(what, pretext_name, pretext_cls)
+        _check_what(what, pretext_name, pretext_cls, encoder_arch)
         names = (what,)
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     if out.exists() and not out.is_dir():
@@ -351,10 +362,110 @@ def show(
         generator = torch.Generator().manual_seed(seed)
         for name in model_names:
             with torch.no_grad():
-                figure, numbers = loaded.pretext.draw_figure(name, x, generator)
+                if name == "attention":
+                    figure, numbers = draw_attention(loaded, x)
+                else:
+                    figure, numbers = loaded.pretext.draw_figure(name, x, generator)
             result.paths.append(save_figure(figure, out / f"{name}.png"))
             result.numbers[name] = {k: float(v) for k, v in (numbers or {}).items()}
     return result
+
+
+# -- attention (any ViT encoder) -------------------------------------------------------------------
+def cls_attention(encoder, x: torch.Tensor, patch_size) -> torch.Tensor:
+    """How much the CLS token attends to each patch in the encoder's last block (mean over heads).
+
+    The input is read as :meth:`relpos.PretrainedEncoder.embed` reads it (the regular patch grid,
+    positions from the box centres when the encoder has them); the last block's input is captured
+    and its attention weights softmax(q·kᵀ/√d) recomputed from its own layers, since the fused
+    attention kernel never forms them.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(S, N)``: the CLS row's weights on the N grid patches (the rest went to the CLS token
+        itself), in grid order.
+    """
+    from .extraction import extract_patches
+    from .geometry import Boxes
+    from .sampling import grid_boxes
+
+    grid = grid_boxes(tuple(x.shape[2:]), patch_size, device=x.device)
+    center = grid.center.expand(len(x), -1, -1)
+    patches = extract_patches(x, Boxes(center, grid.size.expand(len(x), -1, -1)), encoder.patch_shape)
+    block = encoder.blocks[-1]
+    captured = {}
+    handle = block.register_forward_pre_hook(lambda module, args: captured.__setitem__("x", args[0]))
+    try:
+        encoder(patches, center)
+    finally:
+        handle.remove()
+    attn = block.attn
+    tokens = block.norm1(captured["x"])
+    batch, n_tokens, _ = tokens.shape
+    qkv = attn.qkv(tokens).reshape(batch, n_tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+    weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (S, heads, 1 + N, 1 + N)
+    return weights[:, :, 0, 1:].mean(dim=1)
+
+
+def draw_attention(loaded: LoadedRun, x: torch.Tensor):
+    """The CLS token's attention to each patch: a heat map over images, a curve along time."""
+    from .errors import ConfigError
+    from .sampling import grid_boxes
+
+    modality = loaded.modality
+    n_axes = len(modality.axes)
+    if n_axes > 2:
+        raise ConfigError(
+            f"'attention' is drawn for data with 1 or 2 axes, but modality {modality.name!r} has {n_axes} "
+            f"({', '.join(modality.axes)})."
+        )
+    encoder = loaded.pretext.encoder
+    x = x.to(next(encoder.parameters()).device)
+    patch_size = modality.patch_size()
+    weights = cls_attention(encoder, x, patch_size).cpu()  # (S, N)
+    n_patches = weights.shape[1]
+    shares = weights.sum(dim=1)
+    distribution = weights / shares.unsqueeze(1)
+    entropy = -(distribution * distribution.clamp(min=1e-12).log()).sum(dim=1)
+    numbers = {
+        "patch_share": float(shares.mean()),  # the rest of the CLS row went to CLS itself
+        "entropy_ratio": float((entropy / math.log(n_patches)).mean()) if n_patches > 1 else 1.0,
+    }
+    n_samples = x.shape[0]
+    figure = new_figure(9, 3.0 * n_samples)
+    axes = figure.subplots(n_samples, 2, squeeze=False)
+    grid = grid_boxes(tuple(x.shape[2:]), patch_size)
+    for s in range(n_samples):
+        if n_axes == 2:
+            rows = len(torch.unique(grid.center[:, 0]))
+            cols = n_patches // rows
+            low, high = float(x[s].min()), float(x[s].max())
+            image = ((x[s, :3] - low) / ((high - low) or 1.0)).clamp(0, 1).cpu()
+            image = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+            axes[s, 0].imshow(image, cmap="gray" if image.ndim == 2 else None)
+            heat = axes[s, 1].imshow(weights[s].reshape(rows, cols).numpy(), cmap="magma")
+            figure.colorbar(heat, ax=axes[s, 1], label="CLS attention")
+            for ax in axes[s]:
+                ax.set_xticks([]), ax.set_yticks([])
+        else:
+            sfreq = float(loaded.data_info.get("sfreq") or 0) or 1.0
+            unit = "s" if loaded.data_info.get("sfreq") else "samples"
+            times = (torch.arange(x.shape[-1]) + 0.5) / sfreq
+            axes[s, 0].plot(times.numpy(), x[s, 0].cpu().numpy(), color="black", linewidth=0.6)
+            axes[s, 0].set_xlabel(f"time ({unit})"), axes[s, 0].set_yticks([])
+            axes[s, 1].plot((grid.center[:, 0] / sfreq).numpy(), weights[s].numpy(), marker="o")
+            axes[s, 1].set_xlabel(f"patch centre ({unit})"), axes[s, 1].set_ylabel("CLS attention")
+            for ax in axes[s]:
+                ax.set_xlim(0, x.shape[-1] / sfreq)
+    axes[0, 0].set_title("input (first channel)" if n_axes == 1 else "input")
+    axes[0, 1].set_title("CLS attention to each patch, last block")
+    figure.suptitle(
+        f"Attention: {numbers['patch_share']:.2f} of the CLS token's attention on patches, entropy "
+        f"{numbers['entropy_ratio']:.2f} of uniform"
+    )
+    return figure, numbers
 
 
 def plot_loss_quietly(run_dir: str | Path) -> Path | None:
