@@ -173,7 +173,7 @@ def test_pretext_without_figures_lists_loss_only():
         _check_what("symmetry", "dino", dino)
 
 
-def test_data_of_another_modality(shared_data, tmp_path, capsys):
+def test_data_of_another_modality(shared_data, tmp_path, capsys, make_image_folder):
     mnist = shared_data / "images" / "mnist.npz"
     if not mnist.is_file():
         pytest.skip(f"{mnist} not found")
@@ -182,6 +182,12 @@ def test_data_of_another_modality(shared_data, tmp_path, capsys):
         ["show", str(run), "reconstruction", "--data", str(EEG_SAMPLE), "--out", str(tmp_path / "p")], capsys
     )
     assert "cannot be opened as 'image' data" in line and str(EEG_SAMPLE) in line
+    assert not (tmp_path / "p").exists()
+    colour = make_image_folder("colour")  # images too, but RGB where the run saw grey digits
+    line = _one_sentence_exit_2(
+        ["show", str(run), "symmetry", "--data", str(colour), "--out", str(tmp_path / "p")], capsys
+    )
+    assert "gives windows of 3 channels" in line and "trained on 1 channel × [32, 32]" in line
     assert not (tmp_path / "p").exists()
     # the image figures themselves, drawn from the run's own data
     result = show(run, "reconstruction", out_dir=tmp_path / "ok", n_samples=2)

@@ -276,9 +276,12 @@ def open_show_data(loaded: LoadedRun, data: str | Path | None) -> torch.Tensor:
     channels = int(loaded.data_info.get("channels", windows.channels))
     extent = tuple(int(e) for e in loaded.data_info.get("extent", windows.extent))
     if windows.channels != channels or tuple(windows.extent) != extent:
+        def channel_count(n: int) -> str:
+            return f"{n} channel" + ("" if n == 1 else "s")
+
         raise DataError(
-            f"--data {str(source)!r} gives windows of {windows.channels} channels × "
-            f"{list(windows.extent)}, but the run was trained on {channels} channels × {list(extent)} "
+            f"--data {str(source)!r} gives windows of {channel_count(windows.channels)} × "
+            f"{list(windows.extent)}, but the run was trained on {channel_count(channels)} × {list(extent)} "
             f"({modality.name} data opened with the run's settings)."
         )
     return windows.x
