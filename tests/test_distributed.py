@@ -90,7 +90,7 @@ class GridMeanPlugin:
         register(GridMean)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def grid_mean_registered():
     # Registered before the processes fork, so each of them sees it as the parent does.
     relpos.plugins.register_plugin(GridMeanPlugin(), "test-distributed")
@@ -255,24 +255,16 @@ def test_gather_and_reduce_across_two_processes(tmp_path):
 
 # -- training -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def single_process_run(tmp_path_factory):
+def single_process_run(tmp_path_factory, grid_mean_registered):
     out = tmp_path_factory.mktemp("single") / "run"
-    relpos.plugins.register_plugin(GridMeanPlugin(), "test-distributed-module")
-    try:
-        result = relpos.train(tiny_config(out), data=tiny_windows())
-    finally:
-        relpos.plugins.unregister_plugin("test-distributed-module")
+    result = relpos.train(tiny_config(out), data=tiny_windows())
     return out, torch.cat([p.detach().flatten() for p in result.pretext.parameters()])
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory, single_process_run):
+def two_process_run(tmp_path_factory, grid_mean_registered):
     tmp = tmp_path_factory.mktemp("two")
-    relpos.plugins.register_plugin(GridMeanPlugin(), "test-distributed-module")
-    try:
-        outcomes = run_processes(tiny_config(tmp / "run"), 2, tmp)
-    finally:
-        relpos.plugins.unregister_plugin("test-distributed-module")
+    outcomes = run_processes(tiny_config(tmp / "run"), 2, tmp)
     return tmp / "run", outcomes
 
 
