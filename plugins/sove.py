@@ -74,7 +74,10 @@ PAPER = {"cls_memory_size": 65536, "patch_memory_size": 8192, "n_anchors": 8192,
 DEFAULTS = {"cls_memory_size": 4096, "patch_memory_size": 4096, "n_anchors": 8192, "k": 8, "n_patch_anchors": 512}
 #: The paper draws one anchor per 8 rows of E_C and one per 16 rows of E_P; the defaults keep these
 #: ratios, with at least MIN_CONCEPTS concepts (or the whole bank when it is smaller).
-ANCHOR_RATIO = {"n_anchors": 8, "n_patch_anchors": 16}
+ANCHOR_RATIO = {
+    "n_anchors": PAPER["cls_memory_size"] // PAPER["n_anchors"],
+    "n_patch_anchors": PAPER["patch_memory_size"] // PAPER["n_patch_anchors"],
+}
 MIN_CONCEPTS = 256
 
 
