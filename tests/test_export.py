@@ -132,6 +132,14 @@ def test_existing_file_needs_force(eeg_run, tmp_path, capsys):
     assert read_metadata(target)["modality"]["name"] == "eeg"
 
 
+def test_out_must_be_a_safetensors_file(eeg_run, tmp_path, capsys):
+    line = _one_sentence_exit_2(["export", str(eeg_run), "--out", str(tmp_path / "enc.pt")], capsys)
+    assert "must end in .safetensors" in line and "'.pt'" in line
+    line = _one_sentence_exit_2(["export", str(eeg_run), "--out", str(tmp_path)], capsys)
+    assert "is a folder" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_timm_needs_a_2d_encoder(eeg_run, tmp_path, capsys):
     target = tmp_path / "t.safetensors"
     line = _one_sentence_exit_2(["export", str(eeg_run), "--format", "timm", "--out", str(target)], capsys)
@@ -140,7 +148,7 @@ def test_timm_needs_a_2d_encoder(eeg_run, tmp_path, capsys):
 
 
 def test_unknown_format_and_missing_checkpoint(eeg_run, tmp_path, capsys):
-    line = _one_sentence_exit_2(["export", str(eeg_run), "--format", "onnx", "--out", str(tmp_path / "x")], capsys)
+    line = _one_sentence_exit_2(["export", str(eeg_run), "--format", "onnx", "--out", str(tmp_path / "x.safetensors")], capsys)
     assert "'onnx'" in line and "'safetensors', 'timm'" in line
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -103,6 +103,11 @@ def check_destination(path: Path, force: bool, default: bool) -> None:
     """Refuse a destination that cannot or must not be written, before anything is read."""
     if path.is_dir():
         raise RelposError(f"--out {str(path)!r} is a folder; pass a file name, e.g. {str(path / 'encoder.safetensors')!r}.")
+    if path.suffix != ".safetensors":  # relpos.load_encoder tells an export from a run by this suffix
+        raise RelposError(
+            f"--out {str(path)!r} must end in .safetensors (the format written, and how "
+            f"relpos.load_encoder recognises an exported encoder), got suffix {path.suffix or 'none'!r}."
+        )
     if path.exists() and not force:
         raise RelposError(f"--out {str(path)!r} already exists; pass --force to overwrite it, or choose another file.")
     parent = path.parent
