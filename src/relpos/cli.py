@@ -635,8 +635,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"relpos: error: {exc}", file=sys.stderr)
         return EXIT_FAILED if isinstance(exc, TrainingError) else EXIT_USAGE
     except KeyboardInterrupt as exc:
+        from .distributed import should_report
         from .training import TrainingInterrupted
 
+        if not should_report(exc):  # Ctrl-C reaches every process of a torchrun launch: say it once
+            return 130
         if not isinstance(exc, TrainingInterrupted):
             print("relpos: interrupted.", file=sys.stderr)
         elif exc.checkpoint is None:
