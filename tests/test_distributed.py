@@ -459,3 +459,21 @@ def test_torchrun_trains_with_python_m_relpos(tmp_path):
     assert proc.stdout.count("relpos: trained 2 steps") == 1  # rank 0 alone reports
     assert column(out, "step") == ["1", "2"]
     assert load_checkpoint(out, resume=True)["world_size"] == 2
+
+
+def test_errors_before_the_group_exists_are_said_by_each_machines_first_process(monkeypatch):
+    error = KeyboardInterrupt()
+    for local_rank, says in ((0, True), (1, False)):
+        monkeypatch.setenv("WORLD_SIZE", "4")
+        monkeypatch.setenv("RANK", str(2 + local_rank))  # the second machine's two processes
+        monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert distributed.should_report(error) is says
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert distributed.should_report(error)  # a single process says everything
+    marked = ConfigError("x")
+    marked.reported_elsewhere = True
+    assert not distributed.should_report(marked)
