@@ -16,7 +16,8 @@ block left out); each *fold* is one evaluation seed, i.e. another draw of held-o
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sleep_baselines.py --steps 200 --seeds 0 --folds 0 1
 
-Results go to ``bench/results/bench_sleep_baselines.{json,md,png}``.
+Results go to ``bench/results/bench_sleep_baselines.{json,md}`` and the plot to
+``bench/figures/bench_sleep_baselines.png`` (shown in bench/README.md).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from _common import RESULTS_DIR, machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "eeg" / "sleep-edf"
+#: The plot bench/README.md shows is kept under version control (bench/results/ is not).
+FIGURES_DIR = Path(__file__).resolve().parent / "figures"
 #: method → (recipe, pretext name, method-specific overrides scaled to the shared small encoder)
 METHODS = {
     "PART": ("eeg_sleep_part.yaml", "part", ["pretext.n_pairs=256"]),
@@ -197,7 +200,8 @@ def main() -> None:
         {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
          "machine": machine_info(), "runs": runs_info, "records": records, "elapsed_s": elapsed,
          "commands": commands}, indent=2))
-    plot(table, args.methods, RESULTS_DIR / "bench_sleep_baselines.png")
+    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    plot(table, args.methods, FIGURES_DIR / "bench_sleep_baselines.png")
     print(md)
 
 
