@@ -190,3 +190,22 @@ def test_the_sleep_and_image_recipes_resolve_to_the_papers_settings(method):
     assert (sleep.encoder.pos_embed, sleep.encoder.pos_mask_ratio) == expected
     image = resolve_config(CONFIGS / f"image_{method}.yaml")
     assert (image.modality, image.pretext, image.pretext_config.mask_ratio) == ("image", method, 0.75)
+
+
+def test_sigma_follows_the_step_and_the_run_length_across_a_resume(tmp_path, capsys):
+    from conftest import read_metrics
+
+    def args(steps, *extra):
+        settings = [*TINY_MODEL, *SMALL_DECODER, "train.batch_size=2", "train.log_every=1",
+                    "modality.image_size=12", "modality.patch_size=4"]
+        return ["train", "--modality", "image", "--pretext", "droppos", "--data", str(tmp_path / "images.npy"),
+                "--out", str(tmp_path / "run"), *(a for s in settings for a in ("--set", s)),
+                "--steps", str(steps), "--no-progress", *extra]
+
+    np.save(tmp_path / "images.npy", tiny_images())
+    assert main(args(2)) == 0
+    assert main(args(4, "--resume")) == 0, capsys.readouterr().err
+    _, rows = read_metrics(tmp_path / "run")
+    # planned for 2 steps: σ 1 then 0; extended to 4 steps, steps 3 and 4 are 2/3 and 3/3 of the way
+    # from 1 to 0 (σ is recomputed from the step and the run's length, never counted in the module)
+    assert [float(r["sigma"]) for r in rows] == pytest.approx([1, 0, 1 / 3, 0])
