@@ -39,7 +39,8 @@ def run_case(processes: int, batch: int, steps: int, log_every: int, threads: in
     out = work / f"run-{processes}-{batch}"
     shutil.rmtree(out, ignore_errors=True)
     args = ["-m", "relpos", "train", "--config", str(ROOT / "configs" / "eeg_part.yaml"),
-            "--set", "encoder.dim=64", "--set", "encoder.heads=2", "--set", "encoder.depth=2", "--set", "pretext.n_pairs=128",
+            "--set", "encoder.dim=64", "--set", "encoder.heads=2", "--set", "encoder.depth=2",
+            "--set", "pretext.n_pairs=128",
             "--set", f"train.batch_size={batch}", "--set", f"train.log_every={log_every}",
             "--set", "train.tensorboard=false", "--set", f"train.ckpt_every={steps}",
             "--steps", str(steps), "--device", "cpu", "--no-progress", "--out", str(out)]

@@ -27,7 +27,7 @@ import torch
 import relpos
 import relpos.plugins
 from relpos import distributed
-from relpos.checkpoint import checkpoint_path, load_checkpoint
+from relpos.checkpoint import load_checkpoint
 from relpos.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(
@@ -147,7 +147,8 @@ def run_processes(config: relpos.RunConfig, world: int, tmp_path: Path, resume: 
     report.mkdir()
     context = multiprocessing.get_context("fork")
     port = free_port()
-    processes = [context.Process(target=_process, args=(r, world, port, config, resume, report, env or {})) for r in range(world)]
+    processes = [context.Process(target=_process, args=(r, world, port, config, resume, report, env or {}))
+                 for r in range(world)]
     for process in processes:
         process.start()
     for process in processes:

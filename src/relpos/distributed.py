@@ -362,7 +362,8 @@ def check_peers(error: BaseException | None) -> None:
     When no process failed it returns. Otherwise the lowest failed rank raises its own error (named
     with its rank when other processes did not fail); a process that met the same error raises it
     marked ``reported_elsewhere``, and every other process raises :class:`PeerFailed`. The command
-    line prints neither again: one message, and no process left waiting for a peer that is gone. In a single process it just re-raises ``error``.
+    line prints neither again: one message, and no process left waiting for a peer that is gone.
+    In a single process it just re-raises ``error``.
     """
     if not is_distributed():
         if error is not None:

@@ -788,7 +788,8 @@ def _train(
             if distributed_run:
                 distributed.note_failure(message)
             raise error(message) from None
-        if distributed_run and not isinstance(exc, distributed.PeerFailed) and not getattr(exc, "reported_elsewhere", False):
+        said_elsewhere = isinstance(exc, distributed.PeerFailed) or getattr(exc, "reported_elsewhere", False)
+        if distributed_run and not said_elsewhere:
             distributed.note_failure(_one_line(exc))
         raise
     finally:
