@@ -478,3 +478,18 @@ def test_errors_before_the_group_exists_are_said_by_each_machines_first_process(
     marked = ConfigError("x")
     marked.reported_elsewhere = True
     assert not distributed.should_report(marked)
+
+
+def test_a_checkpoint_missing_a_process_random_state_is_refused_in_one_sentence(two_process_run, tmp_path):
+    run_dir, _ = two_process_run
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    state["rng_ranks"] = state["rng_ranks"][:1]  # the streams of process 1 are gone
+    damaged = tmp_path / "last.pt"
+    torch.save(state, damaged)
+    with pytest.raises(relpos.errors.RelposError) as info:
+        load_checkpoint(damaged, resume=True)
+    assert str(info.value) == (
+        f"Checkpoint {str(damaged)!r} is not a relpos checkpoint: its 'rng_ranks' entry holds 1 random state "
+        f"but the run had 2 processes, one state each."
+    )
+    load_checkpoint(damaged)  # the weights are still readable (relpos eval, load_encoder)

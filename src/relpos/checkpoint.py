@@ -200,10 +200,15 @@ def _check_ranks(where: str, state: Mapping) -> None:
     if world == 1:
         return
     ranks = state.get("rng_ranks")
-    if not isinstance(ranks, (list, tuple)) or len(ranks) != world:
+    if not isinstance(ranks, (list, tuple)):
         raise RelposError(
             f"{where}: its 'rng_ranks' entry is {_kind(ranks)}, expected a list of {world} random states "
             f"(one per process)."
+        )
+    if len(ranks) != world:
+        raise RelposError(
+            f"{where}: its 'rng_ranks' entry holds {len(ranks)} random state{'s' if len(ranks) != 1 else ''} "
+            f"but the run had {world} processes, one state each."
         )
     for per_rank in ranks:
         if not isinstance(per_rank, Mapping):
