@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +20,7 @@ from relpos.cli import main
 from relpos.config import resolve_config
 from relpos.errors import ConfigError, DataError
 from relpos.training import build_modality, build_pretext
-from relpos_plugins.sove import SOVE, cross_entropy, judge_probabilities, judges_of_anchors, select_judges
+from relpos_plugins.sove import cross_entropy, judge_probabilities, judges_of_anchors, select_judges
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -208,35 +213,53 @@ def cli_args(data, out, steps=6):
     return args
 
 
-class Killed(Exception):
-    pass
+def kill_after_a_checkpoint(args: list[str], out: Path, timeout: float = 300) -> int:
+    """Run ``relpos train`` in a real process and SIGKILL it once it has a checkpoint at step 4 or
+    later *and* has logged steps after it (which resume must drop and replay); its checkpoint step."""
+    proc = subprocess.Popen([sys.executable, "-m", "relpos.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended (exit {proc.returncode}) before it could be killed: "
+                            f"{proc.stderr.read().decode(errors='replace')}")
+            if time.monotonic() > deadline:
+                pytest.fail("the run made no checkpoint in time")
+            if (out / "checkpoints" / "last.pt").exists() and (out / "metrics.csv").exists():
+                os.kill(proc.pid, signal.SIGSTOP)  # freeze it while looking, so it cannot finish meanwhile
+                step = int(torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"])
+                rows = len((out / "metrics.csv").read_text().splitlines()) - 1
+                if rows > step >= 4:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+                os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return step
 
 
-def test_killed_and_resumed_run_continues_with_the_same_memory(tmp_path, monkeypatch):
+def test_sigkilled_and_resumed_run_continues_with_the_same_memory(tmp_path):
     data = tmp_path / "images.npz"
     np.savez(data, x=images(n=8))
-    assert main(cli_args(data, tmp_path / "A")) == 0
-
-    original = SOVE.forward
-    calls = []
-
-    def dies_at_step_5(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:  # after the checkpoint of step 4: the bank has wrapped around by then
-            raise Killed()
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SOVE, "forward", dies_at_step_5)
-    with pytest.raises(Killed):
-        main(cli_args(data, tmp_path / "B"))
+    steps = 10
+    args_a = [*cli_args(data, tmp_path / "A", steps=steps), "--set", "train.ckpt_every=4"]
+    args_b = [*cli_args(data, tmp_path / "B", steps=steps), "--set", "train.ckpt_every=4"]
+    assert main(args_a) == 0
+    step = kill_after_a_checkpoint(args_b, tmp_path / "B")
     killed = torch.load(tmp_path / "B" / "checkpoints" / "last.pt", weights_only=True)
-    assert int(killed["step"]) == 4 and int(killed["model"]["cls_memory.count"]) == 8  # full (4 steps × 4)
-    monkeypatch.setattr(SOVE, "forward", original)
-    assert main([*cli_args(data, tmp_path / "B"), "--resume"]) == 0
+    # by step 4 the bank of 8 has received 16 rows: full, and wrapped around once
+    assert int(killed["model"]["cls_memory.count"]) == 8 and step in (4, 8)
+    assert main([*args_b, "--resume"]) == 0
 
     _, rows_a = read_metrics(tmp_path / "A")
     _, rows_b = read_metrics(tmp_path / "B")
-    assert [int(r["step"]) for r in rows_b] == list(range(1, 7))
+    assert [int(r["step"]) for r in rows_b] == list(range(1, steps + 1))
     for key in ("loss", "loss_cls", "loss_patch", "cls_fill", "patch_fill", "judge_similarity", "cls_entropy"):
         assert [r[key] for r in rows_b] == [r[key] for r in rows_a], key
     final_a = torch.load(Path(tmp_path / "A" / "checkpoints" / "last.pt"), weights_only=True)
