@@ -31,7 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_info, markdown_table  # noqa: E402
-from bench_ssl_eval import COMMON, DATA_ROOT, DATASETS, FEATURES, HEAD_BN, PROTOCOLS, REPO, best_validation  # noqa: E402
+from bench_ssl_eval import (  # noqa: E402
+    COMMON, DATA_ROOT, DATASETS, FEATURES, HEAD_BN, PROTOCOLS, REPO, best_validation,
+)
 
 import relpos  # noqa: E402
 
@@ -104,12 +106,12 @@ def main(argv=None) -> int:
                 elapsed = time.perf_counter() - t0
                 runs[pretext] = out
                 if timer:
-                    # the whole run's time includes loading and checkpoints, so the share is a lower
-                    # bound's complement: judge time over all training time
+                    # over the whole run's time (loading and checkpoints included), so it slightly
+                    # understates the share of the steps alone
                     shares[f"{name}-s{seed}"] = timer.judge_s / elapsed
+                judges = f", judge selection {100 * timer.judge_s / elapsed:.1f} %" if timer else ""
                 print(f"{name} seed {seed} {pretext}: {args.steps} steps in {elapsed:.0f} s, final loss "
-                      f"{result.loss:.3f}" + (f", judge selection {100 * timer.judge_s / elapsed:.1f} %" if timer else ""),
-                      flush=True)
+                      f"{result.loss:.3f}{judges}", flush=True)
             for label, pretext, init in METHODS:
                 linear = {}
                 for features in FEATURES:
@@ -123,7 +125,8 @@ def main(argv=None) -> int:
                     records.append({"dataset": name, "seed": seed, "method": label, "protocol": proto_label,
                                     "features": features, "kappa": res.mean["cohen_kappa"],
                                     "accuracy": res.mean["accuracy"]})
-                    print(f"  {label:12s} {proto_label:9s} {features:4s} kappa {res.mean['cohen_kappa']:.3f}", flush=True)
+                    print(f"  {label:12s} {proto_label:9s} {features:4s} kappa {res.mean['cohen_kappa']:.3f}",
+                          flush=True)
 
     rows = []
     for name in args.datasets:
