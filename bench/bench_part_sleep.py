@@ -19,6 +19,8 @@ the pairs involving a masked patch), and the diagnostic ``neighbours``: position
 pair is two patches adjacent in time (boxes sorted by centre, target = reference ± 1), so most
 pairs overlap; it asks whether the network can align overlapping content at all when that is
 most of the loss rather than under 1 % of it. It patches PART's samplers in this process only.
+``near`` is the option that came of it: ``pretext.pair_max_offset=1.0`` (pairs at most one patch
+length apart).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_part_sleep.py --steps 300
 
@@ -43,7 +45,7 @@ import relpos
 from relpos.encoder import position_mask
 from relpos.extraction import extract_patches
 from relpos.geometry import relative_transform
-from relpos.sampling import sample_pairs
+from relpos.sampling import sample_near_pairs, sample_pairs
 from relpos.training import build_modality, open_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,6 +60,7 @@ VARIANTS = {
     "masked": MASKED,
     "masked-only": [*MASKED, "pretext.pair_loss=masked"],
     "neighbours": [],
+    "near": ["pretext.pair_max_offset=1.0"],
 }
 
 
@@ -105,8 +108,12 @@ def subset_errors(pretext, windows, n_batches: int, batch_size: int, seed: int,
             if pretext.masks_positions:
                 pos_masked = position_mask(batch_size, pretext.n_patches, pretext.encoder.config.pos_mask_ratio, generator)
             tokens = pretext.encoder(patches, boxes.center, generator, pos_masked=pos_masked)[:, 1:]
-            pairs = neighbour_pairs if neighbours else sample_pairs
-            ref, tgt = pairs(batch_size, pretext.n_patches, pretext.config.n_pairs, generator, x.device)
+            if neighbours:
+                ref, tgt = neighbour_pairs(batch_size, pretext.n_patches, pretext.config.n_pairs, generator, x.device)
+            elif pretext.config.pair_max_offset > 0:
+                ref, tgt = sample_near_pairs(boxes, pretext.config.n_pairs, pretext.config.pair_max_offset, generator)
+            else:
+                ref, tgt = sample_pairs(batch_size, pretext.n_patches, pretext.config.n_pairs, generator, x.device)
             theta = relative_transform(boxes.gather(ref), boxes.gather(tgt))
             pred = pretext.head(tokens, ref, tgt).float()
             errors.append(((pred - theta) ** 2).mean(-1).flatten())

@@ -250,3 +250,38 @@ def test_part_learns_positions_that_the_content_reveals(head, monkeypatch):
     assert len(set(baselines[-10:])) == 10  # boxes really were new every step
     final, baseline = sum(losses[-10:]) / 10, sum(baselines[-10:]) / 10
     assert final < 0.25 * baseline, (final, baseline, losses[::15])
+
+
+def test_near_pairs_stay_within_the_offset_and_cover_every_allowed_target():
+    from relpos.geometry import Boxes
+    from relpos.sampling import sample_near_pairs
+
+    # 1-s patches at 0, 0.5, 1.4 and 9 s: within one patch length, 0 ↔ 0.5 and 0.5 ↔ 1.4 only;
+    # the patch at 9 s has no neighbour and is paired with any other patch.
+    boxes = Boxes(torch.tensor([[[0.0], [0.5], [1.4], [9.0]]]), torch.ones(1, 4, 1))
+    ref, tgt = sample_near_pairs(boxes, 4000, 1.0, torch.Generator().manual_seed(0))
+    pairs = set(zip(ref[0].tolist(), tgt[0].tolist()))
+    assert pairs == {(0, 1), (1, 0), (1, 2), (2, 1), (3, 0), (3, 1), (3, 2)}
+    from_one = tgt[0][ref[0] == 1]
+    assert 0.4 < (from_one == 0).float().mean().item() < 0.6  # uniform among the allowed targets
+
+
+def test_part_with_pair_max_offset_trains_on_near_pairs_only(monkeypatch):
+    pretext, x = make("eeg", "part", ["pretext.pair_max_offset=1.0", "pretext.n_pairs=64"])
+    spy = Spy(pretext, monkeypatch)
+    import relpos_plugins.part as part_module
+
+    seen = {}
+    near = part_module.sample_near_pairs
+
+    def near_spy(*args, **kwargs):
+        seen["pairs"] = near(*args, **kwargs)
+        return seen["pairs"]
+
+    monkeypatch.setattr(part_module, "sample_near_pairs", near_spy)
+    _, logs = pretext({"x": x}, torch.Generator().manual_seed(0))
+    ref, tgt = seen["pairs"]
+    centre, size = spy.boxes.center[..., 0], spy.boxes.size[..., 0]
+    offset = (centre.gather(1, tgt) - centre.gather(1, ref)).abs() / size.gather(1, ref)
+    assert (ref != tgt).all() and offset.max() <= 1.0 + 1e-6  # 40 patches in 10 s: every one has a neighbour
+    assert logs["loss_baseline"] < 0.5  # targets within ±1 patch length

@@ -159,3 +159,51 @@ def sample_pairs(
     if device is not None:
         ref, tgt = ref.to(device), tgt.to(device)
     return ref, tgt
+
+
+def sample_near_pairs(
+    boxes: Boxes,
+    n_pairs: int,
+    max_offset: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (reference, target) pairs whose centres are at most ``max_offset`` reference sizes apart.
+
+    The reference is drawn uniformly; the target uniformly among the other patches whose centre
+    lies within ``max_offset`` times the reference's size of the reference's centre on every axis.
+    A reference without such a neighbour is paired with any other patch, as :func:`sample_pairs`
+    does.
+
+    Parameters
+    ----------
+    boxes : Boxes
+        ``(B, N, D)`` the sample's boxes.
+    n_pairs : int
+    max_offset : float
+        Largest |Δc| / s_ref per axis, e.g. 1.0 for patches that overlap or touch.
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    ref, tgt : torch.Tensor
+        ``(B, n_pairs)`` long tensors of patch indices, on the boxes' device.
+    """
+    center, size = boxes.center, boxes.size
+    batch_size, n_patches = center.shape[:2]
+    if n_patches < 2:
+        raise ConfigError(f"Relative pairs need at least 2 patches per sample, got {n_patches}.")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    ref = torch.randint(0, n_patches, (batch_size, n_pairs), generator=generator, device=gen_device)
+    # (B, ref, tgt): offsets in units of the reference's size, on every axis.
+    offset = (center[:, None, :, :] - center[:, :, None, :]).abs() / size[:, :, None, :]
+    other = ~torch.eye(n_patches, dtype=torch.bool, device=center.device)
+    near = (offset <= max_offset).all(dim=-1) & other
+    allowed = torch.where(near.any(dim=-1, keepdim=True), near, other)
+    # The k-th allowed target of each pair's reference, k uniform: (B, n_pairs, N) counts, which
+    # is smaller than the (B, n_pairs, dim) pair queries PART's head builds anyway.
+    rows = allowed.to(gen_device).gather(1, ref.unsqueeze(-1).expand(-1, -1, n_patches))
+    counts = rows.sum(dim=-1)
+    k = (torch.rand((batch_size, n_pairs), generator=generator, device=gen_device) * counts).long()
+    k = torch.minimum(k, counts - 1)
+    tgt = (rows.cumsum(dim=-1) > k.unsqueeze(-1)).to(torch.int8).argmax(dim=-1)
+    return ref.to(center.device), tgt.to(center.device)
