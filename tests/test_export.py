@@ -29,8 +29,14 @@ def _train(out, modality="eeg", data=None, extra=()):
 
 @pytest.fixture(scope="module")
 def eeg_run(tmp_path_factory):
+    # One thread for speed, restored afterwards: a later test compares an in-process run with a
+    # subprocess bit for bit, which holds only at the same number of threads.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return _train(tmp_path_factory.mktemp("export") / "eeg")
+    try:
+        return _train(tmp_path_factory.mktemp("export") / "eeg")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _one_sentence_exit_2(args, capsys):

@@ -32,8 +32,14 @@ def _train(out, modality="eeg", data=None, extra=(), steps=2):
 @pytest.fixture(scope="module")
 def eeg_run(tmp_path_factory):
     """A tiny PART run on the bundled EEG with the pairwise head (whose weights the tests set)."""
+    # One thread for speed, restored afterwards: a later test compares an in-process run with a
+    # subprocess bit for bit, which holds only at the same number of threads.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return _train(tmp_path_factory.mktemp("show") / "eeg", extra=["pretext.head=pairwise_mlp"])
+    try:
+        return _train(tmp_path_factory.mktemp("show") / "eeg", extra=["pretext.head=pairwise_mlp"])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _assert_png(path, min_width=300, min_height=150):
