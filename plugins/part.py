@@ -92,7 +92,8 @@ class PARTConfig:
     # masked patch ('masked'; pairs of two visible patches give their offset away)
     pair_loss: str = setting("all", choices=PAIR_LOSSES)
     # pairs only between patches at most this many reference sizes apart on every axis (1.0:
-    # overlapping or touching patches, whose offset content can tell); 0 = any pair (the paper's)
+    # overlapping or touching patches, whose offset content can tell; a patch without one is paired
+    # with its nearest); 0 = any pair (the paper's)
     pair_max_offset: float = setting(0.0, ge=0, le=1e6)
 
     def validate(self) -> None:

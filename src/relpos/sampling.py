@@ -171,8 +171,8 @@ def sample_near_pairs(
 
     The reference is drawn uniformly; the target uniformly among the other patches whose centre
     lies within ``max_offset`` times the reference's size of the reference's centre on every axis.
-    A reference without such a neighbour is paired with any other patch, as :func:`sample_pairs`
-    does.
+    A reference without such a neighbour is paired with its nearest other patch (largest offset
+    over the axes smallest), not with any patch: a far pair is what the option exists to avoid.
 
     Parameters
     ----------
@@ -198,7 +198,9 @@ def sample_near_pairs(
     offset = (center[:, None, :, :] - center[:, :, None, :]).abs() / size[:, :, None, :]
     other = ~torch.eye(n_patches, dtype=torch.bool, device=center.device)
     near = (offset <= max_offset).all(dim=-1) & other
-    allowed = torch.where(near.any(dim=-1, keepdim=True), near, other)
+    largest = offset.amax(dim=-1).masked_fill(~other, float("inf"))
+    nearest = (largest == largest.amin(dim=-1, keepdim=True)) & other
+    allowed = torch.where(near.any(dim=-1, keepdim=True), near, nearest)
     # The k-th allowed target of each pair's reference, k uniform: (B, n_pairs, N) counts, which
     # is smaller than the (B, n_pairs, dim) pair queries PART's head builds anyway.
     rows = allowed.to(gen_device).gather(1, ref.unsqueeze(-1).expand(-1, -1, n_patches))
