@@ -37,6 +37,11 @@ RESUME_ARGS = resume_args(STEPS)
 SHORT = resume_args(2)
 
 
+def same_threads_env() -> dict[str, str]:
+    """The environment for a run compared bit for bit with an in-process one: the same thread count."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 def ckpt_step(run_dir: Path) -> int:
     return int(torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["step"])
 
@@ -52,7 +57,7 @@ def kill_mid_run(out: Path, timeout: float = 300) -> tuple[int, int]:
     """Start the run in a real process and SIGKILL it once it has a checkpoint and has logged steps
     *after* that checkpoint (which resume must drop and replay). Returns (checkpoint step, rows)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relpos.cli", *RESUME_ARGS, "--out", str(out)],
+        [sys.executable, "-m", "relpos.cli", *RESUME_ARGS, "--out", str(out)], env=same_threads_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + timeout
@@ -130,7 +135,7 @@ def test_no_temporary_files_are_left_after_a_run(uninterrupted):
 def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(uninterrupted, tmp_path):
     out = tmp_path / "C"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relpos.cli", *RESUME_ARGS, "--out", str(out)],
+        [sys.executable, "-m", "relpos.cli", *RESUME_ARGS, "--out", str(out)], env=same_threads_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 300

@@ -216,8 +216,11 @@ def cli_args(data, out, steps=6):
 def kill_after_a_checkpoint(args: list[str], out: Path, timeout: float = 300) -> int:
     """Run ``relpos train`` in a real process and SIGKILL it once it has a checkpoint at step 4 or
     later *and* has logged steps after it (which resume must drop and replay); its checkpoint step."""
+    # The same number of torch threads as this process, whose in-process run it is compared with bit
+    # for bit (the module runs on one thread, whatever OMP_NUM_THREADS says).
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "relpos.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + timeout
     try:
         while True:
