@@ -242,7 +242,7 @@ def load_encoder(
     if weights == "teacher" and not tensors:
         raise RelposError(
             f"The run in {str(ckpt_file)!r} has no EMA teacher (pretext {config.pretext!r}); evaluate its "
-            f"encoder with --init pretrained, or train a pretext with a teacher (dino, pw-self)."
+            f"encoder with --init pretrained, or train a pretext with a teacher (dino, pw-self, sove)."
         )
     try:
         encoder.load_state_dict(tensors)

@@ -112,7 +112,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
                         "subjects, e.g. 5 (default: 1.0, every label)")
     p.add_argument("--repeats", type=int, default=1, help="repeats with seeds SEED, SEED+1, ..., at most 100 (default: 1)")
     p.add_argument("--init", choices=("pretrained", "teacher", "random", "supervised"), default="pretrained",
-                   help="the run's weights (a dino/pw-self run's student), its EMA teacher's weights, the same "
+                   help="the run's weights (a dino/pw-self/sove run's student), its EMA teacher's weights, the same "
                         "architecture untrained, or the supervised baseline "
                         "(untrained, fine-tuned on the labels) (default: pretrained)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the first repeat (default: 0)")
@@ -578,7 +578,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="safetensors", help="safetensors or timm (default: safetensors)")
     p.add_argument("--out", help="file to write (default: RUN/export/encoder.safetensors, or encoder-timm.safetensors)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--teacher", action="store_true", help="export the EMA teacher's encoder (dino, pw-self)")
+    p.add_argument("--teacher", action="store_true", help="export the EMA teacher's encoder (dino, pw-self, sove)")
     p.set_defaults(func=_cmd_export)
 
 

@@ -274,7 +274,7 @@ def export(
     force : bool
         Overwrite ``out`` if it exists.
     weights : {"student", "teacher"}
-        The trained encoder, or the EMA teacher's of a pretext that has one (dino, pw-self).
+        The trained encoder, or the EMA teacher's of a pretext that has one (dino, pw-self, sove).
 
     Returns
     -------
