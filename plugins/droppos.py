@@ -45,7 +45,7 @@ from relpos.errors import ConfigError
 from relpos.extraction import extract_patches
 from relpos.trivial_baseline import BASELINE_KEY
 
-from relpos_plugins.mae import GridPretext, TokenDecoder, random_masking, take_tokens
+from relpos_plugins.mae import GridPretext, TokenDecoder, check_decoder_heads, random_masking, take_tokens
 
 
 @dataclass
@@ -67,11 +67,7 @@ class DropPosConfig:
 
     def validate(self) -> None:
         check_fields(self, "pretext")
-        if self.decoder_dim % self.decoder_heads:
-            raise ConfigError(
-                f"'pretext.decoder_dim' ({self.decoder_dim}) must be divisible by "
-                f"'pretext.decoder_heads' ({self.decoder_heads})."
-            )
+        check_decoder_heads(self)
 
 
 def grid_coordinates(centers: torch.Tensor, size: torch.Tensor) -> torch.Tensor:

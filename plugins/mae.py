@@ -65,11 +65,16 @@ class MAEConfig:
 
     def validate(self) -> None:
         check_fields(self, "pretext")
-        if self.decoder_dim % self.decoder_heads:
-            raise ConfigError(
-                f"'pretext.decoder_dim' ({self.decoder_dim}) must be divisible by "
-                f"'pretext.decoder_heads' ({self.decoder_heads})."
-            )
+        check_decoder_heads(self)
+
+
+def check_decoder_heads(config) -> None:
+    """The decoder's attention heads must split its width evenly (MAE's and DropPos's decoders)."""
+    if config.decoder_dim % config.decoder_heads:
+        raise ConfigError(
+            f"'pretext.decoder_dim' ({config.decoder_dim}) must be divisible by "
+            f"'pretext.decoder_heads' ({config.decoder_heads})."
+        )
 
 
 def check_masking(setting_name: str, ratio: float, n_tokens: int, what: str = "patches") -> None:
