@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from relpos.errors import DataError
+from relpos.errors import ConfigError
 from relpos.evaluation.evaluate import held_out_split
-from relpos.evaluation.splits import block_split, time_blocks
+from relpos.evaluation.splits import block_split, fold_count, time_blocks
 from relpos.modality import Windows
 
 
@@ -17,21 +17,50 @@ def test_blocks_are_contiguous_and_within_one_window_of_each_other_in_size():
     blocks = time_blocks(25)
     assert np.bincount(blocks).tolist() == [3, 2] * 5
     assert (np.diff(blocks) >= 0).all()
-    assert time_blocks(6).tolist() == [0, 0, 1, 1, 2, 2]  # fewer blocks than 10: two windows each
-    with pytest.raises(DataError, match="at least 4 are needed"):
-        time_blocks(3)
+    assert time_blocks(6, 3).tolist() == [0, 0, 1, 1, 2, 2]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_held_out_blocks_are_whole_and_their_neighbours_are_left_out(seed):
-    train, test, blocks = block_split(40, 0.2, seed)  # 10 blocks of 4; 2 held out
-    held = np.unique(blocks[test])
-    assert len(held) == 2
-    assert sorted(test.tolist()) == np.flatnonzero(np.isin(blocks, held)).tolist()
+@pytest.mark.parametrize("n_windows, n_blocks, largest", [(19, 10, 9), (6, 4, 3), (40, 41, 20), (40, 1, 20)])
+def test_more_blocks_than_the_recording_holds_is_one_sentence_naming_the_largest(n_windows, n_blocks, largest):
+    with pytest.raises(ConfigError) as info:
+        time_blocks(n_windows, n_blocks)
+    message = str(info.value)
+    assert f"{n_blocks}" in message and f"{n_windows} windows" in message and f"from 2 to {largest}" in message
+    assert message.count(". ") == 0 and message.endswith(".")
+
+
+def test_a_recording_too_short_for_two_blocks_is_refused():
+    with pytest.raises(ConfigError, match="at least 4 windows are needed"):
+        time_blocks(3, 2)
+
+
+def test_folds_are_dealt_blocks_and_cover_every_block_exactly_once():
+    # 10 blocks of 4 windows, test fraction 0.2: round(1 / 0.2) = 5 folds, fold i = blocks i, i + 5.
+    assert fold_count(0.2, 10) == 5 and fold_count(0.3, 10) == 3 and fold_count(0.9, 10) == 2
+    tested = []
+    for fold in range(5):
+        _, test, blocks = block_split(40, 0.2, fold)
+        assert np.unique(blocks[test]).tolist() == [fold, fold + 5]
+        tested += test.tolist()
+    assert sorted(tested) == list(range(40))  # every window tested exactly once
+    assert block_split(40, 0.2, 7)[1].tolist() == block_split(40, 0.2, 2)[1].tolist()  # fold 7 mod 5
+    # 3 folds of 10 blocks: 0, 3, 6, 9 / 1, 4, 7 / 2, 5, 8
+    assert np.unique(block_split(40, 0.3, 0)[2][block_split(40, 0.3, 0)[1]]).tolist() == [0, 3, 6, 9]
+    with pytest.raises(ConfigError, match="makes 20 folds of blocks, so at least 20 blocks are needed"):
+        fold_count(0.05, 10)
+
+
+@pytest.mark.parametrize("fold", [0, 1, 4])
+@pytest.mark.parametrize("gap", [1, 2])
+def test_held_out_blocks_are_whole_and_no_training_window_is_within_the_gap(fold, gap):
+    train, test, blocks = block_split(40, 0.2, fold, gap=gap)  # 10 blocks of 4; blocks fold, fold + 5
+    assert test.tolist() == np.flatnonzero(np.isin(blocks, [fold, fold + 5])).tolist()
     left_out = set(range(40)) - set(train.tolist()) - set(test.tolist())
-    # exactly the windows right beside a held-out block (not themselves held out)
-    beside = {i + d for i in test.tolist() for d in (-1, 1) if 0 <= i + d < 40} - set(test.tolist())
-    assert left_out == beside
+    within_gap = {i + d for i in test.tolist() for d in range(-gap, gap + 1) if 0 <= i + d < 40} - set(test.tolist())
+    assert left_out == within_gap
+    # fold 1, gap 1: blocks 1 (windows 4-7) and 6 (24-27) tested; windows 3, 8, 23, 28 left out
+    if fold == 1 and gap == 1:
+        assert sorted(left_out) == [3, 8, 23, 28]
     assert not set(train.tolist()) & set(test.tolist())
 
 
@@ -44,10 +73,26 @@ def test_a_single_night_is_split_by_blocks_and_the_probes_see_blocks_as_groups()
         subjects=np.array(["s1"] * n),
     )
     train, test, how = held_out_split(_Opened(windows), "night.edf", 0.2, seed=0)
-    assert how.startswith("by contiguous blocks of time within the one recording (2 of 10 blocks held out")
-    assert len(test) == 6 and len(train) <= 24 - 2
+    assert how.startswith("by contiguous blocks of time within the one recording: fold 1 of 5 (blocks 0, 5 of "
+                          "0-9 held out, 6 test windows")
+    # blocks of 3: block 0 is windows 0-2, block 5 is 15-17; windows 3, 14 and 18 are beside them
+    assert len(test) == 6 and len(train) == 30 - 6 - 3
     assert set(np.unique(train.groups)).isdisjoint(np.unique(test.groups))
     assert all(g.startswith("night/block") for g in train.groups)
+    _, test, how = held_out_split(_Opened(windows), "night.edf", 0.2, seed=3, n_blocks=5)
+    assert how.startswith("by contiguous blocks of time within the one recording: fold 4 of 5 (blocks 3 of 0-4")
+    assert sorted(set(test.groups)) == ["night/block3"] and len(test) == 6
+
+
+def test_a_fold_lacking_a_class_says_so():
+    labels = np.zeros(40, dtype=int)
+    labels[20:24] = 1  # class 1 only in block 5 (windows 20-23), which fold 0 holds out
+    windows = Windows(x=torch.zeros(40, 1, 10), labels=torch.as_tensor(labels),
+                      groups=np.array(["night"] * 40), subjects=np.array(["s1"] * 40), class_names=["W", "N1"])
+    _, _, how = held_out_split(_Opened(windows), "night.edf", 0.2, seed=0)
+    assert how.endswith("; no N1 in the train part")
+    _, _, how = held_out_split(_Opened(windows), "night.edf", 0.2, seed=1)
+    assert how.endswith("; no N1 in the test part")
 
 
 class _Opened:
@@ -61,17 +106,6 @@ class _Opened:
 
     def load(self, data):
         return self.windows
-
-
-def test_held_out_blocks_are_drawn_so_that_both_sides_hold_every_class():
-    # A "night": 100 windows, wake (0) except for the two classes in windows 40-59. Blocks of 10;
-    # 2 of 10 are held out, so a single draw misses classes 1 and 2 on one side most of the time.
-    labels = np.zeros(100, dtype=int)
-    labels[40:50], labels[50:60] = 1, 2
-    labels[45], labels[55] = 2, 1
-    for seed in range(5):
-        train, test, _ = block_split(100, 0.2, seed, labels=labels)
-        assert set(labels[test]) == set(labels[train]) == {0, 1, 2}
 
 
 def test_the_probes_validation_blocks_hold_every_class_when_some_split_can():

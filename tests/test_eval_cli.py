@@ -280,3 +280,41 @@ def test_signals_with_other_channels_or_rate_are_refused(capsys, subjects_run, t
     faster = _cases(tmp_path / "faster.npz", trained_names, sfreq=20.0, seconds=2)  # 40 samples, as trained
     code, _, err = run_eval(capsys, subjects_run, "--data", faster)
     assert_one_line_error(code, err, "opens at 20 Hz", "trained at 10 Hz")
+
+
+# -- one recording of one subject: folds of blocks of time ------------------------------------------
+def _one_night(path):
+    """40 windows of one subject in time order (2 channels, 4 s at 10 Hz), three classes."""
+    rng = np.random.default_rng(3)
+    np.savez(path, X=rng.standard_normal((40, 2, 40)).astype(np.float32), y=np.tile([0, 1, 2, 0], 10),
+             subjects=np.repeat(["s0"], 40), groups=np.repeat(["night"], 40), sfreq=np.array(10.0))
+    return path
+
+
+def test_repeats_on_one_recording_are_folds_that_cover_it(capsys, subjects_run, tmp_path):
+    night = _one_night(tmp_path / "night.npz")
+    code, out, _ = run_eval(capsys, subjects_run, "--data", night, "--protocol", "knn", "--repeats", 5,
+                            "--set", "eval.ks=[1]", "--set", "eval.time_blocks=10")
+    assert code == 0
+    # 10 blocks of 4 windows dealt into round(1 / 0.2) = 5 folds: fold i holds out blocks i and i + 5
+    for fold in range(5):
+        assert f"repeat {fold}: fold {fold + 1} of 5 (blocks {fold}, {fold + 5} of 0-9 held out, 8 test windows" in out
+    assert "test 40 windows" in out  # every window tested once over the five folds
+    saved = read_json(subjects_run, "knn-pretrained-cls")
+    assert len(saved["folds"]) == 5 and saved["n_test"] == 40
+    # with 2 blocks and seed 1 the one repeat is fold 2 of 5: block 1
+    code, out, _ = run_eval(capsys, subjects_run, "--data", night, "--protocol", "knn", "--seed", 1,
+                            "--set", "eval.ks=[1]", "--set", "eval.time_blocks=5")
+    assert code == 0 and "repeat 0: fold 2 of 5 (blocks 1 of 0-4 held out, 8 test windows" in out
+
+
+def test_more_time_blocks_than_the_recording_holds_is_refused(capsys, subjects_run, tmp_path):
+    night = _one_night(tmp_path / "night.npz")
+    rows = len(read_csv(subjects_run)) if (subjects_run / "eval" / "results.csv").exists() else 0
+    code, _, err = run_eval(capsys, subjects_run, "--data", night, "--set", "eval.time_blocks=21")
+    assert_one_line_error(code, err, "21", "40 windows", "from 2 to 20")
+    code, _, err = run_eval(capsys, subjects_run, "--data", night, "--set", "eval.test_fraction=0.05")
+    assert_one_line_error(code, err, "20 folds", "at least 20 blocks")
+    code, _, err = run_eval(capsys, subjects_run, "--data", night, "--set", "eval.time_blocks=1")
+    assert_one_line_error(code, err, "time_blocks")
+    assert (len(read_csv(subjects_run)) if (subjects_run / "eval" / "results.csv").exists() else 0) == rows

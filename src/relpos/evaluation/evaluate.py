@@ -31,7 +31,7 @@ from ..paths import refuse_special_file
 from .finetune import FinetuneOptions, finetune
 from .metrics import METRICS
 from .probes import DEFAULT_CS, DEFAULT_KS, DEFAULT_TEMPERATURE, ProbeResult, knn_probe, linear_probe
-from .splits import block_split, group_split, label_fraction_subset
+from .splits import TIME_BLOCKS, block_split, fold_count, group_split, label_fraction_subset, missing_classes
 
 PROTOCOLS = ("linear", "knn", "finetune")
 #: Upper bound of ``repeats``. Each repeat runs the whole protocol again (a fine-tuning run each
@@ -53,6 +53,9 @@ class EvalConfig:
 
     # groups held out when the data has no test split of its own
     test_fraction: float = setting(0.2, gt=0, lt=1)
+    # one recording of one subject: contiguous blocks of time it is cut into; repeat r holds out
+    # fold (seed + r) mod round(1 / test_fraction) of them (splits.block_split)
+    time_blocks: int = setting(TIME_BLOCKS, ge=2, le=10**7)
     val_fraction: float = setting(0.2, gt=0, lt=1)  # training groups held out to choose C or k
     cs: list[float] = setting(list(DEFAULT_CS), gt=0, min_items=1)  # linear probe: C candidates
     max_iter: int = setting(1000, ge=1, le=10**7)  # linear probe: L-BFGS iterations
@@ -90,9 +93,12 @@ class EvalResult:
     n_train : list of int
         Per repeat: the labelled training windows used (after ``label_fraction``).
     n_test : int
-        Test windows.
+        Test windows (with folds over one recording: the distinct windows tested over all repeats).
     split : str
         How the test part was held out.
+    folds : list of str
+        Per repeat, with folds over one recording only (else empty): "fold i of F", its held-out
+        blocks, its test windows and any class missing from one side.
     """
 
     run_dir: Path
@@ -110,6 +116,7 @@ class EvalResult:
     mean: dict[str, float]
     std: dict[str, float]
     chosen: list[dict[str, Any]]
+    folds: list[str] = field(default_factory=list)
     step: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
@@ -145,6 +152,7 @@ class EvalResult:
             f"train {'/'.join(str(n) for n in sorted(set(self.n_train)))} windows · test {self.n_test} windows · "
             f"held out: {self.split}",
         ]
+        lines += [f"  repeat {r}: {text}" for r, text in enumerate(self.folds)]
         width = max(len(m) for m in METRICS)
         lines.append(f"  {'metric':<{width}}  {'mean':>6}  {'std':>6}")
         for metric in METRICS:
@@ -174,16 +182,18 @@ def _subset(windows: Windows, index: np.ndarray) -> Windows:
     )
 
 
-def held_out_split(modality: Modality, data: Any, test_fraction: float, seed: int) -> tuple[Windows, Windows, str]:
+def held_out_split(modality: Modality, data: Any, test_fraction: float, seed: int,
+                   n_blocks: int = TIME_BLOCKS) -> tuple[Windows, Windows, str]:
     """Training and test windows of ``data``, and how they were split.
 
     The data set's own test split when the modality reports one
     (:meth:`relpos.Modality.eval_splits`), else a :func:`group_split` by subject, else by
     recording, else (one recording of one subject, e.g. a single night) a
-    :func:`~relpos.evaluation.splits.block_split` by contiguous blocks of time. Windows of one
-    subject, recording or block are never on both sides.
+    :func:`~relpos.evaluation.splits.block_split` by ``n_blocks`` contiguous blocks of time, of
+    which fold ``seed mod round(1 / test_fraction)`` is held out. Windows of one subject,
+    recording or block are never on both sides.
     """
-    return _split(_read(modality, data), data, test_fraction, seed)
+    return _split(_read(modality, data), data, test_fraction, seed, n_blocks)
 
 
 def _read(modality: Modality, data: Any) -> tuple[Windows, Windows] | Windows:
@@ -191,7 +201,15 @@ def _read(modality: Modality, data: Any) -> tuple[Windows, Windows] | Windows:
     return splits if splits is not None else modality.load(data)
 
 
-def _split(opened, data: Any, test_fraction: float, seed: int) -> tuple[Windows, Windows, str]:
+def _is_one_recording(opened) -> bool:
+    """Whether ``_split`` holds out blocks of time (one recording of one subject), so the split follows the seed."""
+    if isinstance(opened, tuple):
+        return False
+    return all(len(np.unique(np.asarray(ids, dtype=str))) < 2 for ids in (opened.subjects, opened.groups))
+
+
+def _split(opened, data: Any, test_fraction: float, seed: int,
+           n_blocks: int = TIME_BLOCKS) -> tuple[Windows, Windows, str]:
     if isinstance(opened, tuple):
         return opened[0], opened[1], "the data set's own train/test split"
     windows = opened
@@ -205,16 +223,30 @@ def _split(opened, data: Any, test_fraction: float, seed: int) -> tuple[Windows,
                     f"by {kind} ({n_test} of {len(unique)} {kind}s held out)")
     # One recording of one subject (a single night): hold out contiguous blocks of time, never
     # windows drawn at random, whose neighbours on the other side would share their state.
-    train_idx, test_idx, blocks = block_split(len(windows), test_fraction, seed, labels=windows.labels.numpy())
-    n_test = len(np.unique(blocks[test_idx]))
+    train_idx, test_idx, blocks = block_split(len(windows), test_fraction, seed, n_blocks)
+    n_folds = fold_count(test_fraction, n_blocks)
+    held = np.unique(blocks[test_idx])
     recording = str(np.asarray(windows.groups, dtype=str)[0])
     train, test = _subset(windows, train_idx), _subset(windows, test_idx)
     # Each block becomes a group, so the probes' validation part is carved by block as well.
     train.groups = np.array([f"{recording}/block{b}" for b in blocks[train_idx]])
     test.groups = np.array([f"{recording}/block{b}" for b in blocks[test_idx]])
+    # Folds are fixed, not redrawn until both sides hold every class (that would make the folds
+    # overlap); a fold lacking a class says so instead.
+    labels = windows.labels.numpy()
+    labelled = labels >= 0
+    lacking = missing_classes(np.where(labelled, labels, labels[labelled][0]),
+                              train_idx[labelled[train_idx]], test_idx[labelled[test_idx]])
+    names = list(windows.class_names or [])
+    gaps = "; ".join(
+        f"no {', '.join(names[c] if c < len(names) else str(c) for c in classes)} in the {side} part"
+        for side, classes in lacking.items() if classes
+    )
     return (train, test,
-            f"by contiguous blocks of time within the one recording ({n_test} of {blocks.max() + 1} "
-            f"blocks held out, the training windows right beside them left out)")
+            f"by contiguous blocks of time within the one recording: fold {int(seed) % n_folds + 1} of "
+            f"{n_folds} (blocks {', '.join(str(b) for b in held)} of 0-{n_blocks - 1} held out, "
+            f"{len(test_idx)} test windows, the training windows right beside them left out)"
+            + (f"; {gaps}" if gaps else ""))
 
 
 def _source_text(data: Any) -> str:
@@ -293,7 +325,8 @@ def _labelled(windows: Windows) -> Windows:
     return windows if len(keep) == len(windows) else _subset(windows, keep)
 
 
-def _open(modality: Modality, data: Any, explicit: bool, test_fraction: float, seed: int):
+def _open(modality: Modality, data: Any, explicit: bool):
+    """The data opened with the run's modality: its own (train, test) split, or all its windows."""
     try:
         opened = _read(modality, data)
     except DataError as exc:
@@ -304,7 +337,12 @@ def _open(modality: Modality, data: Any, explicit: bool, test_fraction: float, s
             f"--data {_source_text(data)!r} cannot be opened with the run's modality {modality.name!r} "
             f"(is it data of another modality?): {str(exc).rstrip('.')}."
         ) from None
-    train, test, how = _split(opened, data, test_fraction, seed)
+    return opened
+
+
+def _labelled_split(opened, data: Any, test_fraction: float, seed: int, n_blocks: int):
+    """:func:`_split`, keeping the labelled windows of each part."""
+    train, test, how = _split(opened, data, test_fraction, seed, n_blocks)
     _require_labels(train, data)
     _require_labels(test, data)
     return _labelled(train), _labelled(test), how
@@ -359,7 +397,10 @@ def evaluate(
         labels. An int: all windows of that many training subjects.
     repeats : int
         Repeats with seeds ``seed, seed + 1, ...`` (label subset, validation split, random
-        weights, fine-tuning batches); the test part stays the same.
+        weights, fine-tuning batches); the test part stays the same, except on one recording of one
+        subject, where repeat ``r`` holds out fold ``(seed + r) mod F`` of the recording's
+        ``eval.time_blocks`` blocks (``F = round(1 / eval.test_fraction)``), so ``F`` repeats test
+        every block exactly once (:func:`~relpos.evaluation.splits.block_split`).
     init : {"pretrained", "teacher", "random", "supervised"}
         The run's pretrained weights (its student's, for a pretext with an EMA teacher); the EMA
         teacher's weights (``dino``, ``pw-self``: the DINO paper evaluates the teacher); the same
@@ -416,7 +457,20 @@ def evaluate(
         raise DataError(
             f"The run in {str(run_dir)!r} records no data and modality {modality.name!r} ships none; pass --data."
         )
-    train, test, how = _open(modality, source, data is not None, cfg.test_fraction, seed)
+    opened = _open(modality, source, data is not None)
+    # One recording is split by folds of blocks, repeat r holding out fold seed + r, so the repeats
+    # cover the recording; every other split keeps its test part across repeats.
+    by_fold = _is_one_recording(opened)
+    splits: dict[int, tuple[Windows, Windows, str]] = {}
+
+    def split_for(repeat_seed: int) -> tuple[Windows, Windows, str]:
+        key = repeat_seed % fold_count(cfg.test_fraction, cfg.time_blocks) if by_fold else seed
+        if key not in splits:
+            splits[key] = _labelled_split(opened, source, cfg.test_fraction, key if by_fold else seed,
+                                          cfg.time_blocks)
+        return splits[key]
+
+    train, test, how = split_for(seed)
     channels = pretrained.encoder.in_channels
     if train.channels != channels or test.channels != channels:
         raise DataError(
@@ -428,8 +482,9 @@ def evaluate(
         for windows in (train, test):
             check_data_matches(trained_on, windows, modality.name, source)
     class_names = list(train.class_names or test.class_names)
-    y_train, y_test = train.labels.numpy().astype(np.int64), test.labels.numpy().astype(np.int64)
-    n_classes = max(len(class_names), int(max(y_train.max(), y_test.max())) + 1)
+    # Every fold of one recording is scored over the recording's classes, not only its own.
+    all_labels = [opened.labels.numpy()] if by_fold else [train.labels.numpy(), test.labels.numpy()]
+    n_classes = max(len(class_names), max(int(y.max()) for y in all_labels) + 1)
     pretrained = PretrainedEncoder(
         pretrained.encoder, modality, pretrained.config, pretrained.step, pretrained.grid_patch_fraction
     )
@@ -444,11 +499,11 @@ def evaluate(
         fresh = rebuild_encoder(encoder_args).to(device).eval()
         return PretrainedEncoder(fresh, modality, pretrained.config, 0, pretrained.grid_patch_fraction)
 
-    cached: dict[str, torch.Tensor] = {}
+    cached: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def frozen_features(repeat_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if init in ("pretrained", "teacher") and cached:
-            return cached["train"], cached["test"]
+    def frozen_features(repeat_seed: int, train: Windows, test: Windows, how: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if init in ("pretrained", "teacher") and how in cached:
+            return cached[how]
         encoder = encoder_for(repeat_seed)
         feats = (
             extract_features(encoder, train.x, features, cfg.embed_batch_size, cfg.progress, "train features",
@@ -457,16 +512,21 @@ def evaluate(
                              cfg.grid, cfg.grid_patch_fraction),
         )
         if init in ("pretrained", "teacher"):
-            cached["train"], cached["test"] = feats
+            cached[how] = feats
         return feats
 
     options = FinetuneOptions(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_steps, augment=cfg.augment,
     )
-    all_metrics, chosen, n_train = [], [], []
+    all_metrics, chosen, n_train, folds, tested = [], [], [], [], set()
     for repeat in range(repeats):
         repeat_seed = seed + repeat
+        train, test, how = split_for(repeat_seed)
+        y_train, y_test = train.labels.numpy().astype(np.int64), test.labels.numpy().astype(np.int64)
+        if by_fold:
+            folds.append(how.split(": ", 1)[1])
+            tested.add(how)
         if isinstance(label_fraction, float) and label_fraction == 1.0:
             keep = np.arange(len(y_train))
         else:
@@ -483,7 +543,7 @@ def evaluate(
                 cfg.grid_patch_fraction or pretrained.grid_patch_fraction,
             )
         else:
-            train_feats, test_feats = frozen_features(repeat_seed)
+            train_feats, test_feats = frozen_features(repeat_seed, train, test, how)
             probe_args = dict(seed=repeat_seed, groups=groups, val_fraction=cfg.val_fraction, n_classes=n_classes)
             if protocol == "linear":
                 result = linear_probe(train_feats[keep], y_train[keep], test_feats, y_test, cs=cfg.cs,
@@ -501,8 +561,12 @@ def evaluate(
     std = table.std(axis=0, ddof=1) if repeats > 1 else np.zeros(len(METRICS))
     result = EvalResult(
         run_dir=run_dir, protocol=protocol, init=init, features=features, label_fraction=label_fraction,
-        seed=seed, data=_source_text(source), split=how, class_names=class_names, n_train=n_train,
-        n_test=len(y_test), metrics=all_metrics,
+        seed=seed, data=_source_text(source), class_names=class_names, n_train=n_train,
+        split=(f"by contiguous blocks of time within the one recording ({cfg.time_blocks} blocks dealt into "
+               f"{fold_count(cfg.test_fraction, cfg.time_blocks)} folds, the training windows beside held-out "
+               f"blocks left out)") if by_fold else how,
+        n_test=sum(len(splits[key][1]) for key in splits) if by_fold else len(y_test),
+        folds=folds, metrics=all_metrics,
         mean={name: float(v) for name, v in zip(METRICS, table.mean(axis=0))},
         std={name: float(v) for name, v in zip(METRICS, std)},
         chosen=chosen, step=pretrained.step if init in ("pretrained", "teacher") else 0,

@@ -11,7 +11,8 @@ from ..errors import ConfigError, DataError
 
 #: Random draws tried to find a set of subjects in which every class has an example.
 SUBJECT_DRAWS = 200
-#: Contiguous blocks of time one recording is cut into when it is all the data there is.
+#: Contiguous blocks of time one recording is cut into when it is all the data there is
+#: (``eval.time_blocks``).
 TIME_BLOCKS = 10
 
 
@@ -52,32 +53,62 @@ def group_split(groups, test_fraction: float, seed: int) -> tuple[np.ndarray, np
 def time_blocks(n_windows: int, n_blocks: int = TIME_BLOCKS) -> np.ndarray:
     """Block of each of ``n_windows`` windows in time order: ``n_blocks`` contiguous runs, sizes within one.
 
-    Fewer blocks when there are fewer than two windows per block. Raises
-    :class:`~relpos.errors.DataError` below 4 windows (two blocks of two).
+    Parameters
+    ----------
+    n_windows : int
+        Windows of the recording, in time order.
+    n_blocks : int
+        Blocks to cut it into, from 2 to ``n_windows // 2`` (every block holds at least two windows,
+        so that a held-out block is more than the one window a gap would leave out beside it).
+
+    Raises
+    ------
+    ConfigError
+        When the recording cannot hold ``n_blocks`` blocks (the message names the value received,
+        the number of windows and the largest number of blocks allowed).
     """
-    n_blocks = min(int(n_blocks), n_windows // 2)
-    if n_blocks < 2:
-        raise DataError(
-            f"Cannot hold out blocks of time from one recording of {n_windows} windows; at least 4 are "
-            f"needed (two blocks of two)."
+    largest = n_windows // 2
+    if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or not 2 <= n_blocks <= largest:
+        allowed = (f"an integer from 2 to {largest} (at least two windows per block)" if largest >= 2
+                   else "none, as at least 4 windows are needed (two blocks of two)")
+        raise ConfigError(
+            f"Invalid number of time blocks {n_blocks!r} for one recording of {n_windows} windows: "
+            f"allowed {allowed}."
         )
-    return (np.arange(n_windows) * n_blocks) // n_windows
+    return (np.arange(n_windows) * int(n_blocks)) // n_windows
 
 
-def block_split(n_windows: int, test_fraction: float, seed: int, n_blocks: int = TIME_BLOCKS,
-                gap: int = 1, labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split one recording's windows (in time order) by contiguous blocks of time.
+def fold_count(test_fraction: float, n_blocks: int) -> int:
+    """Folds over ``n_blocks`` blocks that hold out about ``test_fraction`` of them each: ``round(1 / f)``, at least 2.
 
-    The windows are cut into :func:`time_blocks`; a random ``test_fraction`` of the blocks (at
-    least one, never all) is held out, as :func:`group_split` holds out groups. Windows beside a
-    held-out block share time with it (overlapping windows, slow drifts of state), so ``gap``
-    training windows on each side of every held-out block are left out of both parts.
+    Raises :class:`~relpos.errors.ConfigError` when there are fewer blocks than folds (a fold
+    without a block would test nothing).
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"The test fraction must be in (0, 1), got {test_fraction}.")
+    n_folds = max(2, int(math.floor(1.0 / test_fraction + 0.5)))
+    if n_folds > n_blocks:
+        raise ConfigError(
+            f"Invalid test fraction {test_fraction:g} for {n_blocks} time blocks: it makes {n_folds} folds "
+            f"of blocks, so at least {n_folds} blocks are needed (raise eval.time_blocks to {n_folds} or "
+            f"the test fraction to at least {1.0 / (n_blocks + 0.5):.3g})."
+        )
+    return n_folds
 
-    With ``labels``, up to :data:`SUBJECT_DRAWS` draws (seeds ``seed, seed + 1, ...``) look for
-    held-out blocks such that both parts hold every class: states are not spread evenly over a
-    recording (a sleep night's deep sleep sits in a few hours, its first and last hours are wake),
-    so one draw often puts a whole class on one side. Without such a split, the draw whose poorer
-    side has the most classes is used.
+
+def block_split(n_windows: int, test_fraction: float, fold: int, n_blocks: int = TIME_BLOCKS,
+                gap: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split one recording's windows (in time order) into train and test parts by blocks of time.
+
+    The windows are cut into ``n_blocks`` contiguous :func:`time_blocks`, dealt into
+    ``F = fold_count(test_fraction, n_blocks)`` folds like cards: fold ``i`` holds blocks
+    ``i, i + F, i + 2F, ...``. Fold ``fold % F`` is held out, so folds ``0 .. F - 1`` test every
+    block exactly once. Dealing (rather than consecutive groups of blocks) spreads every fold over
+    the whole recording: states are not spread evenly over a night (deep sleep sits in its first
+    hours, its first and last hours are wake), so a fold of consecutive blocks would often test one
+    state only. Windows beside a held-out block share time with it (overlapping windows, slow
+    drifts of state), so ``gap`` training windows on each side of every held-out block are left out
+    of both parts. Nothing is redrawn when a fold lacks a class: see :func:`missing_classes`.
 
     Returns
     -------
@@ -87,25 +118,20 @@ def block_split(n_windows: int, test_fraction: float, seed: int, n_blocks: int =
         ``(n_windows,)`` the block of each window (to split the training part by block again).
     """
     blocks = time_blocks(n_windows, n_blocks)
-    labels = None if labels is None else np.asarray(labels)
-    best, best_classes = None, -1
-    for attempt in range(SUBJECT_DRAWS if labels is not None else 1):
-        _, test_idx = group_split(blocks.astype(str), test_fraction, seed + attempt)
-        is_test = np.zeros(n_windows, dtype=bool)
-        is_test[test_idx] = True
-        beside = np.zeros(n_windows, dtype=bool)
-        for shift in range(1, int(gap) + 1):
-            beside[:-shift] |= is_test[shift:]
-            beside[shift:] |= is_test[:-shift]
-        train_idx = np.flatnonzero(~is_test & ~beside)
-        if labels is None:
-            return train_idx, test_idx, blocks
-        classes = min(len(np.unique(labels[train_idx])), len(np.unique(labels[test_idx])))
-        if classes > best_classes:
-            best, best_classes = (train_idx, test_idx), classes
-        if classes == len(np.unique(labels)):
-            break
-    return best[0], best[1], blocks
+    n_folds = fold_count(test_fraction, int(blocks.max()) + 1)
+    is_test = blocks % n_folds == int(fold) % n_folds
+    beside = np.zeros(n_windows, dtype=bool)
+    for shift in range(1, int(gap) + 1):
+        beside[:-shift] |= is_test[shift:]
+        beside[shift:] |= is_test[:-shift]
+    return np.flatnonzero(~is_test & ~beside), np.flatnonzero(is_test), blocks
+
+
+def missing_classes(labels, train_idx: np.ndarray, test_idx: np.ndarray) -> dict[str, list[int]]:
+    """Classes of ``labels`` absent from the training or the test part (empty lists when both hold all)."""
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    return {side: np.setdiff1d(present, labels[idx]).tolist() for side, idx in (("train", train_idx), ("test", test_idx))}
 
 
 def _class_name(index: int, class_names: Sequence[str] | None) -> str:
