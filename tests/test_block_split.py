@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from relpos.errors import ConfigError
+from relpos.errors import ConfigError, DataError
 from relpos.evaluation.evaluate import held_out_split
 from relpos.evaluation.splits import block_split, fold_count, time_blocks
 from relpos.modality import Windows
@@ -133,3 +133,29 @@ def test_without_a_complete_validation_part_the_one_with_most_classes_is_used():
     fit, val, _ = validation_split(labels, groups, 0.2, 0)
     assert set(labels[fit]) == {0, 1, 2}
     assert set(labels[val]) == {0, 1}
+
+
+def test_labels_from_a_few_whole_blocks():
+    from relpos.evaluation.splits import label_block_subset
+
+    # 8 training blocks of 5 windows; class 1 only in block 6, class 2 only in blocks 2 and 6.
+    blocks = np.repeat([f"night/block{b}" for b in range(8)], 5)
+    labels = np.zeros(40, dtype=int)
+    labels[30:35] = [1, 1, 2, 0, 0]
+    labels[10] = 2
+    for seed in range(5):
+        # 0.25 of 8 blocks = 2 whole blocks, one of them block 6 (the only one with class 1)
+        keep = label_block_subset(labels, blocks, 0.25, seed)
+        kept_blocks = sorted(set(blocks[keep]))
+        assert len(kept_blocks) == 2 and "night/block6" in kept_blocks
+        assert keep.tolist() == np.flatnonzero(np.isin(blocks, kept_blocks)).tolist()  # whole blocks
+        # 0.1 of 8 rounds to 1 block: block 6 alone holds all three classes
+        assert sorted(set(blocks[label_block_subset(labels, blocks, 0.1, seed)])) == ["night/block6"]
+    labels[30:33] = 0  # now class 1 is in block 6 only and class 2 in block 2 only: 1 block cannot do
+    labels[31], labels[11] = 1, 2
+    keep = label_block_subset(labels, blocks, 0.1, 0)  # grows to the fewest blocks holding every class
+    assert sorted(set(blocks[keep])) == ["night/block2", "night/block6"]
+    with pytest.raises(DataError, match=r"No choice of 1 block\(s\) of time gives class 'N[12]' a training example"):
+        label_block_subset(labels, blocks, 1, 0, class_names=["W", "N1", "N2"])
+    with pytest.raises(ConfigError, match="from 1 to the 8 in the training part"):
+        label_block_subset(labels, blocks, 9, 0)

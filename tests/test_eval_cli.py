@@ -318,3 +318,17 @@ def test_more_time_blocks_than_the_recording_holds_is_refused(capsys, subjects_r
     code, _, err = run_eval(capsys, subjects_run, "--data", night, "--set", "eval.time_blocks=1")
     assert_one_line_error(code, err, "time_blocks")
     assert (len(read_csv(subjects_run)) if (subjects_run / "eval" / "results.csv").exists() else 0) == rows
+
+
+def test_label_fraction_on_one_recording_takes_whole_blocks(capsys, subjects_run, tmp_path):
+    night = _one_night(tmp_path / "night.npz")
+    # fold 1 of 5 holds out blocks 0 and 5 (windows 0-3, 20-23) and leaves out 4, 19 and 24:
+    # 8 training blocks, 0.25 of them = 2 whole blocks; blocks 1, 4 and 6 lost a window to the gap
+    code, out, _ = run_eval(capsys, subjects_run, "--data", night, "--protocol", "knn", "--label-fraction", 0.25,
+                            "--set", "eval.ks=[1]")
+    assert code == 0
+    line = next(part for part in out.splitlines() if part.startswith("  repeat 0: fold 1 of 5"))
+    labelled = [int(b) for b in line.split("labels from blocks ")[1].split(", ")]
+    assert len(labelled) == 2 and not {0, 5} & set(labelled)
+    windows_per_block = {1: 3, 4: 3, 6: 3, 2: 4, 3: 4, 7: 4, 8: 4, 9: 4}
+    assert f"train {sum(windows_per_block[b] for b in labelled)} windows" in out

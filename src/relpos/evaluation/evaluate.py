@@ -31,7 +31,15 @@ from ..paths import refuse_special_file
 from .finetune import FinetuneOptions, finetune
 from .metrics import METRICS
 from .probes import DEFAULT_CS, DEFAULT_KS, DEFAULT_TEMPERATURE, ProbeResult, knn_probe, linear_probe
-from .splits import TIME_BLOCKS, block_split, fold_count, group_split, label_fraction_subset, missing_classes
+from .splits import (
+    TIME_BLOCKS,
+    block_split,
+    fold_count,
+    group_split,
+    label_block_subset,
+    label_fraction_subset,
+    missing_classes,
+)
 
 PROTOCOLS = ("linear", "knn", "finetune")
 #: Upper bound of ``repeats``. Each repeat runs the whole protocol again (a fine-tuning run each
@@ -394,7 +402,10 @@ def evaluate(
         grid order (:func:`relpos.api.pool_tokens`).
     label_fraction : float or int
         A float in (0, 1]: the fraction of the training windows of each class that keep their
-        labels. An int: all windows of that many training subjects.
+        labels. An int: all windows of that many training subjects. On one recording of one
+        subject, whole blocks of time instead (:func:`~relpos.evaluation.splits.label_block_subset`):
+        a float keeps ``round(fraction · B)`` of the ``B`` training blocks (more when needed to hold
+        every class), an int that many blocks.
     repeats : int
         Repeats with seeds ``seed, seed + 1, ...`` (label subset, validation split, random
         weights, fine-tuning batches); the test part stays the same, except on one recording of one
@@ -519,16 +530,20 @@ def evaluate(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_steps, augment=cfg.augment,
     )
-    all_metrics, chosen, n_train, folds, tested = [], [], [], [], set()
+    all_metrics, chosen, n_train, folds = [], [], [], []
     for repeat in range(repeats):
         repeat_seed = seed + repeat
         train, test, how = split_for(repeat_seed)
         y_train, y_test = train.labels.numpy().astype(np.int64), test.labels.numpy().astype(np.int64)
         if by_fold:
             folds.append(how.split(": ", 1)[1])
-            tested.add(how)
         if isinstance(label_fraction, float) and label_fraction == 1.0:
             keep = np.arange(len(y_train))
+        elif by_fold:
+            # One recording: labels from a few whole blocks of time, as an expert would score them.
+            keep = label_block_subset(y_train, train.groups, label_fraction, repeat_seed, class_names)
+            labelled_blocks = sorted({int(g.rsplit("/block", 1)[1]) for g in np.asarray(train.groups)[keep]})
+            folds[-1] += f"; labels from blocks {', '.join(map(str, labelled_blocks))}"
         else:
             keep = label_fraction_subset(y_train, train.subjects, label_fraction, repeat_seed, class_names)
         groups = np.asarray(train.subjects, dtype=str)[keep]

@@ -224,6 +224,84 @@ def label_fraction_subset(
     )
 
 
+def label_block_subset(
+    labels,
+    blocks,
+    fraction_or_count: float | int,
+    seed: int,
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The labelled training windows of one recording: every window of a few whole blocks of time.
+
+    Labels from a few stretches of a recording (an expert scoring a few hours of one night) rather
+    than windows scattered over all of it, whose neighbours would carry nearly the same information.
+
+    Parameters
+    ----------
+    labels : array-like of int
+        ``(N,)`` class indices of the training windows.
+    blocks : array-like of str
+        ``(N,)`` the block of time of each training window.
+    fraction_or_count : float or int
+        A float in (0, 1]: ``round(fraction · B)`` of the ``B`` training blocks (at least one), or, when
+        no draw of that many blocks holds every class of the training part, the fewest more that do.
+        An int ≥ 1: exactly that many blocks.
+    seed : int
+        Seed of the random choice (:data:`SUBJECT_DRAWS` draws per number of blocks).
+    class_names : sequence of str, optional
+        Names used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted indices of the windows kept.
+
+    Raises
+    ------
+    DataError
+        When no choice of the requested number of blocks gives every class an example.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    blocks = np.asarray(blocks, dtype=str)
+    classes = np.unique(labels)
+    unique = np.unique(blocks)
+    rng = np.random.default_rng(seed)
+    if isinstance(fraction_or_count, bool) or not isinstance(fraction_or_count, (int, float, np.number)):
+        raise ConfigError(
+            f"Invalid label fraction {fraction_or_count!r}: use a fraction in (0, 1] or a number of blocks."
+        )
+    if isinstance(fraction_or_count, (float, np.floating)):
+        fraction = float(fraction_or_count)
+        if not 0.0 < fraction <= 1.0:
+            raise ConfigError(
+                f"Invalid label fraction {fraction}: a fraction must be in (0, 1] (or give an integer "
+                f"number of blocks)."
+            )
+        sizes = range(max(1, int(math.floor(fraction * len(unique) + 0.5))), len(unique) + 1)
+    else:
+        count = int(fraction_or_count)
+        if not 1 <= count <= len(unique):
+            raise ConfigError(
+                f"Invalid label fraction {count}: on one recording an integer is a number of blocks of "
+                f"time, from 1 to the {len(unique)} in the training part."
+            )
+        sizes = range(count, count + 1)
+    best_missing: list[int] = []
+    for size in sizes:
+        for _ in range(SUBJECT_DRAWS):
+            chosen = rng.choice(unique, size=size, replace=False)
+            keep = np.flatnonzero(np.isin(blocks, chosen))
+            missing = np.setdiff1d(classes, labels[keep]).tolist()
+            if not missing:
+                return keep
+            if not best_missing or len(missing) < len(best_missing):
+                best_missing = missing
+    raise DataError(
+        f"No choice of {sizes[0]} block(s) of time gives class {_class_name(best_missing[0], class_names)} a "
+        f"training example ({SUBJECT_DRAWS} random draws tried); use more blocks or a fraction."
+    )
+
+
 def parse_label_fraction(text: str | float | int) -> float | int:
     """``"0.1"`` → 0.1 (a fraction), ``"5"`` → 5 (a number of subjects); numbers pass through."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
