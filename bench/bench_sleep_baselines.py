@@ -5,13 +5,14 @@ Each method is pretrained on the night in ``../shared/data/eeg/sleep-edf`` from 
 with one shared small encoder and the same step budget, then evaluated with Cohen's κ by ``relpos
 eval``'s three protocols: a linear probe and a kNN probe on frozen features (CLS and mean patch token
 concatenated; C = 1 on standardised features, k = 20, not chosen on a validation block, see
-``evaluate`` below), and fine-tuning end to end with the labels of a fraction of the training windows
-(the paper fine-tunes on 10 subjects to simulate few labels; this night has one subject). The
+``evaluate`` below), and fine-tuning end to end with the labels of a fraction of the training *blocks* (whole blocks of
+time, grown until every class is labelled; the paper fine-tunes on 10 subjects to simulate few labels; this night has one subject). The
 supervised baseline is the same encoder from random init fine-tuned on the same labels.
 
 The night is one recording of one subject, so ``relpos eval`` holds out contiguous blocks of time
 (:func:`relpos.evaluation.splits.block_split`: 10 blocks, the training windows beside a held-out
-block left out); each *fold* is one evaluation seed, i.e. another draw of held-out blocks. Every
+block left out). The blocks are dealt round-robin into F = round(1 / test fraction) folds, and
+evaluation seed s holds out fold s mod F, so folds 0..F-1 test every block exactly once. Every
 (pretraining seed, fold) pair is one κ; the table reports their mean and standard deviation.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sleep_baselines.py --steps 200 --seeds 0 --folds 0 1
