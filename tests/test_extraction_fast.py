@@ -10,8 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from relpos import extraction
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes
+
+
+@pytest.fixture(autouse=True)
+def blend_every_size(monkeypatch):
+    """Use the blend at the small sizes tested here too (on a CPU it starts at 15-sample rows)."""
+    monkeypatch.setattr(extraction, "MIN_CPU_BLEND_RUN", 0)
 
 CASES = [((3, 2, 40), (7,)), ((2, 3, 24, 20), (4, 5)), ((2, 2, 9, 8, 10), (3, 2, 4))]
 
@@ -113,8 +120,26 @@ def test_unscaled_boxes_do_not_call_grid_sample(monkeypatch):
     boxes = _unscaled_boxes((32, 32), (4, 4), 64, gen, reach=0.5)
     monkeypatch.setattr(F, "grid_sample", refuse)
     assert extract_patches(x, Boxes(boxes.center[:2], boxes.size[:2]), 4).shape == (2, 64, 3, 4, 4)
-    with pytest.raises(AssertionError, match="grid_sample was called"):  # forced and rescaled boxes still use it
+    with pytest.raises(AssertionError, match="grid_sample was called"):  # rescaled boxes still use it
         extract_patches(x, Boxes(boxes.center[:2], boxes.size[:2] * 1.5), 4)
+    with pytest.raises(AssertionError, match="grid_sample was called"):
+        extract_patches(x, Boxes(boxes.center[:2], boxes.size[:2]), 4, method="grid_sample")
+
+
+def test_by_default_a_cpu_blends_16_px_patches_and_resamples_4_px_ones(monkeypatch):
+    monkeypatch.undo()  # the default threshold
+    calls = []
+    real = F.grid_sample
+    monkeypatch.setattr(F, "grid_sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    extract_patches(x, _unscaled_boxes((64, 64), (16, 16), 8, gen), 16)
+    assert calls == []
+    extract_patches(x, _unscaled_boxes((64, 64), (4, 4), 8, gen), 4)
+    assert calls == [1]
+    # integer-aligned 4-px boxes are copies at any size
+    extract_patches(x, Boxes(torch.full((2, 3, 2), 10.0), torch.full((2, 3, 2), 4.0)), 4)
+    assert calls == [1]
 
 
 def test_unknown_method_is_one_sentence():
