@@ -157,25 +157,20 @@ def _shifted_slices(
     # A box flush with the end blends from one sample earlier with weight 1 (the same values),
     # so that its (P + 1)-wide window stays inside the input.
     blend_first = integer_first - (start == (extent - patch).to(position_dtype)).long()
-    # One host sync for every decision: unscaled?, integer-aligned?, how far outside?
-    decisions = torch.cat(
-        [
-            (boxes.size == patch).all().reshape(1).long(),
-            (start == first).all().reshape(1).long(),
-            -integer_first.amin(dim=(0, 1)),
-            -blend_first.amin(dim=(0, 1)),
-            integer_first.amax(dim=(0, 1)) + patch - extent,
-            blend_first.amax(dim=(0, 1)) + patch + 1 - extent,
-        ]
-    ).tolist()
-    n_axes = len(out_size)
-    unscaled, integer = decisions[:2]
+    unscaled, integer = torch.stack([(boxes.size == patch).all(), (start == first).all()]).tolist()
     if not unscaled:
         return None  # rescaled boxes resample with grid_sample
-    low_copy, low_blend, high_copy, high_blend = (decisions[2 + i * n_axes : 2 + (i + 1) * n_axes] for i in range(4))
     if not integer and x.device.type == "cpu" and out_size[-1] + 1 < MIN_CPU_BLEND_RUN:
         return None  # short rows: grid_sample is faster on a CPU (bench/README.md, issue 16)
-    first, low, high = (integer_first, low_copy, high_copy) if integer else (blend_first, low_blend, high_blend)
+    # How far the windows read past each end of each axis (one more host sync).
+    n_axes = len(out_size)
+    if integer:
+        first, span = integer_first, out_size
+    else:
+        first, span = blend_first, tuple(p + 1 for p in out_size)
+    span_t = torch.tensor(span, device=device)
+    reach = torch.cat([-first.amin(dim=(0, 1)), first.amax(dim=(0, 1)) + span_t - extent]).tolist()
+    low, high = reach[:n_axes], reach[n_axes:]
     low = [max(0, v) for v in low]
     high = [max(0, v) for v in high]
     weight = None if integer else (start - first.to(position_dtype)).to(x.dtype)  # in [0, 1]
@@ -185,7 +180,6 @@ def _shifted_slices(
         pad = [v for d in reversed(range(n_axes)) for v in (low[d], high[d])]  # F.pad: last axis first
         x = F.pad(x, pad, mode=_PADDING[padding_mode])
         first = first + torch.tensor(low, device=device)
-    span = out_size if integer else tuple(p + 1 for p in out_size)
     windows = _gather_windows(x, first, span)  # (B, N, C, *span), contiguous
     if integer:
         return windows
