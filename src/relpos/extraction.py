@@ -14,8 +14,8 @@ Two cases take a shorter road with the same values, on any device and for any nu
 * **Unscaled boxes** (size == ``out_size`` on every axis: PART's off-grid patches at scale 1, EEG
   patches). Every sample point of such a patch has the same fractional offset along an axis, so the
   patch is a separable blend of integer-shifted slices: one ``(P + 1)``-wide window per patch is
-  copied out, then one ``lerp`` per axis with one weight per patch. About twice as fast as
-  ``grid_sample`` at 224 px on a CPU thread, and more accurate: ``grid_sample``'s coordinates,
+  copied out, then one ``lerp`` per axis with one weight per patch. 1.2-1.7x as fast as
+  ``grid_sample`` (with the layout copy) at 224 px on a CPU thread, and more accurate: ``grid_sample``'s coordinates,
   normalised to [-1, 1], lose about 1e-4 of a pixel at 224 px and 1e-3 of a sample at 3,000.
 * **Integer-aligned unscaled boxes** (grid patches, MAE, MP3, DropPos): the blend weights are all
   zero, so the patches are plain copies of the slices (no arithmetic at all).
@@ -153,10 +153,6 @@ def _shifted_slices(
     position_dtype = torch.promote_types(x.dtype, torch.float32)
     start = boxes.center.to(position_dtype) - patch.to(position_dtype) / 2  # (B, N, D)
     first = start.floor()
-    integer_first = first.long()
-    # A box flush with the end blends from one sample earlier with weight 1 (the same values),
-    # so that its (P + 1)-wide window stays inside the input.
-    blend_first = integer_first - (start == (extent - patch).to(position_dtype)).long()
     unscaled, integer = torch.stack([(boxes.size == patch).all(), (start == first).all()]).tolist()
     if not unscaled:
         return None  # rescaled boxes resample with grid_sample
@@ -165,9 +161,12 @@ def _shifted_slices(
     # How far the windows read past each end of each axis (one more host sync).
     n_axes = len(out_size)
     if integer:
-        first, span = integer_first, out_size
+        first, span = first.long(), out_size
     else:
-        first, span = blend_first, tuple(p + 1 for p in out_size)
+        # A box flush with the end blends from one sample earlier with weight 1 (the same
+        # values), so that its (P + 1)-wide window stays inside the input.
+        first = first.long() - (start == (extent - patch).to(position_dtype)).long()
+        span = tuple(p + 1 for p in out_size)
     span_t = torch.tensor(span, device=device)
     reach = torch.cat([-first.amin(dim=(0, 1)), first.amax(dim=(0, 1)) + span_t - extent]).tolist()
     low, high = reach[:n_axes], reach[n_axes:]
@@ -184,7 +183,7 @@ def _shifted_slices(
     if integer:
         return windows
     # Blend along each axis over the flat window: the sample one step further along axis d is
-    # ``stride_d`` elements on, so one lerp over long contiguous runs serves every row at once
+    # ``prod(span[d + 1:])`` elements on, so one lerp over long contiguous runs serves every row at once
     # (the trailing elements it mixes across rows fall outside the patch and are dropped). Two
     # buffers take turns: a fresh 10 MB tensor per axis costs more in page faults than the lerp.
     batch, n_boxes, channels = windows.shape[:3]
