@@ -20,9 +20,9 @@ Two cases take a shorter road with the same values, on any device and for any nu
 * **Integer-aligned unscaled boxes** (grid patches, MAE, MP3, DropPos): the blend weights are all
   zero, so the patches are plain copies of the slices (no arithmetic at all).
 
-On a CPU the blend is used where rows are long enough to pay (``MIN_CPU_BLEND_RUN``: patches of at
-least 15 samples along the last axis, e.g. 16-px ViT patches and EEG patches); the copy path is
-used at every size. Boxes reaching past the border read the same values as ``grid_sample`` would: the input is padded
+On a CPU the 2-D and 3-D blend is used where rows are long enough to pay (``MIN_CPU_BLEND_RUN``:
+patches of at least 15 samples along the last axis, e.g. 16-px ViT patches); the 1-D blend and the
+copy path are used at every size. Boxes reaching past the border read the same values as ``grid_sample`` would: the input is padded
 first (edge replication for ``padding_mode="border"``, zeros for ``"zeros"``); ``"reflection"``
 with such boxes, ``mode="nearest"`` and rescaled boxes keep ``grid_sample``. Pass
 ``method="grid_sample"`` to force the general path (for benchmarks and equality tests).
@@ -42,7 +42,7 @@ from .geometry import Boxes
 EXTRACTION_METHODS = ("auto", "grid_sample")
 # On a CPU the blend copies each window as rows of (last-axis patch size + 1) samples; below this
 # length the per-row cost makes it slower than grid_sample (measured on one thread: 4-px patches
-# 1.4x slower, 16-px patches 1.6x faster), so shorter rows keep grid_sample there.
+# 1.4x slower, 16-px patches 1.6x faster), so shorter rows of 2-D and 3-D patches keep grid_sample.
 MIN_CPU_BLEND_RUN = 16
 # grid_sample's padding modes that F.pad reproduces (reflection reflects coordinates, not samples).
 _PADDING = {"border": "replicate", "zeros": "constant"}
@@ -156,7 +156,8 @@ def _shifted_slices(
     unscaled, integer = torch.stack([(boxes.size == patch).all(), (start == first).all()]).tolist()
     if not unscaled:
         return None  # rescaled boxes resample with grid_sample
-    if not integer and x.device.type == "cpu" and out_size[-1] + 1 < MIN_CPU_BLEND_RUN:
+    # 1-D keeps the blend at every length, as before this rule (one lerp, exact in float32).
+    if not integer and x.device.type == "cpu" and len(out_size) > 1 and out_size[-1] + 1 < MIN_CPU_BLEND_RUN:
         return None  # short rows: grid_sample is faster on a CPU (bench/README.md, issue 16)
     # How far the windows read past each end of each axis (one more host sync).
     n_axes = len(out_size)
