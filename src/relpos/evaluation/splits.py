@@ -140,6 +140,22 @@ def _class_name(index: int, class_names: Sequence[str] | None) -> str:
     return str(index)
 
 
+def _is_fraction(fraction_or_count, unit: str) -> bool:
+    """Whether a label fraction is a fraction (checked to lie in (0, 1]) rather than a number of ``unit``."""
+    if isinstance(fraction_or_count, bool) or not isinstance(fraction_or_count, (int, float, np.number)):
+        raise ConfigError(
+            f"Invalid label fraction {fraction_or_count!r}: use a fraction in (0, 1] or a number of {unit}."
+        )
+    if not isinstance(fraction_or_count, (float, np.floating)):
+        return False
+    if not 0.0 < float(fraction_or_count) <= 1.0:
+        raise ConfigError(
+            f"Invalid label fraction {float(fraction_or_count)}: a fraction must be in (0, 1] (or give an "
+            f"integer number of {unit})."
+        )
+    return True
+
+
 def label_fraction_subset(
     labels,
     groups,
@@ -179,17 +195,8 @@ def label_fraction_subset(
     groups = np.asarray(groups, dtype=str)
     classes = np.unique(labels)
     rng = np.random.default_rng(seed)
-    if isinstance(fraction_or_count, bool) or not isinstance(fraction_or_count, (int, float, np.number)):
-        raise ConfigError(
-            f"Invalid label fraction {fraction_or_count!r}: use a fraction in (0, 1] or a number of subjects."
-        )
-    if isinstance(fraction_or_count, (float, np.floating)):
+    if _is_fraction(fraction_or_count, "subjects"):
         fraction = float(fraction_or_count)
-        if not 0.0 < fraction <= 1.0:
-            raise ConfigError(
-                f"Invalid label fraction {fraction}: a fraction must be in (0, 1] (or give an integer "
-                f"number of subjects)."
-            )
         keep = []
         for c in classes:
             members = np.flatnonzero(labels == c)
@@ -266,17 +273,8 @@ def label_block_subset(
     classes = np.unique(labels)
     unique = np.unique(blocks)
     rng = np.random.default_rng(seed)
-    if isinstance(fraction_or_count, bool) or not isinstance(fraction_or_count, (int, float, np.number)):
-        raise ConfigError(
-            f"Invalid label fraction {fraction_or_count!r}: use a fraction in (0, 1] or a number of blocks."
-        )
-    if isinstance(fraction_or_count, (float, np.floating)):
+    if _is_fraction(fraction_or_count, "blocks"):
         fraction = float(fraction_or_count)
-        if not 0.0 < fraction <= 1.0:
-            raise ConfigError(
-                f"Invalid label fraction {fraction}: a fraction must be in (0, 1] (or give an integer "
-                f"number of blocks)."
-            )
         sizes = range(max(1, int(math.floor(fraction * len(unique) + 0.5))), len(unique) + 1)
     else:
         count = int(fraction_or_count)
