@@ -15,9 +15,14 @@ by ``eeg_dsp`` where MNE would treat the recording as one segment), cut into fix
 (``windows: fixed``) or one window per annotation (``windows: events``), and each window is
 instance-normalised per channel (``normalize: instance``), or every window of a recording is scaled
 by one robust z-score per channel computed over that recording (``normalize: recording``, which
-keeps amplitude differences across the night; see :mod:`.recording_norm`). A channel flat throughout a recording (a dead electrode, an unused
-ADC input) is left out of every recording with one warning naming it (:mod:`.channels`); windows with
-non-finite samples or in which a live channel goes flat are dropped and counted, the channels named.
+keeps amplitude differences across the night; see :mod:`.recording_norm`), or every window of a
+file by one robust z-score per channel over all of that file's samples (``normalize: file``: the
+same as ``recording`` for a file holding one recording; for an ``.npz`` of trials, one pair per
+channel for every trial of the split read, so trials keep their offsets and amplitudes relative to
+one another, and the test split of an evaluation gets its own from its own samples). A channel
+flat throughout a recording (a dead electrode, an unused ADC input) is left out of every recording
+with one warning naming it (:mod:`.channels`); windows with non-finite samples or in which a live
+channel goes flat are dropped and counted, the channels named.
 Labels come from annotations (``labels: annotations`` with ``label_map``), or from Sleep-EDF
 hypnograms (``labels: sleep``: W, N1, N2, N3, REM); the default ``labels: auto`` stages a PSG that
 has its hypnogram beside it on the hypnogram's 30-s epochs when the windows are the defaults. Every
@@ -112,8 +117,9 @@ class EEGConfig:
     source_sfreq: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
     cache: bool = setting(True)  # cache preprocessed windows on disk ($RELPOS_CACHE_DIR or ~/.cache/relpos)
     # instance: each window, each channel to mean 0 / std 1 (the paper's); recording: one robust
-    # z-score per channel over the whole recording (median, MAD × 1.4826; see recording_norm)
-    normalize: str = setting("instance", choices=("instance", "recording"))
+    # z-score per channel over the whole recording (median, MAD × 1.4826; see recording_norm);
+    # file: the same over all of a file's samples (an .npz's trials of the split read, pooled)
+    normalize: str = setting("instance", choices=("instance", "recording", "file"))
     patch_s: float = setting(1.0, gt=0, le=MAX_DURATION_S)  # patch length, s
     patches_per_window: int = setting(40, ge=2, le=MAX_PATCHES)  # off-grid patches sampled per window
 

@@ -5,7 +5,11 @@ The layout is the one of the UEA-archive copies in the shared data (``scp1.npz``
 ``class_names``, ``sfreq`` (Hz), ``ch_names`` and optionally ``ch_types``. An ``.npz`` holding ``X``
 (and ``y``), or an ``.npy`` array ``(n, channels, samples)`` / ``(channels, samples)`` with
 ``modality.source_sfreq``, works too. Trials go through the same steps as recordings, with MNE's
-array functions (``mne.filter.notch_filter``, ``filter_data``, ``resample``).
+array functions (``mne.filter.notch_filter``, ``filter_data``, ``resample``). Each trial is its own
+recording (``normalize: recording`` scales each by its own statistics); ``normalize: file`` scales
+every trial of the array read (``X_train``, ``X_test``: each split its own statistics, from its own
+samples) by one robust z-score per channel over all of them, so trials keep their offsets and
+amplitudes relative to one another.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from .channels import dead_channel_warning, format_names
 from .eeg_pipeline import DROP_NONFINITE, PIN_HINT, flat_reason, normalise, notch_freqs, select_channels, split_names
 from .eeg_sources import subject_of
 from .numpy_files import open_numpy, read_array
-from .recording_norm import robust_stats, window_samples
+from .recording_norm import pooled_stats, robust_stats, window_samples
 
 UNIT_SCALE = {"V": 1.0, "mV": 1e-3, "uV": 1e-6}
 CHUNK_TRIALS = 256
@@ -207,8 +211,46 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
     stem = path.stem
     dropped: Counter = Counter()
     counts = {}
+
+    def usable(x, keep):
+        """``(trials, windows)``: the kept windows that end inside the (resampled) trial."""
+        return keep & (starts + n_win <= x.shape[-1])[None, :]
+
+    def emit(split, lo, x, keep, y_all, file_stats=None):
+        """Write the kept windows of the trials ``lo, lo + 1, ...`` (``x``: filtered, resampled)."""
+        windows, groups, subjects, labels = [], [], [], []
+        ok = usable(x, keep)
+        for i in range(len(x)):
+            trial = lo + i
+            rid = f"{stem}/{split}/{trial:05d}"
+            sid = subject_of(path.name, cfg.subject_pattern) or rid
+            trial_x = x[i]
+            if file_stats is not None:
+                # normalize: file: the split's one robust z-score per channel, for every trial.
+                trial_x = (trial_x - file_stats[0][:, None]) / file_stats[1][:, None]
+            elif cfg.normalize == "recording" and ok[i].any():
+                # Each trial is its own recording: one robust z-score per channel over the
+                # samples of its kept windows (normalise below then leaves them as they are).
+                centre, spread = robust_stats(window_samples(trial_x, starts[ok[i]], n_win))
+                trial_x = (trial_x - centre[:, None]) / spread[:, None]
+            for j, a in enumerate(starts):
+                if ok[i, j]:
+                    windows.append(trial_x[:, a : a + n_win])
+                    groups.append(rid)
+                    subjects.append(sid)
+                    if has_labels:
+                        labels.append(int(y_all[trial]))
+        if windows:
+            writer.append(
+                normalise(np.stack(windows)) if cfg.normalize == "instance" else np.stack(windows).astype(np.float32),
+                groups=groups,
+                labels=np.array(labels, dtype=np.int64) if has_labels else None,
+                subjects=subjects,
+            )
+
     for split, x_all, y_all in parts:
         counts[split] = int(len(x_all))
+        held = []  # normalize: file: every chunk of the split, until its statistics are known
         for lo in range(0, len(x_all), CHUNK_TRIALS):
             x = np.asarray(x_all[lo : lo + CHUNK_TRIALS], dtype=np.float64)[:, typed_idx] * scale
             keep = np.ones((len(x), len(starts)), dtype=bool)
@@ -239,33 +281,24 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
                 x = x[:, pick]
                 if src != cfg.sfreq:
                     x = mne.filter.resample(x, up=cfg.sfreq, down=src, axis=-1, verbose="error")
-            windows, groups, subjects, labels = [], [], [], []
-            for i in range(len(x)):
-                trial = lo + i
-                rid = f"{stem}/{split}/{trial:05d}"
-                sid = subject_of(path.name, cfg.subject_pattern) or rid
-                trial_x = x[i]
-                if cfg.normalize == "recording":
-                    # Each trial is its own recording: one robust z-score per channel over the
-                    # samples of its kept windows (normalise below then leaves them as they are).
-                    kept_starts = [a for j, a in enumerate(starts) if keep[i, j] and a + n_win <= x.shape[-1]]
-                    if kept_starts:
-                        centre, spread = robust_stats(window_samples(trial_x, np.asarray(kept_starts), n_win))
-                        trial_x = (trial_x - centre[:, None]) / spread[:, None]
-                for j, a in enumerate(starts):
-                    if keep[i, j] and a + n_win <= x.shape[-1]:
-                        windows.append(trial_x[:, a : a + n_win])
-                        groups.append(rid)
-                        subjects.append(sid)
-                        if has_labels:
-                            labels.append(int(y_all[trial]))
-            if windows:
-                writer.append(
-                    normalise(np.stack(windows)) if cfg.normalize == "instance" else np.stack(windows).astype(np.float32),
-                    groups=groups,
-                    labels=np.array(labels, dtype=np.int64) if has_labels else None,
-                    subjects=subjects,
-                )
+            if cfg.normalize == "file":
+                held.append((lo, x.astype(np.float32), keep))  # float32: half the memory, as written
+            else:
+                emit(split, lo, x, keep, y_all)
+        if held:
+            # normalize: file: one robust z-score per channel over the samples of the kept windows
+            # of every trial of this split (each sample once per trial); another split (X_test)
+            # gets its own from its own samples.
+            pieces = [
+                window_samples(x[i], starts[ok[i]], n_win)
+                for _, x, keep in held
+                for ok in (usable(x, keep),)
+                for i in range(len(x))
+                if ok[i].any()
+            ]
+            stats = pooled_stats(pieces) if pieces else None
+            for lo, x, keep in held:
+                emit(split, lo, x, keep, y_all, stats)
     dropped = Counter({k: v for k, v in dropped.items() if v})
     total = writer.count + sum(dropped.values())
     reasons = ", ".join(f"{n} {why}" for why, n in dropped.items()) or "there are no trials"

@@ -514,7 +514,7 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     kept_labels = [labels[i] for i in chosen]
     idx = idx[chosen]
     mean = std = None
-    if cfg.normalize == "recording" and len(idx):
+    if cfg.normalize in ("recording", "file") and len(idx):  # a file holds one recording: the same
         from .recording_norm import robust_stats, window_samples
 
         # One centre and scale per channel for the whole recording, given to every window.

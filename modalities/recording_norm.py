@@ -1,4 +1,4 @@
-"""Per-recording normalisation: a robust z-score per channel over a whole recording.
+"""Per-recording and per-file normalisation: a robust z-score per channel over a whole recording or file.
 
 Instance normalisation (each window, each channel to mean 0 and standard deviation 1) erases what
 many labels depend on: the gravity offset that tells postures apart, the amplitude that tells
@@ -17,9 +17,19 @@ set the scale of a whole night:
   When at least half of the samples share one value (a sensor at rest most of the time) the MAD is
   0; the standard deviation is used instead, so such a channel is not blown up by 1/0.
 
+Per-file normalisation (``modality.normalize: file``) uses the same two numbers per channel, computed
+once over everything one source file holds: all of its recordings' samples pooled per channel (for
+an archive of trials, the samples of every trial of the array read). It keeps what separates the
+trials of one archive (their offsets and amplitudes), which ``recording`` divides away when each
+trial is its own recording. For a file holding one continuous recording it equals ``recording``.
+"One source file" is one array of one file: of an ``.npz`` with ``X_train``/``X_test``, the split
+read; the test split of an evaluation is another array and gets its own statistics from its own
+samples (labels are never used).
+
 "The recording's samples" are the samples that lie in at least one kept window: windows dropped
 for non-finite values or flat channels (whose samples were zeroed or are meaningless) and, with
 labels, unlabelled stretches do not count; each sample counts once however many windows overlap it.
+With ``file`` the same holds within each recording of the file.
 """
 
 from __future__ import annotations
@@ -69,3 +79,27 @@ def covered(n_times: int, starts: np.ndarray, n_samples: int) -> np.ndarray:
 def window_samples(data: np.ndarray, starts: np.ndarray, n_samples: int) -> np.ndarray:
     """``(C, n)`` samples of ``data`` (``(C, T)``) covered by the windows, each sample once."""
     return data[:, covered(data.shape[-1], starts, n_samples)]
+
+
+def pooled_stats(pieces) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`robust_stats` over several recordings' samples pooled per channel (``normalize: file``).
+
+    Parameters
+    ----------
+    pieces : sequence of np.ndarray
+        ``(C, n_i)`` samples of each recording of one file (e.g. :func:`window_samples` of each
+        trial), the same channels in the same order.
+
+    Returns
+    -------
+    centre, scale : np.ndarray
+        ``(C,)`` float64 each, as :func:`robust_stats` of the pieces concatenated along the samples.
+    """
+    pieces = [np.asarray(p) for p in pieces]
+    if not pieces:
+        raise ValueError("pooled_stats needs at least one (channels, samples) piece, got none.")
+    channels = {p.shape[0] if p.ndim == 2 else None for p in pieces}
+    if len(channels) != 1 or None in channels:
+        shapes = sorted({p.shape for p in pieces})[:3]
+        raise ValueError(f"pooled_stats needs (channels, samples) pieces with one channel count, got shapes {shapes}.")
+    return robust_stats(np.concatenate(pieces, axis=1))

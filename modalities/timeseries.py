@@ -22,8 +22,11 @@ NaN/inf or in which every channel is flat are dropped (counted in ``info["droppe
 each window is instance-normalised per channel (``normalize: instance``), or every window of a
 recording is scaled by one robust z-score per channel over that recording (``normalize: recording``,
 which keeps offsets and amplitudes: posture from gravity, movement intensity; a recording is a
-source without a sample dim, or one sample of a source with one; :mod:`.recording_norm`), or left
-as it is (``none``). Labels are a variable or key named ``label``,
+source without a sample dim, or one sample of a source with one; :mod:`.recording_norm`), or every
+window of a source by one robust z-score per channel over all of its samples (``normalize: file``:
+a source is one array of one file, e.g. ``X_train`` of a trial archive, whose trials then keep
+what separates them; the test split of an evaluation gets its own statistics from its own
+samples), or left as it is (``none``). Labels are a variable or key named ``label``,
 ``labels`` or ``y``: one per sample (each window takes its sample's label) or one per time step
 (each window takes the label at its centre, or the majority with ``label_at: majority``).
 A channel flat throughout a source (a dead sensor, an unused input) is left out of every source,
@@ -57,7 +60,7 @@ __all__ = ["TimeseriesConfig", "TimeseriesModality", "BUILD_VERSION"]
 #: Bumped when the windows made from the same files and options change (invalidates the cache).
 #: 2: channels flat throughout a source are left out.
 BUILD_VERSION = 2
-NORMALIZE = ("instance", "recording", "none")
+NORMALIZE = ("instance", "recording", "file", "none")
 #: Upper bounds of the timeseries options: rates up to 1 MHz, durations up to 10 days, patch
 #: counts and lengths a batch can hold (as for the eeg modality).
 MAX_RATE_HZ = 1e6
@@ -83,7 +86,8 @@ class TimeseriesConfig:
     # resample every source to this rate, Hz (scipy resample_poly); 0 = keep
     sfreq_target: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
     # instance (per window, per channel: mean 0, std 1) | recording (one robust z-score per channel
-    # over each recording: median, MAD × 1.4826; see recording_norm) | none
+    # over each recording: median, MAD × 1.4826; see recording_norm) | file (the same over all the
+    # samples of one source: one array of one file, e.g. X_train; X_test gets its own) | none
     normalize: str = setting("instance", choices=NORMALIZE)
     # comma-separated channel names or fnmatch patterns (acc_*); "" = all
     channels: str = setting("", free="channel names or patterns")

@@ -8,7 +8,9 @@ source (:mod:`.channels`: a dead or non-signal channel, left out of every source
 sets agree, with one warning naming it), then for each source, block by block: resample
 (``scipy.signal.resample_poly``), cut windows, label them (:mod:`.ts_labels`), drop the windows
 holding NaN/inf or in which every channel is flat (counted and reported), normalise each window per
-channel (or each recording, ``normalize: recording``) and hand them to the cache's writer.
+channel (or each recording, ``normalize: recording``, or each source: one array of one file,
+``normalize: file``, whose statistics take a first pass over its blocks) and hand them to the
+cache's writer.
 """
 
 from __future__ import annotations
@@ -416,6 +418,56 @@ def _recording_normalised(x, windows, starts, window, keep):
     return per_row.reshape(windows.shape)
 
 
+def _cut_block(src, start, stop, pick, held, ratio, window, stride, pop):
+    """Samples ``[start, stop)`` of ``src`` cut into windows: ``(x, starts, windows, finite, flat)``.
+
+    ``x`` is ``(m, C, T)`` (the picked channels, resampled), ``windows`` ``(m · n, C, window)`` row by
+    row (views of ``x``), ``finite`` and ``flat`` ``(m · n,)``: the windows without NaN/inf, and the
+    finite ones in which every channel is constant (both dropped). A source held from the channel
+    scan is taken from ``held`` (and left there unless ``pop``).
+    """
+    up, down = ratio
+    if id(src) in held:
+        block = held.pop(id(src)) if pop else held[id(src)]
+    else:
+        block = read_block(src, start, stop)
+    x = block[:, pick]
+    if (up, down) != (1, 1):
+        from scipy.signal import resample_poly
+
+        x = resample_poly(x, up, down, axis=-1)
+    starts = np.arange(0, x.shape[-1] - window + 1, stride)
+    windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=-1)[:, :, starts]
+    windows = windows.transpose(0, 2, 1, 3).reshape(x.shape[0] * len(starts), x.shape[1], window)
+    finite = np.isfinite(windows).all(axis=(1, 2))
+    with np.errstate(invalid="ignore"):
+        flat = finite & (np.ptp(np.where(np.isfinite(windows), windows, 0), axis=-1) == 0).all(axis=1)
+    return x, starts, windows, finite, flat
+
+
+def _file_stats(src, pick, held, ratio, window, stride):
+    """One robust centre and scale per channel over everything ``src`` holds (``normalize: file``).
+
+    ``src`` is one array of one file (a file's only array, or the split read from an archive with
+    ``X_train``/``X_test``: the test split gets its own statistics from its own samples). Its
+    samples are those of the kept windows of every row (each sample once per row, as for
+    ``recording``), all rows' samples pooled per channel (:mod:`.recording_norm`); read block by block
+    like the windows, so the kept samples of the whole source are held once. None when no window
+    is kept (the source then gives no window).
+    """
+    from .recording_norm import pooled_stats, window_samples
+
+    pieces = []
+    for start in range(0, src.n_samples, _chunk_samples(src)):
+        stop = min(src.n_samples, start + _chunk_samples(src))
+        x, starts, _, finite, flat = _cut_block(src, start, stop, pick, held, ratio, window, stride, pop=False)
+        kept = (finite & ~flat).reshape(x.shape[0], len(starts))
+        pieces.extend(
+            window_samples(x[row], starts[kept[row]], window) for row in range(x.shape[0]) if kept[row].any()
+        )
+    return pooled_stats(pieces) if pieces else None
+
+
 def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
     """Cut, label, check and normalise the windows of one source into ``writer``.
 
@@ -429,18 +481,11 @@ def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
     kept = made = 0
     counts: dict[int, int] = {}
     chunk = _chunk_samples(src)
+    file_stats = _file_stats(src, pick, held, ratio, window, stride) if cfg.normalize == "file" else None
     for start in range(0, src.n_samples, chunk):
         stop = min(src.n_samples, start + chunk)
-        x = (held.pop(id(src)) if id(src) in held else read_block(src, start, stop))[:, pick]
-        if (up, down) != (1, 1):
-            from scipy.signal import resample_poly
-
-            x = resample_poly(x, up, down, axis=-1)
-        n_times = x.shape[-1]
-        starts = np.arange(0, n_times - window + 1, stride)
-        windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=-1)[:, :, starts]
+        x, starts, windows, finite, flat = _cut_block(src, start, stop, pick, held, ratio, window, stride, pop=True)
         m, n_win = x.shape[0], len(starts)
-        windows = windows.transpose(0, 2, 1, 3).reshape(m * n_win, x.shape[1], window)
         labels = None
         if mapping is not None:
             raw = src.labels[start:stop]
@@ -450,9 +495,6 @@ def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
             [f"{src.group}/{s}" if src.has_sample_dim else src.group for s in sample_ids], n_win
         )
         subjects = np.repeat(src.subjects[start:stop], n_win) if src.subjects is not None else None
-        finite = np.isfinite(windows).all(axis=(1, 2))
-        with np.errstate(invalid="ignore"):
-            flat = finite & (np.ptp(np.where(np.isfinite(windows), windows, 0), axis=-1) == 0).all(axis=1)
         keep = finite & ~flat
         if cfg.normalize == "recording":
             windows = _recording_normalised(x, windows, starts, window, keep)
@@ -460,6 +502,9 @@ def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
         per_source[DROP_FLAT] += int(flat.sum())
         made += len(keep)
         windows = windows[keep]
+        if cfg.normalize == "file" and len(windows):
+            centre, scale = file_stats  # one pair per channel for every window of the source
+            windows = (windows.astype(np.float64) - centre[:, None]) / scale[:, None]
         if cfg.normalize == "instance" and len(windows):
             mean = windows.mean(axis=-1, keepdims=True)
             std = windows.std(axis=-1, keepdims=True)

@@ -1,5 +1,6 @@
-"""Per-recording normalisation (``modality.normalize: recording``): hand computations, both
-modalities, the cache key, and the same windows for training and for ``load_encoder``/``relpos eval``."""
+"""Per-recording and per-file normalisation (``modality.normalize: recording`` and ``file``): hand
+computations, both modalities, the cache key, and the same windows for training and for
+``load_encoder``/``relpos eval``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import relpos
 from relpos.cli import main
 from relpos.errors import ConfigError
 from relpos.training import build_modality
-from relpos_modalities.recording_norm import covered, robust_stats
+from relpos_modalities.recording_norm import covered, pooled_stats, robust_stats
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,6 +25,15 @@ def test_robust_stats_by_hand():
     centre, scale = robust_stats(np.array([[1.0, 2, 3, 4, 100], [5.0, 5, 5, 1, 9]]))
     np.testing.assert_allclose(centre, [3.0, 5.0])
     np.testing.assert_allclose(scale, [1.4826, np.sqrt(6.4)])
+
+
+def test_pooled_stats_are_the_stats_of_the_concatenated_samples():
+    # Channel 0 of the two pieces: 1, 2, 3 and 4, 100 → median 3, MAD 1 (as above).
+    centre, scale = pooled_stats([np.array([[1.0, 2, 3], [5.0, 5, 5]]), np.array([[4.0, 100], [1.0, 9]])])
+    np.testing.assert_allclose(centre, [3.0, 5.0])
+    np.testing.assert_allclose(scale, [1.4826, np.sqrt(6.4)])
+    with pytest.raises(ValueError, match=r"one channel count, got shapes"):
+        pooled_stats([np.zeros((2, 3)), np.zeros((3, 3))])
 
 
 def test_each_sample_counts_once_however_many_windows_hold_it():
@@ -78,6 +88,79 @@ def test_each_sample_of_a_stacked_source_is_its_own_recording(tmp_path):
     np.testing.assert_allclose(windows[:3], windows[3:], rtol=1e-4, atol=1e-4)
 
 
+def affine_trials(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(X_train, X_test), float32 ``(2, 2, 300)`` each: training trial 1 is trial 0 × 10 + 7, channel
+    1 offset by +3; the test trials are another draw, 4 times as loud."""
+    rng = np.random.default_rng(seed)
+    first = rng.standard_normal((2, 300))
+    first[1] += 3.0
+    train = np.stack([first, first * 10 + 7]).astype(np.float32)
+    test = (4 * rng.standard_normal((2, 2, 300)) - 1).astype(np.float32)
+    return train, test
+
+
+def save_trial_archive(path) -> tuple[np.ndarray, np.ndarray]:
+    train, test = affine_trials()
+    np.savez(path, X_train=train, y_train=np.array([0, 1]), X_test=test, y_test=np.array([1, 0]),
+             sfreq=np.array(100.0))
+    return train, test
+
+
+def file_normalised(trials: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """By hand: (windows, centre, scale) of 1-s windows at 100 Hz of ``trials`` (``(n, C, 300)``)
+    with one median and MAD × 1.4826 per channel over every trial's samples."""
+    data = trials.astype(np.float64)
+    pooled = data.transpose(1, 0, 2).reshape(data.shape[1], -1)
+    centre = np.median(pooled, axis=1)
+    scale = 1.4826 * np.median(np.abs(pooled - centre[:, None]), axis=1)
+    normalised = (data - centre[None, :, None]) / scale[None, :, None]
+    windows = normalised.reshape(len(data), data.shape[1], 3, 100).transpose(0, 2, 1, 3).reshape(-1, data.shape[1], 100)
+    return windows, centre, scale
+
+
+def test_timeseries_file_normalisation_keeps_what_separates_the_trials(tmp_path):
+    path = tmp_path / "trials.npz"
+    train, test = save_trial_archive(path)
+    windows = load_series(path, "file").x.numpy()
+    assert windows.shape == (6, 2, 100)
+    expected, centre, scale = file_normalised(train)
+    np.testing.assert_allclose(windows, expected, rtol=1e-5, atol=1e-5)
+    # Trial 1 = 10 × trial 0 + 7, so in normalised units 10 × its windows + (9 · centre + 7) / scale.
+    shift = (9 * centre + 7) / scale
+    np.testing.assert_allclose(windows[3:], 10 * windows[:3] + shift[None, :, None], rtol=1e-5, atol=1e-4)
+    # With recording each trial is scaled by its own statistics: the two become the same windows.
+    recording = load_series(path, "recording").x.numpy()  # another cache entry for the same file
+    np.testing.assert_allclose(recording[:3], recording[3:], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(windows[:3], windows[3:], atol=1.0)
+    # The test split of an evaluation gets its own statistics, from its own samples only.
+    config = relpos.resolve_config(modality="timeseries", overrides=[
+        "modality.sfreq=100", "modality.window_s=1", "modality.normalize=file",
+    ])
+    train_windows, test_windows = build_modality(config).eval_splits(str(path))
+    np.testing.assert_array_equal(train_windows.x.numpy(), windows)
+    np.testing.assert_allclose(test_windows.x.numpy(), file_normalised(test)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_training_and_load_encoder_see_the_same_windows_with_file(tmp_path):
+    path = tmp_path / "trials.npz"
+    save_trial_archive(path)
+    out = tmp_path / "run"
+    code = main([
+        "train", "--modality", "timeseries", "--pretext", "part", "--data", str(path), "--out", str(out),
+        "--steps", "2", "--no-progress", "--set", "modality.sfreq=100", "--set", "modality.window_s=1",
+        "--set", "modality.patch_s=0.1", "--set", "modality.normalize=file", "--set", "encoder.dim=8",
+        "--set", "encoder.depth=1", "--set", "encoder.heads=1", "--set", "pretext.n_pairs=4",
+        "--set", "train.batch_size=2",
+    ])
+    assert code == 0
+    pretrained = relpos.load_encoder(out)
+    assert pretrained.config.modality_config.normalize == "file"
+    opened = pretrained.open(str(path)).x.numpy()
+    np.testing.assert_array_equal(opened, load_series(path, "file").x.numpy())
+    # The louder trial stays about 10 times louder.
+    assert 9.0 < opened[3:].std(axis=(0, 2)).mean() / opened[:3].std(axis=(0, 2)).mean() < 11.0
+
+
 def test_training_and_load_encoder_see_the_same_windows(tmp_path, capsys):
     x = loud_and_quiet(seed=2)
     path = tmp_path / "night.npy"
@@ -102,7 +185,7 @@ def test_training_and_load_encoder_see_the_same_windows(tmp_path, capsys):
 def test_eeg_recording_normalisation_is_one_robust_z_score_per_channel(make_recording):
     path = make_recording(12.0)
     loaded = {}
-    for normalize in ("instance", "recording"):
+    for normalize in ("instance", "recording", "file"):
         config = relpos.resolve_config(modality="eeg", overrides=[
             "modality.window_s=2", "modality.stride_s=2", "modality.labels=none",
             f"modality.normalize={normalize}",
@@ -110,6 +193,7 @@ def test_eeg_recording_normalisation_is_one_robust_z_score_per_channel(make_reco
         loaded[normalize] = build_modality(config).load(str(path)).x.numpy().astype(np.float64)
     recording = loaded["recording"]
     assert recording.shape[0] == 6
+    np.testing.assert_array_equal(loaded["file"], recording)  # a file holding one recording: the same
     # Non-overlapping windows cover the recording once, so over all of them each channel has
     # median 0 and MAD × 1.4826 = 1 exactly (float32 rounding aside).
     samples = recording.transpose(1, 0, 2).reshape(recording.shape[1], -1)
@@ -121,6 +205,44 @@ def test_eeg_recording_normalisation_is_one_robust_z_score_per_channel(make_reco
     assert not np.allclose(recording.std(-1), 1.0, rtol=1e-2)  # windows keep their own spread
 
 
+def test_eeg_file_normalisation_of_npz_trials(tmp_path):
+    import mne
+
+    # Two trials of 4 s at 100 Hz (no resampling), µV; trial 1 = trial 0 × 10 + 7. Low-pass only,
+    # so the offset passes the filter; each trial is filtered as the modality does, by MNE.
+    rng = np.random.default_rng(4)
+    first = 20 * rng.standard_normal((2, 400))
+    train = np.stack([first, first * 10 + 7]).astype(np.float32)
+    test = (40 * rng.standard_normal((2, 2, 400))).astype(np.float32)
+    path = tmp_path / "trials.npz"
+    np.savez(path, X_train=train, y_train=np.array([0, 1]), X_test=test, y_test=np.array([1, 0]),
+             sfreq=np.array(100.0), ch_names=np.array(["Cz", "Pz"]), class_names=np.array(["a", "b"]))
+    loaded = {}
+    for normalize in ("recording", "file"):
+        config = relpos.resolve_config(modality="eeg", overrides=[
+            "modality.window_s=1", "modality.stride_s=1", "modality.patch_s=0.25", "modality.l_freq=0",
+            f"modality.normalize={normalize}",
+        ])
+        loaded[normalize] = build_modality(config).eval_splits(str(path))
+    for split, trials in ((0, train), (1, test)):
+        filtered = mne.filter.filter_data(trials.astype(np.float64) * 1e-6, 100.0, None, 30.0, verbose="error")
+        pooled = filtered.transpose(1, 0, 2).reshape(2, -1)  # 4 non-overlapping windows cover each trial
+        centre = np.median(pooled, axis=1)
+        scale = 1.4826 * np.median(np.abs(pooled - centre[:, None]), axis=1)
+        expected = ((filtered - centre[:, None]) / scale[:, None]).reshape(2, 2, 4, 100).transpose(0, 2, 1, 3)
+        got = loaded["file"][split].x.numpy()
+        assert got.shape == (8, 2, 100)
+        np.testing.assert_allclose(got, expected.reshape(8, 2, 100), rtol=1e-4, atol=1e-4)
+    windows = loaded["file"][0].x.numpy().astype(np.float64)
+    # In normalised units trial 1 is 10 × trial 0 plus one shift per channel; recording makes them equal.
+    shift = windows[4:] - 10 * windows[:4]
+    np.testing.assert_allclose(shift, shift.mean(axis=(0, 2), keepdims=True) * np.ones_like(shift), atol=1e-3)
+    assert np.abs(shift.mean(axis=(0, 2))).min() > 0.01
+    recording = loaded["recording"][0].x.numpy()
+    np.testing.assert_allclose(recording[:4], recording[4:], rtol=1e-3, atol=1e-3)
+
+
 def test_an_unknown_normalisation_is_one_sentence(tmp_path):
-    with pytest.raises(ConfigError, match=r"'modality.normalize': allowed 'instance' or 'recording', got 'none'"):
+    allowed = r"'modality.normalize': allowed 'instance', 'recording' or 'file', got 'none'"
+    with pytest.raises(ConfigError, match=allowed):
         relpos.resolve_config(modality="eeg", overrides=["modality.normalize=none"])
