@@ -397,6 +397,10 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
 def summarise(cells: list[dict]) -> list[dict]:
     """One row per (data set, method, normalisation, protocol), seeds pooled."""
     groups: dict[tuple, list[dict]] = {}
@@ -440,7 +444,7 @@ def pretrain_rows(cells: list[dict]) -> list[list[str]]:
 
         warned = sum(bool(x["warned_stuck"]) for x in p)
         table.append([ds, method, norm, str(p[0]["steps"]), _num(mean("loss_first")), _num(mean("baseline_first")),
-                      _num(mean("loss_last")), _num(mean("baseline_last")), _num(mean("ratio_last"), 3),
+                      _num(mean("loss_last")), _num(mean("baseline_last")), _ratio(mean("ratio_last")),
                       f"{warned} of {len(p)}", f"{mean('seconds'):.1f}"])
     return table
 
@@ -455,7 +459,7 @@ def write_report(cells: list[dict], out: Path, meta: dict) -> None:
         mark = " ✓" if r["delta"] >= CLEAR_GAIN else ""
         table.append([r["dataset"], r["method"], r["normalize"], what, _pm(r["pretrained_kappa"]),
                       _pm(r["random_kappa"]), f"{r['delta']:+.3f}{mark}", ",".join(map(str, r["seeds"])),
-                      _num(r["ratio_end"], 3)])
+                      _ratio(r["ratio_end"])])
     machines = sorted({_machine_line(c["machine"]) for c in cells})
     commands = sorted({c.get("command", "?") for c in cells})
     lines = [
@@ -693,8 +697,15 @@ def main(argv: list[str] | None = None) -> int:
 
     wanted = {cell_name(*c) for c in cells}
     done = [c for c in load_cells(args.out) if cell_name(c["dataset"], c["method"], c["normalize"], c["seed"]) in wanted]
+    if args.jobs == 1:
+        busy = f"During this invocation {contention.describe()}."
+    elif "others_cores" in contention.result:
+        busy = (f"During this invocation processes other than the parent, its {args.jobs} workers included, kept "
+                f"{contention.result['others_cores']:.2f} cores busy on average.")
+    else:
+        busy = "Other processes' CPU use unknown."
     meta = {**machine_info(), "device": str(resolve_device(args.device)), "command": args.command,
-            "contention": f"During this invocation {contention.describe()}.", "wall_s": time.perf_counter() - t0,
+            "contention": busy, "wall_s": time.perf_counter() - t0,
             "jobs": args.jobs, "steps": {d: args.steps_by_ds[d] for d in args.datasets},
             "finetune_steps": args.finetune_steps, "features": FEATURES, "notes": notes, "failed": failed}
     write_report(done, args.out, meta)
