@@ -394,7 +394,7 @@ def warm_data_cache(names: list[str], extra: list[str], data: Path) -> None:
 
 def run_parallel(names: list[str], args: argparse.Namespace, folder: Path) -> int:
     """Run each variant in its own process of this script, at most ``args.jobs`` at a time."""
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     logs = folder / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pending, running, failed = list(names), {}, []
@@ -444,6 +444,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra KEY=VALUE for every variant")
     parser.add_argument("--device", default="auto", help="train.device of every run and of the measurements: auto, cpu, cuda, cuda:N")
     parser.add_argument("--jobs", type=int, default=1, help="variants run in this many processes at once")
+    parser.add_argument("--threads", type=int, default=None, help="OpenMP threads of each process (default: cores // jobs)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of the result files (default bench/results)")
     default_root = os.environ.get("RELPOS_SHARED_DATA") or str(ROOT.parent / "shared" / "data")
     parser.add_argument("--data-root", type=Path, default=Path(default_root),

@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 #: The shared data folder; ``--data-root`` or ``$RELPOS_SHARED_DATA`` point elsewhere.
 DATA_ROOT = Path(os.environ.get("RELPOS_SHARED_DATA", REPO.parent / "shared" / "data"))
-NORMALIZE = ("recipe", "instance", "recording")
+NORMALIZE = ("recipe", "instance", "recording", "file")
 INITS = ("pretrained", "random")
 #: (protocol, label fraction): linear and kNN on all training labels, fine-tuning on a tenth.
 PROTOCOLS = (("linear", 1.0), ("knn", 1.0), ("finetune", 0.1))
@@ -167,6 +167,10 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str, str, int]], lis
                                  f"(only 'recipe' applies)")
                     continue
                 cells.extend((ds, method, norm, s) for s in args.seeds)
+    # Seed-major, slow data sets first: a run cut off by --time-limit still holds every data set for
+    # its first seeds, and the workers' tail is short.
+    slow = {"sleep": 0, "mnist": 1}
+    cells.sort(key=lambda c: (args.seeds.index(c[3]), slow.get(c[0], 2)))
     return cells, notes
 
 
@@ -346,7 +350,7 @@ def worker_argv(cell: tuple[str, str, str, int], args: argparse.Namespace) -> li
 
 def run_parallel(cells: list, args: argparse.Namespace) -> list[str]:
     """Run the cells in ``args.jobs`` worker processes; return the names of the cells that failed."""
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "RELPOS_PAYOFF_COMMAND": args.command}
     logs = args.out / "logs"
@@ -354,7 +358,12 @@ def run_parallel(cells: list, args: argparse.Namespace) -> list[str]:
     pending, running, failed = list(cells), {}, []
     print(f"[jobs] {len(cells)} cell(s) in {args.jobs} worker(s), {threads} thread(s) each; logs in {logs}",
           flush=True)
+    started = time.perf_counter()
     while pending or running:
+        if args.time_limit is not None and pending and time.perf_counter() - started > args.time_limit:
+            print(f"[jobs] time limit ({args.time_limit:.0f} s): {len(pending)} cell(s) not started", flush=True)
+            failed.extend(cell_name(*c) + " (not started: time limit)" for c in pending)
+            pending = []
         while pending and len(running) < args.jobs:
             cell = pending.pop(0)
             name = cell_name(*cell)
@@ -609,6 +618,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="folder holding eeg/, sensor/ and images/ (default: $RELPOS_SHARED_DATA or ../shared/data)")
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "payoff")
     parser.add_argument("--jobs", type=int, default=1, help="cells run in this many worker processes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch/OpenMP threads of each worker (default: cores // jobs)")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds after which no new cell is started (with --jobs > 1); the report says what finished")
     parser.add_argument("--keep-runs", action="store_true", help="keep the checkpoints of the runs")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from OUT/cells/*.json")
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # DS:METHOD:NORM:SEED, for workers
