@@ -12,11 +12,13 @@ the one Sleep-EDF night), every pretext asked for (``--methods``, default PART),
 2. evaluated with ``relpos.evaluate`` (evaluation seed ``s``) for ``init="pretrained"`` and
    ``init="random"`` (the same architecture with fresh weights) under three protocols: the linear
    probe and kNN with all training labels, and fine-tuning with a tenth of them (the few-label
-   fine-tuning of "Self-supervised learning of relative positions"-style evaluations). The random-init
+   fine-tuning of "How PARTs assemble into wholes: Learning the relative composition of images"). The random-init
    scores depend on the data set, normalisation, seed and architecture only, so they are computed once
    per such key and shared by methods that use the same architecture.
 
-The features are FIXED to ``mean`` (the mean patch token). That choice was made before any test score
+The features are FIXED to ``mean`` (the mean patch token), and the protocol by which the question
+"does pretraining pay off?" is answered is the **linear probe** with each recipe's own normalisation
+(kNN and few-label fine-tuning are reported beside it). Both choices were made before any test score
 was seen, so no test score chooses anything in this benchmark.
 
 On the sleep night (one recording of one subject) the evaluation splits the night into
@@ -45,6 +47,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -329,7 +332,7 @@ def run_cell(ds_name: str, method: str, norm: str, seed: int, args: argparse.Nam
         "overrides": overrides, "run_dir": str(run_dir), "features": FEATURES, "pretrain": pretrain,
         "eval": evals, "random_source": random_source, "random_key": key,
         "machine": {**machine_info(), "device": str(resolve_device(args.device))},
-        "command": args.command, "seconds": time.perf_counter() - t_cell,
+        "command": args.command, "seconds": time.perf_counter() - t_cell, "finetune_steps": args.finetune_steps,
     }
     atomic_json(args.out / "cells" / f"{name}.json", cell)
     return cell
@@ -559,10 +562,11 @@ def write_plot(rows: list[dict], path: Path) -> None:
         ax.set_title(protocol + (f" ({fraction:g} of the labels)" if fraction != 1.0 else ""), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel(f"Cohen's κ (test, {FEATURES} features)")
-    axes[0][-1].legend(fontsize=6, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(len(labels), 6), frameon=False)
     fig.suptitle("Pretrained (solid) vs random init (hatched) of the same architecture; mean ± std over seeds",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / 6), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -660,7 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         old = {}
         if (args.out / "results.json").is_file():
             old = json.loads((args.out / "results.json").read_text()).get("meta", {})
+        steps = sorted({c.get("finetune_steps", args.finetune_steps) for c in cells})
         meta = {**old, "command": old.get("command", args.command),
+                "finetune_steps": old.get("finetune_steps", "/".join(map(str, steps))),
                 "contention": old.get("contention", "Contention not measured (report rebuilt from cell files).")}
         write_report(cells, args.out, meta)
         print(f"bench_payoff: report of {len(cells)} cell(s) in {args.out / 'results.md'}")
