@@ -100,7 +100,7 @@ class BaselineWatch:
             f"after {step} of {self.total_steps} steps the loss ({mean_loss:.4g}, mean of "
             f"{_last_steps(len(self.losses))}) is not clearly below the pretext's trivial baseline "
             f"({mean_baseline:.4g}, the '{BASELINE_KEY}' column of metrics.csv), so the pretext is not "
-            f"learning from this data (see 'Trivial baseline' in docs/plugins.md for what to check)."
+            f"learning from this data (docs/pretraining.md says what to check and what helped on real data)."
         )
 
     def summary(self) -> str | None:
