@@ -141,18 +141,23 @@ def test_timeseries_file_normalisation_keeps_what_separates_the_trials(tmp_path)
     np.testing.assert_allclose(test_windows.x.numpy(), file_normalised(test)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_training_and_load_encoder_see_the_same_windows_with_file(tmp_path):
-    path = tmp_path / "trials.npz"
-    save_trial_archive(path)
-    out = tmp_path / "run"
+def train_tiny(path, out, normalize: str) -> None:
+    """Two PART steps of a tiny timeseries model on ``path`` with ``modality.normalize`` set."""
     code = main([
         "train", "--modality", "timeseries", "--pretext", "part", "--data", str(path), "--out", str(out),
         "--steps", "2", "--no-progress", "--set", "modality.sfreq=100", "--set", "modality.window_s=1",
-        "--set", "modality.patch_s=0.1", "--set", "modality.normalize=file", "--set", "encoder.dim=8",
+        "--set", "modality.patch_s=0.1", "--set", f"modality.normalize={normalize}", "--set", "encoder.dim=8",
         "--set", "encoder.depth=1", "--set", "encoder.heads=1", "--set", "pretext.n_pairs=4",
         "--set", "train.batch_size=2",
     ])
     assert code == 0
+
+
+def test_training_and_load_encoder_see_the_same_windows_with_file(tmp_path):
+    path = tmp_path / "trials.npz"
+    save_trial_archive(path)
+    out = tmp_path / "run"
+    train_tiny(path, out, "file")
     pretrained = relpos.load_encoder(out)
     assert pretrained.config.modality_config.normalize == "file"
     opened = pretrained.open(str(path)).x.numpy()
@@ -166,14 +171,7 @@ def test_training_and_load_encoder_see_the_same_windows(tmp_path, capsys):
     path = tmp_path / "night.npy"
     np.save(path, x.astype(np.float32))
     out = tmp_path / "run"
-    code = main([
-        "train", "--modality", "timeseries", "--pretext", "part", "--data", str(path), "--out", str(out),
-        "--steps", "2", "--no-progress", "--set", "modality.sfreq=100", "--set", "modality.window_s=1",
-        "--set", "modality.patch_s=0.1", "--set", "modality.normalize=recording", "--set", "encoder.dim=8",
-        "--set", "encoder.depth=1", "--set", "encoder.heads=1", "--set", "pretext.n_pairs=4",
-        "--set", "train.batch_size=2",
-    ])
-    assert code == 0
+    train_tiny(path, out, "recording")
     pretrained = relpos.load_encoder(out)
     assert pretrained.config.modality_config.normalize == "recording"
     opened = pretrained.open(str(path)).x.numpy()
