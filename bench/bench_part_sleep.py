@@ -90,6 +90,12 @@ VARIANTS = {
     "near-recording": [*NEAR, "modality.normalize=recording"],
     "default-lr1e-3-bs64": ["train.lr=1e-3", "train.batch_size=64"],
     "neighbours-lr1e-3": ["train.lr=1e-3"],
+    # Around the best near variant (batch 64): head, depth, pairs per window, warm-up, normalisation.
+    "near-bs64-pairwise": [*NEAR, "train.batch_size=64", "pretext.head=pairwise_mlp"],
+    "near-bs64-depth2": [*NEAR, "train.batch_size=64", "encoder.depth=2"],
+    "near-bs64-pairs128": [*NEAR, "train.batch_size=64", "pretext.n_pairs=128"],
+    "near-bs64-warmup100": [*NEAR, "train.batch_size=64", "train.warmup_steps=100"],
+    "near-bs64-recording": [*NEAR, "train.batch_size=64", "modality.normalize=recording"],
 }
 NEIGHBOUR_VARIANTS = {"neighbours", "neighbours-lr1e-3"}  # trained with neighbour_sampling()
 DEFAULT_VARIANTS = "default,masked,masked-only"
