@@ -141,8 +141,9 @@ def test_timeseries_file_normalisation_keeps_what_separates_the_trials(tmp_path)
     np.testing.assert_allclose(test_windows.x.numpy(), file_normalised(test)[0], rtol=1e-5, atol=1e-5)
 
 
-def train_tiny(path, out, normalize: str) -> None:
-    """Two PART steps of a tiny timeseries model on ``path`` with ``modality.normalize`` set."""
+def train_and_reopen(path, out, normalize: str) -> np.ndarray:
+    """Two PART steps of a tiny timeseries model on ``path`` with ``modality.normalize`` set; the
+    windows its ``load_encoder`` opens from ``path``, checked equal to what training read."""
     code = main([
         "train", "--modality", "timeseries", "--pretext", "part", "--data", str(path), "--out", str(out),
         "--steps", "2", "--no-progress", "--set", "modality.sfreq=100", "--set", "modality.window_s=1",
@@ -151,17 +152,18 @@ def train_tiny(path, out, normalize: str) -> None:
         "--set", "train.batch_size=2",
     ])
     assert code == 0
+    pretrained = relpos.load_encoder(out)
+    assert pretrained.config.modality_config.normalize == normalize
+    opened = pretrained.open(str(path)).x.numpy()
+    np.testing.assert_array_equal(opened, load_series(path, normalize).x.numpy())
+    return opened
 
 
 def test_training_and_load_encoder_see_the_same_windows_with_file(tmp_path):
     path = tmp_path / "trials.npz"
     save_trial_archive(path)
     out = tmp_path / "run"
-    train_tiny(path, out, "file")
-    pretrained = relpos.load_encoder(out)
-    assert pretrained.config.modality_config.normalize == "file"
-    opened = pretrained.open(str(path)).x.numpy()
-    np.testing.assert_array_equal(opened, load_series(path, "file").x.numpy())
+    opened = train_and_reopen(path, out, "file")
     # The louder trial stays about 10 times louder.
     assert 9.0 < opened[3:].std(axis=(0, 2)).mean() / opened[:3].std(axis=(0, 2)).mean() < 11.0
 
@@ -171,11 +173,7 @@ def test_training_and_load_encoder_see_the_same_windows(tmp_path, capsys):
     path = tmp_path / "night.npy"
     np.save(path, x.astype(np.float32))
     out = tmp_path / "run"
-    train_tiny(path, out, "recording")
-    pretrained = relpos.load_encoder(out)
-    assert pretrained.config.modality_config.normalize == "recording"
-    opened = pretrained.open(str(path)).x.numpy()
-    np.testing.assert_array_equal(opened, load_series(path, "recording").x.numpy())
+    opened = train_and_reopen(path, out, "recording")
     assert opened.std(axis=(1, 2))[4:].mean() > 4 * opened.std(axis=(1, 2))[:4].mean()
 
 
