@@ -127,6 +127,19 @@ def should_report(error: BaseException) -> bool:
 
 
 # -- the process group ---------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` as a device: ``auto`` is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"Invalid value for 'train.device': {name!r}; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"'train.device' is {name!r} but no CUDA GPU is available; use cpu or auto.")
+    return device
+
+
 def device_for(name: str, launch: Launch) -> torch.device:
     """The device this process trains on, checked against the run's layout.
 
@@ -134,14 +147,7 @@ def device_for(name: str, launch: Launch) -> torch.device:
     rank, one GPU per process; ``cuda:N`` and ``mps`` are refused, since every process would share one
     device. A single process resolves ``name`` as before.
     """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"Invalid value for 'train.device': {name!r}; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"'train.device' is {name!r} but no CUDA GPU is available; use cpu or auto.")
+    device = resolve_device(name)
     if launch.world_size == 1:
         return device
     if device.type == "cuda":

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from . import __version__, distributed
+from .distributed import resolve_device
 from .checkpoint import (
     atomic_torch_save,
     atomic_write_text,
@@ -95,17 +96,6 @@ class TrainResult:
     #: Where the run ended relative to its pretext's trivial baseline (None: the pretext reports none).
     baseline_summary: str | None = None
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"Invalid value for 'train.device': {name!r}; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"'train.device' is {name!r} but no CUDA GPU is available; use cpu or auto.")
-    return device
 
 
 def lr_schedule(cfg: TrainConfig) -> np.ndarray:
