@@ -55,6 +55,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def train_tiny_part(out: str | Path, modality: str = "eeg", data=None, extra=(), steps: int = 2) -> Path:
+    """A tiny PART run of ``steps`` steps (every step logged) in ``out``, from Python."""
+    import relpos
+
+    config = relpos.resolve_config(
+        modality=modality, pretext="part",
+        overrides=[*TINY_OVERRIDES, f"train.steps={steps}", "train.progress=false", "train.log_every=1", *extra],
+    )
+    config.out = str(out)
+    config.data = None if data is None else str(data)
+    relpos.train(config)
+    return Path(out)
+
+
 def tiny_args(steps: int = 2) -> list[str]:
     """CLI arguments for a tiny run of ``steps`` steps without a progress bar."""
     args: list[str] = []

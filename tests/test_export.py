@@ -13,18 +13,7 @@ from relpos.cli import main
 from relpos.errors import RelposError
 from relpos.export import export, read_metadata
 
-from conftest import TINY_OVERRIDES
-
-
-def _train(out, modality="eeg", data=None, extra=()):
-    config = relpos.resolve_config(
-        modality=modality, pretext="part",
-        overrides=[*TINY_OVERRIDES, "train.steps=2", "train.progress=false", *extra],
-    )
-    config.out = str(out)
-    config.data = None if data is None else str(data)
-    relpos.train(config)
-    return out
+from conftest import train_tiny_part
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +23,7 @@ def eeg_run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(tmp_path_factory.mktemp("export") / "eeg")
+        return train_tiny_part(tmp_path_factory.mktemp("export") / "eeg")
     finally:
         torch.set_num_threads(threads)
 
@@ -97,7 +86,7 @@ def test_timm_reproduces_features_on_mnist(shared_data, tmp_path, pos_embed, cap
     extra = ["modality.max_images=16"]
     if pos_embed == "sincos":  # position-masked PART: sin-cos embeddings, which timm gets as its table
         extra += ["encoder.pos_embed=sincos", "encoder.pos_mask_ratio=0.25"]
-    run = _train(tmp_path / "mnist", modality="image", data=mnist, extra=extra)
+    run = train_tiny_part(tmp_path / "mnist", modality="image", data=mnist, extra=extra)
     path = tmp_path / "timm.safetensors"
     capsys.readouterr()
     assert main(["export", str(run), "--format", "timm", "--out", str(path)]) == 0

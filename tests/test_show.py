@@ -15,18 +15,7 @@ from relpos.cli import main
 from relpos.errors import RelposError
 from relpos.show import available_figures, show
 
-from conftest import EEG_SAMPLE, TINY_OVERRIDES
-
-
-def _train(out, modality="eeg", data=None, extra=(), steps=2):
-    config = relpos.resolve_config(
-        modality=modality, pretext="part",
-        overrides=[*TINY_OVERRIDES, f"train.steps={steps}", "train.progress=false", "train.log_every=1", *extra],
-    )
-    config.out = str(out)
-    config.data = None if data is None else str(data)
-    relpos.train(config)
-    return out
+from conftest import EEG_SAMPLE, train_tiny_part
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +26,7 @@ def eeg_run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(tmp_path_factory.mktemp("show") / "eeg", extra=["pretext.head=pairwise_mlp"])
+        return train_tiny_part(tmp_path_factory.mktemp("show") / "eeg", extra=["pretext.head=pairwise_mlp"])
     finally:
         torch.set_num_threads(threads)
 
@@ -183,7 +172,7 @@ def test_data_of_another_modality(shared_data, tmp_path, capsys, make_image_fold
     mnist = shared_data / "images" / "mnist.npz"
     if not mnist.is_file():
         pytest.skip(f"{mnist} not found")
-    run = _train(tmp_path / "mnist", modality="image", data=mnist, extra=["modality.max_images=16"])
+    run = train_tiny_part(tmp_path / "mnist", modality="image", data=mnist, extra=["modality.max_images=16"])
     line = _one_sentence_exit_2(
         ["show", str(run), "reconstruction", "--data", str(EEG_SAMPLE), "--out", str(tmp_path / "p")], capsys
     )
@@ -210,7 +199,7 @@ def test_a_loss_plot_that_cannot_be_drawn_never_fails_the_run(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "plots").write_text("a file where the plots folder would go")
-    _train(out, extra=["pretext.head=pairwise_mlp"])
+    train_tiny_part(out, extra=["pretext.head=pairwise_mlp"])
     assert (out / "checkpoints" / "last.pt").is_file()  # the run finished and kept its checkpoint
     err = capsys.readouterr().err
     assert "relpos: warning: the loss plot could not be drawn" in err
