@@ -479,15 +479,6 @@ def get_dataset(name: str) -> type:
     return get_registry().get("dataset", name)
 
 
-def get_encoder(name: str) -> type:
-    """The encoder class registered as ``name`` (with a did-you-mean error otherwise)."""
-    return get_registry().get("encoder", name)
-
-
-def list_encoders(pattern: str = "*") -> list[str]:
-    return get_registry().names("encoder", pattern)
-
-
 def list_modalities(pattern: str = "*") -> list[str]:
     return get_registry().names("modality", pattern)
 

@@ -7,7 +7,6 @@ one with the ``register_encoders(register)`` hook; see docs/plugins.md.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +32,7 @@ def list_encoders(pattern: str = "*") -> list[str]:
     """Names of the registered encoders matching a wildcard pattern."""
     from ..plugins import get_registry
 
-    return [n for n in get_registry().names("encoder") if fnmatch.fnmatch(n, pattern)]
+    return get_registry().names("encoder", pattern)
 
 
 def get_encoder_class(arch: str) -> type[Encoder]:
