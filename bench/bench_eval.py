@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Contention, fmt, machine_info, markdown_table  # noqa: E402
 
 import relpos  # noqa: E402
-from relpos.training import resolve_device  # noqa: E402
+from relpos.distributed import resolve_device  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"

@@ -277,7 +277,7 @@ def random_key(run_dir: Path, ds: str, norm: str, seed: int, args: argparse.Name
 
 def run_cell(ds_name: str, method: str, norm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import relpos
-    from relpos.training import resolve_device
+    from relpos.distributed import resolve_device
 
     t_cell = time.perf_counter()
     ds = DATASETS[ds_name]
@@ -712,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         failed = run_parallel(todo, args)
     contention.stop()
-    from relpos.training import resolve_device
+    from relpos.distributed import resolve_device
 
     wanted = {cell_name(*c) for c in cells}
     done = [c for c in load_cells(args.out) if cell_name(c["dataset"], c["method"], c["normalize"], c["seed"]) in wanted]

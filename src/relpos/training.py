@@ -38,7 +38,6 @@ import numpy as np
 import torch
 
 from . import __version__, distributed
-from .distributed import resolve_device
 from .checkpoint import (
     atomic_torch_save,
     atomic_write_text,
@@ -538,7 +537,7 @@ def _train(
 
     cfg = config.train
     distributed_run = launch.world_size > 1
-    device = distributed.device_for(cfg.device, launch) if distributed_run else resolve_device(cfg.device)
+    device = distributed.device_for(cfg.device, launch)
     _check_layout(cfg, launch)
     distributed.setup(device, launch)
     main_process = launch.rank == 0  # writes the run's files; the others only train

@@ -456,7 +456,7 @@ def evaluate(
         )
     refuse_special_file(data)
 
-    from ..training import resolve_device
+    from ..distributed import resolve_device
 
     device = resolve_device(cfg.device)
     run_dir = Path(run_dir)
