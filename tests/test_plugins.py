@@ -696,3 +696,68 @@ def test_the_encoder_call_is_documented_with_its_signature():
 
     docs = (REPO / "docs" / "plugins.md").read_text()
     assert f"`self.encoder{_documented_form('', PatchEncoder.forward)}`" in docs
+
+
+# -- a class with neither a description nor a docstring ------------------------------------------------------
+class UndocumentedPretext(Pretext):
+    name = "undocumented"
+    Config = _PatchConfig
+
+    def forward(self, batch, generator):
+        raise NotImplementedError("registration only")
+
+
+class UndocumentedPlugin:
+    @relpos.hookimpl
+    def register_pretexts(self, register):
+        register(UndocumentedPretext)
+
+
+def test_plugins_command_lists_a_class_without_docstring_and_everything_else(plugin, capsys):
+    plugin(UndocumentedPlugin(), "undocumented")
+    from relpos.cli import main
+
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.strip().startswith("undocumented "))
+    assert "(no description)" in line
+    assert "part-grid" in out and "Failed to load" not in out
+    assert main(["plugins", "--json"]) == 0
+    listed = {(p["kind"], p["name"]): p for p in json.loads(capsys.readouterr().out)["plugins"]}
+    assert listed[("pretext", "undocumented")]["description"] == "(no description)"
+    assert listed[("pretext", "part")]["description"] == relpos.plugins.get_pretext("part").describe() != ""
+
+
+def test_the_description_is_the_first_non_blank_line_of_the_class_own_docstring():
+    class Blank(Pretext):
+        """
+
+        Second line is the first that says something.
+        More.
+        """
+
+    class Inheriting(Blank):
+        pass  # no docstring of its own: a base class's docstring says nothing about it
+
+    assert Blank.describe() == "Second line is the first that says something."
+    assert Inheriting.describe() == "(no description)"
+    Inheriting.description = "Set explicitly."
+    assert Inheriting.describe() == "Set explicitly."
+
+
+class RaisingDescribePretext(UndocumentedPretext):
+    name = "raising-describe"
+
+    @classmethod
+    def describe(cls):
+        raise KeyError("nope")
+
+
+def test_a_describe_that_raises_is_that_plugin_failure_only(plugin, capsys):
+    plugin(_registering("pretext", RaisingDescribePretext), "raising-describe")
+    from relpos.cli import main
+
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "part-grid" in out
+    assert "raising-describe (registered at run time): TypeError: RaisingDescribePretext.describe() raised" in out

@@ -52,6 +52,21 @@ def origin(plugin: str, distribution: str, in_parentheses: bool = False) -> str:
     return f"plugin {plugin!r} from {distribution}"
 
 
+#: What ``relpos plugins`` shows for a class with neither a ``description`` nor a docstring.
+NO_DESCRIPTION = "(no description)"
+
+
+def class_description(cls: type) -> str:
+    """The one line ``relpos plugins`` shows for a registered class: its own ``description``, else
+    the first non-blank line of its own docstring (a base class's docstring says nothing about the
+    plugin), else :data:`NO_DESCRIPTION`."""
+    text = getattr(cls, "description", "") or ""
+    if not (isinstance(text, str) and text.strip()):
+        text = cls.__dict__.get("__doc__") or ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else NO_DESCRIPTION
+
+
 @dataclass(frozen=True)
 class Entry:
     """A registered class and where it came from."""
@@ -69,7 +84,7 @@ class Entry:
             "plugin": self.plugin,
             "distribution": self.distribution,
             "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
-            "description": self.cls.describe() if hasattr(self.cls, "describe") else "",
+            "description": self.cls.describe(),  # checked at registration: one line of text
         }
 
 
@@ -131,6 +146,22 @@ def _check_name(cls: type, attribute: str = "name") -> None:
         raise TypeError(
             f"{cls.__qualname__}.{attribute} must be a name of letters, digits, '-', '_' or '.' "
             f"starting with a letter or digit, got {value!r}."
+        )
+
+
+def _check_describe(cls: type) -> None:
+    # ``relpos plugins`` lists every class in one go, so one describe() that raises would hide all.
+    try:
+        text = cls.describe()
+    except Exception as exc:  # noqa: BLE001 - whatever an override raises
+        raise TypeError(
+            f"{cls.__qualname__}.describe() raised {_one_line(exc)}; it must return the one line of text "
+            f"`relpos plugins` shows."
+        ) from None
+    if not isinstance(text, str):
+        raise TypeError(
+            f"{cls.__qualname__}.describe() must return the one line of text `relpos plugins` shows, "
+            f"got {text!r}."
         )
 
 
@@ -313,6 +344,7 @@ def _check_class(kind: str, cls: Any) -> None:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise TypeError(f"register() for a {kind} takes a subclass of {where}.{base.__name__}, got {cls!r}.")
     _check_name(cls)
+    _check_describe(cls)
     checks = {"modality": _check_modality, "pretext": _check_pretext, "dataset": _check_dataset, "encoder": _check_encoder}
     checks[kind](cls)
 

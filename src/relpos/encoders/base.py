@@ -129,4 +129,7 @@ class Encoder(nn.Module):
 
     @classmethod
     def describe(cls) -> str:
-        return cls.description or (cls.__doc__ or "").strip().splitlines()[0]
+        """The line ``relpos plugins`` shows: :attr:`description`, else the docstring's first line."""
+        from ..plugins import class_description
+
+        return class_description(cls)
