@@ -761,3 +761,28 @@ def test_a_describe_that_raises_is_that_plugin_failure_only(plugin, capsys):
     out = capsys.readouterr().out
     assert "part-grid" in out
     assert "raising-describe (registered at run time): TypeError: RaisingDescribePretext.describe() raised" in out
+
+
+# -- a misspelled hook names the nearest one -------------------------------------------------------------------
+def test_a_misspelled_hook_is_reported_with_the_nearest_hook_name(install, capsys):
+    install("typo_relpos_plugin", """
+        import relpos
+
+        @relpos.hookimpl
+        def register_encoder(register):  # the hook is register_encoders
+            raise AssertionError("never called")
+    """, dist="typo-relpos-plugin", entry="typo")
+    registry = relpos.plugins.get_registry()
+    assert BUILTINS <= names_of(registry)
+    assert [f.error for f in registry.failures] == [
+        "Unknown hook 'register_encoder'. Did you mean 'register_encoders'? The relpos hooks are "
+        "register_modalities, register_pretexts, register_datasets, register_encoders."
+    ]
+    err = capsys.readouterr().err
+    assert "plugin 'typo' from typo-relpos-plugin was skipped: Unknown hook 'register_encoder'. Did you mean" in err
+
+
+def test_a_misspelled_hook_of_a_class_based_plugin_names_the_nearest_hook(plugin):
+    plugin(MisspelledPlugin(), "typo")
+    (failure,) = relpos.plugins.load_registry().failures
+    assert failure.error.startswith("Unknown hook 'register_modality'. Did you mean 'register_modalities'?")

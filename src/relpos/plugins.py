@@ -24,7 +24,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, unknown_name
+from .errors import PluginError, did_you_mean, unknown_name
 
 ENTRY_POINT_GROUP = "relpos"
 KINDS = ("modality", "pretext", "dataset", "encoder")
@@ -125,13 +125,17 @@ class DuplicateName(Exception):
     """A plugin registered a name another plugin (or the same one) registered first."""
 
 
+class UnknownHook(Exception):
+    """A plugin implements a hook relpos does not define (a misspelled one, most likely)."""
+
+
 def _strict() -> bool:
     return os.environ.get("RELPOS_STRICT_PLUGINS", "").strip().lower() in ("1", "true", "yes")
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    if isinstance(exc, DuplicateName):
+    if isinstance(exc, (DuplicateName, UnknownHook)):
         return text  # already a sentence that says what happened
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -373,6 +377,7 @@ class _Loader:
             self.fail(name, distribution, exc)
             return
         try:
+            self._check_hook_names(module)
             self.pm.check_pending()
             if not self.pm.get_hookcallers(module):
                 # e.g. hook functions without the @relpos.hookimpl decorator: nothing would load.
@@ -386,6 +391,17 @@ class _Loader:
             return
         self.distributions[name] = distribution
         self.order.append(name)
+
+    def _check_hook_names(self, module: Any) -> None:
+        """Refuse a hook relpos does not define (a misspelling such as ``register_encoder``), naming
+        the nearest hook; pluggy's own check_pending() names neither."""
+        unknown = sorted(caller.name for caller in self.pm.get_hookcallers(module) or () if caller.spec is None)
+        if unknown:
+            raise UnknownHook(
+                f"{'Unknown hook' if len(unknown) == 1 else 'Unknown hooks'} {', '.join(map(repr, unknown))}."
+                f"{did_you_mean(unknown[0], _HOOKS.values())} The relpos hooks are "
+                f"{', '.join(_HOOKS.values())}."
+            )
 
     def _stage(self, plugin: str, dist: str) -> list[Entry]:
         """Call every hook of one plugin; what it registered, or an exception for the whole plugin."""
