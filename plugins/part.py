@@ -60,7 +60,14 @@ from relpos.errors import ConfigError
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes, relative_transform, target_dim
 from relpos.pretext import Pretext
-from relpos.sampling import grid_boxes, grid_count, sample_near_pairs, sample_offgrid, sample_pairs
+from relpos.sampling import (
+    check_size_ranges,
+    grid_boxes,
+    grid_count,
+    sample_near_pairs,
+    sample_offgrid,
+    sample_pairs,
+)
 from relpos.trivial_baseline import BASELINE_KEY
 
 HEADS = ("cross_attention", "pairwise_mlp", "mlp")
@@ -84,9 +91,9 @@ class PARTConfig:
     # attention heads in the cross-attention head; 0 = the encoder's
     head_heads: int = setting(0, ge=0, le=65536)
     predict_size: bool = setting(False)  # also predict s_tgt / s_ref per axis (Δw, Δh)
-    # patch size factor, e.g. [0.5, 2.0]
+    # range of every patch side in patch sizes, e.g. [0.5, 2.0] (the paper's half to twice)
     scale_range: tuple[float, float] = setting((1.0, 1.0), gt=0, ordered=True)
-    # width / height ratio (2+ axes)
+    # width / height ratio (2+ axes), within [low / high, high / low] of scale_range
     aspect_range: tuple[float, float] = setting((1.0, 1.0), gt=0, ordered=True)
     # with position masking (encoder.pos_mask_ratio): 'all' pairs, or only the pairs involving a
     # masked patch ('masked'; pairs of two visible patches give their offset away)
@@ -306,6 +313,7 @@ class PART(Pretext):
                 f"{len(modality.axes)} ({', '.join(modality.axes)}); use 'pretext.scale_range', got "
                 f"{list(config.aspect_range)}."
             )
+        check_size_ranges(config.scale_range, config.aspect_range, "pretext.")
         ratio = encoder_config.pos_mask_ratio
         if encoder_config.pos_embed == "none":
             if ratio > 0:

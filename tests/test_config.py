@@ -420,7 +420,8 @@ def test_a_2d_only_option_on_a_1d_modality_fails_before_the_data(capsys):
         "relpos: error: 'pretext.aspect_range' needs at least 2 axes, but modality 'eeg' has 1 (time); "
         "use 'pretext.scale_range', got [0.5, 2.0]."
     ]
-    assert resolve_config(modality="image", overrides=["pretext.aspect_range=[0.5, 2]"]).pretext_config.aspect_range == (0.5, 2.0)
+    image = resolve_config(modality="image", overrides=["pretext.scale_range=[0.5, 2]", "pretext.aspect_range=[0.5, 2]"])
+    assert image.pretext_config.aspect_range == (0.5, 2.0)
 
 
 def test_cross_attention_heads_that_do_not_divide_dim_fail_before_the_data(capsys):

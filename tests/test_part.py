@@ -181,6 +181,24 @@ def test_aspect_range_on_eeg_is_a_config_error():
         make("eeg", "part", ["pretext.aspect_range=[0.5, 2]"])
 
 
+def test_aspect_range_beyond_the_side_bounds_is_a_config_error():
+    # sides held to [1, 1] patch sizes leave only squares: aspect ratios other than 1 cannot be met
+    with pytest.raises(ConfigError, match=r"'pretext.aspect_range'.*must lie within \[1, 1\], got \[0.5, 2.0\]"):
+        make("image", "part", ["pretext.aspect_range=[0.5, 2]"])
+
+
+def test_the_scale_recipe_keeps_every_side_within_half_and_twice_the_patch_size():
+    # configs/image_part_scale.yaml: 4-px patches, every side within [2, 8] px (the paper's [P/2, 2P])
+    from conftest import CONFIGS
+
+    config = resolve_config(CONFIGS / "image_part_scale.yaml", overrides=[*TINY, "modality.image_size=32"])
+    mod = build_modality(config)
+    pretext = build_pretext(config, mod, Windows(x=torch.randn(2, 3, 32, 32)))
+    boxes = pretext.sample_boxes(64, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert boxes.size.min() >= 2.0 - 1e-5 and boxes.size.max() <= 8.0 + 1e-5
+    assert boxes.size.min() < 2.1 and boxes.size.max() > 7.9
+
+
 def test_misspelled_head_suggests_the_right_one():
     with pytest.raises(ConfigError) as info:
         make("image", "part", ["pretext.head=cross_atention"])

@@ -36,6 +36,41 @@ def _check_range(name: str, value: Sequence[float], lowest: float) -> tuple[floa
     return value  # type: ignore[return-value]
 
 
+def check_size_ranges(
+    scale_range: Sequence[float], aspect_range: Sequence[float], prefix: str = ""
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Check PART's box size ranges together: ``(scale_range, aspect_range)`` as float pairs.
+
+    ``scale_range`` bounds every side's factor (side / patch size); a box of aspect ratio ``a`` has
+    sides in the ratio ``a``, so every ``a`` of ``aspect_range`` must satisfy
+    ``low / high <= a <= high / low``, or no box of that shape fits the side bounds.
+
+    Parameters
+    ----------
+    scale_range, aspect_range : (low, high)
+        Both with ``0 < low <= high``.
+    prefix : str
+        Put before the keys in messages, e.g. ``"pretext."``.
+
+    Raises
+    ------
+    ConfigError
+        One sentence naming the key, the value received and what is allowed.
+    """
+    lo_s, hi_s = _check_range(f"{prefix}scale_range", scale_range, 0.0)
+    lo_a, hi_a = _check_range(f"{prefix}aspect_range", aspect_range, 0.0)
+    widest = hi_s / lo_s
+    # A relative tolerance, so [0.5, 2] with [0.25, 4] (exactly the widest) is accepted.
+    if lo_a * widest < 1 - 1e-9 or hi_a > widest * (1 + 1e-9):
+        raise ConfigError(
+            f"Invalid value for '{prefix}aspect_range': with '{prefix}scale_range' {[lo_s, hi_s]} every side "
+            f"stays within {lo_s:g} to {hi_s:g} patch sizes, so the aspect ratio (width / height) must lie "
+            f"within [{1 / widest:.4g}, {widest:.4g}], got {[lo_a, hi_a]}; widen '{prefix}scale_range' "
+            f"(e.g. [0.5, 2.0] allows aspect ratios [0.25, 4])."
+        )
+    return (lo_s, hi_s), (lo_a, hi_a)
+
+
 def sample_offgrid(
     batch_size: int,
     extent: Sequence[int],
@@ -48,10 +83,17 @@ def sample_offgrid(
 ) -> Boxes:
     """Sample boxes at continuous uniform positions (PART's off-grid sampling).
 
-    Each box has size ``patch_size * scale`` with ``scale ~ U(scale_range)``; with two or more axes
-    the aspect ratio ``a ~ logU(aspect_range)`` stretches the last axis by ``sqrt(a)`` and shrinks
-    the one before by ``sqrt(a)`` (width / height = a). Box corners are drawn uniformly so that every
-    box lies inside the sample, as in the paper (top-left corner uniform in ``[0, W − w]``).
+    ``scale_range`` bounds every side: side ``d`` of every box lies in ``[low · patch_d, high ·
+    patch_d]``, as PART's extension keeps each patch side within half and twice the ViT patch size.
+    Each box has a scale ``s`` (its size factor, the geometric mean of its sides' factors) and, with
+    two or more axes, an aspect ratio ``a ~ logU(aspect_range)`` that stretches the last axis by
+    ``sqrt(a)`` and shrinks the one before by ``sqrt(a)`` (width / height = a). For the drawn ``a``,
+    ``s`` is uniform over the scales that keep both stretched sides within the bounds,
+    ``[low · max(√a, 1/√a), high · min(√a, 1/√a)]`` (all of ``scale_range`` when ``a = 1``), so
+    both ends of the side range are reached at every aspect ratio. ``aspect_range`` must therefore
+    lie within ``[low / high, high / low]`` (:func:`check_size_ranges`). Box corners are drawn
+    uniformly so that every box lies inside the sample, as in the paper (top-left corner uniform in
+    ``[0, W − w]``).
 
     Parameters
     ----------
@@ -64,7 +106,8 @@ def sample_offgrid(
     n_patches : int
         Boxes per sample N.
     scale_range, aspect_range : (low, high)
-        Size factor and aspect ratio ranges; ``(1, 1)`` keeps every box at ``patch_size``.
+        Range of every side's factor (side / patch size) and of the aspect ratio; ``(1, 1)`` for
+        both keeps every box at ``patch_size``.
 
     Returns
     -------
@@ -74,23 +117,27 @@ def sample_offgrid(
     n_axes = len(extent)
     base = torch.tensor(_as_tuple(patch_size, n_axes, "patch_size"), dtype=torch.float32)
     ext = torch.tensor([float(e) for e in extent], dtype=torch.float32)
-    lo_s, hi_s = _check_range("scale_range", scale_range, 0.0)
-    lo_a, hi_a = _check_range("aspect_range", aspect_range, 0.0)
-    if n_axes < 2 and (lo_a, hi_a) != (1.0, 1.0):
+    if n_axes < 2 and tuple(float(v) for v in aspect_range) != (1.0, 1.0):
         raise ConfigError(
             f"'aspect_range' needs at least 2 axes, but this data has {n_axes}; use scale_range."
         )
+    (lo_s, hi_s), (lo_a, hi_a) = check_size_ranges(scale_range, aspect_range)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     shape = (batch_size, n_patches)
     size = base.to(gen_device).expand(*shape, n_axes).clone()
-    if (lo_s, hi_s) != (1.0, 1.0):
-        scale = lo_s + (hi_s - lo_s) * torch.rand(shape, generator=generator, device=gen_device)
-        size = size * scale.unsqueeze(-1)
+    stretch = None
     if (lo_a, hi_a) != (1.0, 1.0):
         log_a = math.log(lo_a) + (math.log(hi_a) - math.log(lo_a)) * torch.rand(
             shape, generator=generator, device=gen_device
         )
-        stretch = torch.exp(log_a / 2)
+        stretch = torch.exp(log_a / 2)  # √a
+    if (lo_s, hi_s) != (1.0, 1.0):
+        # The scales that keep both stretched sides, s·√a and s/√a, within [lo_s, hi_s].
+        longest = torch.maximum(stretch, 1 / stretch) if stretch is not None else torch.ones(shape, device=gen_device)
+        low, high = lo_s * longest, hi_s / longest
+        scale = low + (high - low) * torch.rand(shape, generator=generator, device=gen_device)
+        size = size * scale.unsqueeze(-1)
+    if stretch is not None:
         size[..., -1] = size[..., -1] * stretch
         size[..., -2] = size[..., -2] / stretch
     ext = ext.to(gen_device)
