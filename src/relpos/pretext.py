@@ -18,6 +18,10 @@ from .modality import Modality, Windows
 
 #: The values of ``encoder.pos_embed`` (see :class:`relpos.EncoderConfig`).
 POS_EMBEDS = ("none", "sincos")
+#: What :meth:`Pretext.forward` returns, quoted by :func:`check_forward_output` when it returns anything else.
+FORWARD_CONTRACT = (
+    "forward must return (loss, logs): a scalar tensor and a dict of floats whose keys are in log_keys"
+)
 
 
 class Pretext(nn.Module):
@@ -212,3 +216,60 @@ class Pretext(nn.Module):
         from .plugins import class_description
 
         return class_description(cls)
+
+
+def _received(value: Any) -> str:
+    """A value as a sentence names it: ``a tensor of shape (4,)``, ``a 0-d tensor``, ``'text'``."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            return f"a 0-d {str(value.dtype).removeprefix('torch.')} tensor"
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
+def _is_log_value(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and not value.is_complex()
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_forward_output(pretext: Pretext, output: Any) -> None:
+    """Raise :class:`relpos.errors.PluginError` when ``output``, what ``pretext.forward`` returned,
+    breaks :data:`FORWARD_CONTRACT`.
+
+    The training loop calls it on the first step of a run (what a pretext returns is of the same
+    kinds at every step): ``output`` must be a pair ``(loss, logs)``, ``loss`` a 0-d floating-point
+    tensor with a gradient, ``logs`` a dict whose keys are in ``pretext.log_keys`` and whose values
+    are numbers or one-element tensors (the loop logs ``float(value)``).
+    """
+    from .errors import PluginError
+
+    def refuse(what: str) -> PluginError:
+        return PluginError(f"Pretext {pretext.name!r} {what}, but {FORWARD_CONTRACT}.")
+
+    if not (isinstance(output, (tuple, list)) and len(output) == 2):
+        raise refuse(f"returned {_received(output)} from forward")
+    loss, logs = output
+    if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.is_floating_point()):
+        raise refuse(f"returned {_received(loss)} as the loss from forward")
+    if not loss.requires_grad:
+        raise refuse(
+            "returned a loss without a gradient from forward (computed under torch.no_grad(), or from "
+            "detached values), so no parameter would train"
+        )
+    if not isinstance(logs, dict):
+        raise refuse(f"returned {_received(logs)} as the logs from forward")
+    declared = tuple(pretext.log_keys)
+    undeclared = [key for key in logs if key not in declared]
+    if undeclared:
+        listed = ", ".join(map(repr, declared)) if declared else "none"
+        raise refuse(
+            f"logged {', '.join(map(repr, undeclared))}, not in its log_keys ({listed}; add the "
+            f"{'key' if len(undeclared) == 1 else 'keys'} there to log {'it' if len(undeclared) == 1 else 'them'})"
+        )
+    for key, value in logs.items():
+        if not _is_log_value(value):
+            raise refuse(f"logged {key!r} as {_received(value)}")

@@ -55,7 +55,7 @@ from .errors import ConfigError, DataError, PluginError, RelposError, warn
 from .modality import Modality, Windows
 from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
-from .pretext import Pretext
+from .pretext import Pretext, check_forward_output
 from .trivial_baseline import BASELINE_KEY, BaselineWatch
 
 METRIC_FIELDS = ["step", "loss", "lr", "samples_per_s"]
@@ -443,7 +443,7 @@ def _reduced_logs(loss: torch.Tensor, extra: Mapping[str, Any]) -> tuple[float, 
     """The loss and the pretext's logged values, averaged over the processes of a distributed run
     (so every process sees the same numbers and stops on a non-finite loss together)."""
     if not distributed.is_distributed():
-        return float(loss.detach()), dict(extra)
+        return float(loss.detach()), {key: float(value) for key, value in extra.items()}
     keys = list(extra)
     values = torch.stack([loss.detach().double().reshape(())] + [
         torch.as_tensor(extra[key], dtype=torch.float64, device=loss.device).detach().reshape(()) for key in keys
@@ -712,7 +712,10 @@ def _train(
             x = modality.augment(windows.x[index], generator)
             batch = {"x": x.to(device, non_blocking=True)}
             with autocast():
-                loss, extra = model(batch, generator)
+                output = model(batch, generator)
+            if step == start + 1:  # once: what forward returns is of the same kinds at every step
+                check_forward_output(pretext, output)
+            loss, extra = output
             loss_value, extra = _reduced_logs(loss, extra)
             baseline = extra.get(BASELINE_KEY)
             stuck = baseline_watch.update(step, loss_value, None if baseline is None else float(baseline))
