@@ -7,8 +7,21 @@ would drop the whole recording. So such a channel is left out of **every** recor
 sets of all windows must agree), the user is warned once, naming it and saying how to pin the
 channels to use; windows are dropped for flatness only where a *live* channel goes flat.
 
+A channel flat in nearly every window of a recording (at least :data:`MOSTLY_FLAT_FRACTION`, 80%,
+of its windows, by the same ``flat_threshold``) is dead in the same way: a trigger or marker line
+typed as a signal, which steps once or twice in hours, would otherwise make nearly every window be
+dropped. It is left out of every recording with the same warning. Why 80% and not 90%: one step
+spoils every window that holds it, ``window_s / stride_s`` overlapping windows (6 at the eeg
+defaults, 30-s windows every 5 s), so a 90% rule would miss a single step in any recording shorter
+than 60 windows (5.4 min); at 80% it is caught from 30 windows (175 s) on, while a line that stays
+live (pulses every 40 s: flat in a third of the windows) is kept and only its flat windows dropped. The window rule applies only while
+some channel of the recording is live by it; when every channel is flat in nearly every window, the
+windows themselves are bad, and are dropped one by one as before.
+
 A modality computes, per recording, a boolean mask "flat throughout" over its channel names (e.g.
-with :func:`flat_throughout`), then calls :func:`dead_channels` and :func:`dead_channel_warning`.
+with :func:`flat_throughout`), and, from the windows it cuts, which channels are flat in nearly every
+window (:func:`flat_in_windows`, :func:`mostly_flat`), then calls :func:`dead_channels` and
+:func:`dead_channel_warning`.
 """
 
 from __future__ import annotations
@@ -17,7 +30,19 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["dead_channels", "dead_channel_warning", "flat_throughout", "format_names"]
+__all__ = [
+    "MOSTLY_FLAT_FRACTION",
+    "dead_channels",
+    "dead_channel_warning",
+    "flat_in_windows",
+    "flat_throughout",
+    "format_names",
+    "mostly_flat",
+]
+
+#: A channel flat in at least this fraction of a recording's windows is dead (a trigger line that
+#: steps once is flat in all windows but those that hold the step; see the module docstring).
+MOSTLY_FLAT_FRACTION = 0.8
 
 
 def flat_throughout(data: np.ndarray, flat_threshold: float) -> np.ndarray:
@@ -48,6 +73,75 @@ def flat_throughout(data: np.ndarray, flat_threshold: float) -> np.ndarray:
         low = np.fmin.reduce(data, axis=1)
         span = high - low
     return ~(span >= flat_threshold)  # NaN span (no finite sample) counts as flat
+
+
+def flat_in_windows(data: np.ndarray, starts: np.ndarray, length: int, flat_threshold: float) -> np.ndarray:
+    """Which rows of ``data`` are flat in each window ``[start, start + length)`` of their last axis.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(..., samples)``, e.g. ``(C, samples)`` of one recording, in the unit ``flat_threshold``
+        is given in.
+    starts : numpy.ndarray
+        ``(W,)`` first sample of each window; a window is cut short at the end of ``data``.
+    length : int
+        Window length, samples.
+    flat_threshold : float
+        As for :func:`flat_throughout` (peak-to-peak below it over the window's finite samples;
+        ``0`` marks nothing).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., W)`` bool.
+    """
+    data = np.asarray(data)
+    starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+    n = data.shape[-1] if data.ndim else 0
+    out = np.zeros(data.shape[:-1] + (len(starts),), dtype=bool)
+    if flat_threshold <= 0 or len(starts) == 0 or n == 0:
+        return out
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    starts = np.clip(starts, 0, n - 1)
+    stops = np.minimum(n, np.maximum(starts + 1, starts + int(length)))
+    # One pass over the data: the extremes of the segments between window edges, then of each
+    # window's segments (however much the windows overlap).
+    cuts = np.unique(np.concatenate([[0], starts, stops]))
+    cuts = cuts[cuts < n]
+    first = np.searchsorted(cuts, starts)
+    count = np.searchsorted(cuts, stops) - first
+    with np.errstate(invalid="ignore"):
+        high = np.fmax.reduceat(data, cuts, axis=-1)
+        low = np.fmin.reduceat(data, cuts, axis=-1)
+        for k in np.unique(count):
+            sel = np.flatnonzero(count == k)
+            top = np.fmax.reduce(sliding_window_view(high, int(k), axis=-1)[..., first[sel], :], axis=-1)
+            bottom = np.fmin.reduce(sliding_window_view(low, int(k), axis=-1)[..., first[sel], :], axis=-1)
+            out[..., sel] = ~((top - bottom) >= flat_threshold)  # no finite sample: flat
+    return out
+
+
+def mostly_flat(flat_windows: np.ndarray, n_windows: int) -> np.ndarray:
+    """Which channels are flat in at least :data:`MOSTLY_FLAT_FRACTION` of ``n_windows`` windows.
+
+    Parameters
+    ----------
+    flat_windows : numpy.ndarray
+        ``(C,)`` number of windows in which each channel is flat.
+    n_windows : int
+        Number of windows they were counted over (none: nothing is marked).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C,)`` bool.
+    """
+    flat_windows = np.asarray(flat_windows).reshape(-1)
+    if n_windows <= 0:
+        return np.zeros(len(flat_windows), dtype=bool)
+    return flat_windows >= MOSTLY_FLAT_FRACTION * n_windows - 1e-9  # 8 of 10 is 80%, whatever the rounding
 
 
 def dead_channels(flat_per_recording: Mapping[str, np.ndarray], names: Sequence[str]) -> list[str]:
@@ -95,6 +189,7 @@ def dead_channel_warning(
     pin_hint: str,
     where: Mapping[str, Sequence[str]] | None = None,
     kept: Sequence[str] | None = None,
+    mostly: Sequence[str] = (),
 ) -> str:
     """The one warning that says which channels were left out as dead, and how to choose channels.
 
@@ -109,13 +204,17 @@ def dead_channel_warning(
         Channel -> the recordings it is flat throughout (the first few are named).
     kept : sequence of str, optional
         The channels that are kept, given as the example of what to pin.
+    mostly : sequence of str, optional
+        Those of ``names`` that are flat in nearly every window (:func:`mostly_flat`) rather than
+        throughout; with any, the sentence says "flat in 80% or more of the windows of".
 
     Returns
     -------
     str
         One sentence, e.g. ``"Channel 'RAW-0' is flat throughout recording 'x' (a dead or non-signal
         channel), so it is left out of every recording; set modality.channels to the channels to use
-        (e.g. 'RAW-1') to choose them yourself."``
+        (e.g. 'RAW-1') to choose them yourself."``; with ``mostly``, "is flat in 80% or more of the
+        windows of recording 'x'".
     """
     names = [str(n) for n in names]
     if not names:
@@ -134,7 +233,10 @@ def dead_channel_warning(
         place = " a recording"
     pronoun = "it is" if len(names) == 1 else "they are"
     example = f" (e.g. {','.join(kept)!r})" if kept else ""
+    how = "flat throughout"
+    if any(str(n) in names for n in mostly):
+        how = f"flat in {MOSTLY_FLAT_FRACTION:.0%} or more of the windows of"
     return (
-        f"{subject} flat throughout{place} (a dead or non-signal channel), so {pronoun} left out of "
+        f"{subject} {how}{place} (a dead or non-signal channel), so {pronoun} left out of "
         f"every recording; {pin_hint}{example} to choose the channels yourself."
     )

@@ -53,17 +53,20 @@ from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.modality import Modality, Windows, npz_keys
 
-from .channels import dead_channel_warning, flat_throughout, format_names
+from .channels import dead_channel_warning, flat_throughout, format_names, mostly_flat
 from .edf_header import truncation
 from .eeg_pipeline import (
     PIN_HINT,
     LabelRule,
     _TooShort,
     all_finite,
+    annotation_table,
     params_of,
     recording_windows,
+    scan_raw,
     select_channels,
     split_names,
+    window_starts,
 )
 from .eeg_sources import RECORDING_SUFFIXES, resolve_recordings, strip_suffix, subject_of
 
@@ -211,9 +214,10 @@ class _Unreadable(Exception):
 class _MoreDeadChannels(Exception):
     """A later recording has a dead channel that earlier recordings were already cut with."""
 
-    def __init__(self, dead: list[str]):
+    def __init__(self, dead: list[str], mostly=()):
         super().__init__(dead)
         self.dead = dead
+        self.mostly = set(mostly)  # those of them flat in nearly every window rather than throughout
 
 
 def _channel_units(raw) -> dict[str, str]:
@@ -234,7 +238,8 @@ class _BuildState:
     """What the recordings of one build have given so far."""
 
     dead: list[str]  # channels left out of every recording
-    dead_where: dict[str, list[str]] = field(default_factory=dict)  # channel -> recordings flat throughout
+    dead_where: dict[str, list[str]] = field(default_factory=dict)  # channel -> recordings it is dead in
+    dead_mostly: set[str] = field(default_factory=set)  # dead ones flat in nearly every window, not throughout
     skipped: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
@@ -389,13 +394,14 @@ class EEGModality(Modality):
             params["recordings"] = [[it.recording_id, it.subject_id] for it in items]
         self._warned = set()
         dead: list[str] = []
+        mostly: set[str] = set()
         while True:
             try:
                 return cached_windows(
-                    "eeg", sources, params, lambda w: self._build(w, items, source, dead), enabled=enabled
+                    "eeg", sources, params, lambda w: self._build(w, items, source, dead, mostly), enabled=enabled
                 )
             except _MoreDeadChannels as more:
-                dead = more.dead  # rare: start again, leaving the channel out of every recording
+                dead, mostly = more.dead, more.mostly  # rare: start again, leaving them out of every recording
 
     def eval_splits(self, data) -> tuple[Windows, Windows] | None:
         """The trials of an ``.npz`` archive with ``X_train`` and ``X_test``: (train, test) windows."""
@@ -476,11 +482,11 @@ class EEGModality(Modality):
         raw.pick([t for t in types if t in present], verbose="error")
         return raw
 
-    def _build(self, writer, items: list[_Item], source: str, dead: list[str]) -> None:
+    def _build(self, writer, items: list[_Item], source: str, dead: list[str], mostly=frozenset()) -> None:
         cfg = self.config
         rule = LabelRule(cfg.labels, cfg.label_map)
         strict = len(items) == 1
-        state = _BuildState(dead=list(dead))
+        state = _BuildState(dead=list(dead), dead_mostly=set(mostly))
         common: list[str] | None = None
         if cfg.channels.strip().lower() == "common":
             common = self._common_channels(items, writer, state)
@@ -543,7 +549,7 @@ class EEGModality(Modality):
         duration_s = raw.n_times / sfreq0
         if item.truncated:
             self._warn(writer, f"Recording {item.where} {item.truncated}; reading the {duration_s:.1f} s it holds.")
-        status = self._channel_status(raw, selected)
+        status = self._channel_status(raw, selected, rule)
         keep = self._live_channels(writer, item, strict, state, selected, status)
         if keep is None:
             return
@@ -600,20 +606,37 @@ class EEGModality(Modality):
             }
         )
 
-    def _channel_status(self, raw, selected: list[str]) -> list[dict[str, Any]]:
-        """Per selected channel of the preloaded ``raw``: name, unit, flat throughout, non-finite samples."""
+    def _channel_status(self, raw, selected: list[str], rule: LabelRule) -> list[dict[str, Any]]:
+        """Per selected channel of the preloaded ``raw``: name, unit, flat throughout, flat in nearly
+        every window (:func:`.channels.mostly_flat`, on the windows the recording will be cut into,
+        those with non-finite samples aside), non-finite samples."""
+        cfg = self.config
         rows = [raw.ch_names.index(c) for c in selected]
-        flat = flat_throughout(raw._data, self.config.flat_threshold)[rows]
+        flat = flat_throughout(raw._data, cfg.flat_threshold)[rows]
+        sfreq0 = float(raw.info["sfreq"])
+        starts, _, _, _ = window_starts(cfg, raw.n_times / sfreq0, annotation_table(raw), rule)
+        _, non_finite, flat_windows = scan_raw(
+            raw._data, sfreq0, starts, cfg.window_s, cfg.flat_threshold, rows, by_channel=True
+        )
+        n_windows = int(np.count_nonzero(~non_finite))
+        counts = flat_windows.sum(axis=1) if len(starts) else np.zeros(len(rows), dtype=np.int64)
+        mostly = mostly_flat(counts, n_windows) & ~flat
         bad = np.zeros(len(rows), dtype=np.int64)
         if not all_finite(raw._data):
             bad = np.count_nonzero(~np.isfinite(raw._data[rows]), axis=1)
         units = _channel_units(raw)
         out = []
-        for name, is_flat, n_bad in zip(selected, flat.tolist(), bad.tolist()):
-            text = "flat throughout" if is_flat else "ok"
+        for name, is_flat, is_mostly, n_flat, n_bad in zip(
+            selected, flat.tolist(), mostly.tolist(), counts.tolist(), bad.tolist()
+        ):
+            text = "flat throughout" if is_flat else f"flat in {n_flat} of {n_windows} windows" if is_mostly else "ok"
             if n_bad:
                 text = _joined("" if text == "ok" else text, f"{n_bad} non-finite samples")
-            out.append({"name": name, "unit": units.get(name, "?"), "status": text, "flat_throughout": bool(is_flat)})
+            out.append({
+                "name": name, "unit": units.get(name, "?"), "status": text, "flat_throughout": bool(is_flat),
+                "mostly_flat": bool(is_mostly), "flat_windows": int(n_flat), "windows": n_windows,
+                "non_finite": int(n_bad),
+            })
         return out
 
     def _live_channels(self, writer, item, strict, state: _BuildState, selected, status) -> list[str] | None:
@@ -642,19 +665,35 @@ class EEGModality(Modality):
                 channel_status=status,
             )
             return None
-        for name in flat_here:
+        # Flat in nearly every window (a trigger line that steps once): dead too, unless every channel
+        # is (then the windows are bad, dropped one by one) or the user named it (kept, as asked).
+        mostly_here = [s["name"] for s in status if s["mostly_flat"]]
+        if len(flat_here) + len(mostly_here) == len(selected):
+            mostly_here = []
+        mostly_here = [c for c in mostly_here if not self._pinned(c)]
+        for entry in status:
+            if entry["mostly_flat"] and entry["name"] not in mostly_here:
+                entry["mostly_flat"] = False  # its flat windows are dropped and counted instead
+                entry["status"] = _status_text("", entry)
+        for name in flat_here + mostly_here:
             state.dead_where.setdefault(name, []).append(item.recording_id)
-        new = [c for c in flat_here if c not in state.dead]
+        state.dead_mostly.update(mostly_here)
+        new = [c for c in selected if c in flat_here + mostly_here and c not in state.dead]
         if new and state.files:
-            raise _MoreDeadChannels([c for c in selected if c in state.dead or c in new])
+            raise _MoreDeadChannels([c for c in selected if c in state.dead or c in new], state.dead_mostly)
         state.dead += new
         for entry in status:
-            if entry["name"] in state.dead:
-                entry["status"] = _joined(
-                    "left out (flat throughout this recording)" if entry["flat_throughout"]
-                    else "left out (flat throughout another recording)",
-                    entry["status"] if entry["status"] not in ("ok", "flat throughout") else "",
-                )
+            if entry["name"] not in state.dead:
+                continue
+            if entry["flat_throughout"]:
+                why = "flat throughout this recording"
+            elif entry["mostly_flat"]:
+                why = f"flat in {entry['flat_windows']} of {entry['windows']} windows of this recording"
+            elif entry["name"] in state.dead_mostly:
+                why = "flat in most windows of another recording"
+            else:
+                why = "flat throughout another recording"
+            entry["status"] = _status_text(f"left out ({why})", entry)
         return [c for c in selected if c not in state.dead]
 
     def _pinned(self, channel: str) -> bool:
@@ -685,7 +724,13 @@ class EEGModality(Modality):
         )
         self._last_info = info
         if state.dead:
-            self._warn(writer, dead_channel_warning(state.dead, PIN_HINT, where=state.dead_where, kept=names))
+            self._warn(
+                writer,
+                dead_channel_warning(
+                    state.dead, PIN_HINT, where=state.dead_where, kept=names,
+                    mostly=[c for c in state.dead if c in state.dead_mostly],
+                ),
+            )
         try:
             self._check_result(writer, rule, source, state)
         except DataError as exc:
@@ -760,6 +805,12 @@ class EEGModality(Modality):
 
 def _joined(first: str, second: str) -> str:
     return "; ".join(t for t in (first, second) if t)
+
+
+def _status_text(first: str, entry: dict[str, Any]) -> str:
+    """``first``, then the channel's non-finite samples, or "ok"."""
+    n_bad = entry.get("non_finite", 0)
+    return _joined(first, f"{n_bad} non-finite samples" if n_bad else "") or "ok"
 
 
 def _mne_version() -> str:
