@@ -3,10 +3,12 @@
 A baseline of the PART paper's tables (official code: Haochen-Wang409/DropPos), on grid boxes so it
 trains on any number of axes:
 
-1. **Patch masking** (MAE's): exactly ``round(mask_ratio · N)`` of the N grid patches are removed
-   per sample (0.75); the encoder sees only the visible ones.
-2. **Position dropping**: of the V visible patches, exactly ``round(pos_drop_ratio · V)`` (0.75;
-   at least one, and possibly all of them) get a learnable position mask token in place of their sin-cos position embedding (the encoder's
+1. **Patch masking** (MAE's): ``N − int(N · (1 − mask_ratio))`` of the N grid patches are removed
+   per sample (0.75), the official code's count (:func:`relpos.masking.mae_masked_count`); the
+   encoder sees only the V visible ones.
+2. **Position dropping**: of the V visible patches, ``V − int(V · (1 − pos_drop_ratio))`` (0.75;
+   the same rule, as the official code draws both masks with one function; at least one, and
+   possibly all of them) get a learnable position mask token in place of their sin-cos position embedding (the encoder's
    ``pos_masked`` zeroes it and ``extra_pos`` adds the token); the others keep theirs.
 3. A small decoder (:class:`relpos_plugins.mae.TokenDecoder`: its own sin-cos positions for the
    kept ones, its own position mask token for the dropped ones) runs over the visible tokens, and a
@@ -18,8 +20,10 @@ trains on any number of axes:
 5. **Attentive reconstruction** (``attentive``): each dropped token's cross-entropy is weighted by
    ``softmax_j(cos(CLS, x_j) / τ)`` (τ = ``attentive_temperature``, 0.1) of its patch j, computed
    without gradient by the same encoder on the whole, unmasked input with every position visible
-   (no teacher); the weights of a sample's dropped tokens are normalised to sum to 1, so a sample
-   counts as much as any other. Off, the loss is the plain mean over dropped tokens.
+   (no teacher). As in the official code (``forward_drop_pos_loss``), the weights are renormalised
+   over each sample's *visible* patches, multiplied by the dropped-position mask, and the loss is
+   ``Σ w · CE / Σ w`` over the whole batch: a sample whose dropped tokens carry more of its
+   attention counts more. Off, the loss is the plain mean over the batch's dropped tokens.
 
 Each auxiliary part is switchable (``mask_ratio: 0``, ``smoothing: false``, ``attentive: false``),
 as in the paper's ablation. ``encoder.pos_mask_ratio`` must stay 0: this pretext drops positions
@@ -40,12 +44,19 @@ from torch import nn
 
 from relpos import hookimpl
 from relpos.config import check_fields, setting
-from relpos.encoder import masked_count, position_mask
+from relpos.masking import mae_masked_count
 from relpos.errors import ConfigError
 from relpos.extraction import extract_patches
 from relpos.trivial_baseline import BASELINE_KEY
 
-from relpos_plugins.mae import GridPretext, TokenDecoder, check_decoder_heads, random_masking, take_tokens
+from relpos_plugins.mae import (
+    GridPretext,
+    TokenDecoder,
+    check_decoder_heads,
+    random_masking,
+    random_subset_mask,
+    take_tokens,
+)
 
 
 @dataclass
@@ -114,6 +125,35 @@ def attentive_weights(tokens: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(similarity / temperature, dim=1)
 
 
+def attentive_visible_weights(patch_weight: torch.Tensor, visible_idx: torch.Tensor) -> torch.Tensor:
+    """The official code's ``attn``: the weights ``(B, N)`` of the visible patches ``(B, V)``,
+    renormalised to sum to 1 over each sample's visible patches (``(B, V)``)."""
+    visible = patch_weight.gather(1, visible_idx)
+    return visible / visible.sum(dim=1, keepdim=True)
+
+
+def dropped_position_loss(
+    token_loss: torch.Tensor, dropped: torch.Tensor, attention: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``Σ w · CE / Σ w`` over the whole batch, ``w`` = dropped (× attention): the official
+    ``forward_drop_pos_loss``.
+
+    Parameters
+    ----------
+    token_loss : torch.Tensor
+        ``(B, V)`` cross-entropy of every visible token.
+    dropped : torch.Tensor
+        ``(B, V)`` bool, True where the token's position was dropped.
+    attention : torch.Tensor, optional
+        ``(B, V)`` attentive weights (:func:`attentive_visible_weights`); None for the plain mean
+        over dropped tokens.
+    """
+    weight = dropped.to(token_loss.dtype)
+    if attention is not None:
+        weight = weight * attention
+    return (token_loss * weight).sum() / weight.sum()
+
+
 class DropPos(GridPretext):
     """DropPos: classify the grid position of visible patches whose position embedding was dropped."""
 
@@ -134,21 +174,23 @@ class DropPos(GridPretext):
 
     def __init__(self, config, modality, encoder_config, data):
         super().__init__(config, modality, encoder_config, data)
-        n_hidden = masked_count(config.mask_ratio, self.n_patches)
+        n_hidden = mae_masked_count(config.mask_ratio, self.n_patches)
         if n_hidden == self.n_patches:
             raise ConfigError(
                 f"'pretext.mask_ratio' {config.mask_ratio:g} of {self.n_patches} patches masks all "
-                f"{self.n_patches}, which leaves no visible one; use less than "
-                f"{(self.n_patches - 0.5) / self.n_patches:.3g}."
+                f"{self.n_patches}, which leaves no visible one; use at most "
+                f"{(self.n_patches - 1) / self.n_patches:.3g}."
             )
         self.n_visible = self.n_patches - n_hidden
         # Every visible position may be dropped (the tokens are then placed from content alone), but
         # dropping none leaves nothing to classify.
-        if masked_count(config.pos_drop_ratio, self.n_visible) == 0:
+        self.n_dropped = mae_masked_count(config.pos_drop_ratio, self.n_visible)
+        if self.n_dropped == 0:
             raise ConfigError(
                 f"'pretext.pos_drop_ratio' {config.pos_drop_ratio:g} of the {self.n_visible} visible patches "
-                f"drops round({config.pos_drop_ratio * self.n_visible:g}) = 0 positions, which leaves nothing "
-                f"to predict; use at least {0.5 / self.n_visible:.3g} (one of {self.n_visible})."
+                f"keeps int({self.n_visible * (1 - config.pos_drop_ratio):g}) = {self.n_visible} positions and "
+                f"drops none, which leaves nothing to predict; use more than {1 / self.n_visible:.3g} "
+                f"(one of {self.n_visible})."
             )
         dim = encoder_config.dim
         self.pos_mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -181,7 +223,7 @@ class DropPos(GridPretext):
                 )
                 patch_weight = attentive_weights(everything, self.config.attentive_temperature)
         _, visible_idx, _ = random_masking(batch_size, self.n_patches, self.config.mask_ratio, generator, x.device)
-        dropped = position_mask(batch_size, self.n_visible, self.config.pos_drop_ratio, generator, x.device)
+        dropped = random_subset_mask(batch_size, self.n_visible, self.n_dropped, generator, x.device)
         visible_centers = take_tokens(boxes.center, visible_idx)
         pos_token = dropped.unsqueeze(-1).to(patches.dtype) * self.pos_mask_token
         encoded = self.encoder(
@@ -192,13 +234,8 @@ class DropPos(GridPretext):
         sigma = self.sigma()
         labels = position_soft_labels(self.grid_coords, sigma).to(x.device)[visible_idx]  # (B, V, N)
         token_loss = -(labels * F.log_softmax(logits, dim=-1)).sum(dim=-1)  # (B, V)
-        if self.config.attentive:
-            weight = patch_weight.gather(1, visible_idx) * dropped
-            weight = weight / weight.sum(dim=1, keepdim=True)
-            loss = (token_loss * weight).sum() / batch_size
-        else:
-            weight = dropped.to(token_loss.dtype)
-            loss = (token_loss * weight).sum() / weight.sum()
+        attention = attentive_visible_weights(patch_weight, visible_idx) if self.config.attentive else None
+        loss = dropped_position_loss(token_loss, dropped, attention)
         with torch.no_grad():
             correct = (logits.argmax(dim=-1) == visible_idx) & dropped
             logs = {

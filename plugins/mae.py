@@ -3,8 +3,10 @@
 The baseline of the PART paper's tables, written on boxes so it trains on any number of axes:
 
 1. the sample is cut into its N grid patches (:func:`relpos.grid_boxes`, row-major);
-2. exactly ``round(mask_ratio · N)`` of them are masked per sample, uniformly at random
-   (:func:`random_masking`; 0.75 in the paper);
+2. ``N − int(N · (1 − mask_ratio))`` of them are masked per sample, uniformly at random
+   (:func:`random_masking`; 0.75 in the paper): the official code's count, which truncates the
+   *visible* count (:func:`relpos.masking.visible_token_count`; 196 patches at 0.75: 49 visible,
+   147 masked; 10 at 0.33: 6 visible, 4 masked);
 3. the encoder sees only the visible patches, with sin-cos embeddings of their box centres
    (``encoder.pos_mask_ratio`` r > 0 drops those of round(r · visible) of them on top, the PART
    paper's 20 % for its EEG comparison);
@@ -39,10 +41,11 @@ from torch import nn
 
 from relpos import hookimpl
 from relpos.config import check_fields, setting
-from relpos.encoder import masked_count, position_mask, sincos_embedding
+from relpos.encoder import position_mask, sincos_embedding
 from relpos.errors import ConfigError
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes
+from relpos.masking import mae_masked_count, visible_token_count
 from relpos.pretext import Pretext
 from relpos.sampling import grid_boxes, grid_count
 from relpos.trivial_baseline import BASELINE_KEY
@@ -55,7 +58,7 @@ NORM_EPS = 1e-6
 class MAEConfig:
     """Options of the MAE pretext."""
 
-    # fraction of the grid patches hidden from the encoder, exactly round(ratio · N) per sample
+    # fraction of the grid patches hidden from the encoder: N − int(N · (1 − ratio)) per sample (MAE's)
     mask_ratio: float = setting(0.75, ge=0, lt=1)
     # normalise each target patch by its own mean and standard deviation (the paper's default)
     norm_pix_loss: bool = setting(True)
@@ -80,6 +83,8 @@ def check_decoder_heads(config) -> None:
 def check_masking(setting_name: str, ratio: float, n_tokens: int, what: str = "patches") -> None:
     """Refuse a mask ratio that leaves no masked token, or no visible one, out of ``n_tokens``.
 
+    The counts are MAE's (:func:`relpos.masking.mae_masked_count`).
+
     Parameters
     ----------
     setting_name : str
@@ -91,16 +96,17 @@ def check_masking(setting_name: str, ratio: float, n_tokens: int, what: str = "p
     what : str
         What the tokens are, for the message.
     """
-    n_masked = masked_count(ratio, n_tokens)
+    n_masked = mae_masked_count(ratio, n_tokens)
     if n_masked == 0:
         raise ConfigError(
-            f"'{setting_name}' {ratio:g} of {n_tokens} {what} masks round({ratio * n_tokens:g}) = 0 of "
-            f"them, which leaves nothing to predict; use at least {0.5 / n_tokens:.3g} (one of {n_tokens})."
+            f"'{setting_name}' {ratio:g} of {n_tokens} {what} keeps int({n_tokens * (1 - ratio):g}) = "
+            f"{n_tokens} visible and masks none, which leaves nothing to predict; use more than "
+            f"{1 / n_tokens:.3g} (one of {n_tokens})."
         )
     if n_masked == n_tokens:
         raise ConfigError(
             f"'{setting_name}' {ratio:g} of {n_tokens} {what} masks all {n_tokens}, which leaves no visible "
-            f"one; use less than {(n_tokens - 0.5) / n_tokens:.3g}."
+            f"one; use at most {(n_tokens - 1) / n_tokens:.3g}."
         )
 
 
@@ -108,10 +114,10 @@ def random_masking(
     batch: int, n_tokens: int, ratio: float, generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mask exactly ``round(ratio · n_tokens)`` tokens per sample, uniformly at random.
+    """Mask ``n_tokens − int(n_tokens · (1 − ratio))`` tokens per sample, uniformly at random.
 
-    The draw is :func:`relpos.encoder.position_mask`'s (a fixed count per sample, so every sample
-    poses the same task, as MAE's ``random_masking`` does by sorting noise).
+    The count is MAE's (:func:`relpos.masking.mae_masked_count`); a fixed count per sample, so every
+    sample poses the same task, as MAE's ``random_masking`` does by sorting noise.
 
     Returns
     -------
@@ -122,11 +128,26 @@ def random_masking(
     masked_idx : torch.Tensor
         ``(batch, n_masked)`` long, the masked tokens' indices in increasing order.
     """
-    masked = position_mask(batch, n_tokens, ratio, generator, device)
-    n_visible = n_tokens - masked_count(ratio, n_tokens)
+    n_visible = visible_token_count(ratio, n_tokens)
+    masked = random_subset_mask(batch, n_tokens, n_tokens - n_visible, generator, device)
     # A stable sort of the 0/1 mask puts the visible tokens first, each part in grid order.
     order = torch.argsort(masked.to(torch.int8), dim=1, stable=True)
     return masked, order[:, :n_visible], order[:, n_visible:]
+
+
+def random_subset_mask(
+    batch: int, n_tokens: int, n_masked: int, generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``(batch, n_tokens)`` bool, exactly ``n_masked`` True per row, a uniformly random subset.
+
+    The draw is :func:`relpos.encoder.position_mask`'s (the ``n_masked`` lowest of uniform scores),
+    so where the counts agree the two give the same masks from the same stream.
+    """
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    scores = torch.rand((batch, n_tokens), generator=generator, device=gen_device)
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    return (ranks < n_masked).to(device if device is not None else gen_device)
 
 
 def take_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

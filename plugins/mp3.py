@@ -5,9 +5,9 @@ from the paper's description:
 
 * the sample is cut into its N grid patches (:func:`relpos.grid_boxes`, row-major); the encoder
   sees every patch *without* position embeddings (``encoder.pos_embed`` must be ``none``);
-* a context subset is drawn per sample: exactly ``round(mask_ratio · N)`` patches (0.75 by
-  default, the paper's masking ratio) are removed from the attention keys and values of every
-  block, uniformly at random (:func:`relpos_plugins.mae.random_masking`); every patch still
+* a context subset is drawn per sample: exactly ``N − int(N · (1 − mask_ratio))`` patches (0.75
+  by default, the paper's masking ratio; MAE's official count, which DropPos's code also uses) are
+  removed from the attention keys and values of every block, uniformly at random (:func:`relpos_plugins.mae.random_masking`); every patch still
   queries, so every patch gets an output, and the CLS token stays a key;
 * every patch token predicts its own grid index: a linear layer (encoder width → N) reads N
   logits from each output token, and the loss is the cross-entropy with the patch's index in
@@ -45,7 +45,7 @@ class MP3Config:
     """Options of the MP3 pretext."""
 
     # fraction of the grid patches removed from the attention keys and values, exactly
-    # round(ratio · N) per sample
+    # N − int(N · (1 − ratio)) per sample (MAE's count)
     mask_ratio: float = setting(0.75, ge=0, lt=1)
     label_smoothing: float = setting(0.0, ge=0, lt=1)
 

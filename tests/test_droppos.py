@@ -12,7 +12,9 @@ from relpos.cli import main
 from relpos.errors import ConfigError
 from relpos.sampling import grid_boxes
 from relpos_plugins.droppos import (
-    attentive_weights, grid_coordinates, linear_sigma, position_soft_labels,
+    attentive_visible_weights,
+    attentive_weights,
+    dropped_position_loss, grid_coordinates, linear_sigma, position_soft_labels,
 )
 
 from test_mae import TINY_MODEL, build
@@ -87,6 +89,23 @@ def test_attentive_weights_by_hand():
     torch.testing.assert_close(attentive_weights(tokens, 0.1)[0], expected)
 
 
+def test_attentive_loss_is_normalised_over_the_batch_as_the_official_code():
+    # weights of 4 patches, patches 1 and 3 visible: renormalised over the visible ones
+    weights = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    torch.testing.assert_close(attentive_visible_weights(weights, torch.tensor([[1, 3]])),
+                               torch.tensor([[1 / 3, 2 / 3]]))
+    # two samples of three visible tokens; dropped: tokens 0, 1 of sample 0, tokens 1, 2 of sample 1
+    token_loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    dropped = torch.tensor([[True, True, False], [False, True, True]])
+    attention = torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]])
+    # w = [[0.5, 0.25, 0], [0, 0.2, 0.6]], Σ w = 1.55; Σ w · CE = 0.5 + 0.5 + 1.0 + 3.6 = 5.6
+    loss = dropped_position_loss(token_loss, dropped, attention)
+    assert loss.item() == pytest.approx(5.6 / 1.55)  # 3.6129; per sample then averaged: 3.5417
+    assert loss.item() != pytest.approx((1.0 / 0.75 + 4.6 / 0.8) / 2)
+    # without attention: the plain mean over the four dropped tokens, (1 + 2 + 5 + 6) / 4
+    assert dropped_position_loss(token_loss, dropped).item() == pytest.approx(3.5)
+
+
 @pytest.mark.parametrize("attentive", [True, False])
 @pytest.mark.parametrize("smoothing", [True, False])
 def test_a_uniform_classifier_scores_log_n_whatever_the_parts(attentive, smoothing):
@@ -118,7 +137,7 @@ def test_masking_and_dropping_hide_exact_counts(monkeypatch):
     monkeypatch.setattr(pretext.encoder, "forward", spy)
     loss, _ = pretext({"x": torch.randn(3, 3, 16, 16)}, torch.Generator().manual_seed(0))
     (patches, centers, kwargs), = calls
-    # 16 patches: round(0.75 · 16) = 12 masked, 4 visible; round(0.75 · 4) = 3 positions dropped
+    # 16 patches: int(16 · 0.25) = 4 visible, 12 masked; int(4 · 0.25) = 1 position kept, 3 dropped
     assert patches.shape[:2] == (3, 4) and centers.shape == (3, 4, 2)
     dropped = kwargs["pos_masked"]
     assert dropped.sum(dim=1).tolist() == [3, 3, 3]
@@ -158,9 +177,11 @@ def test_bad_droppos_settings_exit_2_with_one_sentence(tmp_path, capsys, setting
 
 
 def test_dropping_no_position_is_refused():
-    # 2 patches, none masked: 0.2 of 2 visible drops round(0.4) = 0 positions
-    with pytest.raises(ConfigError, match=r"drops round\(0.4\) = 0 positions, which leaves nothing to predict"):
-        build("droppos", ["pretext.mask_ratio=0", "pretext.pos_drop_ratio=0.2", *SMALL_DECODER])
+    # 2 patches, none masked: 0 of 2 visible keeps int(2) = 2 positions and drops none
+    with pytest.raises(ConfigError, match=r"keeps int\(2\) = 2 positions and drops none, which leaves nothing to predict"):
+        build("droppos", ["pretext.mask_ratio=0", "pretext.pos_drop_ratio=0", *SMALL_DECODER])
+    # the official count: 0.2 of 2 keeps int(1.6) = 1 and drops 1 (rounding 0.4 would drop none)
+    assert build("droppos", ["pretext.mask_ratio=0", "pretext.pos_drop_ratio=0.2", *SMALL_DECODER]).n_dropped == 1
 
 
 def test_droppos_trains_on_images_and_eeg_from_the_cli(tmp_path, capsys):

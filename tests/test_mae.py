@@ -11,6 +11,7 @@ import torch
 from relpos.config import resolve_config
 from relpos.errors import ConfigError
 from relpos.training import build_modality, build_pretext
+from relpos.masking import mae_masked_count, visible_token_count
 from relpos_plugins.mae import patch_targets, random_masking
 
 from relpos.checkpoint import checkpoint_path
@@ -41,8 +42,8 @@ def build(pretext: str, overrides=(), data=None, modality: str = "timeseries"):
     return build_pretext(config, modality_obj, modality_obj.load(data))
 
 
-def test_masking_hides_exactly_the_rounded_count_in_every_sample():
-    # 0.75 of 10 tokens is 7.5, rounded half up to 8 masked and 2 visible, in every sample
+def test_masking_hides_exactly_the_official_count_in_every_sample():
+    # MAE keeps int(10 · 0.25) = int(2.5) = 2 visible, so 8 masked, in every sample
     masked, visible_idx, masked_idx = random_masking(6, 10, 0.75, torch.Generator().manual_seed(0))
     assert masked.sum(dim=1).tolist() == [8] * 6
     assert visible_idx.shape == (6, 2) and masked_idx.shape == (6, 8)
@@ -61,7 +62,7 @@ def test_masking_is_reproducible_from_the_generator():
     other = random_masking(4, 9, 0.5, torch.Generator().manual_seed(4))
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], other[0])
-    assert first[0].sum(dim=1).tolist() == [5] * 4  # round(4.5) = 5, halves up
+    assert first[0].sum(dim=1).tolist() == [5] * 4  # int(9 · 0.5) = 4 visible, 5 masked
 
 
 def test_normalised_target_by_hand():
@@ -108,9 +109,30 @@ def test_one_step_trains_encoder_decoder_and_mask_token():
     assert pretext.encoder.patch_embed.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize(
+    "ratio, n_tokens, n_masked",
+    [
+        (0.33, 10, 4),  # int(6.7) = 6 visible; rounding the masked count would give 3
+        (0.75, 196, 147),  # the paper's recipe: int(49.0) = 49 visible
+        (0.75, 40, 30),  # the EEG recipe: 40 one-second patches, int(10.0) = 10 visible
+        (0.75, 64, 48),  # the 32-px image recipe: int(16.0) = 16 visible
+        (0.75, 10, 8),  # int(2.5) = 2 visible
+        (0.1, 2, 1),  # int(1.8) = 1 visible
+        (0.9, 10, 9),  # 10 · (1 − 0.9) is 0.99999… in floating point: 1 visible, not 0
+        (0.0, 10, 0),
+    ],
+)
+def test_masked_count_follows_the_official_truncation(ratio, n_tokens, n_masked):
+    assert mae_masked_count(ratio, n_tokens) == n_masked
+    assert visible_token_count(ratio, n_tokens) == n_tokens - n_masked
+    masked, visible_idx, masked_idx = random_masking(3, n_tokens, ratio, torch.Generator().manual_seed(0))
+    assert masked.sum(dim=1).tolist() == [n_masked] * 3
+    assert visible_idx.shape == (3, n_tokens - n_masked) and masked_idx.shape == (3, n_masked)
+
+
 @pytest.mark.parametrize("ratio, words", [
-    ("0.1", "masks round(0.2) = 0 of them, which leaves nothing to predict"),
-    ("0.9", "masks all 2, which leaves no visible one"),
+    ("0", "keeps int(2) = 2 visible and masks none, which leaves nothing to predict; use more than 0.5"),
+    ("0.6", "masks all 2, which leaves no visible one; use at most 0.5"),
 ])
 def test_a_masking_without_masked_or_visible_patches_is_refused(ratio, words):
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):

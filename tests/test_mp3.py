@@ -52,7 +52,7 @@ def test_targets_are_grid_indices_in_row_major_grid_order():
         assert centers[k].tolist() == [(k // 3) * 4 + 2.0, (k % 3) * 4 + 2.0]
 
 
-def test_loss_of_a_uniform_head_is_log_n_and_the_context_has_the_rounded_size(monkeypatch):
+def test_loss_of_a_uniform_head_is_log_n_and_the_context_has_the_official_size(monkeypatch):
     pretext = build("mp3", ["modality.image_size=12", "modality.patch_size=4"], data=tiny_images(),
                     modality="image")
     assert pretext.n_patches == 9
@@ -71,7 +71,7 @@ def test_loss_of_a_uniform_head_is_log_n_and_the_context_has_the_rounded_size(mo
     loss, logs = pretext({"x": x}, torch.Generator().manual_seed(0))
     assert loss.item() == pytest.approx(math.log(9), rel=1e-6)
     assert logs["loss_baseline"] == pytest.approx(math.log(9))
-    # round(0.75 · 9) = 7 tokens out of the context, 2 in it, drawn from the run's generator
+    # MAE's count: int(9 · 0.25) = 2 tokens in the context, 7 out of it, drawn from the run's generator
     masked, _, _ = random_masking(3, 9, 0.75, torch.Generator().manual_seed(0))
     assert torch.equal(seen["context"], ~masked)
     assert seen["context"].sum(dim=1).tolist() == [2, 2, 2]

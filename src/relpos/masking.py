@@ -47,6 +47,28 @@ def masked_token_count(ratio: float, n_tokens: int) -> int:
     return min(n_tokens, int(math.floor(ratio * n_tokens + 0.5)))
 
 
+def visible_token_count(ratio: float, n_tokens: int) -> int:
+    """How many of ``n_tokens`` stay visible under MAE's rule: ``int(n_tokens · (1 − ratio))``.
+
+    facebookresearch/mae's ``random_masking`` keeps ``len_keep = int(L * (1 - mask_ratio))`` tokens
+    and masks the rest, so the *visible* count is truncated (10 tokens at 0.33: 6 visible, 4
+    masked, where rounding the masked count would give 3). DropPos's official code uses the same
+    rule for its patch mask and for its position mask. One departure: a product that is a whole
+    number in exact arithmetic but lands just below it in floating point (10 · (1 − 0.9) =
+    0.99999…) keeps that whole number (1), where the official code would keep 0.
+    """
+    kept = int(math.floor(n_tokens * (1.0 - ratio) + 1e-9))
+    return min(max(kept, 0), int(n_tokens))
+
+
+def mae_masked_count(ratio: float, n_tokens: int) -> int:
+    """How many of ``n_tokens`` MAE's rule masks: ``n_tokens − visible_token_count(ratio, n_tokens)``.
+
+    196 tokens at 0.75 mask 147 (49 visible); 10 tokens at 0.33 mask 4 (6 visible).
+    """
+    return int(n_tokens) - visible_token_count(ratio, n_tokens)
+
+
 def _one_block_mask(grid: tuple[int, ...], n_masked: int, min_block_tokens: int, rng: np.random.Generator,
                     max_attempts: int = 10) -> np.ndarray:
     mask = np.zeros(grid, dtype=bool)
