@@ -17,7 +17,9 @@ Reads
 The sampling rate is read from the attributes ``sfreq``, ``sampling_rate`` or ``fs`` (Hz), else
 derived from a regular numeric (seconds) or datetime64 ``time`` coordinate, else
 ``modality.sfreq``. Samples are optionally resampled (``scipy.signal.resample_poly``), cut into
-windows of ``window_s`` every ``stride_s`` (``window_s = 0``: every sample whole), windows holding
+windows of ``window_s`` every ``stride_s`` (``window_s = 0``: continuous recordings, one per source
+and at least two windows long, are cut into windows of 16 patches, and trials, several samples in a
+source, stay whole, one window each; :mod:`.ts_windows`), windows holding
 NaN/inf or in which every channel is flat are dropped (counted in ``info["dropped"]`` and reported), and
 each window is instance-normalised per channel (``normalize: instance``), or every window of a
 recording is scaled by one robust z-score per channel over that recording (``normalize: recording``,
@@ -41,6 +43,7 @@ module holds the options and the modality class.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +61,8 @@ from .ts_sources import describe_data, files_to_hash, find_items
 __all__ = ["TimeseriesConfig", "TimeseriesModality", "BUILD_VERSION"]
 
 #: Bumped when the windows made from the same files and options change (invalidates the cache).
-#: 2: channels flat throughout a source are left out.
-BUILD_VERSION = 2
+#: 2: channels flat throughout a source are left out. 3: window_s = 0 cuts continuous recordings.
+BUILD_VERSION = 3
 NORMALIZE = ("instance", "recording", "file", "none")
 #: Upper bounds of the timeseries options: rates up to 1 MHz, durations up to 10 days, patch
 #: counts and lengths a batch can hold (as for the eeg modality).
@@ -73,7 +76,10 @@ MAX_PATCH_SAMPLES = 2**24
 class TimeseriesConfig:
     """Options of the timeseries modality."""
 
-    # window length, s; 0 = each sample whole (one window per sample)
+    # window length, s; 0 = chosen from the data: a source holding one recording (channels, time) is
+    # continuous when the longest lasts at least 32 patches, and is then cut into windows of 16
+    # patches (16 × patch_s); trials (several samples in a source, e.g. X_train) and shorter
+    # recordings stay whole, one window per sample. Printed when loaded, shown by `relpos data inspect`.
     window_s: float = setting(0.0, ge=0, le=MAX_DURATION_S)
     # distance between window starts, s; 0 = window_s (no overlap)
     stride_s: float = setting(0.0, ge=0, le=MAX_DURATION_S)
@@ -125,6 +131,7 @@ class TimeseriesModality(Modality):
         self._sfreq: float | None = None  # the rate of the windows last loaded, Hz
         self._report = False  # inspect's second try: report what was found when nothing is usable
         self._last_info: dict[str, Any] = {}
+        self._announce_windows = True  # print the window window_s = 0 chose (inspect reports it instead)
 
     def photometric(self, patches, generator, view="global-1", per_patch=False):
         """Amplitude scaling, noise, channel dropout and time masking (see ``series_photometric``)."""
@@ -201,6 +208,9 @@ class TimeseriesModality(Modality):
         self._last_info = windows.info
         if windows.info.get("sfreq"):
             self._sfreq = float(windows.info["sfreq"])
+        if windows.info.get("window_kind") == "continuous" and self._announce_windows:
+            # Said on every load, cache hit or not: the user left window_s to the data.
+            print(f"relpos: {windows.info['window_choice']}", file=sys.stderr)
         return windows
 
     def eval_splits(self, data: Any) -> tuple[Windows, Windows] | None:
@@ -217,6 +227,7 @@ class TimeseriesModality(Modality):
         import copy
 
         self._last_info = {}
+        self._announce_windows = False
         try:
             report = super().inspect(data)
         except DataError as exc:
@@ -229,12 +240,20 @@ class TimeseriesModality(Modality):
             self._last_info = reporter._last_info
             self._sfreq = reporter._sfreq
             report["problem"] = str(self._last_info.get("problem") or exc)
+        finally:
+            self._announce_windows = True
         if self._sfreq is not None:
             report["sfreq"] = self._sfreq
         report["dead_channels"] = list(self._last_info.get("dead_channels") or [])
         cfg = self.config
         report["window_s"] = cfg.window_s
         report["stride_s"] = cfg.stride_s or cfg.window_s
+        info = self._last_info
+        if info.get("window_samples") and self._sfreq:  # the window used, also when window_s = 0 chose it
+            report["window_s"] = info["window_samples"] / self._sfreq
+            report["stride_s"] = info["stride_samples"] / self._sfreq
+        if info.get("window_choice"):
+            report["window_choice"] = info["window_choice"]
         if report["extent"] and (cfg.patch_samples or cfg.sfreq_target or self._sfreq or cfg.sfreq):
             report["patch_samples"] = int(self.patch_size()[0])
             report["patches_per_window"] = self.default_num_patches(report["extent"])

@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from relpos.errors import ConfigError, DataError
+from relpos.errors import DataError
 
 from .channels import dead_channel_warning, dead_channels, flat_throughout, format_names
 from .ts_labels import label_mapping, resampled_length, window_labels
 from .ts_readers import open_item
 from .ts_sources import Source, reason
+from .ts_windows import WindowChoice, choose_windows
 
 #: Roughly how many values are read from a source at a time (bounded memory on large files).
 CHUNK_VALUES = 1 << 24
@@ -183,9 +184,9 @@ def _open_all(items, writer, source_text, strict, skipped, cfg, sources: list[So
             src.group = str(Path(src.path).with_suffix("")) + src.group[len(stem):]
 
 
-def _window_geometry(sources: list[Source], cfg) -> tuple[float, dict, dict, int, int]:
-    """(rate, {id(source): (up, down)}, {id(source): resampled length}, window, stride), rate in Hz, the
-    rest in samples."""
+def _window_geometry(sources: list[Source], cfg) -> tuple[float, dict, dict, WindowChoice]:
+    """(rate in Hz, {id(source): (up, down)}, {id(source): resampled length in samples}, the window and
+    stride in samples with how they were chosen: :mod:`.ts_windows`)."""
     rates = {src.sfreq for src in sources}
     if not cfg.sfreq_target and len(rates) > 1:
         listed = ", ".join(f"{s.sfreq:g} Hz in {s.name}" for s in sources[:4])
@@ -196,24 +197,8 @@ def _window_geometry(sources: list[Source], cfg) -> tuple[float, dict, dict, int
     rate = float(cfg.sfreq_target or sources[0].sfreq)
     resample = {id(src): resample_ratio(src.sfreq, rate) for src in sources}
     lengths = {id(src): resampled_length(src.n_times, *resample[id(src)]) for src in sources}
-    if cfg.window_s > 0:
-        window = int(round(cfg.window_s * rate))
-        if window < 1:
-            raise ConfigError(
-                f"'modality.window_s' ({cfg.window_s} s) is shorter than one sample at {rate:g} Hz."
-            )
-    else:
-        distinct = sorted(set(lengths.values()))
-        if len(distinct) > 1:
-            raise DataError(
-                f"modality.window_s = 0 uses each sample whole, but the samples differ in length "
-                f"({', '.join(f'{n} samples' for n in distinct[:4])} at {rate:g} Hz); set modality.window_s."
-            )
-        window = distinct[0]
-    stride = int(round(cfg.stride_s * rate)) if cfg.stride_s > 0 else window
-    if stride < 1:
-        raise ConfigError(f"'modality.stride_s' ({cfg.stride_s} s) is shorter than one sample at {rate:g} Hz.")
-    return rate, resample, lengths, window, stride
+    choice = choose_windows([src.n_samples for src in sources], [lengths[id(src)] for src in sources], rate, cfg)
+    return rate, resample, lengths, choice
 
 
 def _scan_channels(src: Source, pick: list[int], held: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -319,7 +304,8 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
                 f"{', '.join(names)} ({differ}); every source must give the same channels (select them with "
                 f"modality.channels)."
             )
-    rate, resample, lengths, window, stride = _window_geometry(sources, cfg)
+    rate, resample, lengths, choice = _window_geometry(sources, cfg)
+    window, stride = choice.window, choice.stride
     progress.sfreq = rate
 
     usable = []
@@ -327,7 +313,7 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
         if lengths[id(src)] < window:
             message = (
                 f"{src.name} lasts {lengths[id(src)] / rate:.6g} s per sample, shorter than one window "
-                f"(modality.window_s = {window / rate:.6g} s)."
+                f"({choice.describe(rate)})."
             )
             if strict and len(sources) == 1:
                 raise DataError(message)
@@ -339,8 +325,8 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
             usable.append(src)
     if not usable:
         raise DataError(
-            f"Every source in {source_text!r} is shorter than one window (modality.window_s = "
-            f"{window / rate:.6g} s): {'; '.join(s['reason'] for s in skipped[-3:])}"
+            f"Every source in {source_text!r} is shorter than one window ({choice.describe(rate)}): "
+            f"{'; '.join(s['reason'] for s in skipped[-3:])}"
         )
 
     held: dict[int, np.ndarray] = {}
@@ -392,6 +378,8 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
         "n_recordings": len(usable),
         "window_samples": window,
         "stride_samples": stride,
+        "window_kind": choice.kind,
+        "window_choice": choice.note,
         "label_kind": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None),
         "files": list(progress.files.values()),
         "skipped": skipped,
