@@ -136,6 +136,19 @@ def test_schedules_come_from_the_loop_progress():
     assert pretext.weight_decay_at(10, 20) == pytest.approx(weight_decay_schedule(10, 20)) == pytest.approx(0.22)
 
 
+def test_pw_self_warms_the_teacher_temperature_up_over_the_papers_15_percent():
+    # PW-Self: 0.04 → 0.07 over 30 of 200 epochs. On a 200-step run: 0.055 at step 15, 0.07 from 30.
+    pw_self, _ = build("pw-self")
+    assert pw_self.config.teacher_temp_warmup == 0.15
+    for step, expected in ((0, 0.04), (15, 0.055), (30, 0.07), (100, 0.07)):
+        pw_self.set_progress(step, 200)
+        assert pw_self.teacher_temp_now() == pytest.approx(expected)
+    # DINO keeps its 30 % (30 of 100 epochs): at step 15 of 200 a quarter of the way, 0.0475
+    dino, _ = build("dino")
+    dino.set_progress(15, 200)
+    assert dino.teacher_temp_now() == pytest.approx(0.0475)
+
+
 def test_last_layer_frozen_for_the_first_steps():
     pretext, windows = build("dino", ["pretext.freeze_last_layer=2", "pretext.norm_last_layer=false"])
     pretext.set_progress(1, 10)

@@ -20,7 +20,7 @@ Conventions
   view's own frame, scaled so that every view spans the sample's extent: a ViT interpolates its
   position embeddings in the same way when it reads a smaller crop.
 
-:func:`match_tokens` is PW-Self's patch matching (§3.4 of Mansourian et al.) on these token boxes,
+:func:`match_tokens` is PW-Self's patch matching (§3.4 of Javidani et al.) on these token boxes,
 per sample and vectorised: no Python loop over samples.
 """
 
