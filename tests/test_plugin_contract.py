@@ -146,3 +146,54 @@ def test_the_check_is_one_function_a_pretext_author_can_call():
         check_forward_output(pretext, (loss, {"b": 1.0, "c": 2.0}))
     with pytest.raises(PluginError, match=r"logged 'a' as True"):
         check_forward_output(pretext, (loss, {"a": True}))
+
+
+# -- the building blocks docs/plugins.md names, with their exact signatures ---------------------------------
+#: What a pretext author assembles a method from; each must be in the docs' table.
+CORE_BLOCKS = (
+    "relpos.Boxes", "relpos.grid_boxes", "relpos.sample_offgrid", "relpos.sample_pairs",
+    "relpos.extract_patches", "relpos.relative_transform", "relpos.encoder.masked_count",
+    "relpos.encoder.position_mask", "relpos.cache.cached_windows", "relpos.config.setting",
+    "relpos.config.check_fields", "relpos.show.new_figure",
+)
+
+
+def documented_blocks() -> dict[str, str]:
+    """``{dotted name: documented call}`` from the table under "### Building blocks"."""
+    text = (REPO / "docs" / "plugins.md").read_text()
+    section = text.split("### Building blocks", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(relpos\.[\w.]+)(\(.*?\))` \|", section, flags=re.M)
+    return {name: f"{name}{args}" for name, args in rows}
+
+
+def resolve(dotted: str):
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:]:
+            obj = getattr(obj, part)
+        return obj
+    raise ImportError(dotted)
+
+
+def real_call(dotted: str) -> str:
+    """``relpos.x(a, b=None)``: the object's signature without self, annotations or return type."""
+    import inspect
+
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in inspect.signature(resolve(dotted)).parameters.values()]
+    return f"{dotted}{inspect.Signature(params)}"
+
+
+def test_every_core_building_block_is_in_the_docs_table():
+    missing = [name for name in CORE_BLOCKS if name not in documented_blocks()]
+    assert not missing, f"docs/plugins.md's building blocks table lacks {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("name", list(documented_blocks()))
+def test_each_documented_building_block_has_its_exact_signature(name):
+    assert documented_blocks()[name] == real_call(name)
