@@ -53,6 +53,7 @@ from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.modality import Modality, Windows, npz_keys
 
+from .channel_types import retype_by_name
 from .channels import dead_channel_warning, flat_throughout, format_names, mostly_flat
 from .edf_header import truncation
 from .eeg_pipeline import (
@@ -61,6 +62,7 @@ from .eeg_pipeline import (
     _TooShort,
     all_finite,
     annotation_table,
+    named_channels,
     params_of,
     recording_windows,
     scan_raw,
@@ -73,7 +75,9 @@ from .eeg_sources import RECORDING_SUFFIXES, resolve_recordings, strip_suffix, s
 SAMPLE = Path(__file__).parent / "data" / "eegmmidb_S001R02.edf"
 NUMPY_SUFFIXES = (".npz", ".npy")
 #: Bumped when the pipeline changes what it writes, so old cache entries are not reused.
-PIPELINE_VERSION = 2  # 2: dead channels left out, flat-window reasons name channels, labels auto
+#: 2: dead channels left out, flat-window reasons name channels, labels auto; 3: channels flat in most
+#: windows are dead too, channel types inferred from names (:mod:`.channel_types`)
+PIPELINE_VERSION = 3
 
 __all__ = ["EEGConfig", "EEGModality", "RECORDING_SUFFIXES"]
 
@@ -240,6 +244,7 @@ class _BuildState:
     dead: list[str]  # channels left out of every recording
     dead_where: dict[str, list[str]] = field(default_factory=dict)  # channel -> recordings it is dead in
     dead_mostly: set[str] = field(default_factory=set)  # dead ones flat in nearly every window, not throughout
+    retyped: dict[str, str] = field(default_factory=dict)  # channel -> type from its name (channel_types)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
@@ -430,6 +435,7 @@ class EEGModality(Modality):
         info = self._last_info
         report["unlabelled"] = dict(info.get("unlabelled") or {})
         report["dead_channels"] = list(info.get("dead_channels") or [])
+        report["retyped_from_names"] = dict(info.get("retyped_from_names") or {})
         report["labelling"] = info.get("labelling")
         return report
 
@@ -472,12 +478,26 @@ class EEGModality(Modality):
             import mne
 
             mne.datasets.eegbci.standardize(raw)
+        retyped = retype_by_name(raw.ch_names, raw.get_channel_types(), keep=named_channels(raw.ch_names, self.config))
+        if retyped:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MNE's note that the unit changes with the type
+                raw.set_channel_types(retyped, verbose="error")
+            state.retyped.update(retyped)
         types = split_names(self.config.channel_types)
         present = sorted(set(raw.get_channel_types()))
         if not any(t in present for t in types):
+            named = ""
+            if retyped:
+                shown = ", ".join(f"{n!r} {t}" for n, t in list(retyped.items())[:6])
+                more = f" and {len(retyped) - 6} more" if len(retyped) > 6 else ""
+                named = (
+                    f"; {shown}{more} typed from their names (name them in modality.channels to keep the "
+                    f"file's type)"
+                )
             raise DataError(
                 f"Recording {item.where} has no channels of type {', '.join(types)}; its channel "
-                f"types are {', '.join(present)} (set modality.channel_types)."
+                f"types are {', '.join(present)} (set modality.channel_types{named})."
             )
         raw.pick([t for t in types if t in present], verbose="error")
         return raw
@@ -719,6 +739,7 @@ class EEGModality(Modality):
                 "unlabelled": dict(state.unlabelled),
                 "source": source,
                 "dead_channels": list(state.dead),
+                "retyped_from_names": dict(state.retyped),
                 "labelling": getattr(self, "_labelling", None),
             }
         )

@@ -23,8 +23,18 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .channels import dead_channel_warning, format_names
-from .eeg_pipeline import DROP_NONFINITE, PIN_HINT, flat_reason, normalise, notch_freqs, select_channels, split_names
+from .channel_types import retype_by_name
+from .channels import dead_channel_warning, flat_in_windows, format_names, mostly_flat
+from .eeg_pipeline import (
+    DROP_NONFINITE,
+    PIN_HINT,
+    flat_reason,
+    named_channels,
+    normalise,
+    notch_freqs,
+    select_channels,
+    split_names,
+)
 from .eeg_sources import subject_of
 from .numpy_files import open_numpy, read_array
 from .recording_norm import pooled_stats, robust_stats, window_samples
@@ -83,22 +93,31 @@ def load_trials(cfg, path: Path, params: dict[str, Any], enabled: bool | None = 
     )
 
 
-def _channel_scan(cfg, parts, rows: list[int], scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """(flat, non_finite) per channel ``rows`` over every trial: flat throughout the archive (its
-    peak-to-peak over all trials below ``flat_threshold``), and its number of non-finite samples."""
+def _channel_scan(
+    cfg, parts, rows: list[int], scale: float, starts: np.ndarray, length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(flat, non_finite, flat_windows, n_windows) per channel ``rows`` over every trial: flat
+    throughout the archive (its peak-to-peak over all trials below ``flat_threshold``), its number
+    of non-finite samples, and in how many of the ``n_windows`` windows (``length`` samples from each
+    of ``starts``, at the trials' own rate, in every trial) it is flat."""
     high = np.full(len(rows), -np.inf)
     low = np.full(len(rows), np.inf)
     bad = np.zeros(len(rows), dtype=np.int64)
+    flat_windows = np.zeros(len(rows), dtype=np.int64)
+    n_windows = 0
     for _, x_all, _ in parts:
         for lo in range(0, len(x_all), CHUNK_TRIALS):
             chunk = np.asarray(x_all[lo : lo + CHUNK_TRIALS], dtype=np.float64)[:, rows] * scale
             high = np.fmax(high, np.fmax.reduce(chunk, axis=(0, 2)))  # fmax/fmin skip NaN
             low = np.fmin(low, np.fmin.reduce(chunk, axis=(0, 2)))
             bad += np.count_nonzero(~np.isfinite(chunk), axis=(0, 2))
+            if len(starts):
+                flat_windows += flat_in_windows(chunk, starts, length, cfg.flat_threshold).sum(axis=(0, 2))
+                n_windows += len(chunk) * len(starts)
     with np.errstate(invalid="ignore"):
         span = high - low
     flat = ~(span >= cfg.flat_threshold) if cfg.flat_threshold > 0 else np.zeros(len(rows), dtype=bool)
-    return flat, bad
+    return flat, bad, flat_windows, n_windows
 
 
 def _pinned(cfg, channel: str) -> bool:
@@ -124,12 +143,19 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
     n_channels = int(parts[0][1].shape[1])
     ch_names = [str(c) for c in meta["ch_names"]] if "ch_names" in meta else [f"ch{i}" for i in range(n_channels)]
     ch_types = [str(c) for c in meta["ch_types"]] if "ch_types" in meta else ["eeg"] * n_channels
+    retyped = retype_by_name(ch_names, ch_types, keep=named_channels(ch_names, cfg))
+    ch_types = [retyped.get(n, t) for n, t in zip(ch_names, ch_types)]
     types = split_names(cfg.channel_types)
     typed = [n for n, t in zip(ch_names, ch_types) if t in types]
     if not typed:
+        named = ""
+        if retyped:
+            shown = ", ".join(f"{n!r} {t}" for n, t in list(retyped.items())[:6])
+            more = f" and {len(retyped) - 6} more" if len(retyped) > 6 else ""
+            named = f"; {shown}{more} typed from their names (name them in modality.channels to keep the file's type)"
         raise DataError(
             f"{where} has no channels of type {', '.join(types)}; its channel types are "
-            f"{', '.join(sorted(set(ch_types)))} (set modality.channel_types)."
+            f"{', '.join(sorted(set(ch_types)))} (set modality.channel_types{named})."
         )
     selected = select_channels(typed, cfg.channels, where)
     reference = cfg.reference.strip()
@@ -141,8 +167,22 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
             f"{reference!r}); its channels are: {', '.join(typed)}."
         )
     scale = UNIT_SCALE[cfg.npz_unit]
-    flat, non_finite = _channel_scan(cfg, parts, [ch_names.index(n) for n in selected], scale)
-    dead = [n for n, f in zip(selected, flat.tolist()) if f]
+    n_src = int(parts[0][1].shape[2])
+    n_target = int(round(n_src * cfg.sfreq / src))
+    n_win = int(round(cfg.window_s * cfg.sfreq))
+    stride = int(round(cfg.stride_s * cfg.sfreq))
+    starts = np.arange(0, n_target - n_win + 1, stride)
+    flat, non_finite, flat_windows, n_windows = _channel_scan(
+        cfg, parts, [ch_names.index(n) for n in selected], scale,
+        np.round(starts * src / cfg.sfreq).astype(np.int64), max(1, int(round(n_win * src / cfg.sfreq))),
+    )
+    # Flat in most windows (a marker line): dead too, unless every channel is (the windows are then
+    # dropped one by one) or the user named it.
+    mostly = mostly_flat(flat_windows, n_windows) & ~flat
+    if (flat | mostly).all():
+        mostly[:] = False
+    mostly &= np.array([not _pinned(cfg, n) for n in selected], dtype=bool)
+    dead = [n for n, f, m in zip(selected, flat.tolist(), mostly.tolist()) if f or m]
     status = [
         {
             "name": n,
@@ -150,17 +190,19 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
             "status": "; ".join(
                 t for t in (
                     "left out (flat throughout every trial)" if f else "",
+                    f"left out (flat in {c} of {n_windows} windows)" if m else "",
                     f"{b} non-finite samples" if b else "",
                 ) if t
             ) or "ok",
             "flat_throughout": bool(f),
+            "mostly_flat": bool(m),
         }
-        for n, f, b in zip(selected, flat.tolist(), non_finite.tolist())
+        for n, f, m, c, b in zip(selected, flat.tolist(), mostly.tolist(), flat_windows.tolist(), non_finite.tolist())
     ]
     thr = cfg.flat_threshold
     unusable = ""
     pinned = [n for n in dead if _pinned(cfg, n)]
-    if dead and len(dead) == len(selected):
+    if dead and len(dead) == len(selected):  # only channels flat throughout: see ``mostly`` above
         unusable = (
             f"{where} has no live channel: {_is_are(dead)} flat throughout every trial (peak-to-peak below "
             f"modality.flat_threshold = {thr:g} V after modality.npz_unit = {cfg.npz_unit!r}); check the "
@@ -187,12 +229,12 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
         return
     if dead:
         selected = [n for n in selected if n not in dead]
-        writer.warn(dead_channel_warning(dead, PIN_HINT, where={n: [path.name] for n in dead}, kept=selected))
+        writer.warn(dead_channel_warning(
+            dead, PIN_HINT, where={n: [path.name] for n in dead}, kept=selected,
+            mostly=[e["name"] for e in status if e["mostly_flat"]],
+        ))
     typed_idx = [ch_names.index(n) for n in typed]
     pick = [typed.index(n) for n in selected]
-    n_src = int(parts[0][1].shape[2])
-    n_target = int(round(n_src * cfg.sfreq / src))
-    n_win = int(round(cfg.window_s * cfg.sfreq))
     if n_target < n_win:
         raise DataError(
             f"Trials in {where} last {n_src / src:.2f} s, shorter than one window "
@@ -202,8 +244,6 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
         raise DataError(
             f"{where} holds trials without annotations; use modality.windows = 'fixed' (got {cfg.windows!r})."
         )
-    stride = int(round(cfg.stride_s * cfg.sfreq))
-    starts = np.arange(0, n_target - n_win + 1, stride)
     class_names = [str(c) for c in meta["class_names"]] if "class_names" in meta else []
     has_labels = all(y is not None for _, _, y in parts)
     if has_labels and not class_names:
@@ -330,6 +370,7 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
             "unlabelled": {},
             "source": str(path),
             "dead_channels": dead,
+            "retyped_from_names": retyped,
         }
     )
     if writer.count == 0:

@@ -117,6 +117,19 @@ def select_channels(available: list[str], spec: str, where: str) -> list[str]:
     return chosen
 
 
+def named_channels(available: list[str], cfg) -> list[str]:
+    """The channels of ``available`` the user names in modality.channels (by name or pattern; not
+    'common') or modality.reference: they keep the type the file gives them (:mod:`.channel_types`)."""
+    named = [r for r in split_names(cfg.reference) if r.lower() != "average"]
+    if cfg.channels.strip().lower() != "common":
+        for spec in split_names(cfg.channels):
+            if any(c in spec for c in "*?["):
+                named += [ch for ch in available if fnmatch.fnmatchcase(ch, spec)]
+            else:
+                named += [ch for ch in available if ch == spec or ch.lower() == spec.lower()]
+    return named
+
+
 def annotation_table(raw) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(onset_s, duration_s, description) of ``raw``'s annotations, onsets from the data's first sample."""
     ann = raw.annotations

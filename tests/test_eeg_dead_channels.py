@@ -156,18 +156,18 @@ def test_inspect_reports_channels_instead_of_failing_and_exits_2_only_when_nothi
 def test_a_channel_flat_in_every_trial_is_left_out_and_one_flat_in_some_trials_drops_those(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 3, 200)) * 20  # µV, 2 s at 100 Hz
-    x[:, 2] = 4.0  # 'EOG' stuck in every trial: dead
+    x[:, 2] = 4.0  # 'Oz' stuck in every trial: dead
     x[1, 0] = -3.0  # 'Fz' flat in trial 1 only: that trial's window is dropped
     np.savez(tmp_path / "trials.npz", X=x, y=np.arange(6) % 2, sfreq=np.array(100.0),
-             ch_names=np.array(["Fz", "Cz", "EOG"]))
+             ch_names=np.array(["Fz", "Cz", "Oz"]))
     windows = eeg(window_s=2, stride_s=2, patch_s=0.5).load(tmp_path / "trials.npz")
     assert tuple(windows.x.shape) == (5, 2, 200)
-    assert windows.info["ch_names"] == ["Fz", "Cz"] and windows.info["dead_channels"] == ["EOG"]
+    assert windows.info["ch_names"] == ["Fz", "Cz"] and windows.info["dead_channels"] == ["Oz"]
     assert windows.info["dropped"] == {"flat channel 'Fz'": 1}
     err = capsys.readouterr().err
-    assert "Channel 'EOG' is flat throughout recording 'trials.npz'" in err and "(e.g. 'Fz,Cz')" in err
-    with pytest.raises(DataError, match=r"channel 'EOG' is named in modality.channels but flat throughout every trial"):
-        eeg(window_s=2, stride_s=2, patch_s=0.5, channels="Fz,EOG").load(tmp_path / "trials.npz")
+    assert "Channel 'Oz' is flat throughout recording 'trials.npz'" in err and "(e.g. 'Fz,Cz')" in err
+    with pytest.raises(DataError, match=r"channel 'Oz' is named in modality.channels but flat throughout every trial"):
+        eeg(window_s=2, stride_s=2, patch_s=0.5, channels="Fz,Oz").load(tmp_path / "trials.npz")
 
 
 def test_inspect_of_an_archive_with_no_live_channel_reports_each_channel(tmp_path, capsys):
