@@ -25,7 +25,7 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .channels import dead_channel_warning, dead_channels, flat_throughout, format_names
+from .channels import dead_channel_warning, dead_channels, flat_in_windows, flat_throughout, format_names, mostly_flat
 from .ts_labels import label_mapping, resampled_length, window_labels
 from .ts_readers import open_item
 from .ts_sources import Source, reason
@@ -152,14 +152,22 @@ def _file_entry(src: Source, channels: list[str]) -> dict[str, Any]:
     }
 
 
-def _channel_status(src: Source, names: list[str], flat: np.ndarray, non_finite: np.ndarray) -> list[dict]:
-    """Per picked channel of ``src``: name, unit, status ("ok", "flat throughout", "N non-finite samples")."""
+def _channel_status(
+    src: Source, names: list[str], flat: np.ndarray, non_finite: np.ndarray, windows=None
+) -> list[dict]:
+    """Per picked channel of ``src``: name, unit, status ("ok", "flat throughout", "flat in N of M
+    windows", "N non-finite samples"); ``windows`` is (flat in most windows, windows each channel is
+    flat in, windows) from :func:`_scan_channels`."""
+    mostly, counts, n_windows = windows if windows is not None else (np.zeros(len(names), bool), None, 0)
     out = []
-    for name, is_flat, n_bad in zip(names, flat.tolist(), non_finite.tolist()):
-        parts = (["flat throughout"] if is_flat else []) + ([f"{n_bad} non-finite samples"] if n_bad else [])
+    for i, (name, is_flat, n_bad) in enumerate(zip(names, flat.tolist(), non_finite.tolist())):
+        parts = (["flat throughout"] if is_flat else [])
+        if mostly[i] and not is_flat:
+            parts.append(f"flat in {int(counts[i])} of {n_windows} windows")
+        parts += [f"{n_bad} non-finite samples"] if n_bad else []
         out.append({
             "name": name, "unit": src.unit or "n/a", "status": ", ".join(parts) or "ok",
-            "flat_throughout": bool(is_flat),
+            "flat_throughout": bool(is_flat), "mostly_flat": bool(mostly[i] and not is_flat),
         })
     return out
 
@@ -201,15 +209,22 @@ def _window_geometry(sources: list[Source], cfg) -> tuple[float, dict, dict, Win
     return rate, resample, lengths, choice
 
 
-def _scan_channels(src: Source, pick: list[int], held: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(flat, non_finite), each ``(len(pick),)``: the channels with no variation within any sample of
-    ``src`` (raw samples), and how many non-finite values each holds.
+def _scan_channels(
+    src: Source, pick: list[int], held: dict[int, np.ndarray], window: int = 0, stride: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(flat, non_finite, flat_windows, n_windows): the channels with no variation within any sample
+    of ``src`` (raw samples), how many non-finite values each holds (each ``(len(pick),)``), in how
+    many of the ``n_windows`` windows of ``window`` samples every ``stride`` (at the source's own
+    rate) each is flat.
 
     A source read in one block is kept in ``held`` (while the blocks kept stay under
     :data:`CHUNK_VALUES` values) so that making its windows does not read it again.
     """
     flat = np.ones(len(pick), dtype=bool)
     non_finite = np.zeros(len(pick), dtype=np.int64)
+    flat_windows = np.zeros(len(pick), dtype=np.int64)
+    n_windows = 0
+    starts = np.arange(0, src.n_times - window + 1, max(1, stride)) if window > 0 else np.zeros(0, np.int64)
     chunk = _chunk_samples(src)
     for start in range(0, src.n_samples, chunk):
         stop = min(src.n_samples, start + chunk)
@@ -220,23 +235,38 @@ def _scan_channels(src: Source, pick: list[int], held: dict[int, np.ndarray]) ->
         per_sample = flat_throughout(x.reshape(-1, x.shape[-1]), FLAT_SPAN).reshape(x.shape[0], x.shape[1])
         flat &= per_sample.all(axis=0)
         non_finite += np.count_nonzero(~np.isfinite(x), axis=(0, 2))
-    return flat, non_finite
+        if len(starts):
+            flat_windows += flat_in_windows(x, starts, window, FLAT_SPAN).sum(axis=(0, 2))
+            n_windows += x.shape[0] * len(starts)
+    return flat, non_finite, flat_windows, n_windows
 
 
-def _leave_out_dead_channels(usable, picks, names, writer, source_text, strict, progress, cfg, held):
-    """Drop the channels flat throughout a source from every source's pick (see :mod:`.channels`).
+def _leave_out_dead_channels(
+    usable, picks, names, writer, source_text, strict, progress, cfg, held, window=0, stride=0, resample=None
+):
+    """Drop the channels flat throughout a source, or flat in most of its windows (``window`` and
+    ``stride`` samples at the target rate, ``resample`` {id(source): (up, down)}), from every source's
+    pick (see :mod:`.channels`).
 
-    A channel that ``modality.channels`` names exactly is kept, as asked, with a warning. Returns
-    (usable sources, their picks, channel names), a source that cannot be read being skipped like an
-    unreadable file when there are several.
+    A channel that ``modality.channels`` names exactly is kept, as asked (with a warning when it is
+    flat throughout). Returns (usable sources, their picks, channel names), a source that cannot be
+    read being skipped like an unreadable file when there are several.
     """
     skipped = progress.skipped
     masks: dict[str, np.ndarray] = {}
+    throughout: dict[str, np.ndarray] = {}
     where: dict[str, list[str]] = {}
+    mostly_names: set[str] = set()
     readable = []
     for src in usable:
+        up, down = (resample or {}).get(id(src), (1, 1))
+        # The windows at the source's own rate: the scan reads raw samples, before resampling.
+        raw_window = max(1, int(round(window * down / up))) if window else 0
+        raw_stride = max(1, int(round(stride * down / up))) if stride else raw_window
         try:
-            mask, non_finite = _scan_channels(src, picks[id(src)], held)
+            mask, non_finite, flat_windows, n_windows = _scan_channels(
+                src, picks[id(src)], held, raw_window, raw_stride
+            )
         except DataError as exc:
             if strict:
                 raise
@@ -244,19 +274,30 @@ def _leave_out_dead_channels(usable, picks, names, writer, source_text, strict, 
             progress.files.pop(id(src), None)
             writer.warn(f"Skipping {src.name}: {exc}")
             continue
-        progress.files[id(src)]["channel_status"] = _channel_status(src, names, mask, non_finite)
+        mostly = mostly_flat(flat_windows, n_windows) & ~mask
+        if (mask | mostly).all():
+            mostly[:] = False  # every channel flat in most windows: those windows are dropped instead
+        progress.files[id(src)]["channel_status"] = _channel_status(
+            src, names, mask, non_finite, (mostly, flat_windows, n_windows)
+        )
         readable.append(src)
-        masks[str(id(src))] = mask
-        for name, is_flat in zip(names, mask):
-            if is_flat:
+        throughout[str(id(src))] = mask
+        masks[str(id(src))] = mask | mostly
+        for name, is_flat, is_mostly in zip(names, mask, mostly):
+            if is_flat or is_mostly:
                 where.setdefault(name, []).append(src.entry or src.path or src.name)
+            if is_mostly:
+                mostly_names.add(name)
     if not readable:
         raise DataError(
             f"No readable timeseries in {source_text!r}: " + " ".join(s["reason"] for s in skipped[-3:])
         )
     dead = dead_channels(masks, names)
     pinned = {w for w in wanted_channels(cfg.channels) if not any(c in w for c in _GLOB_CHARS)}
-    kept_dead = [n for n in dead if n in pinned]
+    if len([n for n in dead if n not in pinned]) == len(names):
+        dead = dead_channels(throughout, names)  # no channel left by the window rule: windows decide
+    flat_everywhere = set(dead_channels(throughout, names))
+    kept_dead = [n for n in dead if n in pinned and n in flat_everywhere]
     dead = [n for n in dead if n not in pinned]
     live = [n for n in names if n not in dead]
     progress.dead = dead
@@ -274,7 +315,8 @@ def _leave_out_dead_channels(usable, picks, names, writer, source_text, strict, 
             f"other channels with modality.channels."
         )
     if dead:
-        writer.warn(dead_channel_warning(dead, PIN_HINT, where=where, kept=live))
+        mostly = [n for n in dead if n in mostly_names]
+        writer.warn(dead_channel_warning(dead, PIN_HINT, where=where, kept=live, mostly=mostly))
         keep = [i for i, n in enumerate(names) if n not in dead]
         picks = {key: [pick[i] for i in keep] for key, pick in picks.items()}
     return readable, picks, live, dead
@@ -331,7 +373,8 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
 
     held: dict[int, np.ndarray] = {}
     usable, picks, names, dead = _leave_out_dead_channels(
-        usable, picks, names, writer, source_text, strict and len(sources) == 1, progress, cfg, held
+        usable, picks, names, writer, source_text, strict and len(sources) == 1, progress, cfg, held,
+        window=window, stride=stride, resample=resample,
     )
     progress.ch_names = names
     mapping, class_names, label_kinds = label_mapping(usable)

@@ -119,13 +119,14 @@ def test_a_channel_named_in_modality_channels_is_kept(capsys):
 
 def test_dead_channels_are_found_in_a_file_read_in_several_blocks(monkeypatch, tmp_path):
     # blocks of 2 samples (CHUNK_VALUES = 2 samples × 3 channels × 10 steps): "dead" is flat in all
-    # 5 samples, "late" is flat in the first 4 and live in the last, so only "dead" is left out
+    # 5 samples, "late" is flat in the first 3 and live in the last 2 (flat in 60% of the windows,
+    # under the 80% that makes a channel dead), so only "dead" is left out
     import relpos_modalities.ts_pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "CHUNK_VALUES", 3 * 10 * 2)
     x = noise((5, 3, 10))
     x[:, 1] = -2.0
-    x[:4, 2] = 1.0
+    x[:3, 2] = 1.0
     np.save(tmp_path / "blocks.npy", x)
     windows = modality(sfreq=10, cache=False).load(tmp_path / "blocks.npy")
     assert windows.info["ch_names"] == ["ch0", "ch2"] and len(windows) == 5
