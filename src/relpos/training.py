@@ -393,6 +393,19 @@ def _restore(state: dict[str, Any], pretext: Pretext, optimizer: torch.optim.Opt
         ) from None
 
 
+def _restore_baseline_watch(state: dict[str, Any], watch: BaselineWatch, ckpt_file: Path) -> None:
+    """Continue the stuck-at-baseline watch where the checkpoint left it (checkpoints written
+    before the watch was saved have none: it then starts afresh at the resumed step)."""
+    if state.get("baseline_watch") is None:
+        return
+    try:
+        watch.load_state_dict(state["baseline_watch"])
+    except ValueError as exc:
+        raise RelposError(
+            f"Checkpoint {str(ckpt_file)!r} holds a 'baseline_watch' entry that cannot be restored ({exc})."
+        ) from None
+
+
 def _kept_checkpoint(ckpt_file: Path, last_saved: int | None) -> tuple[Path | None, int | None]:
     if not ckpt_file.exists():
         return None, None
@@ -554,6 +567,7 @@ def _train(
         pretext = build_pretext(config, modality, windows).to(device)
         optimizer = torch.optim.AdamW(_param_groups(pretext, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
         lrs = lr_schedule(cfg)
+        baseline_watch = BaselineWatch(cfg.steps, cfg.warmup_steps)
         generator = torch.Generator().manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -572,6 +586,7 @@ def _train(
         start = 0
         if state is not None:
             _restore(state, pretext, optimizer, generator, index_generator, launch.rank, ckpt_file)
+            _restore_baseline_watch(state, baseline_watch, ckpt_file)
             start = int(state["step"])
             del state
     except Exception as exc:  # noqa: BLE001 - re-raised by check_peers (in one process: as is)
@@ -656,6 +671,7 @@ def _train(
             "encoder": pretext.encoder.init_args(),
             "data_info": {"extent": list(windows.extent), "channels": windows.channels, **_jsonable(windows.info)},
             "relpos_version": __version__,
+            "baseline_watch": baseline_watch.state_dict(),  # so a resumed run judges on the run's steps
         }
         if rng_ranks is not None:
             contents.update(world_size=len(rng_ranks), rng_ranks=rng_ranks,
@@ -670,7 +686,6 @@ def _train(
     log = progress = None
     loss_value = float("nan")
     step = start
-    baseline_watch = BaselineWatch(cfg.steps)
     try:
         setup_error = None
         if main_process:
