@@ -10,7 +10,11 @@ Every step, for the batch's M inputs:
 * N patches of each input at random positions, the first two never overlapping, each
   ``patch_fraction`` of every axis, each photometrically augmented on its own, and either resized
   to the input's size (``patch_use="plain"``, §3.1) or left at its own resolution on an input of
-  zeros (``"additive"``, §4.4's additive-patch-use).
+  zeros (``"additive"``, §4.4's additive-patch-use). In the additive variant the patch is pasted at
+  a *new* random position of the zero canvas (uniform, whole units), while its target stays the
+  position it was cut from, as the official code does (``datamanager.py``: ``new_pos``). Pasted at
+  its own position, the target would equal the centroid of the non-zero values: a shortcut for any
+  encoder with positions, and for a CNN with zero padding.
 
 One encoder embeds all K·M + M·N inputs, one vector each (:meth:`relpos.encoders.Encoder.embed_inputs`:
 the CNN's pooled features, or the ViT's CLS token). Pairs are concatenated, ``[f_a, f_b]``:
@@ -84,7 +88,8 @@ class SpatialReasoningConfig:
     n_patches: int = setting(2, ge=2, le=64, also=(0,))
     # patch side as a fraction of every axis of the input (24 px of 64 is the paper's best)
     patch_fraction: float = setting(0.375, gt=0, lt=1)
-    # 'plain': patches resized to the input's size; 'additive': pasted at their own resolution on zeros
+    # 'plain': patches resized to the input's size; 'additive': pasted at their own resolution, at a
+    # random position, on zeros
     patch_use: str = setting("plain", choices=("plain", "additive"))
     # area (2+ axes) or length (1 axis) fraction of the augmentations' crops; None: the modality's default
     crop_scale: tuple[float, float] | None = setting(None, gt=0, le=1, ordered=True)
@@ -159,32 +164,56 @@ def sample_patch_starts(
     return starts
 
 
-def additive_inputs(x: torch.Tensor, starts: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """§4.4's additive-patch-use: each patch at its own position and resolution, zeros elsewhere.
+def additive_inputs(
+    x: torch.Tensor, starts: torch.Tensor, size: tuple[int, ...], paste_starts: torch.Tensor | None = None
+) -> torch.Tensor:
+    """§4.4's additive-patch-use: each patch at its own resolution on zeros.
 
     Parameters
     ----------
     x : torch.Tensor
         ``(B, C, *extent)``.
     starts : torch.Tensor
-        ``(B, N, D)`` whole-unit start corners.
+        ``(B, N, D)`` whole-unit start corners of the patches cut from ``x``.
+    size : tuple of int
+        The patches' size per axis.
+    paste_starts : torch.Tensor, optional
+        ``(B, N, D)`` whole-unit corners where each patch is pasted; None pastes it where it was cut.
 
     Returns
     -------
     torch.Tensor
-        ``(B, N, C, *extent)``.
+        ``(B, N, C, *extent)``: output ``[b, n]`` holds ``x[b]``'s patch at ``starts[b, n]`` placed
+        at ``paste_starts[b, n]``, zeros elsewhere.
     """
     batch, n_patches, n_axes = starts.shape
     extent = x.shape[2:]
+    starts = starts.to(x.device).long()
+    paste = starts if paste_starts is None else paste_starts.to(x.device).long()
+    out = x.unsqueeze(1).expand(batch, n_patches, *x.shape[1:])
     inside = torch.ones((batch, n_patches, *extent), dtype=torch.bool, device=x.device)
     for d in range(n_axes):
-        index = torch.arange(extent[d], device=x.device)
-        start = starts[..., d].to(x.device).reshape(batch, n_patches, *([1] * n_axes))
-        shape = [1, 1] + [1] * n_axes
+        shape = [batch, n_patches] + [1] * n_axes
         shape[2 + d] = extent[d]
-        index = index.reshape(shape)
-        inside = inside & (index >= start) & (index < start + size[d])
-    return x.unsqueeze(1) * inside.unsqueeze(2).to(x.dtype)
+        index = torch.arange(extent[d], device=x.device).reshape([1, 1] + shape[2:])
+        paste_d = paste[..., d].reshape(batch, n_patches, *([1] * n_axes))
+        inside = inside & (index >= paste_d) & (index < paste_d + size[d])
+        if paste_starts is not None:
+            # output position i along axis d reads input position i − paste + start (a translation)
+            source = (index - paste_d + starts[..., d].reshape(paste_d.shape)).clamp(0, extent[d] - 1)
+            source = source.unsqueeze(2).expand(*out.shape[:3 + d], extent[d], *out.shape[4 + d:])
+            out = out.gather(3 + d, source)
+    return out * inside.unsqueeze(2).to(x.dtype)
+
+
+def sample_paste_starts(
+    batch: int, n_patches: int, extent: tuple[int, ...], size: tuple[int, ...], generator: torch.Generator
+) -> torch.Tensor:
+    """``(B, N, D)`` whole-unit corners, uniform over ``[0, extent − size]`` per axis: where the
+    additive variant pastes each patch (the official code's ``new_pos``)."""
+    device = generator.device
+    room = torch.tensor([float(e - s) for e, s in zip(extent, size)], device=device)
+    return torch.floor(torch.rand((batch, n_patches, len(extent)), generator=generator, device=device) * (room + 1))
 
 
 class SpatialReasoning(Pretext):
@@ -273,8 +302,11 @@ class SpatialReasoning(Pretext):
                 # lift the empty surround to the view's mean grey)
                 flat = source.reshape(batch * n_patches, 1, *x.shape[1:])
                 source = self.modality.photometric(flat, generator, "global-2").reshape(source.shape)
+            # pasted at a random place, the target staying where the patch was cut (see the module docstring)
+            paste = sample_paste_starts(batch, n_patches, extent, self.patch_size, generator).to(x.device)
             inputs = additive_inputs(
-                source.reshape(batch * n_patches, *x.shape[1:]), starts.reshape(-1, 1, self.n_axes), self.patch_size
+                source.reshape(batch * n_patches, *x.shape[1:]), starts.reshape(-1, 1, self.n_axes), self.patch_size,
+                paste.reshape(-1, 1, self.n_axes),
             ).reshape(batch, n_patches, *x.shape[1:])
         extent_t = torch.tensor([float(e) for e in extent], device=x.device)
         return inputs.reshape(batch * n_patches, *x.shape[1:]), centers / extent_t

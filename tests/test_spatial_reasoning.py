@@ -149,6 +149,46 @@ def test_additive_patches_sit_at_their_position_with_zeros_elsewhere():
     assert torch.equal(out, expected)
 
 
+def test_additive_patches_pasted_elsewhere_by_hand():
+    x = torch.arange(1, 1 + 2 * 6 * 8, dtype=torch.float32).reshape(1, 2, 6, 8)
+    starts = torch.tensor([[[1.0, 2.0], [3.0, 5.0]]])
+    paste = torch.tensor([[[4.0, 0.0], [0.0, 5.0]]])
+    out = additive_inputs(x, starts, (2, 3), paste)
+    expected = torch.zeros_like(out)
+    expected[0, 0, :, 4:6, 0:3] = x[0, :, 1:3, 2:5]  # cut at (1, 2), pasted at (4, 0)
+    expected[0, 1, :, 0:2, 5:8] = x[0, :, 3:5, 5:8]  # cut at (3, 5), pasted at (0, 5)
+    assert torch.equal(out, expected)
+    one_axis = additive_inputs(torch.arange(1.0, 11.0).reshape(1, 1, 10), torch.tensor([[[6.0]]]), (3,),
+                               torch.tensor([[[1.0]]]))
+    assert one_axis.flatten().tolist() == [0, 7, 8, 9, 0, 0, 0, 0, 0, 0]
+
+
+def test_additive_target_is_where_the_patch_was_cut_not_where_it_is_pasted():
+    # Every value of the image is unique and non-zero, so a pasted patch's values tell where it was
+    # cut from. The target must be that original position; the non-zero pixels sit elsewhere, so
+    # their centroid no longer gives the target away.
+    pretext, _ = build(["pretext.photometric=false", "pretext.patch_use=additive", "pretext.patch_fraction=0.25",
+                        "pretext.n_patches=4"])
+    x = torch.arange(1, 1 + 8 * 3 * 16 * 16, dtype=torch.float32).reshape(8, 3, 16, 16)
+    inputs, centres = pretext.patches(x, torch.Generator().manual_seed(0))
+    inputs = inputs.reshape(8, 4, 3, 16, 16)
+    moved = 0
+    for m in range(8):
+        for n in range(4):
+            nonzero = torch.nonzero(inputs[m, n, 0])
+            paste = nonzero.min(dim=0).values
+            assert (nonzero.max(dim=0).values - paste).tolist() == [3, 3]  # a whole 4 × 4 patch
+            flat = int(inputs[m, n, 0, paste[0], paste[1]]) - 1 - m * 3 * 256  # index in channel 0 of image m
+            cut = torch.tensor(divmod(flat, 16), dtype=torch.float32)
+            torch.testing.assert_close(inputs[m, n, :, paste[0]:paste[0] + 4, paste[1]:paste[1] + 4],
+                                       x[m, :, int(cut[0]):int(cut[0]) + 4, int(cut[1]):int(cut[1]) + 4])
+            # the target: the centre where the patch was cut, as a fraction of the extent
+            torch.testing.assert_close(centres[m, n], (cut + 2) / 16)
+            centroid = (nonzero.float().mean(dim=0) + 0.5) / 16  # pixel centres
+            moved += not torch.allclose(centroid, centres[m, n])
+    assert moved >= 28  # of 32 (a paste lands exactly on its cut with probability 1/169)
+
+
 def test_additive_run_pastes_unscaled_patches_and_plain_resizes_them():
     pretext, windows = build(["pretext.photometric=false", "pretext.patch_use=additive", "pretext.patch_fraction=0.25"])
     inputs, centres = pretext.patches(windows.x[:2], torch.Generator().manual_seed(0))
