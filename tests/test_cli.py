@@ -132,7 +132,8 @@ def test_real_process_prints_the_summary_and_exits_0(tmp_path):
     assert stdout.strip() == (
         f"relpos: trained 2 steps, final loss {float(last['loss']):.4f} (mean loss of the last step "
         f"{float(last['loss']):.4g}, {percent:.0f} % of the trivial baseline {float(last['loss_baseline']):.4g} "
-        f"(not clearly below it)); run directory: {out}"
+        f"(not clearly below it; a run is judged from step 30 on, so this one is too short to tell)); "
+        f"run directory: {out}"
     )
 
 
