@@ -6,7 +6,7 @@ The resolved configuration has six sections::
     out: DIR              # None: runs/<modality>-<pretext>
     modality: {name: eeg, ...the modality's Config fields}
     pretext:  {name: part, ...the pretext's Config fields}
-    encoder:  {...EncoderConfig}
+    encoder:  {arch: vit, ...the options the encoder arch names declares (vit: EncoderConfig)}
     train:    {...TrainConfig}
 
 Unknown keys and values of the wrong type are :class:`~relpos.errors.ConfigError` s that name the key
@@ -326,8 +326,8 @@ def _apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
             raise ConfigError(f"Config key {top!r} takes a value, not {'.'.join(path)!r}.")
         raw[top] = value
         return
-    if len(path) > 2 and top in ("encoder", "train"):
-        _check_override_path(EncoderConfig if top == "encoder" else TrainConfig, path)
+    if len(path) > 2 and top == "train":
+        _check_override_path(TrainConfig, path)
     section = _section(raw, top)
     if len(path) == 1:
         if top in ("modality", "pretext"):
@@ -414,6 +414,7 @@ def resolve_config(
     modality: str | None = None,
     pretext: str | None = None,
     overrides: Iterable[str] = (),
+    stored: bool = False,
 ) -> RunConfig:
     """Resolve a run configuration.
 
@@ -425,6 +426,10 @@ def resolve_config(
         Names that override the file's ``modality.name`` / ``pretext.name``.
     overrides : iterable of str
         ``"key.sub=value"`` strings applied last, in order.
+    stored : bool
+        The configuration was written by relpos (a checkpoint's): encoder options that an older
+        relpos wrote for every encoder are left out where the encoder does not declare them
+        (see :func:`relpos.encoders.resolve_encoder_options`).
 
     Returns
     -------
@@ -453,7 +458,7 @@ def resolve_config(
     for text in overrides:
         path, value = parse_override(text)
         _apply_override(raw, path, value)
-        if len(path) > 2 and path[0] in ("modality", "pretext"):
+        if len(path) > 2 and path[0] in ("modality", "pretext", "encoder"):
             nested_overrides.append(path)
 
     mod_values = dict(raw["modality"])
@@ -471,18 +476,24 @@ def resolve_config(
         raise ConfigError(
             f"Pretext {pre_name!r} does not support modality {mod_name!r}; it supports {supported}."
         )
+    from .encoders import DEFAULT_ARCH, arch_value, get_encoder_class, resolve_encoder_options
+
     for path in nested_overrides:
-        check_override_path(mod_cls.Config if path[0] == "modality" else pre_cls.Config, path)
+        if path[0] == "encoder":  # the keys of the encoder that encoder.arch names
+            encoder_cls = get_encoder_class(str(arch_value(raw["encoder"].get("arch", DEFAULT_ARCH))))
+            check_override_path(encoder_cls.Config, path)
+        else:
+            check_override_path(mod_cls.Config if path[0] == "modality" else pre_cls.Config, path)
     data = check_path_value("data", raw.get("data"))
     out = check_path_value("out", raw.get("out"))
     modality_config = build_dataclass(mod_cls.Config, mod_values, "modality")
     pretext_config = build_dataclass(pre_cls.Config, pre_values, "pretext")
-    encoder_values = {**getattr(pre_cls, "encoder_defaults", {}), **raw["encoder"]}  # the user's values win
-    encoder = build_dataclass(EncoderConfig, encoder_values, "encoder")
-    pre_cls.check_encoder(encoder)  # e.g. position embeddings for a pretext that passes no centres
+    # the options of the encoder encoder.arch names; the pretext's defaults where it declares them
+    encoder = resolve_encoder_options(raw["encoder"], getattr(pre_cls, "encoder_defaults", {}), stored=stored)
     from .encoders import check_encoder_arch
 
     check_encoder_arch(encoder, mod_cls, pre_cls)  # a registered encoder that fits the data and the pretext
+    pre_cls.check_encoder(encoder)  # e.g. position embeddings for a pretext that passes no centres
     pre_cls.check_config(pretext_config, mod_cls, encoder)  # e.g. an option that needs two axes
     return RunConfig(
         modality=mod_name,
@@ -498,4 +509,4 @@ def resolve_config(
 
 def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
     """Rebuild a :class:`RunConfig` from :meth:`RunConfig.to_dict` output (e.g. a checkpoint)."""
-    return resolve_config(values)
+    return resolve_config(values, stored=True)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .encoders.base import EncoderOptions
 from .ranges import check_fields, setting
 
 
@@ -25,20 +26,15 @@ MAX_ENCODER_PARAMETERS = 10**10
 
 
 @dataclass
-class EncoderConfig:
-    """Transformer encoder hyper-parameters.
+class EncoderConfig(EncoderOptions):
+    """Transformer encoder hyper-parameters: the ``encoder`` options of ``vit`` (its ``Config``).
 
     Defaults are a small ViT (``dim=192``, 6 blocks) that trains in minutes on two CPU cores;
     ViT-S is ``dim=384, depth=12, heads=6`` and ViT-B ``dim=768, depth=12, heads=12``.
-    ``arch`` picks another registered encoder (:mod:`relpos.encoders`); the transformer options
-    (``dim``, ``depth``, ...) apply to ``vit`` only.
+    ``arch`` picks another registered encoder (:mod:`relpos.encoders`), which declares options of
+    its own (:attr:`relpos.encoders.Encoder.Config`); these transformer options apply to ``vit``.
     """
 
-    # which registered encoder (relpos.encoders): 'vit' (this transformer), 'resnet32', 'timm:NAME'
-    arch: str = setting(
-        "vit", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9][A-Za-z0-9_.-]*)?",
-        pattern_help="an encoder name such as 'vit' or 'resnet32', or 'timm:NAME' for a timm model",
-    )
     dim: int = setting(192, ge=1, le=65536)
     depth: int = setting(6, ge=1, le=1024)
     heads: int = setting(3, ge=1, le=65536)  # must divide dim

@@ -320,7 +320,14 @@ def _check_dataset(cls: type) -> None:
 
 
 def _check_encoder(cls: type) -> None:
-    from .encoders.base import ENCODER_OUTPUTS, Encoder
+    from .encoders.base import ENCODER_OUTPUTS, Encoder, EncoderOptions
+
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, EncoderOptions)):
+        raise TypeError(
+            f"{cls.__qualname__}.Config must be relpos.encoders.EncoderOptions or a dataclass subclassing it "
+            f"(its arch field), got {cls.Config!r}."
+        )
+    _check_config(cls, "encoder")
 
     _check_names_tuple(cls, "outputs", "('vector',)")
     if not cls.outputs or not set(cls.outputs) <= set(ENCODER_OUTPUTS):
@@ -335,6 +342,16 @@ def _check_encoder(cls: type) -> None:
     _check_signature(cls, "__init__", ("config", "in_channels", "patch_shape"))
     if "vector" in cls.outputs and cls.embed_inputs is Encoder.embed_inputs:
         raise TypeError(f"{cls.__qualname__} gives one vector per input but does not implement embed_inputs(x).")
+    minimum = cls.min_input
+    if not (
+        (isinstance(minimum, int) and not isinstance(minimum, bool) and minimum >= 1)
+        or (isinstance(minimum, tuple) and len(minimum) in cls.n_axes
+            and all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in minimum))
+    ):
+        raise TypeError(
+            f"{cls.__qualname__}.min_input must be a whole number of samples of at least 1, or a tuple of one "
+            f"per axis, got {minimum!r}."
+        )
 
 
 def _check_class(kind: str, cls: Any) -> None:

@@ -87,7 +87,8 @@ class Pretext(nn.Module):
         self.extent = data.extent
         from .encoders import build_encoder
 
-        self.encoder = build_encoder(encoder_config, data.channels, modality.patch_shape())
+        # the windows' extent: a CNN reading whole windows refuses too small ones here, before training
+        self.encoder = build_encoder(encoder_config, data.channels, modality.patch_shape(), data.extent)
 
     @classmethod
     def check_encoder(cls, encoder_config: EncoderConfig) -> None:

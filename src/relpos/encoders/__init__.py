@@ -7,19 +7,22 @@ one with the ``register_encoders(register)`` hook; see docs/plugins.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..hookspecs import hookimpl
-from .base import ENCODER_OUTPUTS, OUTPUT_WORDS, Encoder
+from .base import ENCODER_OUTPUTS, OUTPUT_WORDS, Encoder, EncoderOptions, shape_text
 
 __all__ = [
-    "ENCODER_OUTPUTS", "Encoder", "build_encoder", "check_encoder_arch", "get_encoder_class", "list_encoders",
-    "rebuild_encoder", "split_arch",
+    "ENCODER_OUTPUTS", "Encoder", "EncoderOptions", "build_encoder", "check_encoder_arch", "get_encoder_class",
+    "list_encoders", "rebuild_encoder", "resolve_encoder_options", "split_arch",
 ]
 
 #: ``encoder.arch`` of checkpoints written before encoders were a registry.
 LEGACY_ARCH = "vit"
+#: ``encoder.arch`` when the configuration names none.
+DEFAULT_ARCH = "vit"
 
 
 def split_arch(arch: str) -> tuple[str, str]:
@@ -101,6 +104,76 @@ def check_encoder_arch(encoder_config: Any, modality: Any = None, pretext: Any =
     return cls
 
 
+def arch_value(value: Any) -> Any:
+    """``encoder.arch`` as the user meant it: ``--set encoder.arch=timm:`` reaches the config as the
+    YAML mapping ``{'timm': None}``, which is the text ``'timm:'``."""
+    if isinstance(value, Mapping) and len(value) == 1:
+        (name, variant), = value.items()
+        if isinstance(name, str) and variant in (None, ""):
+            return f"{name}:"
+    return value
+
+
+def option_names(cls: type[Encoder]) -> list[str]:
+    """The ``encoder`` keys encoder class ``cls`` accepts: the fields of its ``Config``."""
+    return [f.name for f in dataclasses.fields(cls.Config) if f.init]
+
+
+def resolve_encoder_options(
+    values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None, stored: bool = False,
+) -> EncoderOptions:
+    """The ``encoder`` section as the options of the encoder its ``arch`` names, checked.
+
+    Parameters
+    ----------
+    values : mapping
+        The section as written (``arch`` and the encoder's own keys); ``arch`` defaults to ``vit``.
+    defaults : mapping, optional
+        A pretext's ``encoder_defaults``; only those the chosen encoder declares apply, and the
+        user's values win.
+    stored : bool
+        The section comes from a checkpoint or an export: relpos wrote the ViT's options
+        (``dim``, ``depth``, ...) for every encoder before encoders declared their own, so those
+        are left out, not refused, for an encoder that does not declare them.
+
+    Returns
+    -------
+    EncoderOptions
+        An instance of the encoder class's ``Config``, its ranges and ``validate()`` checked.
+
+    Raises
+    ------
+    relpos.errors.ConfigError
+        For an unknown ``arch``, a key of another encoder (naming it) or a misspelled key (with
+        the nearest one), and any value out of its range.
+    """
+    from ..config import build_dataclass
+    from ..encoder import EncoderConfig
+    from ..errors import ConfigError
+
+    values = dict(values)
+    values["arch"] = arch_value(values.get("arch", DEFAULT_ARCH))
+    if isinstance(values["arch"], str) and values["arch"].endswith(":"):
+        get_encoder_class(values["arch"])  # 'timm:' names no model: the encoder's own sentence says so
+    arch = build_dataclass(EncoderOptions, {"arch": values["arch"]}, "encoder").arch  # its type and pattern
+    cls = get_encoder_class(arch)
+    names = option_names(cls)
+    for key in list(values):
+        if key in names:
+            continue
+        if stored and key in {f.name for f in dataclasses.fields(EncoderConfig)}:
+            del values[key]
+            continue
+        owners = [n for n in list_encoders() if key in option_names(get_encoder_class_unchecked(n))]
+        if owners:
+            raise ConfigError(
+                f"'encoder.{key}' is an option of encoder {' and '.join(map(repr, owners))}, not of "
+                f"{arch!r}; the options of {arch!r} are {', '.join(names)}."
+            )
+    applicable = {k: v for k, v in (defaults or {}).items() if k in names}
+    return build_dataclass(cls.Config, {**applicable, **values}, "encoder")  # a misspelled key: "did you mean"
+
+
 def get_encoder_class_unchecked(name: str) -> type[Encoder]:
     """The class registered as ``name`` (no variant check)."""
     from ..plugins import get_registry
@@ -108,22 +181,54 @@ def get_encoder_class_unchecked(name: str) -> type[Encoder]:
     return get_registry().get("encoder", name)
 
 
-def build_encoder(config: Any, in_channels: int, patch_shape: Sequence[int]) -> Encoder:
-    """Build the encoder ``config.arch`` names for inputs of ``in_channels`` channels."""
-    config.validate()
-    return get_encoder_class(config.arch)(config, in_channels, patch_shape)
+def build_encoder(
+    config: Any, in_channels: int, patch_shape: Sequence[int], input_extent: Sequence[int] | None = None,
+) -> Encoder:
+    """Build the encoder ``config.arch`` names for inputs of ``in_channels`` channels.
+
+    Parameters
+    ----------
+    config : EncoderOptions
+        The encoder's options. Options of another class (``EncoderConfig(arch="resnet32")``) are
+        reduced to the fields the encoder's ``Config`` declares.
+    in_channels : int
+    patch_shape : sequence of int
+        The modality's patch resolution per axis: what a ``"tokens"`` encoder embeds, checked
+        against its :meth:`Encoder.min_input_shape`.
+    input_extent : sequence of int, optional
+        The extent of the whole inputs a ``"vector"``-only encoder will embed (the training
+        windows), checked the same way, so a too-small input is one sentence before training
+        rather than a torch error at step 1.
+    """
+    from ..ranges import check_fields
+
+    cls = get_encoder_class(config.arch)
+    names = option_names(cls)
+    if not isinstance(config, cls.Config) or [f.name for f in dataclasses.fields(config) if f.init] != names:
+        config = cls.Config(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+    check_fields(config, "encoder")
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        validate()
+    encoder = cls(config, in_channels, patch_shape)
+    if "tokens" in cls.outputs:
+        encoder.check_input_shape(patch_shape, "the patches (the modality's patch size)")
+    elif input_extent is not None:
+        encoder.check_input_shape(input_extent, "the training windows")
+    return encoder
 
 
 def rebuild_encoder(args: dict) -> Encoder:
     """Rebuild an encoder from its :meth:`Encoder.init_args` (a checkpoint's ``encoder`` entry).
 
-    A checkpoint written before encoders were a registry has no ``arch``: it held a ``vit``.
+    A checkpoint written before encoders were a registry has no ``arch``: it held a ``vit``; one
+    written before encoders declared their own options holds the ViT's for every encoder, which
+    an encoder without them leaves out (:func:`resolve_encoder_options` with ``stored=True``).
     """
-    from ..encoder import EncoderConfig
-
     values = dict(args["config"])
     values.setdefault("arch", LEGACY_ARCH)
-    return build_encoder(EncoderConfig(**values), args["in_channels"], args["patch_shape"])
+    config = resolve_encoder_options(values, stored=True)
+    return build_encoder(config, args["in_channels"], args["patch_shape"])
 
 
 @hookimpl

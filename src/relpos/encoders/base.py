@@ -18,16 +18,47 @@ Two kinds of output exist, and a pretext says which it needs (:attr:`relpos.Pret
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..ranges import setting
+
 #: The two kinds of output an encoder may give (see the module docstring).
 ENCODER_OUTPUTS = ("tokens", "vector")
 #: How a sentence names each kind of output.
 OUTPUT_WORDS = {"tokens": "per-token outputs", "vector": "one vector per input"}
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``(7, 7)`` → ``"7 × 7"``, as a sentence names an input size."""
+    return " × ".join(str(int(s)) for s in shape)
+
+
+@dataclass
+class EncoderOptions:
+    """The ``encoder`` options every encoder has: ``arch``, the registered encoder it names.
+
+    An encoder's own options are fields of a subclass, its :attr:`Encoder.Config` (the ViT's is
+    :class:`relpos.EncoderConfig`: ``dim``, ``depth``, ``heads``, ...), declared with
+    :func:`relpos.config.setting` and checked, with the class's ``validate()``, when the
+    configuration is resolved. ``relpos train --print-config`` lists exactly these fields.
+    """
+
+    # which registered encoder (relpos.encoders): 'vit' (this transformer), 'resnet32', 'timm:NAME'
+    arch: str = setting(
+        "vit", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9][A-Za-z0-9_.-]*)?",
+        pattern_help="an encoder name such as 'vit' or 'resnet32', or 'timm:NAME' for a timm model",
+    )
+
+    @property
+    def pos_embed(self) -> str:
+        """``"none"``: an encoder without a ``pos_embed`` option adds no position embeddings (a CNN
+        reads whole inputs, where positions are its pixels' order), so a pretext's
+        :meth:`relpos.Pretext.check_encoder` reads the same attribute for every encoder."""
+        return "none"
 
 
 class Encoder(nn.Module):
@@ -45,12 +76,19 @@ class Encoder(nn.Module):
         Whether ``encoder.arch`` must name a variant after a colon (``timm:resnet18``).
     description : str
         One line for ``relpos plugins``.
+    Config : type
+        The dataclass of its ``encoder`` options: :class:`EncoderOptions` (``arch`` alone, the
+        default) or a subclass of it adding the encoder's own fields.
+    min_input : int or tuple of int
+        The fewest samples (pixels) along each axis of an input it can embed, one number for every
+        axis or one per axis (a CNN whose convolutions shrink its input needs at least their
+        receptive field); :meth:`min_input_shape` may derive it from the options instead.
     feature_dim : int
         Width F of one output vector (set by the instance).
 
     Parameters
     ----------
-    config : relpos.EncoderConfig
+    config : Config instance
         The resolved ``encoder`` section (``arch`` included).
     in_channels : int
         Channels C of the inputs.
@@ -64,6 +102,8 @@ class Encoder(nn.Module):
     n_axes: ClassVar[tuple[int, ...]] = (1, 2, 3)
     takes_variant: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    Config: ClassVar[type] = EncoderOptions
+    min_input: ClassVar[int | tuple[int, ...]] = 1
 
     def __init__(self, config: Any = None, in_channels: int = 0, patch_shape: Sequence[int] = ()):
         # Defaults only so that a class mixing this in after an existing module (the ViT wraps
@@ -102,6 +142,38 @@ class Encoder(nn.Module):
                 f"Invalid value for 'encoder.arch': encoder {cls.name!r} has no variants, got "
                 f"{cls.name + ':' + variant!r}; use {cls.name!r}."
             )
+
+    @classmethod
+    def min_input_shape(cls, config: Any, n_axes: int) -> tuple[int, ...]:
+        """The fewest samples along each of ``n_axes`` axes of an input it can embed.
+
+        The base reads :attr:`min_input`; an encoder whose minimum depends on its options (a
+        kernel size) overrides it.
+        """
+        minimum = cls.min_input
+        if isinstance(minimum, int):
+            return (int(minimum),) * int(n_axes)
+        return tuple(int(m) for m in minimum)
+
+    def check_input_shape(self, shape: Sequence[int], what: str) -> None:
+        """Raise :class:`relpos.errors.ConfigError` when inputs of ``shape`` (samples per axis) are
+        smaller than :meth:`min_input_shape`, before any of them reaches :meth:`forward`.
+
+        Called when a pretext builds its encoder: with the patch shape for a ``"tokens"`` encoder
+        and with the training windows' extent for a ``"vector"`` one. ``what`` names those inputs
+        in the sentence (e.g. "the patches (modality.patch_size)"). An encoder that cannot take
+        some sizes for another reason (a fixed input size) extends it.
+        """
+        from ..errors import ConfigError
+
+        shape = tuple(int(s) for s in shape)
+        minimum = self.min_input_shape(self.config, len(shape))
+        if len(minimum) == len(shape) and all(s >= m for s, m in zip(shape, minimum)):
+            return
+        raise ConfigError(
+            f"Encoder {str(self.config.arch)!r} embeds inputs of at least {shape_text(minimum)} samples "
+            f"(pixels), but {what} are {shape_text(shape)}; use larger inputs or another encoder.arch."
+        )
 
     def init_args(self) -> dict:
         """Arguments that rebuild this encoder (stored in checkpoints): the ``encoder`` section with

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Encoder
+from .base import Encoder, EncoderOptions
 
 #: Channels of the three stages and blocks per stage: ResNet-(6·5 + 2) = ResNet-32.
 STAGE_CHANNELS = (16, 32, 64)
@@ -53,6 +53,7 @@ class ResNet32Encoder(Encoder):
     name = "resnet32"
     outputs = ("vector",)
     n_axes = (2,)
+    Config = EncoderOptions  # the paper's network has no setting to choose: arch alone
 
     def __init__(self, config: Any, in_channels: int, patch_shape: Sequence[int]):
         super().__init__(config, in_channels, patch_shape)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..encoder import PatchEncoder
+from ..encoder import EncoderConfig, PatchEncoder
 from ..extraction import extract_patches
 from ..geometry import Boxes
 from ..sampling import grid_boxes
@@ -20,6 +20,7 @@ class ViTEncoder(PatchEncoder, Encoder):
     name = "vit"
     outputs = ("tokens", "vector")
     n_axes = (1, 2, 3)
+    Config = EncoderConfig  # dim, depth, heads (dividing dim), mlp_ratio, drop_path, pos_embed, pos_mask_ratio
 
     def __init__(self, config: Any, in_channels: int, patch_shape: Sequence[int]):
         PatchEncoder.__init__(self, config, in_channels, patch_shape)
