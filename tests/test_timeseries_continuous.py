@@ -97,9 +97,27 @@ def test_a_trial_archive_stays_one_window_per_trial(tmp_path):
     windows = load(str(archive))
     assert tuple(windows.x.shape) == (5, 2, 600)
     assert windows.labels.tolist() == [0, 1, 0, 1, 1]
-    assert windows.info["window_kind"] == "whole"
+    assert windows.info["window_choice"] == (
+        "modality.window_s = 0 on 5 samples (trials): each sample is one window of 60 s."
+    )
     # one (1, C, T) sample is a recording, not a trial archive: 60 s → 3 windows of 16 s
     assert tuple(load(trials[:1], f"modality.sfreq={RATE:g}").x.shape) == (3, 2, 160)
+
+
+def test_labels_per_time_step_label_the_windows_of_a_recording(tmp_path):
+    xr = pytest.importorskip("xarray")
+    # rest for the first 300 s, walking after: window k spans [16k, 16k + 16) s and takes the label at
+    # its centre 16k + 8 s, so windows 0-18 (centres 8-296 s) are rest and 19-36 (304-584 s) walking
+    labels = np.where(np.arange(int(SECONDS * RATE)) < 300 * RATE, 0, 1)
+    ds = xr.Dataset(
+        {"signal": (("channel", "time"), recording()), "label": (("time",), labels, {"class_names": "rest walking"})},
+        attrs={"sfreq": RATE},
+    )
+    path = tmp_path / "labelled.nc"
+    ds.to_netcdf(path)
+    windows = load(str(path))
+    assert windows.labels.tolist() == [0] * 19 + [1] * 18
+    assert windows.class_names == ["rest", "walking"]
 
 
 def test_a_recording_shorter_than_two_derived_windows_stays_whole(capsys):
