@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["RETYPED_FROM", "infer_type", "retype_by_name"]
+__all__ = ["RETYPED_FROM", "infer_type", "retype_by_name", "retyped_hint"]
 
 #: The file's types that a name may override (MNE's type for a channel whose type is not stated).
 RETYPED_FROM = ("eeg", "misc")
@@ -87,3 +87,16 @@ def retype_by_name(names: Sequence[str], types: Sequence[str], keep: Iterable[st
         if inferred is not None and inferred != kind:
             out[str(name)] = inferred
     return out
+
+
+def retyped_hint(retyped: dict[str, str], limit: int = 6) -> str:
+    """What to do when no channel of the wanted types is left: set ``modality.channel_types``, or,
+    when some channels were retyped from their names, name them to keep the file's types."""
+    if not retyped:
+        return "set modality.channel_types"
+    shown = ", ".join(f"{name!r} as {kind}" for name, kind in list(retyped.items())[:limit])
+    more = f" and {len(retyped) - limit} more" if len(retyped) > limit else ""
+    return (
+        f"typed from their names: {shown}{more}; set modality.channel_types, or name the channels to use "
+        f"in modality.channels to keep the types the file gives them"
+    )

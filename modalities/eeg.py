@@ -53,7 +53,7 @@ from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.modality import Modality, Windows, npz_keys
 
-from .channel_types import retype_by_name
+from .channel_types import retype_by_name, retyped_hint
 from .channels import dead_channel_warning, flat_throughout, format_names, mostly_flat
 from .edf_header import truncation
 from .eeg_pipeline import (
@@ -487,17 +487,9 @@ class EEGModality(Modality):
         types = split_names(self.config.channel_types)
         present = sorted(set(raw.get_channel_types()))
         if not any(t in present for t in types):
-            named = ""
-            if retyped:
-                shown = ", ".join(f"{n!r} {t}" for n, t in list(retyped.items())[:6])
-                more = f" and {len(retyped) - 6} more" if len(retyped) > 6 else ""
-                named = (
-                    f"; {shown}{more} typed from their names (name them in modality.channels to keep the "
-                    f"file's type)"
-                )
             raise DataError(
                 f"Recording {item.where} has no channels of type {', '.join(types)}; its channel "
-                f"types are {', '.join(present)} (set modality.channel_types{named})."
+                f"types are {', '.join(present)} ({retyped_hint(retyped)})."
             )
         raw.pick([t for t in types if t in present], verbose="error")
         return raw

@@ -23,7 +23,7 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .channel_types import retype_by_name
+from .channel_types import retype_by_name, retyped_hint
 from .channels import dead_channel_warning, flat_in_windows, format_names, mostly_flat
 from .eeg_pipeline import (
     DROP_NONFINITE,
@@ -148,14 +148,9 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
     types = split_names(cfg.channel_types)
     typed = [n for n, t in zip(ch_names, ch_types) if t in types]
     if not typed:
-        named = ""
-        if retyped:
-            shown = ", ".join(f"{n!r} {t}" for n, t in list(retyped.items())[:6])
-            more = f" and {len(retyped) - 6} more" if len(retyped) > 6 else ""
-            named = f"; {shown}{more} typed from their names (name them in modality.channels to keep the file's type)"
         raise DataError(
             f"{where} has no channels of type {', '.join(types)}; its channel types are "
-            f"{', '.join(sorted(set(ch_types)))} (set modality.channel_types{named})."
+            f"{', '.join(sorted(set(ch_types)))} ({retyped_hint(retyped)})."
         )
     selected = select_channels(typed, cfg.channels, where)
     reference = cfg.reference.strip()

@@ -175,3 +175,25 @@ def test_sources_with_other_channels_name_the_difference(tmp_path):
         modality(window_s=1).load(tmp_path)
     # choosing the channels both have reads both
     assert len(modality(window_s=1, channels="x,y").load(tmp_path)) == 4
+
+
+def test_a_channel_that_steps_once_is_left_out_like_a_constant_one(capsys):
+    # 1 sample × 400 steps at 10 Hz; "marker" is 0, then 1 from step 205. 2-s windows (20 steps)
+    # every 1 s: starts 0, 10, ..., 380 -> 39 windows; only a = 190 and 200 hold the step, so
+    # "marker" is flat in 37 of 39 (95% >= 80%): dead, with the dead-channel warning.
+    x = noise((1, 2, 400))
+    x[0, 1] = (np.arange(400) >= 205).astype(float)
+    windows = modality(window_s=2, stride_s=1).load(archive(x, ["sig", "marker"]))
+    assert windows.info["ch_names"] == ["sig"] and windows.info["dead_channels"] == ["marker"]
+    assert tuple(windows.x.shape) == (39, 1, 20) and windows.info["dropped"] == {}
+    assert (
+        "Channel 'marker' is flat in 80% or more of the windows of recording 'the mapping of arrays' (a dead or "
+        "non-signal channel), so it is left out of every recording; set modality.channels to the channels to "
+        "use (e.g. 'sig') to choose the channels yourself." in capsys.readouterr().err
+    )
+    status = {s["name"]: s["status"] for s in windows.info["files"][0]["channel_status"]}
+    assert status == {"sig": "ok", "marker": "flat in 37 of 39 windows"}
+    # pinned by name, it stays
+    assert modality(window_s=2, stride_s=1, channels="sig,marker").load(
+        archive(x, ["sig", "marker"])
+    ).info["ch_names"] == ["sig", "marker"]
