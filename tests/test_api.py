@@ -104,7 +104,7 @@ def test_embed_rejects_bad_features_and_channel_counts(eeg_result):
 
 
 def test_load_encoder_without_a_checkpoint(tmp_path):
-    with pytest.raises(RelposError, match="No checkpoint at"):
+    with pytest.raises(RelposError, match="has no checkpoint"):
         relpos.load_encoder(tmp_path)
 
 

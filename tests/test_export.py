@@ -148,5 +148,5 @@ def test_unknown_format_and_missing_checkpoint(eeg_run, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     line = _one_sentence_exit_2(["export", str(empty)], capsys)
-    assert "No checkpoint" in line
+    assert "has no checkpoint" in line
     assert not (empty / "export").exists()

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import checkpoint_config, checkpoint_path, load_checkpoint
+from .checkpoint import checkpoint_config, find_checkpoint, load_checkpoint
 from .config import RunConfig
 from .encoders import Encoder, rebuild_encoder
 from .errors import DataError, RelposError
@@ -218,12 +218,14 @@ def load_encoder(
     A ``.safetensors`` file written by ``relpos export`` loads the same way (tensors and JSON only;
     see :func:`relpos.export.load_exported`).
     """
+    from .paths import path_kind
+
     path = Path(run_dir)
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" and path_kind(path) in (None, "a file"):
         from .export import load_exported
 
         return load_exported(path, device)
-    ckpt_file = path if path.suffix == ".pt" else checkpoint_path(path)
+    ckpt_file = find_checkpoint(path)
     state = load_checkpoint(ckpt_file, map_location="cpu")
     config = checkpoint_config(state, ckpt_file)
     try:
@@ -244,27 +246,78 @@ def load_encoder(
             f"The run in {str(ckpt_file)!r} has no EMA teacher (pretext {config.pretext!r}); evaluate its "
             f"encoder with --init pretrained, or train a pretext with a teacher (dino, pw-self, sove)."
         )
+    where = f"Checkpoint {str(ckpt_file)!r}"
+    check_weights(encoder, tensors, where)
     try:
         encoder.load_state_dict(tensors)
     except RuntimeError as exc:
         text = " ".join(str(exc).split())
         raise RelposError(
-            f"Checkpoint {str(ckpt_file)!r} holds encoder weights that do not fit the encoder it "
+            f"{where} holds encoder weights that do not fit the encoder it "
             f"describes ({text[:300] + '...' if len(text) > 300 else text})."
         ) from None
     encoder.to(device).eval()
-    modality = get_modality(config.modality)(config.modality_config)
-    try:
-        modality.restore(dict(state.get("data_info", {})))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise RelposError(
-            f"Checkpoint {str(ckpt_file)!r} holds a description of its training data ('data_info') that "
-            f"modality {config.modality!r} cannot use ({' '.join(str(exc).split()) or type(exc).__name__})."
-        ) from None
+    modality = restore_modality(config, state.get("data_info", {}), where)
     return PretrainedEncoder(
         encoder=encoder, modality=modality, config=config, step=int(state["step"]),
         grid_patch_fraction=_grid_patch_fraction(config),
     )
+
+
+def check_weights(encoder: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse, in one sentence, weights ``load_state_dict`` would take without a word but that
+    cannot be the trained encoder: integers or booleans for floating-point parameters (they would
+    be cast silently), and NaN or infinite values (every embedding would be NaN).
+
+    ``where`` starts the sentence (``"Checkpoint 'runs/x/checkpoints/last.pt'"``). Names and shapes
+    are left to ``load_state_dict``, which reports them itself.
+    """
+    own = encoder.state_dict()
+    for name, value in tensors.items():
+        target = own.get(name)
+        if target is None or not isinstance(value, torch.Tensor):
+            continue
+        wrong_kind = (value.dtype != target.dtype) if not target.is_floating_point() else not value.is_floating_point()
+        if wrong_kind:
+            raise RelposError(
+                f"{where} holds the encoder weight {name!r} as {str(value.dtype).replace('torch.', '')} values, "
+                f"but the encoder's are {str(target.dtype).replace('torch.', '')}; relpos loads only weights of "
+                f"the encoder's kind (floating point), since casting would change them silently."
+            )
+        if value.is_floating_point() and value.numel():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise RelposError(
+                    f"{where} holds {bad} NaN or infinite value{'s' if bad != 1 else ''} in the encoder weight "
+                    f"{name!r} ({value.numel()} values), so every embedding would be NaN; use the weights of "
+                    f"a run that trained without a non-finite loss."
+                )
+
+
+def restore_modality(config: RunConfig, data_info: Any, where: str) -> Modality:
+    """The run's modality with what it learned from its training data (``data_info``) restored.
+
+    ``data_info`` that is not a mapping, that the modality cannot read, or from which it cannot tell
+    its patch geometry is refused in one sentence naming ``data_info`` (not a setting the user
+    never touched, such as a sampling rate the modality then asks for).
+    """
+    from collections.abc import Mapping
+
+    modality = get_modality(config.modality)(config.modality_config)
+    shown = " ".join(repr(data_info).split())
+    shown = shown[:120] + "..." if len(shown) > 120 else shown
+    start = f"{where} holds a description of its training data ('data_info': {shown})"
+    if not isinstance(data_info, Mapping):
+        raise RelposError(f"{start} that is {type(data_info).__name__}, expected a mapping such as {{'sfreq': 160.0}}.")
+    try:
+        modality.restore(dict(data_info))
+        modality.patch_size()  # what every embedding needs; fails here on a rate that is not a rate
+    except (RelposError, KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError, OverflowError) as exc:
+        raise RelposError(
+            f"{start} that modality {config.modality!r} cannot use "
+            f"({' '.join(str(exc).split()).rstrip('.') or type(exc).__name__})."
+        ) from None
+    return modality
 
 
 def _grid_patch_fraction(config: RunConfig) -> float | None:

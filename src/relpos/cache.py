@@ -56,9 +56,25 @@ def cache_root() -> Path:
 def mmap_min_bytes() -> int:
     """Cache entries at least this large are memory-mapped; smaller ones are read into memory.
 
-    ``$RELPOS_CACHE_MMAP_MIN_BYTES`` (default 1 GiB); 0 memory-maps every entry.
+    ``$RELPOS_CACHE_MMAP_MIN_BYTES`` (default 1 GiB); 0 memory-maps every entry. A value that is
+    not a whole number of bytes >= 0 raises :class:`~relpos.errors.ConfigError` naming the variable.
     """
-    return int(os.environ.get("RELPOS_CACHE_MMAP_MIN_BYTES", str(2**30)))
+    text = os.environ.get("RELPOS_CACHE_MMAP_MIN_BYTES", "").strip()
+    if not text:
+        return 2**30
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"The environment variable RELPOS_CACHE_MMAP_MIN_BYTES is {text!r}, expected a whole number of "
+            f"bytes >= 0 (cache entries at least this large are memory-mapped; 0 maps every entry, unset "
+            f"means 1 GiB)."
+        )
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -463,6 +479,7 @@ def cached_windows(
         windows.info["cache"] = {"hit": False, "path": None}
         return windows
 
+    mmap_min_bytes()  # a bad $RELPOS_CACHE_MMAP_MIN_BYTES is said before any data is read
     key = cache_key(namespace, sources, params)
     final = cache_root() / "windows" / namespace / key
     if final.exists():

@@ -60,6 +60,56 @@ def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints" / CHECKPOINT_NAME
 
 
+#: What a message about a missing run suggests unless the caller says otherwise.
+TRAIN_FIRST = "train a run there first (relpos train --out DIR)"
+
+
+def find_checkpoint(run: str | Path, hint: str = TRAIN_FIRST, exported: bool = False) -> Path:
+    """The checkpoint file of ``run``: a run directory's ``checkpoints/last.pt``, or ``run`` itself
+    when it is a file (a checkpoint, or with ``exported`` a ``.safetensors`` export).
+
+    Raises
+    ------
+    RelposError
+        One sentence that says what ``run`` *is* when it is not a run: missing, a file, a named
+        pipe, a symbolic link that loops, a folder without a checkpoint, or one whose
+        ``checkpoints/last.pt`` is a folder. ``hint`` ends the sentences about a missing run.
+    """
+    from .paths import path_kind
+
+    run = Path(run)
+    kind = path_kind(run)
+    if kind is None:
+        raise RelposError(f"Run directory {str(run)!r} does not exist; {hint}.")
+    if kind == "a file":
+        if run.suffix == ".safetensors" and not exported:
+            raise RelposError(
+                f"{str(run)!r} is an exported encoder (a .safetensors file written by `relpos export`), "
+                f"not a run directory; pass the run directory it was exported from."
+            )
+        if run.suffix != ".pt" and not zipfile.is_zipfile(run):
+            raise RelposError(
+                f"{str(run)!r} is a file, not a run directory, and not a checkpoint either (checkpoints are "
+                f"torch.save archives); pass a folder written by `relpos train`."
+            )
+        return run  # a checkpoint file; load_checkpoint says if it is damaged
+    if kind != "a folder":
+        raise RelposError(f"{str(run)!r} is {kind}, not a run directory; pass a folder written by `relpos train`.")
+    ckpt = checkpoint_path(run)
+    ckpt_kind = path_kind(ckpt)
+    if ckpt_kind == "a file":
+        return ckpt
+    if ckpt_kind is None:
+        raise RelposError(
+            f"Folder {str(run)!r} has no checkpoint ({str(ckpt)!r} does not exist), so it is not a "
+            f"finished run; {hint}."
+        )
+    raise RelposError(
+        f"The checkpoint {str(ckpt)!r} of run {str(run)!r} is {ckpt_kind}, not a file, so the run has no "
+        f"checkpoint to read; move it out of the way and train the run again."
+    )
+
+
 def temporary_path(path: str | Path) -> Path:
     """The temporary file :func:`atomic_torch_save` writes before renaming it to ``path``."""
     path = Path(path)
@@ -264,11 +314,7 @@ def load_checkpoint(
         One sentence when the file is missing, damaged, not a ``torch.save`` archive, asks to load
         anything but tensors and plain data, or lacks an entry relpos needs.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = checkpoint_path(path)
-    if not path.is_file():
-        raise RelposError(f"No checkpoint at {str(path)!r}; train a run there first (relpos train --out DIR).")
+    path = find_checkpoint(path)
     # torch.save writes a zip archive; anything else (a bare pickle, torch's legacy format) is
     # refused before a byte of it is unpickled.
     if not zipfile.is_zipfile(path):

@@ -74,7 +74,9 @@ def _env_int(name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise ConfigError(
-            f"The environment variable {name} is {text!r}, expected a whole number (torchrun sets it)."
+            f"The environment variable {name} is {text!r}, expected a whole number: relpos reads it as "
+            f"part of a torchrun launch's layout; unset it to train in one process, or start the run "
+            f"with torchrun, which sets it."
         ) from None
 
 
@@ -94,8 +96,10 @@ def launch_from_env() -> Launch:
     local_rank = _env_int("LOCAL_RANK", rank % max(local_world, 1))
     if world < 1 or not 0 <= rank < world or not 0 <= local_rank < max(local_world, 1):
         raise ConfigError(
-            f"The distributed environment is inconsistent (RANK={rank}, WORLD_SIZE={world}, "
-            f"LOCAL_RANK={local_rank}, LOCAL_WORLD_SIZE={local_world}); start the run with torchrun."
+            f"The environment variables RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE do not fit "
+            f"together (RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local_rank}, LOCAL_WORLD_SIZE={local_world}; "
+            f"each rank must be from 0 to its size - 1); unset them to train in one process, or start the "
+            f"run with torchrun, which sets them."
         )
     return Launch(rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world)
 
@@ -127,16 +131,19 @@ def should_report(error: BaseException) -> bool:
 
 
 # -- the process group ---------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """``train.device`` as a device: ``auto`` is the GPU when there is one, else the CPU."""
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """``train.device`` as a device: ``auto`` is the GPU when there is one, else the CPU.
+
+    ``key`` is the setting named in a message (``eval.device`` for ``relpos eval``).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"Invalid value for 'train.device': {name!r}; use auto, cpu, cuda or cuda:N.") from None
+        raise ConfigError(f"Invalid value for {key!r}: {name!r}; use auto, cpu, cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"'train.device' is {name!r} but no CUDA GPU is available; use cpu or auto.")
+        raise ConfigError(f"{key!r} is {name!r} but no CUDA GPU is available; use cpu or auto.")
     return device
 
 

@@ -24,6 +24,10 @@ class DataError(RelposError):
     """Input data cannot be used (missing, unreadable, too small, empty)."""
 
 
+class OutputError(RelposError):
+    """A result cannot be written where it should go (a file in place of a folder, no permission)."""
+
+
 class PluginError(RelposError):
     """A plugin is broken, duplicated or unknown."""
 

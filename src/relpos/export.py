@@ -35,6 +35,7 @@ is opened, unlike a pickle):
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,19 @@ def default_path(run_dir: str | Path, format: str) -> Path:
     return Path(run_dir) / "export" / name
 
 
+#: What a message about an export that cannot be written suggests.
+_WRITE_HINT = "pass --out with a file in a writable folder"
+
+
 def check_destination(path: Path, force: bool, default: bool) -> None:
     """Refuse a destination that cannot or must not be written, before anything is read."""
-    if path.is_dir():
+    from .paths import check_output_file, check_output_folder, path_kind
+
+    kind = path_kind(path)
+    if kind == "a folder":
         raise RelposError(f"--out {str(path)!r} is a folder; pass a file name, e.g. {str(path / 'encoder.safetensors')!r}.")
+    if kind not in (None, "a file"):
+        raise RelposError(f"--out {str(path)!r} is {kind}, not a file; pass the name of a .safetensors file to write.")
     if path.suffix != ".safetensors":  # relpos.load_encoder tells an export from a run by this suffix
         raise RelposError(
             f"--out {str(path)!r} must end in .safetensors (the format written, and how "
@@ -111,11 +121,14 @@ def check_destination(path: Path, force: bool, default: bool) -> None:
     if path.exists() and not force:
         raise RelposError(f"--out {str(path)!r} already exists; pass --force to overwrite it, or choose another file.")
     parent = path.parent
-    if not default and not parent.is_dir():
+    if not default and path_kind(parent) is None:
         raise RelposError(
             f"Cannot write {str(path)!r}: its folder {str(parent)!r} does not exist; create it first or "
             f"choose another --out."
         )
+    # A file where the folder should be (RUN/export), or no permission: said now, not by the writer.
+    check_output_folder(parent, "the exported encoder", _WRITE_HINT)
+    check_output_file(path, "the exported encoder", _WRITE_HINT)
 
 
 def _encoder_state(state: dict[str, Any], weights: str, ckpt_file: Path) -> dict[str, torch.Tensor]:
@@ -158,15 +171,20 @@ def _metadata(state: dict[str, Any], config, encoder_args: dict, weights: str) -
 
 def _write_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
     """Write through a temporary file and a rename, so no half-written file is ever left."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from .checkpoint import temporary_path
+    from .paths import new_file_mode, write_failure
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, new_file_mode())  # safetensors creates 0600 files; others must read an export too
         tmp.replace(path)
+    except (OSError, SafetensorError) as exc:
+        raise write_failure(exc, "the exported encoder", path, _WRITE_HINT) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -280,26 +298,25 @@ def export(
     -------
     ExportResult
     """
-    from .checkpoint import checkpoint_config, checkpoint_path, load_checkpoint
+    from .checkpoint import checkpoint_config, find_checkpoint, load_checkpoint
 
     if format not in FORMATS:
         raise ConfigError(f"Invalid value for '--format': allowed {', '.join(map(repr, FORMATS))}, got {format!r}.")
     if weights not in ("student", "teacher"):
         raise ConfigError(f"Invalid value for 'weights': allowed 'student' or 'teacher', got {weights!r}.")
     run_dir = Path(run_dir)
-    path = Path(out) if out is not None else default_path(run_dir if run_dir.suffix != ".pt" else run_dir.parent.parent, format)
+    ckpt_file = find_checkpoint(run_dir, hint="train a run there first (relpos train --out DIR writes one)")
+    is_file = ckpt_file == run_dir  # a checkpoint file given directly: its run is two folders up
+    path = Path(out) if out is not None else default_path(run_dir if not is_file else run_dir.parent.parent, format)
     check_destination(path, force, default=out is None)
-    ckpt_file = run_dir if run_dir.suffix == ".pt" else checkpoint_path(run_dir)
-    if not ckpt_file.is_file():
-        raise RelposError(
-            f"No checkpoint at {str(ckpt_file)!r}: {str(run_dir)!r} is not a finished run (relpos train --out DIR writes one)."
-        )
     state = load_checkpoint(ckpt_file, map_location="cpu")
     config = checkpoint_config(state, ckpt_file)
     encoder_args = dict(state["encoder"])
+    data_info = state.get("data_info") or {}
     if format == "timm":
-        extent = _check_timm_exportable(encoder_args, dict(state.get("data_info") or {}), run_dir)
+        extent = _check_timm_exportable(encoder_args, dict(data_info), run_dir)
     tensors = _encoder_state(state, weights, ckpt_file)
+    _check_loadable(encoder_args, tensors, config, data_info, ckpt_file)
     metadata = _metadata(state, config, encoder_args, weights)
     result = ExportResult(path=path, format=format)
     if format == "safetensors":
@@ -315,13 +332,45 @@ def export(
     return result
 
 
+def _check_loadable(encoder_args: dict, tensors: dict, config, data_info: Any, ckpt_file: Path) -> None:
+    """Refuse, before writing, a checkpoint whose export :func:`load_exported` would refuse: an
+    encoder that cannot be built from its arguments, weights that do not fit it, are not floating
+    point or not finite, or a ``data_info`` the modality cannot use."""
+    from .api import check_weights, restore_modality
+    from .encoders import rebuild_encoder
+
+    where = f"Cannot export: checkpoint {str(ckpt_file)!r}"
+    try:
+        with torch.random.fork_rng(devices=[]):  # the initial weights are replaced: leave the caller's stream be
+            encoder = rebuild_encoder(dict(encoder_args))
+    except (RelposError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise RelposError(
+            f"{where} describes an encoder that cannot be built ({' '.join(str(exc).split()).rstrip('.')[:300]}), "
+            f"so its export would not load."
+        ) from None
+    check_weights(encoder, tensors, where)
+    try:
+        encoder.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise RelposError(
+            f"{where} holds encoder weights that do not fit the encoder it describes "
+            f"({' '.join(str(exc).split())[:300]})."
+        ) from None
+    restore_modality(config, data_info, where)
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The relpos metadata of an exported file (JSON only; no tensor is read)."""
     from safetensors import SafetensorError, safe_open
 
+    from .paths import path_kind
+
     path = Path(path)
-    if not path.is_file():
+    kind = path_kind(path)
+    if kind is None:
         raise RelposError(f"No exported encoder at {str(path)!r}; write one with `relpos export RUN`.")
+    if kind != "a file":
+        raise RelposError(f"{str(path)!r} is {kind}, not an exported encoder file; write one with `relpos export RUN`.")
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
@@ -350,9 +399,10 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu"):
 
     Only tensors and JSON are read (safetensors), so opening a file never runs code from it.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .api import PretrainedEncoder
+    from .api import PretrainedEncoder, check_weights, restore_modality
     from .config import config_from_dict
     from .encoders import rebuild_encoder
     from .plugins import get_modality
@@ -366,19 +416,29 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu"):
         raise RelposError(
             f"{str(path)!r} describes an encoder this relpos cannot build ({' '.join(str(exc).split())[:300]})."
         ) from None
+    step = meta.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise RelposError(
+            f"{str(path)!r} describes its training step as {step!r} (its {METADATA_KEY!r} metadata), expected "
+            f"an integer >= 0; only files written by `relpos export` load with relpos.load_encoder."
+        )
     try:
-        encoder.load_state_dict(load_file(str(path)))
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RelposError(f"{str(path)!r} holds tensors that cannot be read ({' '.join(str(exc).split())[:200]}).") from None
+    check_weights(encoder, tensors, repr(str(path)))
+    try:
+        encoder.load_state_dict(tensors)
     except RuntimeError as exc:
         raise RelposError(
             f"{str(path)!r} holds weights that do not fit the encoder it describes "
             f"({' '.join(str(exc).split())[:300]})."
         ) from None
     encoder.to(device).eval()
-    modality = get_modality(config.modality)(config.modality_config)
-    modality.restore(dict(meta.get("data_info") or {}))
+    modality = restore_modality(config, meta.get("data_info") or {}, repr(str(path)))
     from .api import _grid_patch_fraction
 
     return PretrainedEncoder(
-        encoder=encoder, modality=modality, config=config, step=int(meta.get("step", 0)),
+        encoder=encoder, modality=modality, config=config, step=step,
         grid_patch_fraction=_grid_patch_fraction(config),  # --features grid reads the training patch size
     )

@@ -78,17 +78,24 @@ def new_figure(width_in: float, height_in: float, layout: str | None = "constrai
 def save_figure(figure, path: str | Path) -> Path:
     """Write ``figure`` to ``path`` as PNG through a temporary file, so no half-written file is left."""
     from .checkpoint import temporary_path
+    from .paths import write_failure
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(tmp, format="png", dpi=DPI)
         tmp.replace(path)
+    except OSError as exc:
+        raise write_failure(exc, "the picture", path, _WRITE_HINT) from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+#: What a message about pictures that cannot be written suggests.
+_WRITE_HINT = "pass --out with a writable folder"
 
 
 # -- loss curves --------------------------------------------------------------------------------
@@ -100,14 +107,30 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
     RelposError
         When the run has no metrics.csv or it holds no row.
     """
+    from .paths import path_kind
+
     path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
+    kind = path_kind(path)
+    if kind is None:
         raise RelposError(
             f"No training log at {str(path)!r}: {str(run_dir)!r} is not a run directory written by "
             f"`relpos train`."
         )
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    if kind != "a file":
+        raise RelposError(f"The training log {str(path)!r} is {kind}, not a file written by `relpos train`.")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except UnicodeDecodeError as exc:
+        raise RelposError(
+            f"The training log {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
+            f"offset {exc.start}), so it is not the metrics.csv `relpos train` writes; restore it from the run."
+        ) from None
+    except (OSError, csv.Error) as exc:
+        raise RelposError(
+            f"The training log {str(path)!r} cannot be read as CSV "
+            f"({' '.join(str(getattr(exc, 'strerror', None) or exc).split())})."
+        ) from None
     if not rows:
         raise RelposError(f"The training log {str(path)!r} holds no logged step yet; train longer than train.log_every.")
     columns: dict[str, list[float]] = {}
@@ -195,12 +218,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     Only the windows' channel count and extent (stored in the checkpoint) are needed to build the
     pretext; the checkpoint is read safely (:func:`relpos.checkpoint.load_checkpoint`).
     """
-    from .checkpoint import checkpoint_config, checkpoint_path, load_checkpoint
+    from .checkpoint import checkpoint_config, find_checkpoint, load_checkpoint
     from .modality import Windows
     from .plugins import get_modality, get_pretext
 
     run_dir = Path(run_dir)
-    ckpt_file = run_dir if run_dir.suffix == ".pt" else checkpoint_path(run_dir)
+    ckpt_file = find_checkpoint(run_dir)
     state = load_checkpoint(ckpt_file, map_location="cpu")
     config = checkpoint_config(state, ckpt_file)
     data_info = dict(state.get("data_info") or {})
@@ -326,21 +349,19 @@ def show(
         run's pretext cannot draw, or data of another modality or shape; all checked before any
         data is read.
     """
-    from .checkpoint import checkpoint_path, load_checkpoint
+    from .checkpoint import checkpoint_config, find_checkpoint, load_checkpoint
+    from .paths import check_output_file
     from .plugins import get_pretext
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RelposError(f"Run directory {str(run_dir)!r} does not exist; pass a folder written by `relpos train`.")
+    ckpt_file = find_checkpoint(run_dir, hint=f"train it first (relpos train --out {run_dir})")
+    if ckpt_file == run_dir:  # a file: show reads metrics.csv and the checkpoint of a run directory
+        raise RelposError(
+            f"{str(run_dir)!r} is a file, not a run directory; `relpos show` draws from the folder "
+            f"`relpos train` wrote (its metrics.csv and checkpoint)."
+        )
     if not (isinstance(n_samples, int) and 1 <= n_samples <= 64):
         raise ConfigError(f"Invalid value for 'n_samples': expected an integer from 1 to 64, got {n_samples!r}.")
-    ckpt_file = checkpoint_path(run_dir)
-    if not ckpt_file.is_file():
-        raise RelposError(
-            f"Run {str(run_dir)!r} has no checkpoint ({str(ckpt_file)!r} is missing), so there is no "
-            f"trained model to draw; train it first (relpos train --out {run_dir})."
-        )
-    from .checkpoint import checkpoint_config
 
     state = load_checkpoint(ckpt_file, mmap=True)  # the configuration only, before anything heavy
     run_config = checkpoint_config(state, ckpt_file)
@@ -353,8 +374,8 @@ def show(
         _check_what(what, pretext_name, pretext_cls, encoder_arch)
         names = (what,)
     out = Path(out_dir) if out_dir is not None else run_dir / "plots"
-    if out.exists() and not out.is_dir():
-        raise RelposError(f"--out {str(out)!r} is a file; pass a folder for the pictures.")
+    for name in names:  # before anything is drawn: a file in place of the folder, no permission
+        check_output_file(out / f"{name}.png", "the pictures", _WRITE_HINT)
     result = ShowResult()
     model_names = [n for n in names if n not in CORE_FIGURES]
     if "loss" in names:
@@ -412,6 +433,18 @@ def cls_attention(encoder, x: torch.Tensor, patch_size) -> torch.Tensor:
     return weights[:, :, 0, 1:].mean(dim=1)
 
 
+def figure_axes(modality: Any) -> tuple[Any, ...]:
+    """The modality's axes as figures label them: :class:`relpos.modality.Axis` es with the unit and
+    the scale from native samples (:meth:`relpos.Modality.axis_units`), e.g. ``time (s)``, ``col (pixels)``.
+
+    A figure shows a position of ``p`` native samples at ``axis.shown(p)`` and labels the axis
+    ``axis.label()`` (``axis.label("patch centre")`` for another quantity in the same unit).
+    """
+    from .modality import as_axis
+
+    return tuple(as_axis(a) for a in modality.axis_units())
+
+
 def draw_attention(loaded: LoadedRun, x: torch.Tensor):
     """The CLS token's attention to each patch: a heat map over images, a curve along time."""
     from .errors import ConfigError
@@ -440,6 +473,10 @@ def draw_attention(loaded: LoadedRun, x: torch.Tensor):
     figure = new_figure(9, 3.0 * n_samples)
     axes = figure.subplots(n_samples, 2, squeeze=False)
     grid = grid_boxes(tuple(x.shape[2:]), patch_size)
+    if n_axes == 2:
+        row, col = figure_axes(modality)
+    else:
+        (axis,) = figure_axes(modality)
     for s in range(n_samples):
         if n_axes == 2:
             rows = len(torch.unique(grid.center[:, 0]))
@@ -452,16 +489,15 @@ def draw_attention(loaded: LoadedRun, x: torch.Tensor):
             figure.colorbar(heat, ax=axes[s, 1], label="CLS attention")
             for ax in axes[s]:
                 ax.set_xticks([]), ax.set_yticks([])
+            axes[s, 0].set_ylabel(row.label()), axes[s, 0].set_xlabel(col.label())
         else:
-            sfreq = float(loaded.data_info.get("sfreq") or 0) or 1.0
-            unit = "s" if loaded.data_info.get("sfreq") else "samples"
-            times = (torch.arange(x.shape[-1]) + 0.5) / sfreq
+            times = axis.shown(torch.arange(x.shape[-1]) + 0.5)
             axes[s, 0].plot(times.numpy(), x[s, 0].cpu().numpy(), color="black", linewidth=0.6)
-            axes[s, 0].set_xlabel(f"time ({unit})"), axes[s, 0].set_yticks([])
-            axes[s, 1].plot((grid.center[:, 0] / sfreq).numpy(), weights[s].numpy(), marker="o")
-            axes[s, 1].set_xlabel(f"patch centre ({unit})"), axes[s, 1].set_ylabel("CLS attention")
+            axes[s, 0].set_xlabel(axis.label()), axes[s, 0].set_yticks([])
+            axes[s, 1].plot(axis.shown(grid.center[:, 0]).numpy(), weights[s].numpy(), marker="o")
+            axes[s, 1].set_xlabel(axis.label("patch centre")), axes[s, 1].set_ylabel("CLS attention")
             for ax in axes[s]:
-                ax.set_xlim(0, x.shape[-1] / sfreq)
+                ax.set_xlim(0, axis.shown(x.shape[-1]))
     axes[0, 0].set_title("input (first channel)" if n_axes == 1 else "input")
     axes[0, 1].set_title("CLS attention to each patch, last block")
     figure.suptitle(

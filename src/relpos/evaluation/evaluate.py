@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -340,10 +341,11 @@ def _open(modality: Modality, data: Any, explicit: bool):
     except DataError as exc:
         if not explicit:
             raise
-        # The run fixes the modality, so data another modality reads fails here.
+        # The run fixes the modality, so data another modality reads fails here; the reader's own
+        # sentence says why, so it comes first and no guess is added in front of it.
         raise DataError(
-            f"--data {_source_text(data)!r} cannot be opened with the run's modality {modality.name!r} "
-            f"(is it data of another modality?): {str(exc).rstrip('.')}."
+            f"--data {_source_text(data)!r} cannot be opened with the run's modality {modality.name!r}: "
+            f"{str(exc).rstrip('.')}."
         ) from None
     return opened
 
@@ -458,9 +460,11 @@ def evaluate(
 
     from ..distributed import resolve_device
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "eval.device")
     run_dir = Path(run_dir)
     pretrained = load_encoder(run_dir, device=device, weights="teacher" if init == "teacher" else "student")
+    if cfg.write:  # found now, not after the whole evaluation has been computed
+        check_results_writable(run_dir, result_name(protocol, init, features, label_fraction))
     pretrained.check_features(features)  # a CNN has no tokens to pool: say so before reading data
     modality = _with_overrides(pretrained.modality, modality_overrides)
     source = data if data is not None else (pretrained.config.data or modality.default_data())
@@ -603,13 +607,44 @@ def result_name(protocol: str, init: str, features: str, label_fraction: float |
     return name
 
 
+#: What a message about results that cannot be written suggests.
+_WRITE_HINT = "move it out of the way or fix its permissions, or pass --set eval.write=false to print the results without writing them"
+
+
+def results_folder(run: str | Path) -> Path:
+    """Where :func:`evaluate` writes: ``RUN/eval`` for a run directory or its ``checkpoints/last.pt``,
+    and ``NAME-eval`` beside any other file (an export ``encoder.safetensors`` gets ``encoder-eval``)."""
+    from ..paths import path_kind
+
+    run = Path(run)
+    if path_kind(run) != "a file":
+        return run / "eval"
+    if run.parent.name == "checkpoints":
+        return run.parent.parent / "eval"
+    return run.with_name(f"{run.stem}-eval")
+
+
+def check_results_writable(run: str | Path, name: str) -> None:
+    """Raise :class:`~relpos.errors.OutputError` unless the results of ``run`` named ``name`` can be written."""
+    from ..paths import check_output_file
+
+    folder = results_folder(run)
+    for path in (folder / f"{name}.json", folder / "results.csv"):
+        check_output_file(path, "the evaluation results", _WRITE_HINT)
+
+
 def write_result(result: EvalResult) -> Path:
     """Write ``eval/<name>.json`` and append a row to ``eval/results.csv``; return the JSON path."""
-    folder = result.run_dir / "eval"
-    folder.mkdir(parents=True, exist_ok=True)
+    from ..paths import write_failure
+
+    folder = results_folder(result.run_dir)
     path = folder / f"{result_name(result.protocol, result.init, result.features, result.label_fraction)}.json"
     result.path = path
-    atomic_write_text(json.dumps(result.to_dict(), indent=2) + "\n", path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(result.to_dict(), indent=2) + "\n", path)
+    except OSError as exc:
+        raise write_failure(exc, "the evaluation results", path, _WRITE_HINT) from None
     row = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": str(result.run_dir), "step": result.step,
         "protocol": result.protocol, "init": result.init, "features": result.features,
@@ -621,10 +656,14 @@ def write_result(result: EvalResult) -> Path:
         row[metric] = f"{result.mean[metric]:.6f}"
         row[f"{metric}_std"] = f"{result.std[metric]:.6f}"
     csv_path = folder / "results.csv"
-    new = not csv_path.exists()
-    with open(csv_path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    if not csv_path.exists():
+        writer.writeheader()
+    writer.writerow(row)
+    try:
+        with open(csv_path, "a", newline="") as fh:
+            fh.write(text.getvalue())  # one write: a failure leaves no half row
+    except OSError as exc:
+        raise write_failure(exc, "the evaluation results", csv_path, _WRITE_HINT) from None
     return path
