@@ -30,6 +30,8 @@ import torch
 
 from relpos import hookimpl
 from relpos.blocks import (
+    MIN_CLASSES,
+    TEMPERATURE_RANGE,
     Centering,
     DINOHead,
     check_momentum,
@@ -40,7 +42,7 @@ from relpos.blocks import (
     update_teacher,
     weight_decay_schedule,
 )
-from relpos.config import MAX_STEPS, setting
+from relpos.config import MAX_STEPS, check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.pretext import Pretext
 from relpos.trivial_baseline import BASELINE_KEY
@@ -69,7 +71,8 @@ class DINOConfig:
     # mirror views on the modality's flip axes; None: when the modality allows it
     flip: bool | None = setting(None)
     photometric: bool = setting(True)  # the modality's per-view photometric recipe
-    out_dim: int = setting(4096, ge=1, le=2**20)  # head outputs K; 65536 in the paper
+    # head outputs K; 65536 in the paper; at least 2 (with one, every probability is 1 and the loss 0)
+    out_dim: int = setting(4096, ge=MIN_CLASSES, le=2**20)
     head_hidden_dim: int = setting(2048, ge=1, le=2**16)
     head_bottleneck_dim: int = setting(256, ge=1, le=2**16)
     head_layers: int = setting(3, ge=1, le=16)
@@ -80,16 +83,18 @@ class DINOConfig:
     # EMA momentum at step 0; a cosine takes it to 1
     teacher_momentum: float = setting(0.996, ge=0, le=1)
     center_momentum: float = setting(0.9, ge=0, le=1)
-    warmup_teacher_temp: float = setting(0.04, gt=0)
-    teacher_temp: float = setting(0.07, gt=0)
+    # temperatures in [0.001, 10] (relpos.blocks.TEMPERATURE_RANGE)
+    warmup_teacher_temp: float = setting(0.04, **TEMPERATURE_RANGE)
+    teacher_temp: float = setting(0.07, **TEMPERATURE_RANGE)
     # fraction of the run over which the teacher temperature warms up
     teacher_temp_warmup: float = setting(0.3, ge=0, le=1)
-    student_temp: float = setting(0.1, gt=0)
+    student_temp: float = setting(0.1, **TEMPERATURE_RANGE)
     # weight decay at step 0, taken to weight_decay_end on a cosine (replaces train.weight_decay)
     weight_decay: float = setting(0.04, ge=0)
     weight_decay_end: float = setting(0.4, ge=0)
 
     def validate(self) -> None:
+        check_fields(self, "pretext")  # each value against its declared range (a config made in Python)
         if self.n_global < 1:
             raise ConfigError(f"'pretext.n_global' must be at least 1, got {self.n_global}.")
         if self.n_local < 0:

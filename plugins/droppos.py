@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from relpos import hookimpl
+from relpos.blocks import TEMPERATURE_RANGE
 from relpos.config import check_fields, setting
 from relpos.masking import mae_masked_count
 from relpos.errors import ConfigError
@@ -71,7 +72,7 @@ class DropPosConfig:
     sigma_start: float = setting(1.0, ge=0, le=1e6)  # σ in grid cells at the first step
     sigma_end: float = setting(0.0, ge=0, le=1e6)  # σ at the last step
     attentive: bool = setting(True)  # attentive reconstruction
-    attentive_temperature: float = setting(0.1, gt=0, le=1e6)
+    attentive_temperature: float = setting(0.1, **TEMPERATURE_RANGE)  # in [0.001, 10]
     decoder_dim: int = setting(96, ge=1, le=65536)
     decoder_depth: int = setting(2, ge=1, le=1024)
     decoder_heads: int = setting(3, ge=1, le=65536)  # must divide decoder_dim

@@ -57,10 +57,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from relpos import hookimpl
-from relpos.blocks import make_teacher, teacher_momentum, update_teacher
+from relpos.blocks import MIN_CLASSES, TEMPERATURE_RANGE, make_teacher, teacher_momentum, update_teacher
 from relpos.config import setting
 from relpos.errors import ConfigError, DataError, did_you_mean
-from relpos.masking import block_mask, check_mask_ratio
+from relpos.masking import block_mask, check_mask_ratio, masked_token_count
 from relpos.memory import MemoryBank
 from relpos.trivial_baseline import BASELINE_KEY
 from relpos.views import extract_view_tokens
@@ -100,11 +100,12 @@ class SOVEConfig:
     head_layers: int = setting(3, ge=1, le=16)
     head_bn: bool = setting(False)
     # -- memories and judges; None: scaled for small data, capped at what the data fills (resolve_sizes) --
-    cls_memory_size: int | None = setting(None, ge=1, le=2**24)  # |E_C| (65,536 in the paper)
-    patch_memory_size: int | None = setting(None, ge=1, le=2**24)  # |E_P| (8,192)
-    n_anchors: int | None = setting(None, ge=1, le=2**24)  # K, concepts of L_CLS (8,192)
+    # At least 2 each: one embedding gives one concept, every probability 1 and a loss of 0.
+    cls_memory_size: int | None = setting(None, ge=MIN_CLASSES, le=2**24)  # |E_C| (65,536 in the paper)
+    patch_memory_size: int | None = setting(None, ge=MIN_CLASSES, le=2**24)  # |E_P| (8,192)
+    n_anchors: int | None = setting(None, ge=MIN_CLASSES, le=2**24)  # K, concepts of L_CLS (8,192)
     k: int | None = setting(None, ge=0, le=4096)  # judges per CLS anchor besides itself (8)
-    n_patch_anchors: int | None = setting(None, ge=1, le=2**24)  # K̂, concepts of L_patch (512)
+    n_patch_anchors: int | None = setting(None, ge=MIN_CLASSES, le=2**24)  # K̂, concepts of L_patch (512)
     patch_k: int = setting(0, ge=0, le=4096)  # judges per patch anchor besides itself (0: the anchor alone)
     soft_labels: str = setting("similarity", choices=SOFT_LABELS)  # similarity | onehot (Table 9)
     # -- masking of the student's global views (iBOT blocks) --
@@ -115,10 +116,10 @@ class SOVEConfig:
     patch_weight: float = setting(1.0, ge=0)  # λ2; 0 trains L_CLS alone
     # -- schedules (DINO's, as the official code) --
     teacher_momentum: float = setting(0.996, ge=0, le=1)
-    warmup_teacher_temp: float = setting(0.04, gt=0)
-    teacher_temp: float = setting(0.07, gt=0)
+    warmup_teacher_temp: float = setting(0.04, **TEMPERATURE_RANGE)  # temperatures in [0.001, 10]
+    teacher_temp: float = setting(0.07, **TEMPERATURE_RANGE)
     teacher_temp_warmup: float = setting(0.3, ge=0, le=1)
-    student_temp: float = setting(0.1, gt=0)
+    student_temp: float = setting(0.1, **TEMPERATURE_RANGE)
     weight_decay: float = setting(0.04, ge=0)
     weight_decay_end: float = setting(0.4, ge=0)
 
@@ -136,10 +137,19 @@ class SOVEConfig:
                 f"{did_you_mean(self.soft_labels, SOFT_LABELS)} Allowed: {', '.join(SOFT_LABELS)}."
             )
         check_mask_ratio(self.mask_ratio, "pretext.mask_ratio")
+        if self.patch_weight > 0 and self.mask_ratio[1] == 0:
+            raise ConfigError(
+                f"'pretext.mask_ratio' {list(self.mask_ratio)} masks no token, so L_patch (the masked tokens' "
+                f"loss) would be 0 at every step; use a range whose high end is above 0 (iBOT's is [0.1, 0.5]), "
+                f"or set 'pretext.patch_weight' to 0."
+            )
         for key in ("cls_memory_size", "patch_memory_size", "n_anchors", "n_patch_anchors"):
             value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"'pretext.{key}' must be a positive number of embeddings, got {value}.")
+            if value is not None and value < MIN_CLASSES:
+                raise ConfigError(
+                    f"Invalid value for 'pretext.{key}': allowed an integer >= {MIN_CLASSES} (with one "
+                    f"embedding there is one concept and the loss is 0), got {value}."
+                )
         for key in ("k", "patch_k"):
             value = getattr(self, key)
             if value is not None and value < 0:
@@ -325,11 +335,44 @@ class SOVE(DINO):
         self.teacher_head = make_teacher(self.head)
         self.mask_token = nn.Parameter(torch.zeros(encoder_config.dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if config.patch_weight > 0:
+            self.check_masking(config.mask_ratio, self.fewest_global_tokens())
         sizes = self.resolve_sizes(config, len(data), self.view_token_counts()[0])
         self.cls_memory_size, self.patch_memory_size, self.n_anchors, self.k, self.n_patch_anchors = sizes
         self.cls_memory = MemoryBank(self.cls_memory_size, config.head_bottleneck_dim)
         self.patch_memory = MemoryBank(self.patch_memory_size, config.head_bottleneck_dim)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def fewest_global_tokens(self) -> int:
+        """The fewest tokens (CLS not counted) a global view can have: the smallest crop, in whole patches."""
+        if self.resample:
+            return self.view_token_counts()[0]
+        n_axes = len(self.extent)
+        low = self.global_scale[0]
+        return math.prod(max(1, int(e * low ** (1 / n_axes) // p)) for e, p in zip(self.extent, self.patch_shape))
+
+    @staticmethod
+    def check_masking(mask_ratio: tuple[float, float], n_tokens: int) -> None:
+        """Refuse a mask ratio range whose high end masks no token, or every token, of ``n_tokens``.
+
+        A view's ratio is drawn in the range and masks ``round(r · N)`` tokens
+        (:func:`relpos.masking.masked_token_count`): the high end must mask at least one token (else
+        L_patch is 0 at every step) and leave at least one visible (else the student sees only mask
+        tokens).
+        """
+        high = mask_ratio[1]
+        n_masked = masked_token_count(high, n_tokens)
+        if n_masked == 0:
+            raise ConfigError(
+                f"'pretext.mask_ratio' {list(mask_ratio)} masks at most round({high:g} · {n_tokens}) = 0 of a global "
+                f"view's {n_tokens} tokens, so L_patch would be 0 at every step; raise its high end to at least "
+                f"{0.5 / n_tokens:.3g} (one token)."
+            )
+        if n_masked >= n_tokens:
+            raise ConfigError(
+                f"'pretext.mask_ratio' {list(mask_ratio)} masks up to all {n_tokens} tokens of a global view, which "
+                f"leaves the student nothing visible; keep its high end below {(n_tokens - 0.5) / n_tokens:.3g}."
+            )
 
     @staticmethod
     def resolve_sizes(config: SOVEConfig, n_windows: int, tokens_per_view: int) -> tuple[int, int, int, int, int]:

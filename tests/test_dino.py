@@ -183,6 +183,35 @@ def test_bad_view_settings_are_one_sentence(override, message):
         build("pw-self", [override])
 
 
+@pytest.mark.parametrize("pretext_name", ["dino", "pw-self"])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        # one output: every probability is 1 and the loss 0, so nothing trains
+        ("pretext.out_dim=1", "Invalid value for 'pretext.out_dim': allowed an integer >= 2 and <= 1048576, got 1."),
+        # NaN at step 1 before the range existed
+        ("pretext.teacher_temp=1e-300",
+         "Invalid value for 'pretext.teacher_temp': allowed a finite number >= 0.001 and <= 10, got 1e-300."),
+        ("pretext.warmup_teacher_temp=0.0005", "'pretext.warmup_teacher_temp': allowed a finite number >= 0.001"),
+        ("pretext.student_temp=11", "'pretext.student_temp': allowed a finite number >= 0.001 and <= 10, got 11.0."),
+    ],
+)
+def test_degenerate_settings_exit_2_before_the_data_is_read(tmp_path, capfd, pretext_name, setting, message):
+    out = tmp_path / "run"
+    code = main(["train", "--modality", "image", "--pretext", pretext_name, "--data", str(tmp_path / "missing.npz"),
+                 "--out", str(out), "--set", setting])
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_the_smallest_head_and_temperatures_still_train():
+    pretext, windows = build("dino", ["pretext.out_dim=2", "pretext.teacher_temp=0.001",
+                                      "pretext.warmup_teacher_temp=0.001", "pretext.student_temp=0.001"])
+    loss, _ = step_loss(pretext, windows.x[:4])
+    assert math.isfinite(loss.item()) and loss.item() > 0
+
+
 def test_pw_self_needs_an_encoder_with_per_token_outputs(monkeypatch):
     from relpos.encoder import PatchEncoder
 

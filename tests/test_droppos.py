@@ -163,6 +163,8 @@ def test_patch_masking_can_be_switched_off():
 @pytest.mark.parametrize("setting, words", [
     ("pretext.sigma_start=-1", "pretext.sigma_start"),
     ("pretext.pos_drop_ratio=1", "pretext.pos_drop_ratio"),
+    ("pretext.attentive_temperature=1e-300",
+     "Invalid value for 'pretext.attentive_temperature': allowed a finite number >= 0.001 and <= 10, got 1e-300."),
     ("encoder.pos_mask_ratio=0.2", "'encoder.pos_mask_ratio' must be 0"),
     ("encoder.pos_embed=none", "'encoder.pos_embed'"),
 ])

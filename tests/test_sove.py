@@ -180,10 +180,43 @@ def test_defaults_are_capped_at_what_the_data_fills():
     (["pretext.patch_memory_size=-4"], r"patch_memory_size"),
     (["pretext.cls_weight=0", "pretext.patch_weight=0"], r"both 0"),
     (["pretext.soft_labels=onehto"], r"soft_labels"),
+    # degenerate settings that trained with a loss of 0
+    (["pretext.mask_ratio=[0, 0]"], r"^'pretext.mask_ratio' \[0.0, 0.0\] masks no token, so L_patch"),
+    (["pretext.patch_memory_size=1"], r"^Invalid value for 'pretext.patch_memory_size': allowed an integer >= 2 .*got 1\.$"),
+    (["pretext.cls_memory_size=1"], r"^Invalid value for 'pretext.cls_memory_size': allowed an integer >= 2 .*got 1\.$"),
+    (["pretext.n_anchors=1"], r"'pretext.n_anchors'.*>= 2"),
+    (["pretext.n_patch_anchors=1"], r"'pretext.n_patch_anchors'.*>= 2"),
+    (["pretext.teacher_temp=1e-300"], r"^Invalid value for 'pretext.teacher_temp': allowed a finite number >= 0.001 and <= 10, got 1e-300\.$"),
+    (["pretext.student_temp=100"], r"'pretext.student_temp'.*<= 10, got 100"),
+    (["pretext.warmup_teacher_temp=0.0001"], r"'pretext.warmup_teacher_temp'.*>= 0.001"),
 ])
 def test_bad_settings_are_one_sentence_before_data_is_read(override, message):
     with pytest.raises(ConfigError, match=message):
         resolve_config(modality="image", pretext="sove", overrides=[*TINY, *override])
+
+
+def test_a_mask_range_without_a_masked_or_a_visible_token_is_refused():
+    # 16-px images, 4-px patches: a global view has 16 tokens; a ratio r masks round(16 r)
+    with pytest.raises(ConfigError, match=r"masks up to all 16 tokens of a global view, which leaves the student "
+                                          r"nothing visible; keep its high end below 0.969"):
+        build(["pretext.mask_ratio=[0.99, 0.99]"])  # round(15.84) = 16
+    with pytest.raises(ConfigError, match=r"masks at most round\(0.02 · 16\) = 0 of a global view's 16 tokens"):
+        build(["pretext.mask_ratio=[0.01, 0.02]"])  # round(0.32) = 0
+    assert build(["pretext.mask_ratio=[0.9, 0.95]"])[0].config.mask_ratio == (0.9, 0.95)  # round(15.2) = 15
+    # without L_patch nothing is masked, so any range goes
+    assert build(["pretext.mask_ratio=[0, 0]", "pretext.patch_weight=0"])[0].config.patch_weight == 0
+
+
+@pytest.mark.parametrize("setting", ["pretext.patch_memory_size=1", "pretext.mask_ratio=[0, 0]",
+                                     "pretext.teacher_temp=1e-300"])
+def test_cli_degenerate_settings_exit_2_before_the_data_is_read(tmp_path, capfd, setting):
+    out = tmp_path / "run"
+    code = main(["train", "--modality", "image", "--pretext", "sove", "--data", str(tmp_path / "missing.npz"),
+                 "--out", str(out), "--set", setting])
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and setting.split("=")[0] in lines[0] and "missing" not in lines[0], err
+    assert not out.exists()
 
 
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capfd):

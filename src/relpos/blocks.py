@@ -32,6 +32,17 @@ from .distributed import all_reduce_mean  # re-exported: pretexts may import it 
 from .errors import ConfigError
 
 
+#: The temperatures a pretext's config accepts for a softmax over cosine-like logits (DINO's and
+#: PW-Self's teacher and student, SOVE's, DropPos's attentive weights): the papers use 0.04 to 0.1.
+#: Logits of L2-normalised embeddings lie in [-1, 1], so 1e-3 already spreads them over ±1000 (a
+#: one-hot softmax); far smaller values overflow to inf and the loss is NaN at step 1 (1e-300),
+#: and beyond 10 every softmax is within 20 % of uniform.
+TEMPERATURE_RANGE = {"ge": 1e-3, "le": 10}
+#: The fewest outputs or concepts a softmax may have: with one, every probability is 1 and the
+#: cross-entropy is 0 whatever the model does (DINO's ``out_dim``, SOVE's anchors and memories).
+MIN_CLASSES = 2
+
+
 # -- schedules ------------------------------------------------------------------------------------
 def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
     """Half a cosine from ``start`` (step 0) to ``end`` (step ``total_steps``).
