@@ -51,7 +51,7 @@ import numpy as np
 from relpos import hookimpl
 from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
-from relpos.modality import Modality, Windows, npz_keys
+from relpos.modality import Axis, Modality, Windows, npz_keys
 
 from .channel_types import retype_by_name, retyped_hint
 from .channels import dead_channel_warning, flat_throughout, format_names, mostly_flat
@@ -259,7 +259,7 @@ class EEGModality(Modality):
     """EEG recordings read with MNE, filtered, resampled and cut into windows."""
 
     name = "eeg"
-    axes = ("time",)
+    axes = (Axis("time", unit="s"),)
     Config = EEGConfig
 
     def __init__(self, config=None):
@@ -267,6 +267,10 @@ class EEGModality(Modality):
         self.config.validate()
         self._report = False  # inspect's second try: every problem of a recording becomes a report line
         self._warned: set[str] = set()
+
+    def axis_units(self) -> tuple[Axis, ...]:
+        # every window is resampled to modality.sfreq: one sample is 1 / sfreq seconds
+        return (Axis("time", unit="s", scale=1.0 / self.config.sfreq),)
 
     def default_data(self) -> str:
         return str(SAMPLE)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from relpos import hookimpl
 from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
-from relpos.modality import Modality, Windows, npz_keys
+from relpos.modality import Axis, Modality, Windows, npz_keys
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NPZ_IMAGE_KEYS = ("x_train", "x", "images", "X_train", "X", "arr_0")
@@ -127,7 +127,7 @@ class ImageModality(Modality):
     """Images from a folder or an .npz array; patches are square boxes in pixels."""
 
     name = "image"
-    axes = ("row", "col")
+    axes = (Axis("row", unit="pixels"), Axis("col", unit="pixels"))
     Config = ImageConfig
 
     def __init__(self, config=None):

@@ -51,7 +51,7 @@ from typing import Any
 from relpos import hookimpl
 from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
-from relpos.modality import Modality, Windows, npz_keys
+from relpos.modality import Axis, Modality, Windows, npz_keys
 
 from .ts_labels import LABEL_AT
 from .ts_numpy import SPLITS
@@ -122,8 +122,14 @@ class TimeseriesModality(Modality):
     """Custom multichannel sensor data (xarray, netCDF, zarr, NumPy) cut into normalised windows."""
 
     name = "timeseries"
-    axes = ("time",)
+    axes = (Axis("time", unit="s"),)
     Config = TimeseriesConfig
+
+    def axis_units(self) -> tuple[Axis, ...]:
+        # seconds once the rate is known (set, or read from the data); native samples until then
+        cfg = self.config
+        rate = cfg.sfreq_target or self._sfreq or cfg.sfreq
+        return (Axis("time", unit="s", scale=1.0 / rate) if rate else Axis("time"),)
 
     def __init__(self, config=None):
         super().__init__(config)

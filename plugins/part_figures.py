@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes, relative_transform
 from relpos.sampling import grid_boxes, grid_count
-from relpos.show import new_figure
+from relpos.show import figure_axes, new_figure
 
 FIGURES = ("reconstruction", "uncertainty", "symmetry")
 #: Channels a time-series figure stacks at most (more would be unreadable at this size).
@@ -211,29 +211,19 @@ def _rectangle(ax, center, size, color: str) -> None:
     ax.add_patch(Rectangle((col - cols / 2 - 0.5, row - rows / 2 - 0.5), cols, rows, fill=False, edgecolor=color, linewidth=1.5))
 
 
-def _plot_series_patches(ax, patches: torch.Tensor, boxes: Boxes, sfreq_scale: float, channel_step: float,
+def _plot_series_patches(ax, patches: torch.Tensor, boxes: Boxes, axis, channel_step: float,
                          colors, reference: int) -> None:
-    """Each patch's signal drawn over its box on the time axis, channels stacked."""
+    """Each patch's signal drawn over its box on the time axis (``axis``: its unit), channels stacked."""
     n_channels = min(patches.shape[1], MAX_CHANNELS_SHOWN)
     length = patches.shape[-1]
     for j, (patch, center, size) in enumerate(zip(patches.cpu(), boxes.center.cpu(), boxes.size.cpu())):
         times = (float(center[0]) - float(size[0]) / 2 + (torch.arange(length) + 0.5) * float(size[0]) / length)
         for c in range(n_channels):
-            ax.plot((times / sfreq_scale).numpy(), (patch[c] - c * channel_step).numpy(),
+            ax.plot(axis.shown(times).numpy(), (patch[c] - c * channel_step).numpy(),
                     color="black" if j == reference else colors(j % colors.N), linewidth=1.6 if j == reference else 0.8)
 
 
 # -- the figures ----------------------------------------------------------------------------------
-def _time_unit(pretext) -> tuple[float, str]:
-    """Native samples per displayed unit, and the unit's name (seconds when the rate is known)."""
-    sfreq = getattr(getattr(pretext.modality, "config", None), "sfreq", None) or pretext.modality.__dict__.get("sfreq")
-    try:
-        sfreq = float(sfreq)
-    except (TypeError, ValueError):
-        sfreq = 0.0
-    return (sfreq, "s") if sfreq > 0 else (1.0, "samples")
-
-
 def draw_reconstruction(pretext, x: torch.Tensor, generator: torch.Generator):
     """The paper's Fig. 4: input, true placement and predicted placement per sample."""
     _check_axes(pretext, "reconstruction")
@@ -277,20 +267,20 @@ def draw_reconstruction(pretext, x: torch.Tensor, generator: torch.Generator):
                 ax.set_xticks([]), ax.set_yticks([])
     else:
         colors = matplotlib.colormaps["tab20"]
-        scale, unit = _time_unit(pretext)
+        (axis,) = figure_axes(pretext.modality)  # the time axis in its unit (seconds for EEG)
         for s in range(n_samples):
             shown = x[s, :MAX_CHANNELS_SHOWN]
             step = float(2.5 * shown.std()) or 1.0
-            times = (torch.arange(x.shape[-1]) + 0.5) / scale
+            times = axis.shown(torch.arange(x.shape[-1]) + 0.5)
             for c in range(shown.shape[0]):
                 axes[s, 0].plot(times.numpy(), (shown[c].cpu() - c * step).numpy(), color="black", linewidth=0.6)
             for col, where in ((1, boxes), (2, placement)):
                 sample_boxes = Boxes(where.center[s], where.size[s])
-                _plot_series_patches(axes[s, col], patches[s], sample_boxes, scale, step, colors, int(reference[s]))
+                _plot_series_patches(axes[s, col], patches[s], sample_boxes, axis, step, colors, int(reference[s]))
             for ax in axes[s]:
-                ax.set_xlim(0, pretext.extent[0] / scale)
+                ax.set_xlim(0, axis.shown(pretext.extent[0]))
                 ax.set_yticks([])
-                ax.set_xlabel(f"time ({unit})")
+                ax.set_xlabel(axis.label())
     for col, title in enumerate(titles):
         axes[0, col].set_title(title)
     mean_error = (error * others).sum() / others.sum().clamp(min=1)
@@ -313,7 +303,7 @@ def draw_uncertainty(pretext, x: torch.Tensor, generator: torch.Generator):
     n_patches = boxes.center.shape[1]
     figure = new_figure(9, 3.2 * n_samples)
     axes = figure.subplots(n_samples, 2, squeeze=False)
-    scale, unit = _time_unit(pretext) if d == 1 else (1.0, "pixels")
+    units = figure_axes(pretext.modality)  # each axis in its unit (seconds for EEG, pixels for images)
     for s in range(n_samples):
         t = int(target[s])
         from_refs = torch.cat([centers[s, :t, t], centers[s, t + 1:, t]]).cpu()  # (N-1, D)
@@ -327,20 +317,22 @@ def draw_uncertainty(pretext, x: torch.Tensor, generator: torch.Generator):
             axes[s, 0].scatter(from_refs[:, 1], from_refs[:, 0] - 0.5, s=10, c="tab:blue", label="predicted from each reference")
             axes[s, 0].scatter([true_center[1] - 0.5], [true_center[0] - 0.5], marker="*", s=120, c="red", label="true centre")
             axes[s, 0].set_xlim(-0.5, pretext.extent[1] - 0.5), axes[s, 0].set_ylim(pretext.extent[0] - 0.5, -0.5)
+            axes[s, 0].set_ylabel(units[0].label()), axes[s, 0].set_xlabel(units[1].label())
             heat = _score_map(scores[s].cpu(), boxes.center[s].cpu(), boxes.size[s].cpu(), pretext.extent)
             shown = axes[s, 1].imshow(heat, cmap="magma", alpha=0.75)
             figure.colorbar(shown, ax=axes[s, 1], label="spread (patch sizes)")
         else:
+            (axis,) = units
             references = torch.arange(n_patches - 1)
-            axes[s, 0].scatter((from_refs[:, 0] / scale).numpy(), references.numpy(), s=10, c="tab:blue",
+            axes[s, 0].scatter(axis.shown(from_refs[:, 0]).numpy(), references.numpy(), s=10, c="tab:blue",
                                label="predicted from each reference")
-            axes[s, 0].axvline(float(true_center[0]) / scale, color="red", label="true centre")
-            axes[s, 0].set_xlim(0, pretext.extent[0] / scale)
-            axes[s, 0].set_xlabel(f"time ({unit})"), axes[s, 0].set_ylabel("reference patch")
+            axes[s, 0].axvline(axis.shown(float(true_center[0])), color="red", label="true centre")
+            axes[s, 0].set_xlim(0, axis.shown(pretext.extent[0]))
+            axes[s, 0].set_xlabel(axis.label()), axes[s, 0].set_ylabel("reference patch")
             order = boxes.center[s, :, 0].cpu().argsort()
-            axes[s, 1].plot((boxes.center[s, order, 0].cpu() / scale).numpy(), scores[s, order].cpu().numpy(), marker="o")
-            axes[s, 1].set_xlabel(f"patch centre ({unit})"), axes[s, 1].set_ylabel("spread (patch sizes)")
-            axes[s, 1].set_xlim(0, pretext.extent[0] / scale)
+            axes[s, 1].plot(axis.shown(boxes.center[s, order, 0].cpu()).numpy(), scores[s, order].cpu().numpy(), marker="o")
+            axes[s, 1].set_xlabel(axis.label("patch centre")), axes[s, 1].set_ylabel("spread (patch sizes)")
+            axes[s, 1].set_xlim(0, axis.shown(pretext.extent[0]))
     axes[0, 0].set_title("one target patch, placed by every other patch")
     axes[0, 1].set_title("per-patch spread of the predicted position")
     axes[0, 0].legend(fontsize="small", loc="lower right")

@@ -44,6 +44,7 @@ _LAZY = {
     "EncoderConfig": "encoder",
     "PatchEncoder": "encoder",
     "Modality": "modality",
+    "Axis": "modality",
     "Windows": "modality",
     "Pretext": "pretext",
     "RunConfig": "config",

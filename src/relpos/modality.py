@@ -7,6 +7,7 @@ encoders, training) is axis-generic and lives in the core.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,60 @@ class Windows(torch.utils.data.Dataset):
         return tuple(int(s) for s in self.x.shape[2:])
 
 
+class Axis(str):
+    """A positional axis: its name, the unit positions along it are shown in, and the scale.
+
+    An ``Axis`` *is* its name (a ``str``), so code that compares, joins or looks up axis names keeps
+    working, and a modality may keep declaring plain strings (``axes = ("time",)``): those are in
+    native samples. Declare the unit where one native sample has a known size::
+
+        axes = (Axis("time", unit="ms", scale=0.5),)      # sampled at 2 kHz: 0.5 ms per sample
+        axes = (Axis("row", unit="pixels"), Axis("col", unit="pixels"))
+
+    Parameters
+    ----------
+    name : str
+        The axis name (``"time"``, ``"row"``, ``"depth"``).
+    unit : str
+        What positions along it are measured in when shown (``"s"``, ``"ms"``, ``"pixels"``,
+        ``"mm"``); default ``"samples"``.
+    scale : float
+        How many ``unit`` one native sample spans (``1 / sfreq`` for seconds); a position of ``p``
+        native samples is shown as ``p · scale``. Default 1.
+    """
+
+    unit: str
+    scale: float
+
+    def __new__(cls, name: str, unit: str = "samples", scale: float = 1.0) -> "Axis":
+        axis = super().__new__(cls, name)
+        axis.unit = str(unit)
+        axis.scale = float(scale)
+        if not axis.unit.strip() or not math.isfinite(axis.scale) or axis.scale <= 0:
+            raise ValueError(
+                f"Axis {str(name)!r} needs a unit (e.g. 's', 'pixels') and a positive, finite scale (units per "
+                f"native sample), got unit={unit!r} and scale={scale!r}."
+            )
+        return axis
+
+    @property
+    def name(self) -> str:
+        return str.__str__(self)
+
+    def label(self, what: str | None = None) -> str:
+        """A figure's axis label: ``"time (s)"``, or ``what`` with the unit (``"patch centre (s)"``)."""
+        return f"{what or self.name} ({self.unit})"
+
+    def shown(self, positions: Any) -> Any:
+        """``positions`` in native samples (a number, an array or a tensor) in :attr:`unit`."""
+        return positions * self.scale
+
+
+def as_axis(axis: str | Axis) -> Axis:
+    """An :class:`Axis` for an entry of ``Modality.axes``: a plain name is in native samples."""
+    return axis if isinstance(axis, Axis) else Axis(str(axis))
+
+
 def npz_keys(data: Any) -> list[str]:
     """The array names in ``data`` when it is a path to a readable ``.npz`` archive, else ``[]``.
 
@@ -110,8 +165,10 @@ class Modality:
     ----------
     name : str
         Registry name used on the command line (``--modality NAME``).
-    axes : tuple of str
-        Names of the positional axes in tensor order, e.g. ``("time",)`` or ``("row", "col")``.
+    axes : tuple of str or Axis
+        Names of the positional axes in tensor order, e.g. ``("time",)`` or ``("row", "col")``;
+        an :class:`Axis` also gives the unit figures show its positions in and the scale from
+        native samples (:meth:`axis_units`).
     Config : type
         A dataclass with the modality's options; it must have a ``patch_size`` field (native units
         per axis, a number or one value per axis).
@@ -130,6 +187,15 @@ class Modality:
     @property
     def n_axes(self) -> int:
         return len(self.axes)
+
+    def axis_units(self) -> tuple[Axis, ...]:
+        """The axes with the unit and scale positions are shown in, for these options and data.
+
+        The base returns :attr:`axes` as declared (a plain name: native samples). A modality whose
+        scale depends on its options or on the data (EEG: ``1 / sfreq`` seconds per sample) overrides
+        it; it must not fail before data is loaded (fall back to samples then).
+        """
+        return tuple(as_axis(a) for a in self.axes)
 
     # -- data ---------------------------------------------------------------------------------
     def default_data(self) -> str | None:
