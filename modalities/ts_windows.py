@@ -57,7 +57,10 @@ class WindowChoice:
         if self.kind == "set":
             return f"modality.window_s = {_seconds(self.window, rate)}"
         if self.kind == "continuous":
-            return f"{_seconds(self.window, rate)}, {AUTO_WINDOW_PATCHES} patches: modality.window_s = 0 on continuous recordings"
+            return (
+                f"{_seconds(self.window, rate)}, {AUTO_WINDOW_PATCHES} patches: modality.window_s = 0 on "
+                f"continuous recordings"
+            )
         return f"{_seconds(self.window, rate)}, each sample whole: modality.window_s = 0"
 
 

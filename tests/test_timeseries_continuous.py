@@ -110,7 +110,10 @@ def test_labels_per_time_step_label_the_windows_of_a_recording(tmp_path):
     # its centre 16k + 8 s, so windows 0-18 (centres 8-296 s) are rest and 19-36 (304-584 s) walking
     labels = np.where(np.arange(int(SECONDS * RATE)) < 300 * RATE, 0, 1)
     ds = xr.Dataset(
-        {"signal": (("channel", "time"), recording()), "label": (("time",), labels, {"class_names": "rest walking"})},
+        {
+            "signal": (("channel", "time"), recording()),
+            "label": (("time",), labels, {"class_names": "rest walking"}),
+        },
         attrs={"sfreq": RATE},
     )
     path = tmp_path / "labelled.nc"
@@ -144,7 +147,8 @@ def test_recordings_of_different_lengths_are_cut_alike(tmp_path, capsys):
 def test_trials_of_different_lengths_say_why_they_are_not_cut(tmp_path):
     for name, seconds in (("a", 20), ("b", 25)):
         np.save(tmp_path / f"{name}.npy", recording(seconds))
-    with pytest.raises(DataError, match=r"no recording lasts 2 windows of 16 patches \(32 s\).*set modality.window_s"):
+    why = r"no recording lasts 2 windows of 16 patches \(32 s\).*set modality.window_s"
+    with pytest.raises(DataError, match=why):
         load(str(tmp_path), f"modality.sfreq={RATE:g}")
 
 
@@ -156,7 +160,8 @@ def test_data_inspect_shows_the_window_chosen(continuous_files, capsys):
     captured = capsys.readouterr()
     assert "Windows: 37 (each 2 channels × 160)" in captured.out
     assert "Window s: 16.0\nStride s: 16.0\n" in captured.out
-    assert "Window choice: modality.window_s = 0 on a continuous recording: cutting it into windows of 16 s" in captured.out
+    chosen = "Window choice: modality.window_s = 0 on a continuous recording: cutting it into windows of 16 s"
+    assert chosen in captured.out
     assert "cutting" not in captured.err  # said once, in the report
 
 
