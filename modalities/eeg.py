@@ -7,8 +7,10 @@ objects. EEG trials stored as NumPy arrays (``.npz`` with ``X_train``/``y_train`
 ``y_test``/``sfreq``, the layout of the UEA archive copies) are read too, each trial a short
 recording.
 
-Channels are picked by type (``channel_types``), then by name or pattern (``channels``; ``common``
-keeps the channels every recording has). Each recording is notch-filtered (``notch_freq``),
+Channels are picked by type (``channel_types``; a channel the file types EEG or misc whose name
+states another type, ``EOG1``, ``EMG submental``, ``Event marker``, is retyped first, unless the user
+names it: :mod:`.channel_types`), then by name or pattern (``channels``; ``common`` keeps the
+channels every recording has). Each recording is notch-filtered (``notch_freq``),
 band-pass filtered, re-referenced (``reference``) and resampled with MNE (the band-pass and the
 resampling are MNE's ``raw.filter``/``raw.resample`` numbers, computed for blocks of channels at once
 by ``eeg_dsp`` where MNE would treat the recording as one segment), cut into fixed windows
@@ -20,8 +22,9 @@ file by one robust z-score per channel over all of that file's samples (``normal
 same as ``recording`` for a file holding one recording; for an ``.npz`` of trials, one pair per
 channel for every trial of the split read, so trials keep their offsets and amplitudes relative to
 one another, and the test split of an evaluation gets its own from its own samples). A channel
-flat throughout a recording (a dead electrode, an unused ADC input) is left out of every recording
-with one warning naming it (:mod:`.channels`); windows with non-finite samples or in which a live
+flat throughout a recording (a dead electrode, an unused ADC input), or in 80% or more of its windows
+(a trigger line that steps once), is left out of every recording with one warning naming it
+(:mod:`.channels`); windows with non-finite samples or in which a live
 channel goes flat are dropped and counted, the channels named.
 Labels come from annotations (``labels: annotations`` with ``label_map``), or from Sleep-EDF
 hypnograms (``labels: sleep``: W, N1, N2, N3, REM); the default ``labels: auto`` stages a PSG that

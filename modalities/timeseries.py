@@ -31,8 +31,9 @@ what separates them; the test split of an evaluation gets its own statistics fro
 samples), or left as it is (``none``). Labels are a variable or key named ``label``,
 ``labels`` or ``y``: one per sample (each window takes its sample's label) or one per time step
 (each window takes the label at its centre, or the majority with ``label_at: majority``).
-A channel flat throughout a source (a dead sensor, an unused input) is left out of every source,
-with a warning naming it (:mod:`.channels`). Windows made from files are cached on disk
+A channel flat throughout a source (a dead sensor, an unused input), or constant in 80% or more of
+its windows (a marker line that steps once), is left out of every source, with a warning naming it
+(:mod:`.channels`). Windows made from files are cached on disk
 (:func:`relpos.cache.cached_windows`).
 
 The work is split by job: :mod:`.ts_sources` (what ``data`` names, with the shared
@@ -62,7 +63,8 @@ __all__ = ["TimeseriesConfig", "TimeseriesModality", "BUILD_VERSION"]
 
 #: Bumped when the windows made from the same files and options change (invalidates the cache).
 #: 2: channels flat throughout a source are left out. 3: window_s = 0 cuts continuous recordings.
-BUILD_VERSION = 3
+#: 4: channels flat in 80% or more of a source's windows are left out too.
+BUILD_VERSION = 4
 NORMALIZE = ("instance", "recording", "file", "none")
 #: Upper bounds of the timeseries options: rates up to 1 MHz, durations up to 10 days, patch
 #: counts and lengths a batch can hold (as for the eeg modality).

@@ -4,8 +4,8 @@ The steps, in order: open every item (with several, an unreadable one is skipped
 pick the channels (``modality.channels``) and check that every source gives the same ones, settle
 the rate (``sfreq_target``, else the sources' common rate) and the window and stride in samples,
 skip the sources shorter than one window, leave out the channels that are flat throughout a
-source (:mod:`.channels`: a dead or non-signal channel, left out of every source so the channel
-sets agree, with one warning naming it), then for each source, block by block: resample
+source or in 80% or more of its windows (:mod:`.channels`: a dead or non-signal channel, left out of
+every source so the channel sets agree, with one warning naming it), then for each source, block by block: resample
 (``scipy.signal.resample_poly``), cut windows, label them (:mod:`.ts_labels`), drop the windows
 holding NaN/inf or in which every channel is flat (counted and reported), normalise each window per
 channel (or each recording, ``normalize: recording``, or each source: one array of one file,
