@@ -170,6 +170,20 @@ def test_a_channel_flat_in_every_trial_is_left_out_and_one_flat_in_some_trials_d
         eeg(window_s=2, stride_s=2, patch_s=0.5, channels="Fz,Oz").load(tmp_path / "trials.npz")
 
 
+def test_a_channel_flat_in_most_windows_of_the_trials_is_left_out(tmp_path, capsys):
+    # 6 trials of 2 s, 1-s windows every 1 s: 12 windows. Cz is stuck in trials 1-5 and live in trial 0:
+    # flat in 10 of 12 windows (83% >= 80%), so it is dead and no window is dropped for it.
+    x = np.random.default_rng(5).standard_normal((6, 3, 200)) * 20
+    x[1:, 1] = 4.0
+    np.savez(tmp_path / "trials.npz", X=x, sfreq=np.array(100.0), ch_names=np.array(["Fz", "Cz", "Oz"]))
+    windows = eeg(window_s=1, stride_s=1, patch_s=0.5).load(tmp_path / "trials.npz")
+    assert tuple(windows.x.shape) == (12, 2, 100) and windows.info["dropped"] == {}
+    assert windows.info["ch_names"] == ["Fz", "Oz"] and windows.info["dead_channels"] == ["Cz"]
+    status = {s["name"]: s["status"] for s in windows.info["files"][0]["channel_status"]}
+    assert status["Cz"] == "left out (flat in 10 of 12 windows)"
+    assert "Channel 'Cz' is flat in 80% or more of the windows of recording 'trials.npz'" in capsys.readouterr().err
+
+
 def test_inspect_of_an_archive_with_no_live_channel_reports_each_channel(tmp_path, capsys):
     np.savez(tmp_path / "flat.npz", X=np.zeros((4, 2, 200)), sfreq=np.array(100.0), ch_names=np.array(["A", "B"]))
     code = main(["data", "inspect", str(tmp_path / "flat.npz"), "--set", "window_s=2", "--set", "stride_s=2",
