@@ -8,9 +8,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import read_metrics
+from test_plugins import _documented_form
 
 import relpos
 import relpos.plugins
@@ -138,6 +140,7 @@ def test_the_check_is_one_function_a_pretext_author_can_call():
     loss = torch.ones((), requires_grad=True) * 2
     check_forward_output(pretext, (loss, {"a": torch.tensor(0.5)}))  # accepted: a 0-d tensor
     check_forward_output(pretext, (loss, {}))  # a key may be missing at some steps
+    check_forward_output(pretext, (loss, {"a": np.float32(0.5)}))  # NumPy's scalars are numbers too
     with pytest.raises(PluginError, match=r"^Pretext 'mine' returned a tuple of 3 items from forward, but forward must"):
         check_forward_output(pretext, (1, 2, 3))
     with pytest.raises(PluginError, match=r"^Pretext 'mine' returned 0\.5 as the loss from forward"):
@@ -183,10 +186,7 @@ def resolve(dotted: str):
 
 def real_call(dotted: str) -> str:
     """``relpos.x(a, b=None)``: the object's signature without self, annotations or return type."""
-    import inspect
-
-    params = [p.replace(annotation=inspect.Parameter.empty) for p in inspect.signature(resolve(dotted)).parameters.values()]
-    return f"{dotted}{inspect.Signature(params)}"
+    return _documented_form(dotted, resolve(dotted))  # as the hooks' and methods' documentation test
 
 
 def test_every_core_building_block_is_in_the_docs_table():

@@ -7,6 +7,7 @@ method: the encoder it trains, its heads, teachers and memories. The training lo
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, ClassVar
 
 import torch
@@ -234,7 +235,7 @@ def _received(value: Any) -> str:
 def _is_log_value(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return value.numel() == 1 and not value.is_complex()
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # NumPy's scalars too
 
 
 def check_forward_output(pretext: Pretext, output: Any) -> None:
