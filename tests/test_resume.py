@@ -184,7 +184,7 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path, capfd):
     out = tmp_path / "never-trained"
     assert main([*SHORT, "--out", str(out), "--resume"]) == 2
     line = _err_line(capfd)
-    assert f"no checkpoint at '{out / 'checkpoints' / 'last.pt'}'" in line
+    assert f"Cannot resume: run directory '{out}' does not exist" in line
     assert "without --resume" in line
     assert not out.exists()
 

@@ -272,11 +272,7 @@ def resume_config(
     command line that names only ``--steps`` resumes the run as it was).
     """
     run_dir = Path(run_dir)
-    ckpt_file = checkpoint_path(run_dir)
-    if not ckpt_file.is_file():
-        raise RelposError(
-            f"Cannot resume: no checkpoint at {str(ckpt_file)!r}; start the run without --resume."
-        )
+    ckpt_file = _resume_checkpoint(run_dir)
     state = load_checkpoint(ckpt_file, mmap=True)  # only the config is read; tensors stay on disk
     raw = checkpoint_config(state, ckpt_file).to_dict()
     del state
@@ -305,6 +301,86 @@ def resume_config(
     config = resolve_config(raw, None, None, overrides)
     config.out = str(run_dir)
     return config
+
+
+def _resume_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint ``--resume`` continues from, or one sentence saying what ``run_dir`` is instead."""
+    from .checkpoint import find_checkpoint
+
+    try:
+        ckpt_file = find_checkpoint(run_dir, hint="start the run without --resume")
+    except RelposError as exc:
+        text = str(exc)
+        raise RelposError(f"Cannot resume: {text[:1].lower()}{text[1:]}") from None
+    if ckpt_file == run_dir:
+        raise RelposError(f"Cannot resume: {str(run_dir)!r} is a file, not a run directory; pass the run's folder as --out.")
+    return ckpt_file
+
+
+#: Where ``--resume`` keeps a ``config.yaml`` whose settings were edited since the checkpoint.
+EDITED_CONFIG = "config.yaml.edited"
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
+
+
+def edited_settings(run_dir: Path, saved: RunConfig) -> list[tuple[str, Any, Any]] | None:
+    """Settings of ``RUN/config.yaml`` that differ from the checkpoint's, as (key, checkpoint, file).
+
+    ``--resume`` trains with the checkpoint's configuration (the README's rule); a file edited
+    since would be overwritten without a word. :data:`RESUMABLE_SETTINGS` are not compared (they
+    may change on resume anyway). None when there is no readable file; a file that is not a
+    YAML mapping differs as a whole, as ``[("config.yaml", None, None)]``.
+    """
+    import yaml
+
+    path = run_dir / "config.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None if not path.exists() else [("config.yaml", None, None)]
+    try:
+        edited = yaml.safe_load(text)
+    except yaml.YAMLError:
+        edited = None
+    if not isinstance(edited, Mapping):
+        return [("config.yaml", None, None)]
+    old, new = _flat(saved.to_dict()), _flat(edited)
+    return [
+        (key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
+        if key not in RESUMABLE_SETTINGS and old.get(key) != new.get(key)
+    ]
+
+
+def keep_edited_config(run_dir: Path, saved: RunConfig) -> None:
+    """Warn about each setting of ``config.yaml`` edited since the checkpoint, and keep the edited
+    file as ``config.yaml.edited`` before the run rewrites ``config.yaml`` from the checkpoint."""
+    changes = edited_settings(run_dir, saved)
+    if not changes:
+        return
+    source = run_dir / "config.yaml"
+    try:
+        shutil.copyfile(source, run_dir / EDITED_CONFIG)
+        kept = f"the edited file is kept as {str(run_dir / EDITED_CONFIG)!r}"
+    except OSError as exc:
+        kept = f"the edited file could not be kept ({exc.strerror or exc}) and is overwritten"
+    if changes[0][0] == "config.yaml":
+        what = "is not a YAML mapping of settings"
+    else:
+        what = "was edited since the checkpoint (" + "; ".join(
+            f"{key}: {_show(a)} in the checkpoint, {_show(b)} in the file" for key, a, b in changes
+        ) + ")"
+    warn(
+        f"{str(source)!r} {what}; --resume continues with the checkpoint's settings and rewrites "
+        f"config.yaml from them, and {kept} (a changed setting is given on the command line, where "
+        f"--resume says whether it may change)."
+    )
 
 
 class _NewRunFiles:
@@ -524,10 +600,7 @@ def _train(
     launch = distributed.launch_from_env()  # one process unless torchrun started several
     state = None
     if resume:
-        if not ckpt_file.is_file():
-            raise RelposError(
-                f"Cannot resume: no checkpoint at {str(ckpt_file)!r}; start the run without --resume."
-            )
+        ckpt_file = _resume_checkpoint(run_dir)
         state = load_checkpoint(ckpt_file, resume=True)
         saved = checkpoint_config(state, ckpt_file)
         saved.out = str(run_dir)
@@ -542,6 +615,8 @@ def _train(
                 f"The run in {str(run_dir)!r} already finished {state['step']} steps "
                 f"(train.steps={config.train.steps}); raise --steps to train longer."
             )
+        if launch.rank == 0:  # the process that rewrites config.yaml
+            keep_edited_config(run_dir, checkpoint_config(state, ckpt_file))
     elif ckpt_file.exists():
         raise RelposError(
             f"Run directory {str(run_dir)!r} already holds a checkpoint; pass --resume to continue "
