@@ -124,7 +124,7 @@ def test_windows_smaller_than_the_encoders_minimum_are_refused_before_training(t
     ])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert ("Encoder 'tiny-conv' embeds inputs of at least 9 × 9 samples (pixels), but the training windows "
+    assert ("Encoder 'tiny-conv' embeds inputs of at least 9 × 9 samples, but the training windows "
             "are 8 × 8; use larger inputs or another encoder.arch.") in err
     assert "Traceback" not in err and not out.exists()
 
@@ -142,7 +142,7 @@ def test_a_token_encoders_minimum_is_checked_against_the_patch_shape():
 
     relpos.plugins.register_plugin(Plugin(), "wide-patches-plugin")
     try:
-        with pytest.raises(ConfigError, match=r"Encoder 'wide-patches' embeds inputs of at least 16 samples \(pixels\), "
+        with pytest.raises(ConfigError, match=r"Encoder 'wide-patches' embeds inputs of at least 16 samples, "
                                               r"but the patches \(the modality's patch size\) are 10;"):
             build_encoder(EncoderOptions(arch="wide-patches"), 1, (10,))
         assert build_encoder(EncoderOptions(arch="wide-patches"), 1, (16,)).patch_shape == (16,)

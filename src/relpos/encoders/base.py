@@ -171,8 +171,8 @@ class Encoder(nn.Module):
         if len(minimum) == len(shape) and all(s >= m for s, m in zip(shape, minimum)):
             return
         raise ConfigError(
-            f"Encoder {str(self.config.arch)!r} embeds inputs of at least {shape_text(minimum)} samples "
-            f"(pixels), but {what} are {shape_text(shape)}; use larger inputs or another encoder.arch."
+            f"Encoder {str(self.config.arch)!r} embeds inputs of at least {shape_text(minimum)} samples, "
+            f"but {what} are {shape_text(shape)}; use larger inputs or another encoder.arch."
         )
 
     def init_args(self) -> dict:
