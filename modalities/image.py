@@ -66,6 +66,83 @@ def _resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
+#: Memory one resizing step may use for its intermediate (uncropped) images.
+RESIZE_CHUNK_BYTES = 256 * 2**20
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take without swapping (Linux ``MemAvailable``), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB"
+
+
+def _resize_plan(n: int, channels: int, size: int) -> str:
+    return f"{n} image{'s' if n != 1 else ''} of {channels} channel{'s' if channels != 1 else ''} to {size}×{size} px"
+
+
+def _check_fits(n: int, channels: int, size: int, what: str) -> None:
+    """Refuse, before allocating, windows that cannot fit in memory.
+
+    The windows take ``n · channels · size² · 4`` bytes (scaled to [-1, 1] in place), plus one
+    chunk of intermediate images; an allocation past the machine's memory fails with the
+    allocator's raw error, or (Linux over-committing memory) gets the process killed without a word
+    while the pages are filled.
+    """
+    needed = n * channels * size * size * 4 + RESIZE_CHUNK_BYTES
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise DataError(
+            f"Resizing {what} (modality.image_size={size}) needs about {_gib(needed)} of memory, but "
+            f"{_gib(available)} is available; lower modality.image_size or read fewer images with "
+            f"modality.max_images."
+        )
+
+
+def _out_of_memory(exc: BaseException, n: int, channels: int, size: int, what: str) -> DataError | None:
+    """The out-of-memory sentence for an allocator failure while loading, or None for another error."""
+    if not (isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "allocate" in str(exc))):
+        return None
+    return DataError(
+        f"Out of memory while resizing {what} (modality.image_size={size}, about "
+        f"{_gib(n * channels * size * size * 4)} of windows); lower modality.image_size or read fewer "
+        f"images with modality.max_images."
+    )
+
+
+def _resize_into(images, n: int, channels: int, size: int, what: str) -> torch.Tensor:
+    """Resize ``images`` (an iterable of ``(k, channels, H, W)`` tensors, ``n`` images in all) into
+    one preallocated ``(n, channels, size, size)`` tensor, a chunk at a time, so the peak memory
+    is the windows plus one chunk's intermediate images rather than twice the windows."""
+    _check_fits(n, channels, size, what)
+    try:
+        out = torch.empty((n, channels, size, size), dtype=torch.float32)
+        start = 0
+        for batch in images:
+            h, w = batch.shape[-2:]
+            scale = size / min(h, w)
+            per_image = channels * max(size, round(h * scale)) * max(size, round(w * scale)) * 4
+            step = max(1, RESIZE_CHUNK_BYTES // max(per_image, 1))
+            for chunk in batch.split(step):
+                out[start : start + len(chunk)] = _resize_square(chunk, size)
+                start += len(chunk)
+    except (MemoryError, RuntimeError) as exc:
+        error = _out_of_memory(exc, n, channels, size, what)
+        if error is None:
+            raise
+        raise error from None
+    return out
+
+
 def _deep_grey(img, path: Path) -> np.ndarray:
     """A 16-bit or 32-bit greyscale image (PIL modes ``I;16*``, ``I``, ``F``) as float32 in [0, 1].
 
@@ -207,15 +284,19 @@ class ImageModality(Modality):
             arrays.append(rgb)
             grey.append(is_grey)
         want_grey = self._want_grey(all(grey))
-        tensors = []
-        for arr in arrays:
-            t = torch.from_numpy(arr)
-            t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
-            t = t[:1] if want_grey and t.shape[0] == 1 else (t.mean(0, keepdim=True) if want_grey else t)
-            if not want_grey and t.shape[0] == 1:
-                t = t.expand(3, -1, -1)
-            tensors.append(_resize_square(t.unsqueeze(0), self.config.image_size)[0])
-        x = torch.stack(tensors)
+
+        def channel_first():
+            for arr in arrays:
+                t = torch.from_numpy(arr)
+                t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+                t = t[:1] if want_grey and t.shape[0] == 1 else (t.mean(0, keepdim=True) if want_grey else t)
+                if not want_grey and t.shape[0] == 1:
+                    t = t.expand(3, -1, -1)
+                yield t.unsqueeze(0)
+
+        size, channels = self.config.image_size, 1 if want_grey else 3
+        x = _resize_into(channel_first(), len(arrays), channels, size,
+                         _resize_plan(len(arrays), channels, size) + f" from {str(root)!r}")
         groups = np.array([str(f.relative_to(root)) for f in files])
         return self._windows(x, labels, groups, class_names, source=str(root))
 
@@ -273,8 +354,9 @@ class ImageModality(Modality):
             x = x.mean(1, keepdim=True)
         elif not want_grey and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        chunks = [_resize_square(c, self.config.image_size) for c in x.split(4096)]
-        x = torch.cat(chunks)
+        size = self.config.image_size
+        x = _resize_into([x], len(x), int(x.shape[1]), size,
+                         _resize_plan(len(x), int(x.shape[1]), size) + f" from {source!r}")
         y = torch.as_tensor(np.asarray(labels), dtype=torch.long) if labels is not None else None
         groups = np.array([str(i) for i in range(len(x))])
         return self._windows(x, y, groups, class_names, source=source)
@@ -283,7 +365,7 @@ class ImageModality(Modality):
         return self.config.color == "grey" or (self.config.color == "auto" and all_grey)
 
     def _windows(self, x, labels, groups, class_names, source) -> Windows:
-        x = (x.clamp(0, 1) - 0.5) / 0.5
+        x = x.clamp_(0, 1).sub_(0.5).div_(0.5)  # in place: x is the freshly resized copy (_resize_into)
         info = {"source": source, "image_size": self.config.image_size, "channels": int(x.shape[1])}
         return Windows(x=x.contiguous(), labels=labels, groups=groups, class_names=class_names, info=info)
 

@@ -51,7 +51,7 @@ def _cases():
         ("empty-image-folder", ["--modality", "image", "--data", "{tmp}/empty"],
          ["{tmp}/empty", "No images found"]),
         ("empty-eeg-folder", ["--data", "{tmp}/empty"], ["{tmp}/empty", "No recordings found"]),
-        ("resume-without-checkpoint", ["--resume"], ["Cannot resume", "no checkpoint"]),
+        ("resume-without-checkpoint", ["--resume"], ["Cannot resume", "does not exist", "without --resume"]),
         ("unknown-yaml-key", ["--config", "{tmp}/bad.yaml"], ["'trian'", "Did you mean 'train'"]),
         ("missing-config-file", ["--config", "{tmp}/nope.yaml"], ["{tmp}/nope.yaml", "does not exist"]),
         ("cuda-without-gpu", ["--device", "cuda:0"], ["'cuda:0'", "no CUDA GPU"]),
