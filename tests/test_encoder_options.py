@@ -223,3 +223,17 @@ def test_a_timm_model_of_one_fixed_size_is_refused_naming_both_sizes():
                                           r"pixels only, but the training windows are 32 × 32;"):
         build_encoder(EncoderOptions(arch="timm:mixer_s16_224"), 3, (4, 4), (32, 32))
     assert build_encoder(EncoderOptions(arch="timm:mixer_s16_224"), 3, (16, 16), (224, 224)).fixed_input_size == (224, 224)
+
+
+def test_a_fixed_size_timm_model_stops_the_cli_before_training(tmp_path, capsys):
+    data = tmp_path / "img.npz"
+    np.savez(data, x=np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8))
+    out = tmp_path / "run"
+    code = main([
+        "train", "--modality", "image", "--pretext", "spatial-reasoning", "--data", str(data), "--out", str(out),
+        "--set", "encoder.arch=timm:mixer_s16_224", "--set", "modality.image_size=32", "--set", "train.steps=1",
+        "--set", "train.progress=false",
+    ])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and not out.exists()
+    assert "inputs of 224 × 224 pixels only, but the training windows are 32 × 32" in err
