@@ -308,6 +308,7 @@ def _nested(node, path: list[str], value):
 
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
     from .config import check_path_value
+    from .errors import printable
     from .paths import refuse_special_file
 
     path = check_path_value("PATH", args.path, "the modality's sample")  # '' would mean the current folder
@@ -320,7 +321,7 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
         sys.stdout.write(format_inspect_report(report))
     if report.get("problem"):
         # Reported above, file by file; the exit status says nothing is usable.
-        print(f"relpos: error: {report['problem']}", file=sys.stderr)
+        print(f"relpos: error: {printable(report['problem'])}", file=sys.stderr)
         return EXIT_USAGE
     return 0
 
@@ -429,7 +430,11 @@ def format_inspect_report(report: dict) -> str:
     cache = report.get("cache")
     if isinstance(cache, dict) and cache.get("path"):
         lines.append(f"Cache: {'reused' if cache.get('hit') else 'written'} {cache['path']}")
-    return "\n".join(lines) + "\n"
+    from .errors import printable
+
+    # File, channel and annotation names come from the user's files: a newline or a terminal
+    # escape sequence in one is shown escaped, never acted on.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def parse_subjects(text: str | None) -> list[int] | None:
@@ -632,7 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # In a distributed run one process reports an error every process met; the others stay quiet.
         if should_report(exc):
-            print(f"relpos: error: {exc}", file=sys.stderr)
+            from .errors import printable
+
+            print(f"relpos: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED if isinstance(exc, TrainingError) else EXIT_USAGE
     except KeyboardInterrupt as exc:
         from .distributed import should_report

@@ -45,6 +45,20 @@ def unknown_name(kind: str, value: str, choices: Iterable[str]) -> str:
     return f"Unknown {kind} {value!r}.{did_you_mean(value, choices)} Available: {listed}."
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on escaped as Python writes it in a repr.
+
+    File names, channel names and annotations come from the user's files and may hold newlines,
+    carriage returns or terminal escape sequences (``\x1b[2J`` clears the screen); printed raw they
+    would forge lines or rewrite the terminal. ``"a\nb\x1b[31m"`` becomes ``a\\nb\\x1b[31m``, so the
+    name stays readable and on one line. Printable characters, any script's letters included, stay.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def warn(message: str) -> None:
     """Tell the user something was skipped or adjusted, in one ``relpos: warning:`` line on stderr."""
-    print(f"relpos: warning: {message}", file=sys.stderr)
+    print(f"relpos: warning: {printable(message)}", file=sys.stderr)
