@@ -94,10 +94,12 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
             "Score the encoder of a finished run on a held-out split (the data set's own test split, "
             "else by subject, else by recording, else by contiguous blocks of time within the one "
             "recording): accuracy, balanced accuracy, macro-F1 and Cohen's "
-            "kappa, as mean ± std over --repeats. Results go to RUN_DIR/eval/ as JSON and a CSV row."
+            "kappa, as mean ± std over --repeats. Results go to RUN_DIR/eval/ as JSON and a CSV row "
+            "(for an exported NAME.safetensors, to NAME-eval/ beside it)."
         ),
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `relpos train`")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="run directory written by `relpos train`, or a file written by `relpos export`")
     p.add_argument("--protocol", choices=("linear", "knn", "finetune"),
                    help="linear probe or kNN on frozen features, or fine-tuning (default: linear; "
                         "finetune for --init supervised)")
