@@ -532,7 +532,7 @@ def _reduced_logs(loss: torch.Tensor, extra: Mapping[str, Any]) -> tuple[float, 
     """The loss and the pretext's logged values, averaged over the processes of a distributed run
     (so every process sees the same numbers and stops on a non-finite loss together)."""
     if not distributed.is_distributed():
-        return float(loss.detach()), {key: float(value) for key, value in extra.items()}
+        return float(loss.detach()), dict(extra)  # logged values become floats where they are logged
     keys = list(extra)
     values = torch.stack([loss.detach().double().reshape(())] + [
         torch.as_tensor(extra[key], dtype=torch.float64, device=loss.device).detach().reshape(()) for key in keys
