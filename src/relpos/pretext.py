@@ -153,9 +153,11 @@ class Pretext(nn.Module):
         Returns
         -------
         loss : torch.Tensor
-            Scalar to minimise.
+            Scalar (0-d) to minimise, with a gradient.
         logs : dict of str to float
-            Extra values for the metrics log.
+            Extra values for the metrics log, keyed by names in :attr:`log_keys` (a 0-d tensor is
+            logged as its float). The loop checks both at a run's first step
+            (:func:`check_forward_output`).
         """
         raise NotImplementedError(f"Pretext {self.name!r} does not implement forward().")
 
