@@ -50,7 +50,7 @@ def smoothing_window(total_steps: int) -> int:
 
 
 def check_step(total_steps: int, warmup_steps: int = 0, check_fraction: float = CHECK_FRACTION) -> int:
-    """The global step at which the watch judges a run: the latest of ``check_fraction`` of the run,
+    """The global step from which the watch judges a run: the latest of ``check_fraction`` of the run,
     the end of warm-up plus one smoothing window, and :data:`MIN_CHECK_STEPS`. A run shorter than
     that is never judged."""
     return max(
