@@ -191,7 +191,9 @@ def test_checkpoints_written_before_encoders_had_options_still_load():
     stored = resolve_config(**IMAGE_SR).to_dict()
     stored["encoder"] = {"arch": "resnet32", **vit_keys}
     assert config_from_dict(stored).to_dict()["encoder"] == {"arch": "resnet32"}
-    # a user writing them for resnet32 is told they are the ViT's
+    # an older run's config.yaml (the values relpos wrote) still resolves; a value of the user's own is refused
+    assert resolve_config(stored).to_dict()["encoder"] == {"arch": "resnet32"}
+    stored["encoder"]["dim"] = 64
     with pytest.raises(ConfigError, match=r"'encoder.dim' is an option of encoder 'vit', not of 'resnet32'"):
         resolve_config(stored)
     # and a ViT's stored keys keep their meaning

@@ -134,7 +134,9 @@ def resolve_encoder_options(
     stored : bool
         The section comes from a checkpoint or an export: relpos wrote the ViT's options
         (``dim``, ``depth``, ...) for every encoder before encoders declared their own, so those
-        are left out, not refused, for an encoder that does not declare them.
+        are left out, not refused, for an encoder that does not declare them. Without it, such a
+        key is left out only when it holds the value relpos wrote (the ViT's default, or the
+        pretext's ``encoder_defaults``), so an older run's ``config.yaml`` still loads.
 
     Returns
     -------
@@ -158,10 +160,13 @@ def resolve_encoder_options(
     arch = build_dataclass(EncoderOptions, {"arch": values["arch"]}, "encoder").arch  # its type and pattern
     cls = get_encoder_class(arch)
     names = option_names(cls)
+    # what relpos wrote for every encoder before each declared its own options
+    legacy = {f.name: f.default for f in dataclasses.fields(EncoderConfig) if f.name != "arch"}
+    legacy.update({k: v for k, v in (defaults or {}).items() if k in legacy})
     for key in list(values):
         if key in names:
             continue
-        if stored and key in {f.name for f in dataclasses.fields(EncoderConfig)}:
+        if key in legacy and (stored or values[key] == legacy[key]):
             del values[key]
             continue
         owners = [n for n in list_encoders() if key in option_names(get_encoder_class_unchecked(n))]
