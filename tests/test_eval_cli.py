@@ -194,7 +194,7 @@ def assert_one_line_error(code: int, err: str, *facts: str) -> None:
 
 def test_run_dir_without_checkpoint(capsys, tmp_path):
     code, _, err = run_eval(capsys, tmp_path)
-    assert_one_line_error(code, err, "No checkpoint", str(tmp_path))
+    assert_one_line_error(code, err, "has no checkpoint", str(tmp_path))
 
 
 def test_data_without_labels(capsys, eeg_run):

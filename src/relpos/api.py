@@ -304,11 +304,12 @@ def restore_modality(config: RunConfig, data_info: Any, where: str) -> Modality:
     from collections.abc import Mapping
 
     modality = get_modality(config.modality)(config.modality_config)
-    shown = " ".join(repr(data_info).split())
-    shown = shown[:120] + "..." if len(shown) > 120 else shown
-    start = f"{where} holds a description of its training data ('data_info': {shown})"
+    start = f"{where} holds a description of its training data ('data_info')"
     if not isinstance(data_info, Mapping):
-        raise RelposError(f"{start} that is {type(data_info).__name__}, expected a mapping such as {{'sfreq': 160.0}}.")
+        raise RelposError(
+            f"{start} that is a {type(data_info).__name__} ({' '.join(repr(data_info).split())[:80]}), "
+            f"expected a mapping such as {{'sfreq': 160.0}}."
+        )
     try:
         modality.restore(dict(data_info))
         modality.patch_size()  # what every embedding needs; fails here on a rate that is not a rate
