@@ -239,3 +239,14 @@ def test_a_fixed_size_timm_model_stops_the_cli_before_training(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and not out.exists()
     assert "inputs of 224 × 224 pixels only, but the training windows are 32 × 32" in err
+
+
+def test_relpos_plugins_lists_each_encoders_options(tiny_conv, capsys):
+    import json
+
+    assert main(["plugins", "--json"]) == 0
+    entries = {p["name"]: p for p in json.loads(capsys.readouterr().out)["plugins"] if p["kind"] == "encoder"}
+    assert entries["tiny-conv"]["options"] == ["dim", "kernel"] and entries["resnet32"]["options"] == []
+    assert entries["vit"]["options"][:3] == ["dim", "depth", "heads"]
+    assert main(["plugins"]) == 0
+    assert "[outputs: vector; axes: 2; options: dim, kernel]" in capsys.readouterr().out

@@ -172,6 +172,7 @@ def _plugins_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .encoders import option_names
     from .plugins import load_registry, origin
 
     registry = load_registry()
@@ -188,6 +189,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         elif entry["kind"] == "encoder":
             cls = registry.get("encoder", entry["name"])
             entry["outputs"], entry["axes"] = list(cls.outputs), list(cls.n_axes)
+            entry["options"] = [n for n in option_names(cls) if n != "arch"]  # its own encoder.KEY settings
     failures = [f.as_dict() for f in registry.failures]
     if args.json:
         print(json.dumps({"plugins": entries, "failed": failures}, indent=2))
@@ -203,7 +205,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             elif kind == "dataset" and e["modality"]:
                 extra = f" [modality: {e['modality']}]"
             elif kind == "encoder":
-                extra = f" [outputs: {', '.join(e['outputs'])}; axes: {', '.join(map(str, e['axes']))}]"
+                options = f"; options: {', '.join(e['options'])}" if e["options"] else ""
+                extra = f" [outputs: {', '.join(e['outputs'])}; axes: {', '.join(map(str, e['axes']))}{options}]"
             print(f"  {e['name']:<{width}}  {e['description']}  ({origin(e['plugin'], e['distribution'], in_parentheses=True)}){extra}")
         if not rows:
             print("  (none)")
