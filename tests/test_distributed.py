@@ -281,7 +281,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(single_proce
                                [float(v) for v in column(single_dir, "loss_baseline")], rtol=1e-6)
     # Every process ends with exactly the same weights, and they are the single process's.
     assert torch.equal(outcomes[0]["params"], outcomes[1]["params"])
-    torch.testing.assert_close(outcomes[0]["params"], single_params, rtol=1e-4, atol=1e-5)
+    # Summing two halves' gradients (gloo's all-reduce) and one mean over the whole batch round
+    # differently: after the run's steps a few of 3,617 weights near zero differ by ~1e-5 on some
+    # CPUs (seen: 1.16e-5 on one machine, 0 on another), so the bound is 5e-5, far below a step's size.
+    torch.testing.assert_close(outcomes[0]["params"], single_params, rtol=1e-4, atol=5e-5)
     assert outcomes[0]["loss"] == outcomes[1]["loss"] == pytest.approx(losses(run_dir)[-1])
 
 
