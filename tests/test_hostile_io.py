@@ -202,12 +202,15 @@ def test_export_honours_the_umask(image_run, tmp_path, umask, mode):
 
 
 # -- exported files in place of runs ------------------------------------------------------------------
-def test_eval_of_an_exported_file_writes_beside_it(exported, capsys):
+def test_eval_of_an_exported_file_writes_beside_it(exported, shades, capsys):
     capsys.readouterr()
     assert main(["eval", str(exported), "--no-progress"]) == 0
     folder = exported.parent / "encoder-eval"
     assert _files(folder) == ["linear-pretrained-cls.json", "results.csv"]
     assert json.loads((folder / "linear-pretrained-cls.json").read_text())["run_dir"] == str(exported)
+    # with --data too: the export's metadata says what the encoder was trained on
+    assert main(["eval", str(exported), "--data", str(shades), "--protocol", "knn", "--no-progress"]) == 0
+    assert (folder / "knn-pretrained-cls.json").is_file()
 
 
 def test_show_and_export_name_an_exported_file(exported, capsys):

@@ -273,7 +273,13 @@ def _require_labels(windows: Windows, data: Any) -> None:
 def _trained_data_info(run_dir: str | Path) -> dict[str, Any]:
     """What the run's checkpoint recorded about its training data (``Windows.info``, extent, channels)."""
     from ..checkpoint import load_checkpoint
+    from ..paths import path_kind
 
+    if Path(run_dir).suffix == ".safetensors" and path_kind(run_dir) == "a file":  # an export: its metadata
+        from ..export import read_metadata
+
+        info = read_metadata(run_dir).get("data_info")
+        return dict(info) if isinstance(info, dict) else {}
     state = load_checkpoint(run_dir, map_location="cpu", mmap=True)  # only the small entries are read
     info = state.get("data_info")
     return dict(info) if isinstance(info, dict) else {}
