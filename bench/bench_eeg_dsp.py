@@ -1,5 +1,5 @@
 """Band-pass and resampling of one recording: MNE's ``raw.filter``/``raw.resample`` against the same
-numbers computed for blocks of channels at once (``relpos_modalities.eeg_dsp``).
+numbers computed for blocks of channels at once (``relpos_modalities.eeg.dsp``).
 
 The recording is the bundled 61-s, 64-channel, 160-Hz EEGMMIDB sample repeated ``--copies`` times
 (10: 610 s, the files of ``bench_eeg_data.py``). Single-threaded; each case is timed ``--repeats``
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
     import mne
 
-    from relpos_modalities import eeg_dsp
+    from relpos_modalities.eeg import dsp as eeg_dsp
     from relpos_modalities.eeg import SAMPLE
 
     raw = mne.io.read_raw(SAMPLE, preload=True, verbose="error").pick("eeg")

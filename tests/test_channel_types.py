@@ -13,7 +13,7 @@ import relpos
 from relpos.cli import main
 from relpos.config import build_dataclass
 from relpos.errors import DataError
-from relpos_modalities.channel_types import infer_type, retype_by_name
+from relpos_modalities.common.channel_types import infer_type, retype_by_name
 
 FS = 100
 

@@ -1,11 +1,11 @@
-"""The dead-channel policy shared by the multichannel modalities (modalities/channels.py)."""
+"""The dead-channel policy shared by the multichannel modalities (modalities/common/channels.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from relpos_modalities.channels import dead_channel_warning, dead_channels, flat_throughout
+from relpos_modalities.common.channels import dead_channel_warning, dead_channels, flat_throughout
 
 
 def test_flat_throughout_marks_constant_empty_and_all_nan_channels_only():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import relpos
-from relpos_modalities import eeg_dsp, eeg_pipeline
+from relpos_modalities.eeg import dsp as eeg_dsp, pipeline as eeg_pipeline
 from relpos_modalities.eeg import SAMPLE
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relpos_modalities.eeg_pipeline import (
+from relpos_modalities.eeg.pipeline import (
     RecordingWindows,
     all_finite,
     fill_normalised,

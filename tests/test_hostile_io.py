@@ -442,7 +442,7 @@ def test_data_inspect_escapes_file_names(tmp_path, capsys):
 
 # -- memory while loading images ----------------------------------------------------------------------
 def test_image_size_that_cannot_fit_is_refused_before_resizing(shades, monkeypatch):
-    from relpos_modalities import image
+    from relpos_modalities.image import modality as image
 
     monkeypatch.setattr(image, "available_memory_bytes", lambda: 2**30)
     modality = image.ImageModality(image.ImageConfig(image_size=16384, patch_size=4))
@@ -458,7 +458,7 @@ def test_image_size_that_cannot_fit_is_refused_before_resizing(shades, monkeypat
 
 
 def test_an_allocator_failure_while_resizing_gets_the_out_of_memory_sentence(shades, monkeypatch):
-    from relpos_modalities import image
+    from relpos_modalities.image import modality as image
 
     def fail(x, size):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory")
@@ -469,7 +469,7 @@ def test_an_allocator_failure_while_resizing_gets_the_out_of_memory_sentence(sha
 
 
 def test_resizing_chunk_by_chunk_gives_the_same_windows(shades, make_image_folder, monkeypatch):
-    from relpos_modalities import image
+    from relpos_modalities.image import modality as image
 
     config = image.ImageConfig(image_size=12, patch_size=4)
     whole = image.ImageModality(config).load(shades).x

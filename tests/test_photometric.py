@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import relpos_modalities.series_photometric as series
+import relpos_modalities.common.series_photometric as series
 from relpos_modalities.image import ImageConfig, ImageModality
-from relpos_modalities.image_photometric import photometric_images
+from relpos_modalities.image.photometric import photometric_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

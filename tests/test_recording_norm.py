@@ -12,7 +12,7 @@ import relpos
 from relpos.cli import main
 from relpos.errors import ConfigError
 from relpos.training import build_modality
-from relpos_modalities.recording_norm import covered, pooled_stats, robust_stats
+from relpos_modalities.common.normalisation import covered, pooled_stats, robust_stats
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

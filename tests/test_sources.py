@@ -1,4 +1,4 @@
-"""Finding data files (``modalities/sources.py``), shared by the eeg and timeseries modalities:
+"""Finding data files (``modalities/common/sources.py``), shared by the eeg and timeseries modalities:
 folders, globs and list files, in natural order, each file once."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from relpos.errors import DataError
-from relpos_modalities.eeg_sources import resolve_recordings
-from relpos_modalities.sources import natural_sorted
+from relpos_modalities.eeg.sources import resolve_recordings
+from relpos_modalities.common.sources import natural_sorted
 from relpos_modalities.timeseries import TimeseriesConfig, TimeseriesModality
-from relpos_modalities.ts_sources import find_items
+from relpos_modalities.timeseries.sources import find_items
 
 
 def touch(path: Path) -> Path:

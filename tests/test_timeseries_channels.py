@@ -121,7 +121,7 @@ def test_dead_channels_are_found_in_a_file_read_in_several_blocks(monkeypatch, t
     # blocks of 2 samples (CHUNK_VALUES = 2 samples × 3 channels × 10 steps): "dead" is flat in all
     # 5 samples, "late" is flat in the first 3 and live in the last 2 (flat in 60% of the windows,
     # under the 80% that makes a channel dead), so only "dead" is left out
-    import relpos_modalities.ts_pipeline as pipeline
+    import relpos_modalities.timeseries.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "CHUNK_VALUES", 3 * 10 * 2)
     x = noise((5, 3, 10))

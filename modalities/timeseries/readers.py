@@ -1,5 +1,5 @@
 """Which reader opens what: a file by its kind (netCDF, zarr store, ``.npy``, ``.npz``), an in-memory
-object by its type, each into :class:`~.ts_sources.Source` s."""
+object by its type, each into :class:`~.sources.Source` s."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .ts_numpy import from_archive, from_array, open_npy, open_npz
-from .ts_sources import NETCDF_SUFFIXES, Source, describe, is_xarray, is_zarr_store
-from .ts_xarray import from_xarray, open_netcdf, open_zarr
+from .numpy_arrays import from_archive, from_array, open_npy, open_npz
+from .sources import NETCDF_SUFFIXES, Source, describe, is_xarray, is_zarr_store
+from .xarray_files import from_xarray, open_netcdf, open_zarr
 
 
 def open_item(item: Any, cfg) -> list[Source]:
-    """The sources of one item of :func:`~.ts_sources.find_items` (a Path or an in-memory object).
+    """The sources of one item of :func:`~.sources.find_items` (a Path or an in-memory object).
 
     Raises
     ------

@@ -18,8 +18,8 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .ts_labels import check_labels, class_names_attr, label_names
-from .ts_sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, is_real_number, reason, source_rate
+from .labels import check_labels, class_names_attr, label_names
+from .sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, is_real_number, reason, source_rate
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _TIME_UNITS_S = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "millisecond": 1e-3,

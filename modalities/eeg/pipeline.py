@@ -83,7 +83,7 @@ class RecordingWindows:
 
 def flat_reason(channels: list[str]) -> str:
     """The drop reason of a window in which the live ``channels`` are flat, naming them."""
-    from .channels import format_names
+    from ..common.channels import format_names
 
     noun = "flat channel" if len(channels) == 1 else "flat channels"
     return f"{noun} {format_names(channels, limit=4)}"
@@ -119,7 +119,7 @@ def select_channels(available: list[str], spec: str, where: str) -> list[str]:
 
 def named_channels(available: list[str], cfg) -> list[str]:
     """The channels of ``available`` the user names in modality.channels (by name or pattern; not
-    'common') or modality.reference: they keep the type the file gives them (:mod:`.channel_types`)."""
+    'common') or modality.reference: they keep the type the file gives them (:mod:`..common.channel_types`)."""
     named = [r for r in split_names(cfg.reference) if r.lower() != "average"]
     if cfg.channels.strip().lower() != "common":
         for spec in split_names(cfg.channels):
@@ -327,10 +327,10 @@ def preprocess_raw(raw, cfg, keep: list[str], where: str) -> np.ndarray:
     Returns the preprocessed samples, ``(len(keep), samples)`` float64. ``raw`` is changed in place
     (filtered, re-referenced, picked; still at its own rate when the resampling was done outside it).
     The band-pass and the resampling are MNE's (``raw.filter``, ``raw.resample``); for the usual
-    case (one continuous segment, no stim channels) :mod:`.eeg_dsp` computes the same numbers for
+    case (one continuous segment, no stim channels) :mod:`.dsp` computes the same numbers for
     blocks of channels at once.
     """
-    from . import eeg_dsp
+    from . import dsp
 
     sfreq = float(raw.info["sfreq"])
     if sfreq <= 2 * cfg.h_freq:
@@ -340,7 +340,7 @@ def preprocess_raw(raw, cfg, keep: list[str], where: str) -> np.ndarray:
         )
     l_freq, h_freq = cfg.l_freq or None, cfg.h_freq
     resampling = not np.isclose(cfg.sfreq, sfreq, atol=0, rtol=1e-6)  # as raw.resample decides
-    batched = _batched_ok(raw) and eeg_dsp.matches_mne(
+    batched = _batched_ok(raw) and dsp.matches_mne(
         raw._data[0], sfreq, l_freq, h_freq, cfg.sfreq if resampling else sfreq
     )
     with warnings.catch_warnings():
@@ -349,7 +349,7 @@ def preprocess_raw(raw, cfg, keep: list[str], where: str) -> np.ndarray:
         if len(freqs):
             raw.notch_filter(freqs, picks="all", verbose="error")
         if batched:
-            eeg_dsp.band_pass_(raw._data, sfreq, l_freq, h_freq)
+            dsp.band_pass_(raw._data, sfreq, l_freq, h_freq)
         else:
             raw.filter(l_freq, h_freq, picks="all", verbose="error")
         reference = cfg.reference.strip()
@@ -374,7 +374,7 @@ def preprocess_raw(raw, cfg, keep: list[str], where: str) -> np.ndarray:
         if not resampling:
             return raw._data
         if batched:
-            return eeg_dsp.resample(raw._data, cfg.sfreq, sfreq)
+            return dsp.resample(raw._data, cfg.sfreq, sfreq)
         raw.resample(cfg.sfreq, verbose="error")
     return raw._data
 
@@ -528,7 +528,7 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     idx = idx[chosen]
     mean = std = None
     if cfg.normalize in ("recording", "file") and len(idx):  # a file holds one recording: the same
-        from .recording_norm import robust_stats, window_samples
+        from ..common.normalisation import robust_stats, window_samples
 
         # One centre and scale per channel for the whole recording, given to every window.
         centre, scale = robust_stats(window_samples(data, idx, n_win))

@@ -19,12 +19,12 @@ derived from a regular numeric (seconds) or datetime64 ``time`` coordinate, else
 ``modality.sfreq``. Samples are optionally resampled (``scipy.signal.resample_poly``), cut into
 windows of ``window_s`` every ``stride_s`` (``window_s = 0``: continuous recordings, one per source
 and at least two windows long, are cut into windows of 16 patches, and trials, several samples in a
-source, stay whole, one window each; :mod:`.ts_windows`), windows holding
+source, stay whole, one window each; :mod:`.windows`), windows holding
 NaN/inf or in which every channel is flat are dropped (counted in ``info["dropped"]`` and reported), and
 each window is instance-normalised per channel (``normalize: instance``), or every window of a
 recording is scaled by one robust z-score per channel over that recording (``normalize: recording``,
 which keeps offsets and amplitudes: posture from gravity, movement intensity; a recording is a
-source without a sample dim, or one sample of a source with one; :mod:`.recording_norm`), or every
+source without a sample dim, or one sample of a source with one; :mod:`..common.normalisation`), or every
 window of a source by one robust z-score per channel over all of its samples (``normalize: file``:
 a source is one array of one file, e.g. ``X_train`` of a trial archive, whose trials then keep
 what separates them; the test split of an evaluation gets its own statistics from its own
@@ -33,13 +33,13 @@ samples), or left as it is (``none``). Labels are a variable or key named ``labe
 (each window takes the label at its centre, or the majority with ``label_at: majority``).
 A channel flat throughout a source (a dead sensor, an unused input), or constant in 80% or more of
 its windows (a marker line that steps once), is left out of every source, with a warning naming it
-(:mod:`.channels`). Windows made from files are cached on disk
+(:mod:`..common.channels`). Windows made from files are cached on disk
 (:func:`relpos.cache.cached_windows`).
 
-The work is split by job: :mod:`.ts_sources` (what ``data`` names, with the shared
-:mod:`.sources`), :mod:`.ts_readers` (which reader opens what: :mod:`.ts_numpy`, :mod:`.ts_xarray`),
-:mod:`.ts_labels` (labels per window) and :mod:`.ts_pipeline` (from sources to windows); this
-module holds the options and the modality class.
+The work is split by job: :mod:`.sources` (what ``data`` names, with the shared
+:mod:`..common.sources`), :mod:`.readers` (which reader opens what: :mod:`.numpy_arrays`,
+:mod:`.xarray_files`), :mod:`.labels` (labels per window) and :mod:`.pipeline` (from sources to
+windows); this module holds the options and the modality class.
 """
 
 from __future__ import annotations
@@ -49,15 +49,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from relpos import hookimpl
 from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.modality import Axis, Modality, Windows, npz_keys
 
-from .ts_labels import LABEL_AT
-from .ts_numpy import SPLITS
-from .ts_pipeline import build_windows
-from .ts_sources import describe_data, files_to_hash, find_items
+from .labels import LABEL_AT
+from .numpy_arrays import SPLITS
+from .pipeline import build_windows
+from .sources import describe_data, files_to_hash, find_items
 
 __all__ = ["TimeseriesConfig", "TimeseriesModality", "BUILD_VERSION"]
 
@@ -94,7 +93,7 @@ class TimeseriesConfig:
     # resample every source to this rate, Hz (scipy resample_poly); 0 = keep
     sfreq_target: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
     # instance (per window, per channel: mean 0, std 1) | recording (one robust z-score per channel
-    # over each recording: median, MAD × 1.4826; see recording_norm) | file (the same over all the
+    # over each recording: median, MAD × 1.4826; see common/normalisation.py) | file (the same over all the
     # samples of one source: one array of one file, e.g. X_train; X_test gets its own) | none
     normalize: str = setting("instance", choices=NORMALIZE)
     # comma-separated channel names or fnmatch patterns (acc_*); "" = all
@@ -142,8 +141,8 @@ class TimeseriesModality(Modality):
         self._announce_windows = True  # print the window window_s = 0 chose (inspect reports it instead)
 
     def photometric(self, patches, generator, view="global-1", per_patch=False):
-        """Amplitude scaling, noise, channel dropout and time masking (see ``series_photometric``)."""
-        from .series_photometric import photometric_series
+        """Amplitude scaling, noise, channel dropout and time masking (see :mod:`..common.series_photometric`)."""
+        from ..common.series_photometric import photometric_series
 
         return photometric_series(patches, generator, per_patch)
 
@@ -267,8 +266,3 @@ class TimeseriesModality(Modality):
             report["patches_per_window"] = self.default_num_patches(report["extent"])
         report["normalize"] = cfg.normalize
         return report
-
-
-@hookimpl
-def register_modalities(register):
-    register(TimeseriesModality)

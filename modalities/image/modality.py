@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from relpos import hookimpl
 from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.modality import Axis, Modality, Windows, npz_keys
@@ -301,7 +300,7 @@ class ImageModality(Modality):
         return self._windows(x, labels, groups, class_names, source=str(root))
 
     def _from_npz(self, path: Path) -> Windows:
-        from .numpy_files import open_numpy, read_array
+        from ..common.numpy_files import open_numpy, read_array
 
         archive = open_numpy(path)
         if isinstance(archive, np.ndarray):  # an .npy file: one image array
@@ -383,12 +382,7 @@ class ImageModality(Modality):
         return ("col",) if self.config.hflip else ()
 
     def photometric(self, patches, generator, view="global-1", per_patch=False):
-        """DINO's colour recipe per view, or PW-Self's per patch (see ``image_photometric``)."""
-        from .image_photometric import photometric_images
+        """DINO's colour recipe per view, or PW-Self's per patch (see :mod:`.photometric`)."""
+        from .photometric import photometric_images
 
         return photometric_images(patches, generator, view, per_patch, self.config.image_size)
-
-
-@hookimpl
-def register_modalities(register):
-    register(ImageModality)

@@ -20,8 +20,8 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .ts_labels import check_labels, label_names
-from .ts_sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, is_real_number, reason, source_rate
+from .labels import check_labels, label_names
+from .sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, is_real_number, reason, source_rate
 
 DATA_KEYS = ("X", "x", "data", "arr_0")
 CHANNEL_KEYS = ("ch_names", "channels")

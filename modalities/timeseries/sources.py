@@ -1,8 +1,8 @@
 """What a ``timeseries`` data value names, and the :class:`Source` record every reader returns.
 
 :func:`find_items` turns ``--data`` (or the Python object passed to ``load``) into files, found with
-the shared :mod:`.sources` (folders searched recursively, globs, list files, natural order), and
-in-memory objects (xarray objects, NumPy arrays, mappings of arrays). A reader (:mod:`.ts_readers`)
+the shared :mod:`..common.sources` (folders searched recursively, globs, list files, natural order), and
+in-memory objects (xarray objects, NumPy arrays, mappings of arrays). A reader (:mod:`.readers`)
 opens each of them into :class:`Source` s: blocks of samples of one shape, read lazily.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .sources import FileKinds, find_files
+from ..common.sources import FileKinds, find_files
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".cdf", ".netcdf", ".h5", ".hdf5")
 NUMPY_SUFFIXES = (".npy", ".npz")

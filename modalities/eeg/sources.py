@@ -1,7 +1,7 @@
 """Which EEG recordings ``--data`` names, and what belongs to each: hypnogram, recording and subject id.
 
 :func:`resolve_recordings` finds the signal files (files, folders, globs, list files: the shared
-:mod:`.sources`, in natural order) and turns them into :class:`Recording` s: one signal file each,
+:mod:`..common.sources`, in natural order) and turns them into :class:`Recording` s: one signal file each,
 with the hypnogram found beside it (if any), its recording id (the ``groups`` of its windows) and its
 subject id (the ``subjects``).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from relpos.errors import ConfigError, DataError
 
-from .sources import FileKinds, find_files, natural_sorted
+from ..common.sources import FileKinds, find_files, natural_sorted
 
 RECORDING_SUFFIXES = (".edf", ".bdf", ".fif", ".fif.gz", ".vhdr", ".set", ".gdf", ".cnt", ".mff", ".nxe")
 #: Built-in subject patterns, tried in order on the file name: Sleep-EDF cassette / telemetry

@@ -15,7 +15,7 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .ts_sources import Source, as_strings
+from .sources import Source, as_strings
 
 LABEL_NAMES = ("label", "labels", "y")
 LABEL_AT = ("center", "majority")

@@ -23,9 +23,12 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .channel_types import retype_by_name, retyped_hint
-from .channels import dead_channel_warning, flat_in_windows, format_names, mostly_flat
-from .eeg_pipeline import (
+from ..common.channel_types import retype_by_name, retyped_hint
+from ..common.channels import dead_channel_warning, flat_in_windows, mostly_flat
+from ..common.normalisation import pooled_stats, robust_stats, window_samples
+from ..common.numpy_files import open_numpy, read_array
+from .channel_policy import is_are, pinned
+from .pipeline import (
     DROP_NONFINITE,
     PIN_HINT,
     flat_reason,
@@ -35,9 +38,7 @@ from .eeg_pipeline import (
     select_channels,
     split_names,
 )
-from .eeg_sources import subject_of
-from .numpy_files import open_numpy, read_array
-from .recording_norm import pooled_stats, robust_stats, window_samples
+from .sources import subject_of
 
 UNIT_SCALE = {"V": 1.0, "mV": 1e-3, "uV": 1e-6}
 CHUNK_TRIALS = 256
@@ -120,11 +121,6 @@ def _channel_scan(
     return flat, bad, flat_windows, n_windows
 
 
-def _pinned(cfg, channel: str) -> bool:
-    names = [n for n in split_names(cfg.channels) if not any(c in n for c in "*?[")]
-    return cfg.channels.strip().lower() != "common" and any(n.lower() == channel.lower() for n in names)
-
-
 def _build(cfg, path: Path, writer, report: bool = False) -> None:
     import mne
 
@@ -176,7 +172,7 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
     mostly = mostly_flat(flat_windows, n_windows) & ~flat
     if (flat | mostly).all():
         mostly[:] = False
-    mostly &= np.array([not _pinned(cfg, n) for n in selected], dtype=bool)
+    mostly &= np.array([not pinned(cfg, n) for n in selected], dtype=bool)
     dead = [n for n, f, m in zip(selected, flat.tolist(), mostly.tolist()) if f or m]
     status = [
         {
@@ -196,16 +192,16 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
     ]
     thr = cfg.flat_threshold
     unusable = ""
-    pinned = [n for n in dead if _pinned(cfg, n)]
+    pinned = [n for n in dead if pinned(cfg, n)]
     if dead and len(dead) == len(selected):  # only channels flat throughout: see ``mostly`` above
         unusable = (
-            f"{where} has no live channel: {_is_are(dead)} flat throughout every trial (peak-to-peak below "
+            f"{where} has no live channel: {is_are(dead)} flat throughout every trial (peak-to-peak below "
             f"modality.flat_threshold = {thr:g} V after modality.npz_unit = {cfg.npz_unit!r}); check the "
             f"unit or lower modality.flat_threshold."
         )
     elif pinned:
         unusable = (
-            f"{where}: {_is_are(pinned)} named in modality.channels but flat throughout every trial, so every "
+            f"{where}: {is_are(pinned)} named in modality.channels but flat throughout every trial, so every "
             f"window would be dropped; leave {'it' if len(pinned) == 1 else 'them'} out of modality.channels."
         )
     if unusable:
@@ -370,7 +366,3 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
     )
     if writer.count == 0:
         writer.info["problem"] = problem
-
-
-def _is_are(names: list[str]) -> str:
-    return f"channel {format_names(names)} is" if len(names) == 1 else f"channels {format_names(names)} are"

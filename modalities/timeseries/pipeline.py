@@ -4,9 +4,9 @@ The steps, in order: open every item (with several, an unreadable one is skipped
 pick the channels (``modality.channels``) and check that every source gives the same ones, settle
 the rate (``sfreq_target``, else the sources' common rate) and the window and stride in samples,
 skip the sources shorter than one window, leave out the channels that are flat throughout a
-source or in 80% or more of its windows (:mod:`.channels`: a dead or non-signal channel, left out of
+source or in 80% or more of its windows (:mod:`..common.channels`: a dead or non-signal channel, left out of
 every source so the channel sets agree, with one warning naming it), then for each source, block by block: resample
-(``scipy.signal.resample_poly``), cut windows, label them (:mod:`.ts_labels`), drop the windows
+(``scipy.signal.resample_poly``), cut windows, label them (:mod:`.labels`), drop the windows
 holding NaN/inf or in which every channel is flat (counted and reported), normalise each window per
 channel (or each recording, ``normalize: recording``, or each source: one array of one file,
 ``normalize: file``, whose statistics take a first pass over its blocks) and hand them to the
@@ -25,11 +25,11 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from .channels import dead_channel_warning, dead_channels, flat_in_windows, flat_throughout, format_names, mostly_flat
-from .ts_labels import label_mapping, resampled_length, window_labels
-from .ts_readers import open_item
-from .ts_sources import Source, reason
-from .ts_windows import WindowChoice, choose_windows
+from ..common.channels import dead_channel_warning, dead_channels, flat_in_windows, flat_throughout, format_names, mostly_flat
+from .labels import label_mapping, resampled_length, window_labels
+from .readers import open_item
+from .sources import Source, reason
+from .windows import WindowChoice, choose_windows
 
 #: Roughly how many values are read from a source at a time (bounded memory on large files).
 CHUNK_VALUES = 1 << 24
@@ -194,7 +194,7 @@ def _open_all(items, writer, source_text, strict, skipped, cfg, sources: list[So
 
 def _window_geometry(sources: list[Source], cfg) -> tuple[float, dict, dict, WindowChoice]:
     """(rate in Hz, {id(source): (up, down)}, {id(source): resampled length in samples}, the window and
-    stride in samples with how they were chosen: :mod:`.ts_windows`)."""
+    stride in samples with how they were chosen: :mod:`.windows`)."""
     rates = {src.sfreq for src in sources}
     if not cfg.sfreq_target and len(rates) > 1:
         listed = ", ".join(f"{s.sfreq:g} Hz in {s.name}" for s in sources[:4])
@@ -246,7 +246,7 @@ def _leave_out_dead_channels(
 ):
     """Drop the channels flat throughout a source, or flat in most of its windows (``window`` and
     ``stride`` samples at the target rate, ``resample`` {id(source): (up, down)}), from every source's
-    pick (see :mod:`.channels`).
+    pick (see :mod:`..common.channels`).
 
     A channel that ``modality.channels`` names exactly is kept, as asked (with a warning when it is
     flat throughout). Returns (usable sources, their picks, channel names), a source that cannot be
@@ -435,9 +435,9 @@ def _recording_normalised(x, windows, starts, window, keep):
 
     Each of the ``m`` rows of ``x`` (``(m, C, T)``: a source without a sample dim, or one sample of
     a source with one) is a recording: its centre and scale per channel come from the samples of
-    its kept windows (:mod:`.recording_norm`).
+    its kept windows (:mod:`..common.normalisation`).
     """
-    from .recording_norm import robust_stats, window_samples
+    from ..common.normalisation import robust_stats, window_samples
 
     m, n_win = x.shape[0], len(starts)
     per_row = windows.reshape(m, n_win, *windows.shape[1:]).astype(np.float64)
@@ -482,11 +482,11 @@ def _file_stats(src, pick, held, ratio, window, stride):
     ``src`` is one array of one file (a file's only array, or the split read from an archive with
     ``X_train``/``X_test``: the test split gets its own statistics from its own samples). Its
     samples are those of the kept windows of every row (each sample once per row, as for
-    ``recording``), all rows' samples pooled per channel (:mod:`.recording_norm`); read block by block
+    ``recording``), all rows' samples pooled per channel (:mod:`..common.normalisation`); read block by block
     like the windows, so the kept samples of the whole source are held once. None when no window
     is kept (the source then gives no window).
     """
-    from .recording_norm import pooled_stats, window_samples
+    from ..common.normalisation import pooled_stats, window_samples
 
     pieces = []
     for start in range(0, src.n_samples, _chunk_samples(src)):
