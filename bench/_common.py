@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts (timing, machine facts, markdown and JSON output)."""
+"""Helpers shared by the benchmark scripts: the data-set table, timing, machine facts, markdown and JSON output."""
 
 from __future__ import annotations
 
@@ -9,12 +9,69 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+
+
+def data_root() -> Path:
+    """The shared data folder: ``$RELPOS_SHARED_DATA``, else ``../shared/data`` beside the repository."""
+    return Path(os.environ.get("RELPOS_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+#: MNIST as the benchmarks read it: 28-px digits in 7-px patches (a 4x4 grid), grey, never mirrored.
+MNIST_SETTINGS = ("modality.image_size=28", "modality.patch_size=7", "modality.color=grey", "modality.hflip=false")
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A labelled data set of ``../shared/data``: its file, modality and recipes.
+
+    ``recipe_dir / f"{prefix}_{pretext}.yaml"`` is the data set's recipe for a pretext;
+    ``modality_overrides`` is what a run started from the modality's defaults (rather than from that
+    recipe) needs to read the data as the recipes do.
+    """
+
+    name: str
+    title: str
+    kind: str  # "EEG", "sensor" or "image"
+    modality: str
+    file: str  # relative to the data root: a file or a folder
+    recipe_dir: Path
+    prefix: str
+    normalizable: bool  # whether the modality has a ``normalize`` setting
+    modality_overrides: tuple[str, ...] = ()
+    eval_options: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return data_root() / self.file
+
+    def recipe(self, pretext: str) -> Path:
+        return self.recipe_dir / f"{self.prefix}_{pretext.replace('-', '_')}.yaml"
+
+
+_BLINK = ("modality.split=train", "modality.npz_unit=uV", "modality.l_freq=0.0", "modality.h_freq=30.0",
+          "modality.sfreq=100.0", "modality.window_s=2.0", "modality.stride_s=2.0", "modality.patch_s=0.2")
+
+#: Every labelled data set the benchmarks use, in report order.
+DATASETS = {
+    ds.name: ds for ds in (
+        DataSet("scp1", "SelfRegulationSCP1", "EEG", "eeg", "eeg/scp1.npz", REPO / "configs", "scp1", True),
+        DataSet("blink", "Blink", "EEG", "eeg", "eeg/blink.npz", REPO / "configs", "blink", True, _BLINK),
+        DataSet("basicmotions", "BasicMotions", "sensor", "timeseries", "sensor/basicmotions.npz", REPO / "configs",
+                "basicmotions", True),
+        DataSet("mnist", "MNIST", "image", "image", "images/mnist.npz", BENCH_DIR / "configs", "mnist", False,
+                MNIST_SETTINGS),
+        DataSet("sleep", "Sleep-EDF (one night)", "EEG", "eeg", "eeg/sleep-edf", REPO / "configs", "eeg_sleep", True,
+                eval_options={"time_blocks": 30}),
+    )
+}
 
 
 def cpu_model() -> str:
