@@ -192,17 +192,17 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
     ]
     thr = cfg.flat_threshold
     unusable = ""
-    pinned = [n for n in dead if pinned(cfg, n)]
+    named = [n for n in dead if pinned(cfg, n)]
     if dead and len(dead) == len(selected):  # only channels flat throughout: see ``mostly`` above
         unusable = (
             f"{where} has no live channel: {is_are(dead)} flat throughout every trial (peak-to-peak below "
             f"modality.flat_threshold = {thr:g} V after modality.npz_unit = {cfg.npz_unit!r}); check the "
             f"unit or lower modality.flat_threshold."
         )
-    elif pinned:
+    elif named:
         unusable = (
-            f"{where}: {is_are(pinned)} named in modality.channels but flat throughout every trial, so every "
-            f"window would be dropped; leave {'it' if len(pinned) == 1 else 'them'} out of modality.channels."
+            f"{where}: {is_are(named)} named in modality.channels but flat throughout every trial, so every "
+            f"window would be dropped; leave {'it' if len(named) == 1 else 'them'} out of modality.channels."
         )
     if unusable:
         if not report:
