@@ -235,11 +235,11 @@ def fold_scores(f: np.ndarray, y: np.ndarray, folds, n_classes: int) -> dict[str
 
 def random_encoder(run_dir: Path, seed: int):
     """The PART run's encoder architecture with fresh random weights (for validation scores)."""
-    from relpos.encoder import build_encoder
+    from relpos.encoders import rebuild_encoder
 
     encoder = relpos.load_encoder(run_dir)
     torch.manual_seed(seed)
-    fresh = build_encoder(encoder.encoder.init_args()).eval()
+    fresh = rebuild_encoder(encoder.encoder.init_args()).eval()
     encoder.encoder = fresh
     return encoder
 

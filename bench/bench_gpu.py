@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     from _common import fmt, machine_info, markdown_table, write_results
-    from relpos.encoder import EncoderConfig
+    from relpos.encoders.vit import EncoderConfig
     from relpos.modality import Windows
     from relpos.training import _param_groups
     from relpos_modalities.image import ImageConfig, ImageModality

@@ -63,7 +63,7 @@ import numpy as np
 import torch
 
 import relpos
-from relpos.encoder import position_mask
+from relpos.encoders.vit import position_mask
 from relpos.extraction import extract_patches
 from relpos.geometry import relative_transform
 from relpos.sampling import sample_near_pairs, sample_pairs

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from _common import Contention, cpu_pressure, fmt, machine_info, markdown_table, write_results
-from relpos.encoder import EncoderConfig
+from relpos.encoders.vit import EncoderConfig
 from relpos.extraction import extract_patches
 from relpos.geometry import relative_transform
 from relpos.modality import Windows

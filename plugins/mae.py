@@ -41,7 +41,7 @@ from torch import nn
 
 from relpos import hookimpl
 from relpos.config import check_fields, setting
-from relpos.encoder import position_mask, sincos_embedding
+from relpos.encoders.vit import position_mask, sincos_embedding
 from relpos.errors import ConfigError
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes
@@ -141,7 +141,7 @@ def random_subset_mask(
 ) -> torch.Tensor:
     """``(batch, n_tokens)`` bool, exactly ``n_masked`` True per row, a uniformly random subset.
 
-    The draw is :func:`relpos.encoder.position_mask`'s (the ``n_masked`` lowest of uniform scores),
+    The draw is :func:`relpos.encoders.vit.position_mask`'s (the ``n_masked`` lowest of uniform scores),
     so where the counts agree the two give the same masks from the same stream.
     """
     gen_device = generator.device if generator is not None else torch.device("cpu")

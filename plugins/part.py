@@ -55,7 +55,7 @@ from torch import nn
 
 from relpos import hookimpl
 from relpos.config import check_fields, setting
-from relpos.encoder import masked_count, position_mask
+from relpos.encoders.vit import masked_count, position_mask
 from relpos.errors import ConfigError
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes, relative_transform, target_dim

@@ -10,7 +10,7 @@ import torch
 import relpos
 import relpos.plugins
 from relpos.config import setting
-from relpos.encoder import EncoderConfig
+from relpos.encoders.vit import EncoderConfig
 from relpos.modality import Axis, Modality, Windows
 from relpos.plugins import get_modality, get_pretext
 from relpos.show import figure_axes

@@ -487,7 +487,7 @@ def test_steps_flag_reads_numbers_as_set_does():
 
 
 def test_a_config_built_in_python_gets_the_same_checks():
-    from relpos.encoder import EncoderConfig
+    from relpos.encoders.vit import EncoderConfig
 
     EncoderConfig(dim=64, heads=2, mlp_ratio=2).validate()  # an int where a float is declared is fine
     with pytest.raises(ConfigError, match=r"^Invalid value for 'encoder.dim': expected an integer, got '64'.$"):

@@ -17,7 +17,7 @@ import pytest
 
 from relpos.cli import main
 from relpos.config import MAX_INT, TrainConfig, field_range
-from relpos.encoder import EncoderConfig
+from relpos.encoders.vit import EncoderConfig
 from relpos.evaluation import EvalConfig
 from relpos.plugins import get_registry
 

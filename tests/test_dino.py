@@ -213,7 +213,7 @@ def test_the_smallest_head_and_temperatures_still_train():
 
 
 def test_pw_self_needs_an_encoder_with_per_token_outputs(monkeypatch):
-    from relpos.encoder import PatchEncoder
+    from relpos.encoders.vit import PatchEncoder
 
     monkeypatch.setattr(PatchEncoder, "per_token_outputs", False, raising=False)
     with pytest.raises(ConfigError, match="needs an encoder with per-token outputs"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from relpos.encoder import EncoderConfig, PatchEncoder, build_encoder, sincos_embedding
+from relpos.encoders import rebuild_encoder as build_encoder
+from relpos.encoders.vit import EncoderConfig, PatchEncoder, sincos_embedding
 from relpos.errors import ConfigError
 
 

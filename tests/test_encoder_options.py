@@ -14,7 +14,7 @@ import relpos
 import relpos.plugins
 from relpos.cli import main
 from relpos.config import config_from_dict, resolve_config, setting
-from relpos.encoder import EncoderConfig
+from relpos.encoders.vit import EncoderConfig
 from relpos.encoders import Encoder, EncoderOptions, build_encoder, rebuild_encoder
 from relpos.errors import ConfigError
 

@@ -9,7 +9,7 @@ from torch import nn
 
 import relpos
 from relpos.api import grid_features, grid_patch_boxes
-from relpos.encoder import EncoderConfig
+from relpos.encoders.vit import EncoderConfig
 from relpos.encoders import Encoder, build_encoder, list_encoders, rebuild_encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")

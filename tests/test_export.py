@@ -11,7 +11,8 @@ import torch
 import relpos
 from relpos.cli import main
 from relpos.errors import RelposError
-from relpos.export import export, read_metadata
+from relpos.api import read_metadata
+from relpos.export import export
 
 from conftest import train_tiny_part
 

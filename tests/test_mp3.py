@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from relpos.cli import main
-from relpos.encoder import EncoderConfig, PatchEncoder
+from relpos.encoders.vit import EncoderConfig, PatchEncoder
 from relpos.sampling import grid_boxes
 from relpos_plugins.mae import random_masking
 from relpos_plugins.mp3 import grid_targets

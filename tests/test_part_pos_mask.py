@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from relpos.config import resolve_config
-from relpos.encoder import EncoderConfig, PatchEncoder, masked_count, position_mask
+from relpos.encoders.vit import EncoderConfig, PatchEncoder, masked_count, position_mask
 from relpos.errors import ConfigError
 from relpos.trivial_baseline import BASELINE_KEY
 

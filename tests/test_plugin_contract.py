@@ -155,8 +155,8 @@ def test_the_check_is_one_function_a_pretext_author_can_call():
 #: What a pretext author assembles a method from; each must be in the docs' table.
 CORE_BLOCKS = (
     "relpos.Boxes", "relpos.grid_boxes", "relpos.sample_offgrid", "relpos.sample_pairs",
-    "relpos.extract_patches", "relpos.relative_transform", "relpos.encoder.masked_count",
-    "relpos.encoder.position_mask", "relpos.cache.cached_windows", "relpos.config.setting",
+    "relpos.extract_patches", "relpos.relative_transform", "relpos.encoders.vit.masked_count",
+    "relpos.encoders.vit.position_mask", "relpos.cache.cached_windows", "relpos.config.setting",
     "relpos.config.check_fields", "relpos.show.new_figure",
 )
 

@@ -692,7 +692,7 @@ def test_every_part_of_the_plugin_contract_is_documented(cls):
 
 
 def test_the_encoder_call_is_documented_with_its_signature():
-    from relpos.encoder import PatchEncoder
+    from relpos.encoders.vit import PatchEncoder
 
     docs = (REPO / "docs" / "plugins.md").read_text()
     assert f"`self.encoder{_documented_form('', PatchEncoder.forward)}`" in docs

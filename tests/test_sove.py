@@ -229,7 +229,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capfd):
 
 
 def test_an_encoder_without_per_token_outputs_is_refused(monkeypatch):
-    from relpos.encoder import PatchEncoder
+    from relpos.encoders.vit import PatchEncoder
 
     monkeypatch.setattr(PatchEncoder, "per_token_outputs", False, raising=False)
     with pytest.raises(ConfigError, match=r"needs an encoder with per-token outputs"):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from relpos.config import resolve_config
-from relpos.encoder import EncoderConfig
+from relpos.encoders.vit import EncoderConfig
 from relpos.training import build_modality
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,7 +1,15 @@
-"""Use a finished run: load its pretrained encoder and embed data with it."""
+"""Use a finished run: open it (a run directory, a checkpoint or a ``relpos export`` file), load its
+pretrained encoder and embed data with it.
+
+Opening a run and opening an export are one room: both rebuild the encoder from its arguments
+(:func:`relpos.encoders.rebuild_encoder`), refuse weights that cannot be the trained ones
+(:func:`check_weights`) and restore the run's modality (:func:`restore_modality`). Writing an export
+is :mod:`relpos.export`.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,12 +17,13 @@ from typing import Any
 import torch
 
 from .checkpoint import checkpoint_config, find_checkpoint, load_checkpoint
-from .config import RunConfig
+from .config import RunConfig, config_from_dict
 from .encoders import Encoder, rebuild_encoder
 from .errors import DataError, RelposError
 from .extraction import extract_patches
 from .geometry import Boxes
 from .modality import Modality, Windows
+from .paths import path_kind
 from .plugins import get_modality
 from .sampling import grid_boxes
 
@@ -23,6 +32,8 @@ FEATURES = ("cls", "mean", "both", "tokens", "grid")
 TOKEN_FEATURES = ("mean", "both", "tokens")
 #: Patches per axis of ``features="grid"`` unless told otherwise (the Spatial Reasoning paper's 3 × 3).
 DEFAULT_GRID = 3
+#: The metadata entry of a ``relpos export`` file that holds relpos's description of its encoder.
+METADATA_KEY = "relpos"
 
 
 def grid_patch_boxes(extent, n_per_axis: int, patch_fraction: float) -> Boxes:
@@ -216,14 +227,10 @@ def load_encoder(
     :class:`~relpos.errors.RelposError` with one sentence.
 
     A ``.safetensors`` file written by ``relpos export`` loads the same way (tensors and JSON only;
-    see :func:`relpos.export.load_exported`).
+    see :func:`load_exported`).
     """
-    from .paths import path_kind
-
     path = Path(run_dir)
     if path.suffix == ".safetensors" and path_kind(path) in (None, "a file"):
-        from .export import load_exported
-
         return load_exported(path, device)
     ckpt_file = find_checkpoint(path)
     state = load_checkpoint(ckpt_file, map_location="cpu")
@@ -261,6 +268,82 @@ def load_encoder(
     return PretrainedEncoder(
         encoder=encoder, modality=modality, config=config, step=int(state["step"]),
         grid_patch_fraction=_grid_patch_fraction(config),
+    )
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The relpos metadata of an exported file (JSON only; no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    kind = path_kind(path)
+    if kind is None:
+        raise RelposError(f"No exported encoder at {str(path)!r}; write one with `relpos export RUN`.")
+    if kind != "a file":
+        raise RelposError(f"{str(path)!r} is {kind}, not an exported encoder file; write one with `relpos export RUN`.")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RelposError(
+            f"{str(path)!r} is not a safetensors file ({' '.join(str(exc).split())[:200]})."
+        ) from None
+    if "timm" in metadata:
+        raise RelposError(
+            f"{str(path)!r} is a timm export (timm's parameter names); load it with timm.create_model, or "
+            f"export the run with --format safetensors for relpos.load_encoder."
+        )
+    try:
+        meta = json.loads(metadata[METADATA_KEY])
+        meta["encoder"]["args"]
+    except (KeyError, TypeError, ValueError):
+        raise RelposError(
+            f"{str(path)!r} is a safetensors file without relpos's description of the encoder (its "
+            f"{METADATA_KEY!r} metadata); only files written by `relpos export` load with relpos.load_encoder."
+        ) from None
+    return meta
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> PretrainedEncoder:
+    """Load a ``relpos export --format safetensors`` file as a :class:`relpos.PretrainedEncoder`.
+
+    Only tensors and JSON are read (safetensors), so opening a file never runs code from it.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        encoder = rebuild_encoder(dict(meta["encoder"]["args"]))
+        config = config_from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError, RelposError) as exc:
+        raise RelposError(
+            f"{str(path)!r} describes an encoder this relpos cannot build ({' '.join(str(exc).split())[:300]})."
+        ) from None
+    step = meta.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise RelposError(
+            f"{str(path)!r} describes its training step as {step!r} (its {METADATA_KEY!r} metadata), expected "
+            f"an integer >= 0; only files written by `relpos export` load with relpos.load_encoder."
+        )
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RelposError(f"{str(path)!r} holds tensors that cannot be read ({' '.join(str(exc).split())[:200]}).") from None
+    check_weights(encoder, tensors, repr(str(path)))
+    try:
+        encoder.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise RelposError(
+            f"{str(path)!r} holds weights that do not fit the encoder it describes "
+            f"({' '.join(str(exc).split())[:300]})."
+        ) from None
+    encoder.to(device).eval()
+    modality = restore_modality(config, meta.get("data_info") or {}, repr(str(path)))
+    return PretrainedEncoder(
+        encoder=encoder, modality=modality, config=config, step=step,
+        grid_patch_fraction=_grid_patch_fraction(config),  # --features grid reads the training patch size
     )
 
 

@@ -7,9 +7,12 @@ the ``register_datasets(register)`` hook.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any, ClassVar
+
+from .contracts import class_description, declare_contract
 
 
 def data_root() -> Path:
@@ -59,6 +62,23 @@ class Dataset:
     @classmethod
     def describe(cls) -> str:
         """The line ``relpos plugins`` shows: :attr:`description`, else the docstring's first line."""
-        from .plugins import class_description
-
         return class_description(cls)
+
+
+def check_dataset_class(cls: type[Dataset]) -> None:
+    """Raise ``TypeError`` with one sentence when a registered data-set class breaks the contract of
+    :class:`Dataset`."""
+    if not isinstance(cls.modality, str):
+        raise TypeError(f"{cls.__qualname__}.modality must be a modality name (a string), got {cls.modality!r}.")
+    if cls.fetch is Dataset.fetch:
+        raise TypeError(f"{cls.__qualname__} does not implement fetch(dest, subjects=None, **options).")
+    try:
+        inspect.signature(cls.fetch).bind("self", "dest", subjects=None)
+    except TypeError:
+        raise TypeError(
+            f"{cls.__qualname__}.fetch must accept (self, dest, subjects=None, **options), "
+            f"got fetch{inspect.signature(cls.fetch)}."
+        ) from None
+
+
+declare_contract("dataset", Dataset, check_dataset_class)

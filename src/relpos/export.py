@@ -7,7 +7,7 @@ is opened, unlike a pickle):
     The encoder's weights under their relpos names, plus the metadata entry ``"relpos"``: a JSON
     object with the encoder's registry name (``encoder.arch``) and arguments, the modality and its
     settings, the patch geometry, channels, sampling rate, the relpos version and the run's whole
-    configuration. :func:`relpos.load_encoder` loads it back (:func:`load_exported`) into the same
+    configuration. :func:`relpos.load_encoder` loads it back (:func:`relpos.api.load_exported`) into the same
     encoder, whose outputs equal the original's exactly.
 
 ``timm``
@@ -43,11 +43,10 @@ from typing import Any
 import torch
 
 from . import __version__
+from .api import METADATA_KEY, check_weights, restore_modality
 from .errors import ConfigError, RelposError
 
 FORMATS = ("safetensors", "timm")
-#: The metadata entry that holds relpos's description of an exported encoder.
-METADATA_KEY = "relpos"
 #: Version of the metadata layout, so a later relpos can read older files.
 METADATA_VERSION = 1
 #: relpos's final LayerNorm ε (PyTorch's default); timm's ViT builds its own with 1e-6.
@@ -211,7 +210,7 @@ def timm_state_dict(encoder_state: dict[str, torch.Tensor], encoder_args: dict, 
     converted : list of str
         One line per converted key.
     """
-    from .encoder import sincos_embedding
+    from .encoders.vit import sincos_embedding
     from .sampling import grid_boxes
 
     cfg = encoder_args["config"]
@@ -336,7 +335,6 @@ def _check_loadable(encoder_args: dict, tensors: dict, config, data_info: Any, c
     """Refuse, before writing, a checkpoint whose export :func:`load_exported` would refuse: an
     encoder that cannot be built from its arguments, weights that do not fit it, are not floating
     point or not finite, or a ``data_info`` the modality cannot use."""
-    from .api import check_weights, restore_modality
     from .encoders import rebuild_encoder
 
     where = f"Cannot export: checkpoint {str(ckpt_file)!r}"
@@ -357,88 +355,3 @@ def _check_loadable(encoder_args: dict, tensors: dict, config, data_info: Any, c
             f"({' '.join(str(exc).split())[:300]})."
         ) from None
     restore_modality(config, data_info, where)
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The relpos metadata of an exported file (JSON only; no tensor is read)."""
-    from safetensors import SafetensorError, safe_open
-
-    from .paths import path_kind
-
-    path = Path(path)
-    kind = path_kind(path)
-    if kind is None:
-        raise RelposError(f"No exported encoder at {str(path)!r}; write one with `relpos export RUN`.")
-    if kind != "a file":
-        raise RelposError(f"{str(path)!r} is {kind}, not an exported encoder file; write one with `relpos export RUN`.")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise RelposError(
-            f"{str(path)!r} is not a safetensors file ({' '.join(str(exc).split())[:200]})."
-        ) from None
-    if "timm" in metadata:
-        raise RelposError(
-            f"{str(path)!r} is a timm export (timm's parameter names); load it with timm.create_model, or "
-            f"export the run with --format safetensors for relpos.load_encoder."
-        )
-    try:
-        meta = json.loads(metadata[METADATA_KEY])
-        meta["encoder"]["args"]
-    except (KeyError, TypeError, ValueError):
-        raise RelposError(
-            f"{str(path)!r} is a safetensors file without relpos's description of the encoder (its "
-            f"{METADATA_KEY!r} metadata); only files written by `relpos export` load with relpos.load_encoder."
-        ) from None
-    return meta
-
-
-def load_exported(path: str | Path, device: str | torch.device = "cpu"):
-    """Load a ``relpos export --format safetensors`` file as a :class:`relpos.PretrainedEncoder`.
-
-    Only tensors and JSON are read (safetensors), so opening a file never runs code from it.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from .api import PretrainedEncoder, check_weights, restore_modality
-    from .config import config_from_dict
-    from .encoders import rebuild_encoder
-    from .plugins import get_modality
-
-    path = Path(path)
-    meta = read_metadata(path)
-    try:
-        encoder = rebuild_encoder(dict(meta["encoder"]["args"]))
-        config = config_from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError, RelposError) as exc:
-        raise RelposError(
-            f"{str(path)!r} describes an encoder this relpos cannot build ({' '.join(str(exc).split())[:300]})."
-        ) from None
-    step = meta.get("step", 0)
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise RelposError(
-            f"{str(path)!r} describes its training step as {step!r} (its {METADATA_KEY!r} metadata), expected "
-            f"an integer >= 0; only files written by `relpos export` load with relpos.load_encoder."
-        )
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise RelposError(f"{str(path)!r} holds tensors that cannot be read ({' '.join(str(exc).split())[:200]}).") from None
-    check_weights(encoder, tensors, repr(str(path)))
-    try:
-        encoder.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise RelposError(
-            f"{str(path)!r} holds weights that do not fit the encoder it describes "
-            f"({' '.join(str(exc).split())[:300]})."
-        ) from None
-    encoder.to(device).eval()
-    modality = restore_modality(config, meta.get("data_info") or {}, repr(str(path)))
-    from .api import _grid_patch_fraction
-
-    return PretrainedEncoder(
-        encoder=encoder, modality=modality, config=config, step=step,
-        grid_patch_fraction=_grid_patch_fraction(config),  # --features grid reads the training patch size
-    )

@@ -7,6 +7,7 @@ encoders, training) is axis-generic and lives in the core.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from .contracts import check_config, check_names_tuple, check_signature, class_description, declare_contract
 from .sampling import grid_count
 
 
@@ -352,7 +354,51 @@ class Modality:
     @classmethod
     def describe(cls) -> str:
         """The line ``relpos plugins`` shows: :attr:`description`, else the docstring's first line."""
-        from .plugins import class_description
-
         return class_description(cls)
+
+
+def check_modality_class(cls: type[Modality]) -> None:
+    """Raise ``TypeError`` with one sentence when a registered modality class breaks the contract
+    of :class:`Modality` (what the engine later reads from it)."""
+    check_names_tuple(cls, "axes", "('time',)")
+    axes = tuple(cls.axes)
+    if not 1 <= len(axes) <= 3 or len(set(axes)) != len(axes):
+        raise TypeError(
+            f"{cls.__qualname__}.axes must name 1 to 3 distinct positional axes, got {cls.axes!r}."
+        )
+    check_config(cls, "modality")
+    if cls.load is Modality.load:
+        raise TypeError(f"{cls.__qualname__} does not implement load(data).")
+    check_signature(cls, "load", ("data",))
+    check_signature(cls, "augment", ("x", "generator"))
+    check_signature(cls, "photometric", ("patches", "generator", "view", "per_patch"))
+    flip_axes = getattr(cls, "flip_axes", ())
+    if not isinstance(flip_axes, property):  # a property depends on the options: read per instance
+        check_names_tuple(cls, "flip_axes", "('col',)")
+        if not set(flip_axes) <= set(axes):
+            raise TypeError(
+                f"{cls.__qualname__}.flip_axes must name some of its axes ({', '.join(axes)}), got {flip_axes!r}."
+            )
+    if cls.patch_size is Modality.patch_size:
+        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+        if "patch_size" not in fields:
+            raise TypeError(
+                f"{cls.__qualname__}.Config has no 'patch_size' field and {cls.__qualname__} does not "
+                f"override patch_size(); give it one of the two."
+            )
+        default = fields["patch_size"]
+        value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
+        values = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if (
+            not isinstance(values, (list, tuple))
+            or len(values) not in (1, len(axes))
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
+        ):
+            raise TypeError(
+                f"{cls.__qualname__}.Config.patch_size must default to a positive number or one per "
+                f"axis ({len(axes)}), got {value!r}."
+            )
+
+
+declare_contract("modality", Modality, check_modality_class)
 

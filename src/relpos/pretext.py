@@ -7,14 +7,21 @@ method: the encoder it trains, its heads, teachers and memories. The training lo
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import numbers
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .encoder import EncoderConfig, PatchEncoder
-from .errors import ConfigError
+from .contracts import check_config, check_names_tuple, check_signature, class_description, declare_contract
+from .encoders import build_data_encoder
+from .encoders.base import ENCODER_OUTPUTS, Encoder
+from .encoders.vit import EncoderConfig
+from .errors import ConfigError, PluginError
 from .modality import Modality, Windows
 
 #: The values of ``encoder.pos_embed`` (see :class:`relpos.EncoderConfig`).
@@ -61,8 +68,14 @@ class Pretext(nn.Module):
     modality : Modality
         The modality the data comes from (patch geometry, augmentations).
     encoder_config : EncoderConfig
+        The resolved ``encoder`` options (those of the encoder ``encoder.arch`` names).
     data : Windows
         The training windows (to read channels and extent; the pretext must not keep them).
+
+    The encoder is built by relpos, not by the pretext: :func:`build_pretext` builds it from
+    ``encoder_config`` and ``data`` (:func:`relpos.encoders.build_data_encoder`) and hands it over,
+    and this constructor sets it as :attr:`encoder`. A pretext constructed directly builds it the
+    same way.
     """
 
     name: ClassVar[str] = ""
@@ -86,10 +99,12 @@ class Pretext(nn.Module):
         self.config = config
         self.modality = modality
         self.extent = data.extent
-        from .encoders import build_encoder
-
-        # the windows' extent: a CNN reading whole windows refuses too small ones here, before training
-        self.encoder = build_encoder(encoder_config, data.channels, modality.patch_shape(), data.extent)
+        encoder = _HANDED_ENCODER.get()
+        if encoder is None:  # constructed directly rather than by build_pretext: build it the same way
+            encoder = build_data_encoder(encoder_config, modality, data)
+        else:
+            _HANDED_ENCODER.set(None)  # taken: a pretext built inside this one gets an encoder of its own
+        self.encoder = encoder
 
     @classmethod
     def check_encoder(cls, encoder_config: EncoderConfig) -> None:
@@ -217,9 +232,95 @@ class Pretext(nn.Module):
     @classmethod
     def describe(cls) -> str:
         """The line ``relpos plugins`` shows: :attr:`description`, else the docstring's first line."""
-        from .plugins import class_description
-
         return class_description(cls)
+
+
+def check_pretext_class(cls: type[Pretext]) -> None:
+    """Raise ``TypeError`` with one sentence when a registered pretext class breaks the contract of
+    :class:`Pretext` (what the engine later reads from it)."""
+    check_config(cls, "pretext")
+    if cls.forward is Pretext.forward:
+        raise TypeError(f"{cls.__qualname__} does not implement forward(batch, generator).")
+    check_signature(cls, "forward", ("batch", "generator"))
+    check_signature(cls, "after_step", ("step",))
+    check_signature(cls, "__init__", ("config", "modality", "encoder_config", "data"))
+    check_names_tuple(cls, "modalities", "('eeg', 'timeseries')", allow_none=True)
+    check_names_tuple(cls, "log_keys", "('accuracy',)")
+    if not isinstance(cls.min_axes, int) or isinstance(cls.min_axes, bool) or cls.min_axes < 1:
+        raise TypeError(f"{cls.__qualname__}.min_axes must be an integer of at least 1, got {cls.min_axes!r}.")
+    allowed = cls.encoder_pos_embed
+    if not isinstance(allowed, (tuple, list)) or not allowed or not set(allowed) <= set(POS_EMBEDS):
+        raise TypeError(
+            f"{cls.__qualname__}.encoder_pos_embed must be a non-empty tuple of "
+            f"{', '.join(map(repr, POS_EMBEDS))}, got {allowed!r}."
+        )
+    if getattr(cls, "encoder_output", None) not in ENCODER_OUTPUTS:
+        raise TypeError(
+            f"{cls.__qualname__}.encoder_output must be one of {', '.join(map(repr, ENCODER_OUTPUTS))}, "
+            f"got {getattr(cls, 'encoder_output', None)!r}."
+        )
+    defaults = getattr(cls, "encoder_defaults", {})
+    options = [f.name for f in dataclasses.fields(EncoderConfig)]
+    if not isinstance(defaults, dict) or not set(defaults) <= set(options):
+        raise TypeError(
+            f"{cls.__qualname__}.encoder_defaults must be a dict of encoder options "
+            f"({', '.join(options)}), got {defaults!r}."
+        )
+    if defaults.get("pos_embed", allowed[0]) not in allowed:
+        # Every run with the default settings would be refused.
+        raise TypeError(
+            f"{cls.__qualname__}.encoder_defaults sets pos_embed={defaults['pos_embed']!r}, which its "
+            f"encoder_pos_embed {tuple(allowed)!r} does not allow."
+        )
+
+
+declare_contract("pretext", Pretext, check_pretext_class)
+
+
+#: The encoder :func:`build_pretext` built for the pretext under construction. Every pretext's
+#: ``__init__`` keeps the documented signature ``(config, modality, encoder_config, data)`` and
+#: passes it on to ``super().__init__``, so the built encoder reaches the base class beside those
+#: arguments, and third-party pretexts written against that signature keep working unchanged.
+_HANDED_ENCODER: contextvars.ContextVar[Encoder | None] = contextvars.ContextVar("relpos_handed_encoder", default=None)
+
+
+@contextlib.contextmanager
+def _handing(encoder: Encoder) -> Iterator[None]:
+    token = _HANDED_ENCODER.set(encoder)
+    try:
+        yield
+    finally:
+        _HANDED_ENCODER.reset(token)
+
+
+def build_pretext(
+    pretext_cls: type[Pretext], config: Any, modality: Modality, encoder_config: EncoderConfig, data: Windows,
+    encoder: Encoder | None = None,
+) -> Pretext:
+    """Build a pretext around its encoder: ``encoder``, or the one relpos builds for ``data``.
+
+    Parameters
+    ----------
+    pretext_cls : type
+        A registered :class:`Pretext` class.
+    config, modality, encoder_config, data
+        What its constructor takes (see :class:`Pretext`).
+    encoder : relpos.encoders.Encoder, optional
+        An encoder built already (e.g. one shared by several pretexts). Default: the encoder
+        ``encoder_config`` names, for ``data``'s channels and extent and the modality's patch shape
+        (:func:`relpos.encoders.build_data_encoder`), after the pretext's
+        :meth:`Pretext.check_encoder` accepted the options.
+
+    Returns
+    -------
+    Pretext
+        With ``encoder`` as its :attr:`Pretext.encoder`.
+    """
+    if encoder is None:
+        pretext_cls.check_encoder(encoder_config)  # the pretext's sentence before any of the encoder's
+        encoder = build_data_encoder(encoder_config, modality, data)
+    with _handing(encoder):
+        return pretext_cls(config, modality, encoder_config, data)
 
 
 def _received(value: Any) -> str:
@@ -249,8 +350,6 @@ def check_forward_output(pretext: Pretext, output: Any) -> None:
     tensor with a gradient, ``logs`` a dict whose keys are in ``pretext.log_keys`` and whose values
     are numbers or one-element tensors (the loop logs ``float(value)``).
     """
-    from .errors import PluginError
-
     def refuse(what: str) -> PluginError:
         return PluginError(f"Pretext {pretext.name!r} {what}, but {FORWARD_CONTRACT}.")
 

@@ -1,6 +1,7 @@
 """The encoder registry: ``encoder.arch`` names a registered :class:`Encoder`.
 
-Built in: ``vit`` (:class:`relpos.PatchEncoder`, any number of axes), ``resnet32`` (the CIFAR
+Built in: ``vit`` (:class:`relpos.PatchEncoder` and its options :class:`relpos.EncoderConfig`, in
+:mod:`relpos.encoders.vit`, any number of axes), ``resnet32`` (the CIFAR
 ResNet-32 of the Spatial Reasoning paper) and ``timm:NAME`` (any timm CNN by name). A plugin adds
 one with the ``register_encoders(register)`` hook; see docs/plugins.md.
 """
@@ -15,8 +16,8 @@ from ..hookspecs import hookimpl
 from .base import ENCODER_OUTPUTS, OUTPUT_WORDS, Encoder, EncoderOptions, shape_text
 
 __all__ = [
-    "ENCODER_OUTPUTS", "Encoder", "EncoderOptions", "build_encoder", "check_encoder_arch", "get_encoder_class",
-    "list_encoders", "rebuild_encoder", "resolve_encoder_options", "split_arch",
+    "ENCODER_OUTPUTS", "Encoder", "EncoderOptions", "build_data_encoder", "build_encoder", "check_encoder_arch",
+    "get_encoder_class", "list_encoders", "rebuild_encoder", "resolve_encoder_options", "split_arch",
 ]
 
 #: ``encoder.arch`` of checkpoints written before encoders were a registry.
@@ -149,8 +150,8 @@ def resolve_encoder_options(
         For an unknown ``arch``, a key of another encoder (naming it) or a misspelled key (with
         the nearest one), and any value out of its range.
     """
-    from ..config import build_dataclass
-    from ..encoder import EncoderConfig
+    from ..coercion import build_dataclass
+    from .vit import EncoderConfig
     from ..errors import ConfigError
 
     values = dict(values)
@@ -221,6 +222,23 @@ def build_encoder(
     elif input_extent is not None:
         encoder.check_input_shape(input_extent, "the training windows")
     return encoder
+
+
+def build_data_encoder(config: Any, modality: Any, data: Any) -> Encoder:
+    """The encoder a pretext trains on ``data``: the one ``config.arch`` names, for the windows'
+    channels, the modality's patch shape and the windows' extent (:func:`build_encoder`).
+
+    Parameters
+    ----------
+    config : EncoderOptions
+        The resolved ``encoder`` section.
+    modality : relpos.Modality
+        Its :meth:`~relpos.Modality.patch_shape`.
+    data : relpos.Windows
+        The training windows: their ``channels`` and ``extent`` (a CNN reading whole windows
+        refuses too small ones here, before training).
+    """
+    return build_encoder(config, data.channels, modality.patch_shape(), data.extent)
 
 
 def rebuild_encoder(args: dict) -> Encoder:

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..contracts import check_config, check_names_tuple, check_signature, class_description, declare_contract
 from ..ranges import setting
 
 #: The two kinds of output an encoder may give (see the module docstring).
@@ -202,6 +203,42 @@ class Encoder(nn.Module):
     @classmethod
     def describe(cls) -> str:
         """The line ``relpos plugins`` shows: :attr:`description`, else the docstring's first line."""
-        from ..plugins import class_description
-
         return class_description(cls)
+
+
+def check_encoder_class(cls: type[Encoder]) -> None:
+    """Raise ``TypeError`` with one sentence when a registered encoder class breaks the contract of
+    :class:`Encoder`."""
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, EncoderOptions)):
+        raise TypeError(
+            f"{cls.__qualname__}.Config must be relpos.encoders.EncoderOptions or a dataclass subclassing it "
+            f"(its arch field), got {cls.Config!r}."
+        )
+    check_config(cls, "encoder")
+
+    check_names_tuple(cls, "outputs", "('vector',)")
+    if not cls.outputs or not set(cls.outputs) <= set(ENCODER_OUTPUTS):
+        raise TypeError(
+            f"{cls.__qualname__}.outputs must name some of {', '.join(map(repr, ENCODER_OUTPUTS))}, got {cls.outputs!r}."
+        )
+    axes = cls.n_axes
+    if not isinstance(axes, (tuple, list)) or not axes or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 3 for n in axes
+    ):
+        raise TypeError(f"{cls.__qualname__}.n_axes must be a tuple of axis counts from 1 to 3, got {axes!r}.")
+    check_signature(cls, "__init__", ("config", "in_channels", "patch_shape"))
+    if "vector" in cls.outputs and cls.embed_inputs is Encoder.embed_inputs:
+        raise TypeError(f"{cls.__qualname__} gives one vector per input but does not implement embed_inputs(x).")
+    minimum = cls.min_input
+    if not (
+        (isinstance(minimum, int) and not isinstance(minimum, bool) and minimum >= 1)
+        or (isinstance(minimum, tuple) and len(minimum) in cls.n_axes
+            and all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in minimum))
+    ):
+        raise TypeError(
+            f"{cls.__qualname__}.min_input must be a whole number of samples of at least 1, or a tuple of one "
+            f"per axis, got {minimum!r}."
+        )
+
+
+declare_contract("encoder", Encoder, check_encoder_class)

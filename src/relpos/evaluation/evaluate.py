@@ -276,7 +276,7 @@ def _trained_data_info(run_dir: str | Path) -> dict[str, Any]:
     from ..paths import path_kind
 
     if Path(run_dir).suffix == ".safetensors" and path_kind(run_dir) == "a file":  # an export: its metadata
-        from ..export import read_metadata
+        from ..api import read_metadata
 
         info = read_metadata(run_dir).get("data_info")
         return dict(info) if isinstance(info, dict) else {}

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..api import DEFAULT_GRID, feature_width, grid_features, grid_patch_boxes, pool_tokens
 from ..config import TrainConfig
-from ..encoder import PatchEncoder
+from ..encoders.vit import PatchEncoder
 from ..encoders import rebuild_encoder
 from ..extraction import extract_patches
 from ..geometry import Boxes
