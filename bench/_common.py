@@ -12,8 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -87,6 +85,8 @@ def cpu_model() -> str:
 
 def machine_info() -> dict:
     """Facts that make a figure reproducible."""
+    import torch  # here, not at the top: bench_eeg_data's timed workers import this module
+
     info = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -175,15 +175,43 @@ def write_results(stem: str, markdown: str, payload: dict, out_dir: Path | None 
     return md_path, json_path
 
 
-def _machine_busy_s() -> float | None:
-    """CPU seconds all processes have used since boot (from /proc/stat), or None."""
+def cpu_times() -> tuple[float, float] | None:
+    """(all, idle) CPU clock ticks of the machine since boot (from /proc/stat), or None."""
     try:
         with open("/proc/stat") as fh:
             fields = [int(v) for v in fh.readline().split()[1:]]
     except (OSError, ValueError):
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return float(sum(fields[:8])), float(idle)
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all processes have used since boot, or None."""
+    t = cpu_times()
+    return None if t is None else (t[0] - t[1]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait_s: float, idle_frac: float = 0.9, need_s: int = 3) -> dict:
+    """Wait until the CPUs are ≥ ``idle_frac`` idle for ``need_s`` consecutive seconds."""
+    t0 = time.monotonic()
+    streak, last_idle = 0, None
+    prev = cpu_times()
+    while prev is not None and time.monotonic() - t0 < max_wait_s:
+        time.sleep(1.0)
+        cur = cpu_times()
+        total, idle = cur[0] - prev[0], cur[1] - prev[1]
+        prev = cur
+        last_idle = idle / total if total > 0 else 1.0
+        streak = streak + 1 if last_idle >= idle_frac else 0
+        if streak >= need_s:
+            break
+    return {
+        "waited_s": round(time.monotonic() - t0, 1),
+        "quiet": streak >= need_s,
+        "idle_frac_last_s": None if last_idle is None else round(last_idle, 3),
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
+    }
 
 
 class Contention:
@@ -194,12 +222,12 @@ class Contention:
     """
 
     def __enter__(self) -> "Contention":
-        self.t0, self.busy0, self.own0 = time.perf_counter(), _machine_busy_s(), time.process_time()
+        self.t0, self.busy0, self.own0 = time.perf_counter(), machine_busy_s(), time.process_time()
         return self
 
     def __exit__(self, *exc) -> None:
         wall = time.perf_counter() - self.t0
-        busy1, own = _machine_busy_s(), time.process_time() - self.own0
+        busy1, own = machine_busy_s(), time.process_time() - self.own0
         self.result = {"wall_s": wall, "own_cpu_s": own}
         if self.busy0 is not None and busy1 is not None:
             others = max(0.0, (busy1 - self.busy0) - own)

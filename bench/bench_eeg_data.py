@@ -54,7 +54,9 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+from _common import REPO, machine_busy_s, wait_quiet  # noqa: E402  (stdlib only: cheap in the timed workers)
+
 SAMPLE = REPO / "modalities" / "data" / "eegmmidb_S001R02.edf"
 BRAINDECODE_ENV = BENCH_DIR / ".env-braindecode"
 STEM = "eeg_data"
@@ -136,43 +138,6 @@ class PeakSampler:
         self._stop.set()
         self._thread.join()
         self._sample()
-
-
-def _cpu_times() -> tuple[float, float] | None:
-    try:
-        with open("/proc/stat") as fh:
-            fields = [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return float(sum(fields[:8])), float(idle)
-
-
-def wait_quiet(max_wait_s: float, idle_frac: float = 0.9, need_s: int = 3) -> dict:
-    """Wait until the CPUs are ≥ ``idle_frac`` idle for ``need_s`` consecutive seconds."""
-    t0 = time.monotonic()
-    streak, last_idle = 0, None
-    prev = _cpu_times()
-    while prev is not None and time.monotonic() - t0 < max_wait_s:
-        time.sleep(1.0)
-        cur = _cpu_times()
-        total, idle = cur[0] - prev[0], cur[1] - prev[1]
-        prev = cur
-        last_idle = idle / total if total > 0 else 1.0
-        streak = streak + 1 if last_idle >= idle_frac else 0
-        if streak >= need_s:
-            break
-    return {
-        "waited_s": round(time.monotonic() - t0, 1),
-        "quiet": streak >= need_s,
-        "idle_frac_last_s": None if last_idle is None else round(last_idle, 3),
-        "loadavg": [round(v, 2) for v in os.getloadavg()],
-    }
-
-
-def _busy_s() -> float | None:
-    t = _cpu_times()
-    return None if t is None else (t[0] - t[1]) / os.sysconf("SC_CLK_TCK")
 
 
 def evict_page_cache(paths) -> int:
@@ -268,7 +233,7 @@ def worker_relpos(args) -> dict:
     t_import = time.perf_counter() - t0
 
     sampler = PeakSampler().__enter__()
-    busy0, cpu0 = _busy_s(), time.process_time()
+    busy0, cpu0 = machine_busy_s(), time.process_time()
     t1 = time.perf_counter()
     windows = mod.load(args.data)
     t_load = time.perf_counter() - t1
@@ -285,7 +250,7 @@ def worker_relpos(args) -> dict:
     t_touch = time.perf_counter() - t2
     wall = time.perf_counter() - t1
     cpu = time.process_time() - cpu0
-    busy1 = _busy_s()
+    busy1 = machine_busy_s()
     sampler.__exit__()
     out = {
         "side": "relpos",
@@ -341,7 +306,7 @@ def worker_braindecode(args) -> dict:
     stride = int(round(args.stride * SFREQ))
 
     sampler = PeakSampler().__enter__()
-    busy0, cpu0 = _busy_s(), time.process_time()
+    busy0, cpu0 = machine_busy_s(), time.process_time()
     t1 = time.perf_counter()
     if args.mode == "saved":
         from braindecode.datautil import load_concat_dataset
@@ -389,7 +354,7 @@ def worker_braindecode(args) -> dict:
     t_iter = time.perf_counter() - t2
     wall = time.perf_counter() - t1
     cpu = time.process_time() - cpu0
-    busy1 = _busy_s()
+    busy1 = machine_busy_s()
     sampler.__exit__()
     out = {
         "peak_rss_anon_mib": sampler.anon,
@@ -527,7 +492,6 @@ def main(argv=None) -> int:
         Path(args.out).write_text(json.dumps(result))
         return 0
 
-    sys.path.insert(0, str(BENCH_DIR))
     import numpy as np
     from _common import machine_info, write_results
 

@@ -70,11 +70,10 @@ from relpos.sampling import sample_near_pairs, sample_pairs
 from relpos.training import build_modality, open_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS_DIR, machine_info  # noqa: E402
+from _common import DATASETS, RESULTS_DIR, data_root, machine_info  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SLEEP = Path("eeg") / "sleep-edf"  # under the shared data root
-RECIPE = ROOT / "configs" / "eeg_sleep_part.yaml"
+SLEEP = DATASETS["sleep"]
+RECIPE = SLEEP.recipe("part")
 MASKED = ["encoder.pos_embed=sincos", "encoder.pos_mask_ratio=0.2"]
 NEAR = ["pretext.pair_max_offset=1.0"]
 VARIANTS = {
@@ -452,8 +451,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="variants run in this many processes at once")
     parser.add_argument("--threads", type=int, default=None, help="OpenMP threads of each process (default: cores // jobs)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of the result files (default bench/results)")
-    default_root = os.environ.get("RELPOS_SHARED_DATA") or str(ROOT.parent / "shared" / "data")
-    parser.add_argument("--data-root", type=Path, default=Path(default_root),
+    parser.add_argument("--data-root", type=Path, default=data_root(),
                         help="shared data root holding eeg/sleep-edf (default $RELPOS_SHARED_DATA or ../shared/data)")
     parser.add_argument("--eval", action="store_true", help="linear-probe κ of each trained encoder and of random weights")
     parser.add_argument("--plot", action="store_true", help="write part_sleep_loss.png next to the report")
@@ -478,7 +476,7 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         sys.exit(f"bench_part_sleep: unknown variant(s) {', '.join(unknown)}; allowed: {', '.join(VARIANTS)}.")
-    data = args.data_root / SLEEP
+    data = args.data_root / SLEEP.file
     if not data.is_dir():
         sys.exit(f"bench_part_sleep: the sleep night is not in {data}; pass --data-root or set RELPOS_SHARED_DATA.")
     folder = result_folder(args.out, args.steps, args.seed, args.overrides)

@@ -22,14 +22,15 @@ the same architecture untrained, for comparison.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("RELPOS_SHARED_DATA", REPO.parent / "shared" / "data")) / "eeg" / "scp1.npz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATASETS  # noqa: E402
+
+SCP1 = DATASETS["scp1"]
 
 
 def probe_kappa(train_f: np.ndarray, train_y: np.ndarray, test_f: np.ndarray, test_y: np.ndarray, seed: int):
@@ -42,7 +43,7 @@ def probe_kappa(train_f: np.ndarray, train_y: np.ndarray, test_f: np.ndarray, te
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=SCP1.path)
     parser.add_argument("--runs", nargs="*", type=Path, default=[], help="run directories of scp1 pretraining")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     import relpos
     from relpos.plugins import get_modality
 
-    config = relpos.resolve_config(REPO / "configs" / "scp1_part.yaml", overrides=[f"data={args.data}"])
+    config = relpos.resolve_config(SCP1.recipe("part"), overrides=[f"data={args.data}"])
     modality = get_modality("eeg")(config.modality_config)
     train = modality.load(args.data)
     test = modality.load_with(args.data, split="test")
