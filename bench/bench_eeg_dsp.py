@@ -17,19 +17,19 @@ import os
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-import time  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import summarise, time_call  # noqa: E402
+
 
 def timed(fn, repeats: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[0] * 1000, times[len(times) // 2] * 1000
+    """Minimum and median of ``repeats`` timed calls, in ms."""
+    stats = summarise(time_call(fn, repeats, warmup=0))
+    return stats["min_s"] * 1000, stats["median_s"] * 1000
 
 
 def main(argv=None) -> int:
