@@ -6,15 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relpos_modalities.eeg.pipeline import (
-    RecordingWindows,
-    all_finite,
-    fill_normalised,
-    scan_raw,
-    normalise,
-    normalise_windows,
-    window_stats,
-)
+from relpos_modalities.common.normalisation import fill_normalised, normalise, normalise_windows, window_stats
+from relpos_modalities.eeg.pipeline import RecordingWindows, all_finite, scan_raw
 
 
 def plain_bad_windows(data, sfreq, starts_s, window_s, flat_threshold, rows):

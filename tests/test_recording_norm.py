@@ -1,6 +1,6 @@
-"""Per-recording and per-file normalisation (``modality.normalize: recording`` and ``file``): hand
-computations, both modalities, the cache key, and the same windows for training and for
-``load_encoder``/``relpos eval``."""
+"""The normalisations (``modality.normalize: instance``, ``recording`` and ``file``), one implementation
+shared by eeg and timeseries: hand computations, both modalities, the cache key, and the same windows
+for training and for ``load_encoder``/``relpos eval``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import relpos
 from relpos.cli import main
 from relpos.errors import ConfigError
 from relpos.training import build_modality
-from relpos_modalities.common.normalisation import covered, pooled_stats, robust_stats
+from relpos_modalities.common.normalisation import covered, normalise, pooled_stats, recording_stats, robust_stats, scaled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,6 +34,27 @@ def test_pooled_stats_are_the_stats_of_the_concatenated_samples():
     np.testing.assert_allclose(scale, [1.4826, np.sqrt(6.4)])
     with pytest.raises(ValueError, match=r"one channel count, got shapes"):
         pooled_stats([np.zeros((2, 3)), np.zeros((3, 3))])
+
+
+def test_instance_normalisation_by_hand():
+    # Channel 0: 1, 2, 3, 4 → mean 2.5, deviations ±0.5, ±1.5, std sqrt(1.25). Channel 1 is constant:
+    # its std is 0, so it becomes 0 rather than 0 / 0.
+    got = normalise(np.array([[[1.0, 2, 3, 4], [7.0, 7, 7, 7]]]))
+    assert got.dtype == np.float32 and got.shape == (1, 2, 4)
+    np.testing.assert_allclose(got[0, 0], np.array([-1.5, -0.5, 0.5, 1.5]) / np.sqrt(1.25), rtol=1e-6)
+    assert got[0, 1].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_recording_stats_cover_the_windows_and_scaled_applies_them():
+    # Samples 0..9, windows [0, 3) and [6, 9): the samples 0, 1, 2, 6, 7, 8 → median 4, absolute
+    # deviations 4, 3, 2, 2, 3, 4 → MAD 3, scale 3 × 1.4826. Sample 9 and 3..5 do not count.
+    data = np.arange(10.0)[None]
+    centre, scale = recording_stats(data, np.array([0, 6]), 3)
+    np.testing.assert_allclose(centre, [4.0])
+    np.testing.assert_allclose(scale, [3 * 1.4826])
+    np.testing.assert_allclose(scaled(data, centre, scale)[0, [0, 4, 9]], [-4 / 4.4478, 0.0, 5 / 4.4478])
+    # windows (n, C, T) take the same per-channel pair
+    np.testing.assert_allclose(scaled(data[None], centre, scale), scaled(data, centre, scale)[None])
 
 
 def test_each_sample_counts_once_however_many_windows_hold_it():

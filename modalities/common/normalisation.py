@@ -1,9 +1,15 @@
-"""Per-recording and per-file normalisation: a robust z-score per channel over a whole recording or file.
+"""The three normalisations of the windows of the eeg and timeseries modalities (``modality.normalize``).
 
-Instance normalisation (each window, each channel to mean 0 and standard deviation 1) erases what
-many labels depend on: the gravity offset that tells postures apart, the amplitude that tells
-movement intensities apart, the power of a rhythm relative to the rest of the night. Per-recording
-normalisation keeps them: every window of a recording is shifted and scaled by the same two numbers
+``instance`` (the PART paper's, the default): each window, each channel to mean 0 and standard
+deviation 1 (:func:`normalise`; :func:`normalise_windows` and :func:`fill_normalised` give the same
+values for many overlapping windows of one recording without holding them all). ``recording`` and
+``file``: every window shifted and scaled by one robust centre and scale per channel, computed over
+the recording (:func:`recording_stats`) or over everything one source file holds
+(:func:`pooled_stats` of each recording's :func:`window_samples`), applied by :func:`scaled`.
+
+Instance normalisation erases what many labels depend on: the gravity offset that tells postures
+apart, the amplitude that tells movement intensities apart, the power of a rhythm relative to the
+rest of the night. Per-recording normalisation keeps them: every window of a recording is shifted and scaled by the same two numbers
 per channel, computed once from the recording and cached with the windows (``modality.normalize:
 recording``, part of the cache key like every other modality option).
 
@@ -36,10 +42,102 @@ from __future__ import annotations
 
 import numpy as np
 
+from .segments import over_windows, segments
+
 #: MAD × this = the standard deviation of a Gaussian (1 / Φ⁻¹(3/4)).
 MAD_TO_STD = 1.4826
-#: Scales at or below this are treated as zero, as instance normalisation does.
+#: Scales at or below this are treated as zero, by instance normalisation too.
 MIN_SCALE = 1e-12
+
+
+# -- instance ----------------------------------------------------------------------------------
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Per-window, per-channel instance normalisation of ``(n, C, T)`` (float64 maths, float32 out)."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return ((x - mean) / np.maximum(std, MIN_SCALE)).astype(np.float32)
+
+
+#: A window whose squared mean (after removing a typical level of its channel) exceeds this many
+#: times its variance gets its variance from its samples rather than from the sum of squares,
+#: which would lose digits to cancellation.
+CANCELLATION_RATIO = 1e6
+
+
+def window_stats(data: np.ndarray, starts: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each channel of each window ``data[:, a:a + n_samples]``.
+
+    Returns two ``(n, C)`` float64 arrays, equal to ``window.mean(-1)`` and ``window.std(-1)`` to
+    float64 rounding. They come from sums and sums of squares over the segments between window
+    edges (one pass over the data, however much the windows overlap), taken relative to each
+    channel's mean over the first window; the rare window where that could lose digits (its mean
+    far above its spread) is computed from its samples instead.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    n_ch, n = data.shape
+    if len(starts) == 0:
+        return np.zeros((0, n_ch)), np.zeros((0, n_ch))
+    level = data[:, starts[0] : starts[0] + n_samples].mean(axis=1, keepdims=True)
+    cuts, first, count = segments(starts, starts + n_samples, n)
+    ends = np.append(cuts[1:], n)
+    sums = np.empty((n_ch, len(cuts)))
+    squares = np.empty((n_ch, len(cuts)))
+    scratch = np.empty((n_ch, int((ends - cuts).max())))
+    for j, (a, b) in enumerate(zip(cuts.tolist(), ends.tolist())):
+        part = scratch[:, : b - a]
+        np.subtract(data[:, a:b], level, out=part)
+        np.sum(part, axis=1, out=sums[:, j])
+        squares[:, j] = np.einsum("ij,ij->i", part, part)
+    mean = over_windows(sums, first, count, np.add) / n_samples
+    var = over_windows(squares, first, count, np.add) / n_samples - mean * mean
+    unsure = ~(var * CANCELLATION_RATIO > mean * mean)  # also catches var <= 0
+    mean += level
+    std = np.sqrt(np.maximum(var, 0.0))
+    for c, i in zip(*np.nonzero(unsure)):
+        window = data[c, starts[i] : starts[i] + n_samples]
+        mean[c, i] = window.mean()
+        std[c, i] = window.std()
+    return mean.T.copy(), std.T.copy()
+
+
+def fill_normalised(
+    out: np.ndarray,
+    data: np.ndarray,
+    starts: np.ndarray,
+    n_samples: int,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+) -> None:
+    """``out[i] = (window - mean[i]) / std[i]`` with ``window = data[:, a:a + n_samples]`` for each
+    start ``a`` (float64 maths, float32 ``out``), one window at a time through a float64 scratch window.
+
+    Without ``mean`` and ``std``, each window's are computed on the way, as
+    :func:`normalise` does (the mean, then the spread around it), while the window is at hand.
+    """
+    scratch = np.empty((data.shape[0], n_samples), dtype=np.float64)
+    for i, a in enumerate(starts):
+        window = data[:, a : a + n_samples]
+        if mean is None:
+            centre = np.add.reduce(window, axis=1) / n_samples
+            np.subtract(window, centre[:, None], out=scratch)
+            spread = np.sqrt(np.einsum("ij,ij->i", scratch, scratch) / n_samples)
+        else:
+            np.subtract(window, mean[i][:, None], out=scratch)
+            spread = std[i]
+        np.divide(scratch, np.maximum(spread, MIN_SCALE)[:, None], out=out[i], casting="same_kind")
+
+
+def normalise_windows(data: np.ndarray, starts: np.ndarray, n_win: int) -> np.ndarray:
+    """Instance-normalised windows ``data[:, a:a + n_win]`` for each start ``a``, as ``(n, C, n_win)`` float32
+    (the same values as :func:`normalise` of the stacked windows)."""
+    out = np.empty((len(starts), data.shape[0], n_win), dtype=np.float32)
+    mean, std = window_stats(data, starts, n_win)
+    fill_normalised(out, data, starts, n_win, mean, std)
+    return out
+
+
+# -- recording and file ------------------------------------------------------------------------
 
 
 def robust_stats(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,3 +201,16 @@ def pooled_stats(pieces) -> tuple[np.ndarray, np.ndarray]:
         shapes = sorted({p.shape for p in pieces})[:3]
         raise ValueError(f"pooled_stats needs (channels, samples) pieces with one channel count, got shapes {shapes}.")
     return robust_stats(np.concatenate(pieces, axis=1))
+
+
+def recording_stats(data: np.ndarray, starts: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`robust_stats` of one recording ``data`` (``(C, T)``) over the samples of its windows
+    ``[a, a + n_samples)`` for each ``a`` in ``starts`` (each sample once), as ``normalize: recording``
+    uses them."""
+    return robust_stats(window_samples(data, starts, n_samples))
+
+
+def scaled(x: np.ndarray, centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``(x - centre) / scale`` per channel: ``x`` is ``(..., C, T)``, ``centre`` and ``scale`` ``(C,)``
+    (from :func:`recording_stats` or :func:`pooled_stats`); float64 maths."""
+    return (np.asarray(x, dtype=np.float64) - centre[:, None]) / scale[:, None]

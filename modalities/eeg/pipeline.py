@@ -19,6 +19,9 @@ import numpy as np
 
 from relpos.errors import DataError
 
+from ..common.normalisation import fill_normalised, recording_stats, window_stats
+from ..common.segments import over_windows, segments
+
 #: The AASM sleep stages of a Sleep-EDF hypnogram (R&K stages 3 and 4 both become N3).
 SLEEP_STAGES = ("W", "N1", "N2", "N3", "REM")
 SLEEP_LABEL_MAP = {
@@ -139,36 +142,6 @@ def annotation_table(raw) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return onset, np.asarray(ann.duration, dtype=float), [str(d) for d in ann.description]
 
 
-def _segments(
-    starts: np.ndarray, stops: np.ndarray, n: int, also: list[int] = ()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut ``[0, n)`` at every window start and stop (and at the points ``also``).
-
-    Returns ``(cuts, first, count)``: segment ``j`` is ``[cuts[j], cuts[j + 1])`` (the last one ends at
-    ``n``), and window ``i`` (``[starts[i], stops[i])``, stops at most ``n``) is exactly the
-    ``count[i]`` segments from ``first[i]``. A reduction over each segment
-    (``ufunc.reduceat(data, cuts)``, one pass over the data however much the windows overlap) then
-    gives each window's by :func:`_over_windows`.
-    """
-    cuts = np.unique(np.concatenate([starts, stops, np.asarray(also, dtype=np.int64)]).astype(np.int64))
-    cuts = cuts[cuts < n]
-    first = np.searchsorted(cuts, starts)
-    count = np.searchsorted(cuts, stops) - first
-    return cuts, first, count
-
-
-def _over_windows(per_segment: np.ndarray, first: np.ndarray, count: np.ndarray, ufunc) -> np.ndarray:
-    """``ufunc`` over each window's segments: ``(C, segments)`` -> ``(C, windows)``."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    out = np.empty((per_segment.shape[0], len(first)), dtype=per_segment.dtype)
-    for k in np.unique(count):  # windows spanning the same number of segments, together
-        sel = np.flatnonzero(count == k)
-        spans = sliding_window_view(per_segment, int(k), axis=1)  # (C, segments - k + 1, k), no copy
-        out[:, sel] = ufunc.reduce(spans[:, first[sel]], axis=2)
-    return out
-
-
 def scan_raw(
     data: np.ndarray,
     sfreq: float,
@@ -193,7 +166,7 @@ def scan_raw(
     a = np.maximum(0, np.round(starts_s * sfreq).astype(np.int64))
     b = np.minimum(n, np.maximum(a + 1, np.round((starts_s + window_s) * sfreq).astype(np.int64)))
     rows = list(range(n_ch)) if rows is None else list(rows)
-    cuts, first, count = _segments(a, b, n, also=[0])  # segments cover every sample
+    cuts, first, count = segments(a, b, n, also=[0])  # segments cover every sample
     high = low = None
     if flat_threshold > 0:
         high = np.maximum.reduceat(data, cuts, axis=1)
@@ -209,10 +182,10 @@ def scan_raw(
         selected = data[rows] if rows != list(range(n_ch)) else data
         bad_sample = ~np.isfinite(selected).all(axis=0)
         per_segment = np.add.reduceat(bad_sample.astype(np.int64)[None], cuts, axis=1)
-        non_finite = _over_windows(per_segment, first, count, np.add)[0] > 0
+        non_finite = over_windows(per_segment, first, count, np.add)[0] > 0
     if high is not None:
-        high = _over_windows(high[rows], first, count, np.maximum)
-        low = _over_windows(low[rows], first, count, np.minimum)
+        high = over_windows(high[rows], first, count, np.maximum)
+        low = over_windows(low[rows], first, count, np.minimum)
         with np.errstate(invalid="ignore"):  # inf - inf in a non-finite window, which is not flat
             flat = ((high - low) < flat_threshold) & ~non_finite
         if not by_channel:
@@ -226,92 +199,6 @@ def all_finite(data: np.ndarray) -> bool:
     with np.errstate(invalid="ignore", over="ignore"):
         total = data.sum()
     return bool(np.isfinite(total)) or bool(np.isfinite(data).all())
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    """Per-window, per-channel instance normalisation of ``(n, C, T)`` (float64 maths, float32 out)."""
-    x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(axis=-1, keepdims=True)
-    std = x.std(axis=-1, keepdims=True)
-    return ((x - mean) / np.maximum(std, 1e-12)).astype(np.float32)
-
-
-#: A window whose squared mean (after removing a typical level of its channel) exceeds this many
-#: times its variance gets its variance from its samples rather than from the sum of squares,
-#: which would lose digits to cancellation.
-CANCELLATION_RATIO = 1e6
-
-
-def window_stats(data: np.ndarray, starts: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each channel of each window ``data[:, a:a + n_samples]``.
-
-    Returns two ``(n, C)`` float64 arrays, equal to ``window.mean(-1)`` and ``window.std(-1)`` to
-    float64 rounding. They come from sums and sums of squares over the segments between window
-    edges (one pass over the data, however much the windows overlap), taken relative to each
-    channel's mean over the first window; the rare window where that could lose digits (its mean
-    far above its spread) is computed from its samples instead.
-    """
-    starts = np.asarray(starts, dtype=np.int64)
-    n_ch, n = data.shape
-    if len(starts) == 0:
-        return np.zeros((0, n_ch)), np.zeros((0, n_ch))
-    level = data[:, starts[0] : starts[0] + n_samples].mean(axis=1, keepdims=True)
-    cuts, first, count = _segments(starts, starts + n_samples, n)
-    ends = np.append(cuts[1:], n)
-    sums = np.empty((n_ch, len(cuts)))
-    squares = np.empty((n_ch, len(cuts)))
-    scratch = np.empty((n_ch, int((ends - cuts).max())))
-    for j, (a, b) in enumerate(zip(cuts.tolist(), ends.tolist())):
-        part = scratch[:, : b - a]
-        np.subtract(data[:, a:b], level, out=part)
-        np.sum(part, axis=1, out=sums[:, j])
-        squares[:, j] = np.einsum("ij,ij->i", part, part)
-    mean = _over_windows(sums, first, count, np.add) / n_samples
-    var = _over_windows(squares, first, count, np.add) / n_samples - mean * mean
-    unsure = ~(var * CANCELLATION_RATIO > mean * mean)  # also catches var <= 0
-    mean += level
-    std = np.sqrt(np.maximum(var, 0.0))
-    for c, i in zip(*np.nonzero(unsure)):
-        window = data[c, starts[i] : starts[i] + n_samples]
-        mean[c, i] = window.mean()
-        std[c, i] = window.std()
-    return mean.T.copy(), std.T.copy()
-
-
-def fill_normalised(
-    out: np.ndarray,
-    data: np.ndarray,
-    starts: np.ndarray,
-    n_samples: int,
-    mean: np.ndarray | None = None,
-    std: np.ndarray | None = None,
-) -> None:
-    """``out[i] = (window - mean[i]) / std[i]`` with ``window = data[:, a:a + n_samples]`` for each
-    start ``a`` (float64 maths, float32 ``out``), one window at a time through a float64 scratch window.
-
-    Without ``mean`` and ``std``, each window's are computed on the way, as
-    :func:`normalise` does (the mean, then the spread around it), while the window is at hand.
-    """
-    scratch = np.empty((data.shape[0], n_samples), dtype=np.float64)
-    for i, a in enumerate(starts):
-        window = data[:, a : a + n_samples]
-        if mean is None:
-            centre = np.add.reduce(window, axis=1) / n_samples
-            np.subtract(window, centre[:, None], out=scratch)
-            spread = np.sqrt(np.einsum("ij,ij->i", scratch, scratch) / n_samples)
-        else:
-            np.subtract(window, mean[i][:, None], out=scratch)
-            spread = std[i]
-        np.divide(scratch, np.maximum(spread, 1e-12)[:, None], out=out[i], casting="same_kind")
-
-
-def normalise_windows(data: np.ndarray, starts: np.ndarray, n_win: int) -> np.ndarray:
-    """Instance-normalised windows ``data[:, a:a + n_win]`` for each start ``a``, as ``(n, C, n_win)`` float32
-    (the same values as :func:`normalise` of the stacked windows)."""
-    out = np.empty((len(starts), data.shape[0], n_win), dtype=np.float32)
-    mean, std = window_stats(data, starts, n_win)
-    fill_normalised(out, data, starts, n_win, mean, std)
-    return out
 
 
 def notch_freqs(notch_freq: float, sfreq: float) -> np.ndarray:
@@ -528,10 +415,8 @@ def recording_windows(raw, cfg, keep: list[str], where: str, rule: LabelRule) ->
     idx = idx[chosen]
     mean = std = None
     if cfg.normalize in ("recording", "file") and len(idx):  # a file holds one recording: the same
-        from ..common.normalisation import robust_stats, window_samples
-
         # One centre and scale per channel for the whole recording, given to every window.
-        centre, scale = robust_stats(window_samples(data, idx, n_win))
+        centre, scale = recording_stats(data, idx, n_win)
         mean = np.broadcast_to(centre, (len(idx), len(centre)))
         std = np.broadcast_to(scale, (len(idx), len(scale)))
     elif len(idx) > 1 and np.any(np.diff(np.sort(idx)) < n_win):

@@ -25,7 +25,7 @@ from relpos.errors import DataError
 
 from ..common.channel_types import retype_by_name, retyped_hint
 from ..common.channels import dead_channel_warning, flat_in_windows, mostly_flat
-from ..common.normalisation import pooled_stats, robust_stats, window_samples
+from ..common.normalisation import normalise, pooled_stats, recording_stats, scaled, window_samples
 from ..common.numpy_files import open_numpy, read_array
 from .channel_policy import is_are, pinned
 from .pipeline import (
@@ -33,7 +33,6 @@ from .pipeline import (
     PIN_HINT,
     flat_reason,
     named_channels,
-    normalise,
     notch_freqs,
     select_channels,
     split_names,
@@ -258,12 +257,11 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
             trial_x = x[i]
             if file_stats is not None:
                 # normalize: file: the split's one robust z-score per channel, for every trial.
-                trial_x = (trial_x - file_stats[0][:, None]) / file_stats[1][:, None]
+                trial_x = scaled(trial_x, *file_stats)
             elif cfg.normalize == "recording" and ok[i].any():
                 # Each trial is its own recording: one robust z-score per channel over the
-                # samples of its kept windows (normalise below then leaves them as they are).
-                centre, spread = robust_stats(window_samples(trial_x, starts[ok[i]], n_win))
-                trial_x = (trial_x - centre[:, None]) / spread[:, None]
+                # samples of its kept windows.
+                trial_x = scaled(trial_x, *recording_stats(trial_x, starts[ok[i]], n_win))
             for j, a in enumerate(starts):
                 if ok[i, j]:
                     windows.append(trial_x[:, a : a + n_win])

@@ -26,6 +26,7 @@ import numpy as np
 from relpos.errors import DataError
 
 from ..common.channels import dead_channel_warning, dead_channels, flat_in_windows, flat_throughout, format_names, mostly_flat
+from ..common.normalisation import normalise, pooled_stats, recording_stats, scaled, window_samples
 from .labels import label_mapping, resampled_length, window_labels
 from .readers import open_item
 from .sources import Source, reason
@@ -435,17 +436,14 @@ def _recording_normalised(x, windows, starts, window, keep):
 
     Each of the ``m`` rows of ``x`` (``(m, C, T)``: a source without a sample dim, or one sample of
     a source with one) is a recording: its centre and scale per channel come from the samples of
-    its kept windows (:mod:`..common.normalisation`).
+    its kept windows (:func:`..common.normalisation.recording_stats`).
     """
-    from ..common.normalisation import robust_stats, window_samples
-
     m, n_win = x.shape[0], len(starts)
     per_row = windows.reshape(m, n_win, *windows.shape[1:]).astype(np.float64)
     kept = keep.reshape(m, n_win)
     for row in range(m):
         if kept[row].any():
-            centre, scale = robust_stats(window_samples(x[row], starts[kept[row]], window))
-            per_row[row] = (per_row[row] - centre[:, None]) / scale[:, None]
+            per_row[row] = scaled(per_row[row], *recording_stats(x[row], starts[kept[row]], window))
     return per_row.reshape(windows.shape)
 
 
@@ -482,12 +480,10 @@ def _file_stats(src, pick, held, ratio, window, stride):
     ``src`` is one array of one file (a file's only array, or the split read from an archive with
     ``X_train``/``X_test``: the test split gets its own statistics from its own samples). Its
     samples are those of the kept windows of every row (each sample once per row, as for
-    ``recording``), all rows' samples pooled per channel (:mod:`..common.normalisation`); read block by block
+    ``recording``), all rows' samples pooled per channel (:func:`..common.normalisation.pooled_stats`); read block by block
     like the windows, so the kept samples of the whole source are held once. None when no window
     is kept (the source then gives no window).
     """
-    from ..common.normalisation import pooled_stats, window_samples
-
     pieces = []
     for start in range(0, src.n_samples, _chunk_samples(src)):
         stop = min(src.n_samples, start + _chunk_samples(src))
@@ -516,7 +512,7 @@ def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
     for start in range(0, src.n_samples, chunk):
         stop = min(src.n_samples, start + chunk)
         x, starts, windows, finite, flat = _cut_block(src, start, stop, pick, held, ratio, window, stride, pop=True)
-        m, n_win = x.shape[0], len(starts)
+        n_win = len(starts)
         labels = None
         if mapping is not None:
             raw = src.labels[start:stop]
@@ -534,12 +530,9 @@ def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
         made += len(keep)
         windows = windows[keep]
         if cfg.normalize == "file" and len(windows):
-            centre, scale = file_stats  # one pair per channel for every window of the source
-            windows = (windows.astype(np.float64) - centre[:, None]) / scale[:, None]
+            windows = scaled(windows, *file_stats)  # one pair per channel for every window of the source
         if cfg.normalize == "instance" and len(windows):
-            mean = windows.mean(axis=-1, keepdims=True)
-            std = windows.std(axis=-1, keepdims=True)
-            windows = (windows - mean) / np.maximum(std, 1e-12)
+            windows = normalise(windows)
         writer.append(
             windows.astype(np.float32),
             groups[keep].tolist(),
