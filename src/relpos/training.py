@@ -28,11 +28,11 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ from .pretext import Pretext, check_forward_output
 from .trivial_baseline import BASELINE_KEY, BaselineWatch
 
 METRIC_FIELDS = ["step", "loss", "lr", "samples_per_s"]
+_T = TypeVar("_T")
 
 
 class TrainingError(RelposError):
@@ -589,304 +590,426 @@ def train(
         distributed.leave()
 
 
-def _train(
-    config: RunConfig,
-    resume: bool,
-    data: Any,
-) -> TrainResult:
-    """:func:`train` itself; :func:`train` leaves the process group whatever happens."""
-    run_dir = config.run_dir()
-    ckpt_file = checkpoint_path(run_dir)
-    launch = distributed.launch_from_env()  # one process unless torchrun started several
-    state = None
-    if resume:
-        ckpt_file = _resume_checkpoint(run_dir)
-        state = load_checkpoint(ckpt_file, resume=True)
-        saved = checkpoint_config(state, ckpt_file)
-        saved.out = str(run_dir)
-        _refuse_changed_settings(saved, config, run_dir)
-        _refuse_other_world_size(state, launch, run_dir)
-        saved.train.steps = config.train.steps
-        saved.train.device = config.train.device
-        saved.train.progress = config.train.progress
-        config = saved  # steps, device and progress were checked when ``config`` was resolved
-        if state["step"] >= config.train.steps:
-            raise RelposError(
-                f"The run in {str(run_dir)!r} already finished {state['step']} steps "
-                f"(train.steps={config.train.steps}); raise --steps to train longer."
-            )
-        if launch.rank == 0:  # the process that rewrites config.yaml
-            keep_edited_config(run_dir, checkpoint_config(state, ckpt_file))
-    elif ckpt_file.exists():
-        raise RelposError(
-            f"Run directory {str(run_dir)!r} already holds a checkpoint; pass --resume to continue "
-            f"it, or --out DIR for a new run."
-        )
+def _train(config: RunConfig, resume: bool, data: Any) -> TrainResult:
+    """:func:`train` itself; :func:`train` leaves the process group whatever happens.
 
+    The run in named pieces: what it continues (:func:`_checkpoint_to_continue`), its setup and
+    restore (:func:`_setup`), its steps (:func:`_train_steps`) and saves (:meth:`_Run.save`), and
+    what a failure becomes (:meth:`_Run.explain_failure`).
+    """
+    run_dir = config.run_dir()
+    launch = distributed.launch_from_env()  # one process unless torchrun started several
+    config, state, ckpt_file = _checkpoint_to_continue(config, run_dir, resume, launch)
+    run = _setup(config, data, launch, state, ckpt_file)
+    del state  # restored into the model and optimiser; its tensors need not stay in memory
+    run.create_run_dir()
+    try:
+        run.open_outputs()
+        _train_steps(run)
+    except KeyboardInterrupt:
+        # Ctrl-C may land inside save(), after the rename but before last_saved is updated, so the
+        # file on disk says which checkpoint was kept.
+        raise TrainingInterrupted(*_kept_checkpoint(ckpt_file, run.last_saved)) from None
+    except BaseException as exc:
+        explained = run.explain_failure(exc)
+        if explained is None:
+            raise
+        raise explained from None
+    finally:
+        run.close()
+    return run.finish()
+
+
+def _train_steps(run: _Run) -> None:
+    """The loop proper: one optimiser step per iteration, from the step after the run's checkpoint
+    (or the first) to ``train.steps``."""
+    cfg, pretext, optimizer = run.cfg, run.pretext, run.optimizer
+    pretext.train()
+    for step in range(run.start + 1, cfg.steps + 1):
+        run.step = step
+        # Every schedule is a function of (steps taken, total), so resume stays exact.
+        for group in optimizer.param_groups:
+            group["lr"] = float(run.lrs[step - 1])
+        pretext.set_progress(step - 1, cfg.steps)
+        decay = pretext.weight_decay_at(step - 1, cfg.steps)
+        if decay is not None:
+            optimizer.param_groups[0]["weight_decay"] = float(decay)  # _param_groups: decayed first
+        batch = run.next_batch()
+        with run.autocast():
+            output = run.model(batch, run.generator)
+        if step == run.start + 1:  # once: what forward returns is of the same kinds at every step
+            check_forward_output(pretext, output)
+        loss, logs = output
+        run.loss, logs = _reduced_logs(loss, logs)
+        run.watch_baseline(step, logs)
+        run.stop_if_not_finite(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(pretext.parameters(), cfg.grad_clip)
+        optimizer.step()
+        pretext.after_step(step)
+        run.report(step, logs)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            run.save(step)
+
+
+def _checkpoint_to_continue(
+    config: RunConfig, run_dir: Path, resume: bool, launch: distributed.Launch
+) -> tuple[RunConfig, dict[str, Any] | None, Path]:
+    """What the run continues, as ``(config, checkpoint, checkpoint file)``.
+
+    A new run keeps ``config`` and has no checkpoint; it is refused in a directory that already
+    holds one. A resumed run takes the checkpoint's configuration with ``train.steps``,
+    ``train.device`` and ``train.progress`` from ``config``, and is refused when any other setting
+    differs, when it has another number of processes, or when it has already finished; a
+    ``config.yaml`` edited since the checkpoint is kept aside, with a warning.
+    """
+    ckpt_file = checkpoint_path(run_dir)
+    if not resume:
+        if ckpt_file.exists():
+            raise RelposError(
+                f"Run directory {str(run_dir)!r} already holds a checkpoint; pass --resume to continue "
+                f"it, or --out DIR for a new run."
+            )
+        return config, None, ckpt_file
+    ckpt_file = _resume_checkpoint(run_dir)
+    state = load_checkpoint(ckpt_file, resume=True)
+    saved = checkpoint_config(state, ckpt_file)
+    saved.out = str(run_dir)
+    _refuse_changed_settings(saved, config, run_dir)
+    _refuse_other_world_size(state, launch, run_dir)
+    # steps, device and progress were checked when ``config`` was resolved
+    saved.train.steps = config.train.steps
+    saved.train.device = config.train.device
+    saved.train.progress = config.train.progress
+    if state["step"] >= saved.train.steps:
+        raise RelposError(
+            f"The run in {str(run_dir)!r} already finished {state['step']} steps "
+            f"(train.steps={saved.train.steps}); raise --steps to train longer."
+        )
+    if launch.rank == 0:  # the process that rewrites config.yaml
+        keep_edited_config(run_dir, checkpoint_config(state, ckpt_file))
+    return saved, state, ckpt_file
+
+
+def _setup(config: RunConfig, data: Any, launch: distributed.Launch, state: dict[str, Any] | None,
+           ckpt_file: Path) -> _Run:
+    """Build the run in every process and restore ``state`` (None for a new run).
+
+    Everything that can fail on bad input happens here, before the run directory is created. In a
+    distributed run every process learns whether any failed (check_peers), so none waits forever.
+    """
     cfg = config.train
-    distributed_run = launch.world_size > 1
     device = distributed.device_for(cfg.device, launch)
     _check_layout(cfg, launch)
     distributed.setup(device, launch)
-    main_process = launch.rank == 0  # writes the run's files; the others only train
-    # Everything that can fail on bad input happens before the run directory is created. In a
-    # distributed run every process learns whether any failed (check_peers), so none waits forever.
-    setup_error: Exception | None = None
+    run = _with_peers_checked(lambda: _build_run(config, data, launch, device, state, ckpt_file))
+    if run.distributed:
+        run.spread_over_processes()
+    return run
+
+
+def _build_run(config: RunConfig, data: Any, launch: distributed.Launch, device: torch.device,
+               state: dict[str, Any] | None, ckpt_file: Path) -> _Run:
+    """The modality, its data, the pretext (with its encoder), the optimiser and the random streams,
+    restored from ``state`` when the run continues a checkpoint."""
+    cfg = config.train
+    modality = build_modality(config)
+    # Rank 0 builds a missing data cache first; the others then memory-map the same entry.
+    windows = distributed.run_in_turn(
+        lambda: open_data(modality, data if data is not None else config.data), launch
+    )
+    _check_enough_windows(len(windows), launch)
+    pretext = build_pretext(config, modality, windows).to(device)
+    optimizer = torch.optim.AdamW(_param_groups(pretext, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
+    generator, index_generator = _random_streams(cfg.seed, launch)
+    run = _Run(config, launch, device, modality, windows, pretext, optimizer, generator, index_generator, ckpt_file)
+    if state is not None:
+        run.restore(state)
+    return run
+
+
+def _random_streams(seed: int, launch: distributed.Launch) -> tuple[torch.Generator, torch.Generator]:
+    """Seed every random stream of this process; return (its generator, the window-index generator).
+
+    The window indices of the global batch are drawn from one stream every process shares (each
+    takes its slice), so the data a step sees does not depend on the number of processes;
+    augmentation and the pretext's own draws use the process's stream, seeded from (seed, rank), so
+    the processes do not repeat each other's crops and patches.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    if launch.world_size == 1:
+        return generator, generator
+    own_seed = distributed.rank_seed(seed, launch.rank)
+    random.seed(own_seed)
+    np.random.seed(own_seed)
+    torch.manual_seed(own_seed)
+    return torch.Generator().manual_seed(own_seed), torch.Generator().manual_seed(seed)
+
+
+def _with_peers_checked(work: Callable[[], _T]) -> _T:
+    """``work()``, after which every process learns whether any failed (:func:`distributed.check_peers`
+    re-raises the failure everywhere; in one process it is raised as is)."""
+    result, error = None, None
     try:
-        modality = build_modality(config)
-        # Rank 0 builds a missing data cache first; the others then memory-map the same entry.
-        windows = distributed.run_in_turn(
-            lambda: open_data(modality, data if data is not None else config.data), launch
-        )
-        _check_enough_windows(len(windows), launch)
-        pretext = build_pretext(config, modality, windows).to(device)
-        optimizer = torch.optim.AdamW(_param_groups(pretext, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
-        lrs = lr_schedule(cfg)
-        baseline_watch = BaselineWatch(cfg.steps, cfg.warmup_steps)
-        generator = torch.Generator().manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        # The window indices of the global batch are drawn from one stream every process shares
-        # (each takes its slice), so the data a step sees does not depend on the number of
-        # processes; augmentation and the pretext's own draws use the process's stream, seeded
-        # from (seed, rank), so the processes do not repeat each other's crops and patches.
-        index_generator = generator
-        if distributed_run:
-            own_seed = distributed.rank_seed(cfg.seed, launch.rank)
-            index_generator = torch.Generator().manual_seed(cfg.seed)
-            generator = torch.Generator().manual_seed(own_seed)
-            random.seed(own_seed)
-            np.random.seed(own_seed)
-            torch.manual_seed(own_seed)
-        start = 0
-        if state is not None:
-            _restore(state, pretext, optimizer, generator, index_generator, launch.rank, ckpt_file)
-            _restore_baseline_watch(state, baseline_watch, ckpt_file)
-            start = int(state["step"])
-            del state
-    except Exception as exc:  # noqa: BLE001 - re-raised by check_peers (in one process: as is)
-        setup_error = exc
-    distributed.check_peers(setup_error)
-    model: torch.nn.Module = pretext
-    if distributed_run:
+        result = work()
+    except Exception as exc:  # noqa: BLE001 - re-raised by check_peers
+        error = exc
+    distributed.check_peers(error)
+    return result
+
+
+def _nothing() -> None:
+    """The part of a process that does not write the run's files in a step that rank 0 does."""
+
+
+class _Run:
+    """One training run: what :func:`_setup` built, where it writes, and how far it has got.
+
+    Every process holds one; only the main process (rank 0) writes the run's files.
+    """
+
+    def __init__(self, config: RunConfig, launch: distributed.Launch, device: torch.device, modality: Modality,
+                 windows: Windows, pretext: Pretext, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                 index_generator: torch.Generator, ckpt_file: Path):
+        self.config, self.cfg = config, config.train
+        self.run_dir, self.ckpt_file = config.run_dir(), ckpt_file
+        self.launch, self.device = launch, device
+        self.distributed = launch.world_size > 1
+        self.main_process = launch.rank == 0  # writes the run's files; the others only train
+        self.modality, self.windows = modality, windows
+        self.pretext, self.optimizer = pretext, optimizer
+        self.model: torch.nn.Module = pretext  # DDP's wrapper of it in a distributed run
+        self.generator, self.index_generator = generator, index_generator
+        self.lrs = lr_schedule(self.cfg)
+        self.baseline_watch = BaselineWatch(self.cfg.steps, self.cfg.warmup_steps)
+        self.per_process = self.cfg.batch_size // launch.world_size
+        use_amp = self.cfg.amp and device.type == "cuda"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+        self.start = 0  # the checkpoint's step on resume
+        self.step = 0  # the step being trained (the start before the first)
+        self.last_saved: int | None = None  # step of the newest checkpoint on disk
+        self.loss = float("nan")  # the last step's loss, averaged over the processes
+        self.new_files: _NewRunFiles | None = None
+        self.log: _MetricsLog | None = None
+        self.progress: Any = None
+        self._format_checked = False
+        self._t_last, self._samples = 0.0, 0
+
+    # -- setup and restore ------------------------------------------------------------------------
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint: weights, optimiser, random streams, the baseline watch, step."""
+        _restore(state, self.pretext, self.optimizer, self.generator, self.index_generator, self.launch.rank,
+                 self.ckpt_file)
+        _restore_baseline_watch(state, self.baseline_watch, self.ckpt_file)
+        self.start = self.step = int(state["step"])
+        self.last_saved = self.start if self.start > 0 else None
+
+    def spread_over_processes(self) -> None:
+        """Wrap the pretext for data-parallel training (DDP); rank 0 says how the batch is split."""
         from torch.nn.parallel import DistributedDataParallel
 
+        device, cfg = self.device, self.cfg
         # Unused parameters are allowed: a head may sit out some steps (DINO's frozen last layer).
-        model = DistributedDataParallel(
-            pretext, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        self.model = DistributedDataParallel(
+            self.pretext, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-        if main_process:
+        if self.main_process:
             print(
-                f"relpos: training on {launch.world_size} processes ({distributed.backend()}, {device.type}): "
-                f"global batch {cfg.batch_size} = {cfg.batch_size // launch.world_size} windows per process "
+                f"relpos: training on {self.launch.world_size} processes ({distributed.backend()}, {device.type}): "
+                f"global batch {cfg.batch_size} = {self.per_process} windows per process "
                 f"per step; train.lr {cfg.lr} as configured (not rescaled for the number of processes).",
                 file=sys.stderr,
             )
 
-    new_files = _NewRunFiles(run_dir) if start == 0 and main_process else None
-    setup_error = None
-    if main_process:
+    def create_run_dir(self) -> None:
+        """Create the run directory and clear what killed processes left in it (rank 0). A new run
+        first notes what is there, so that what it adds can be removed if it dies before its first
+        checkpoint."""
+        if self.start == 0 and self.main_process:
+            self.new_files = _NewRunFiles(self.run_dir)
+        _with_peers_checked(self._create_run_dir if self.main_process else _nothing)
+
+    def _create_run_dir(self) -> None:
         try:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise RelposError(
-                    f"Cannot create the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose another --out."
-                ) from None
-            _remove_leftovers(run_dir, ckpt_file, fresh=start == 0)
-        except Exception as exc:  # noqa: BLE001 - re-raised by check_peers
-            setup_error = exc
-    distributed.check_peers(setup_error)
-    last_saved: int | None = start if start > 0 else None  # step of the newest checkpoint on disk
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RelposError(
+                f"Cannot create the run directory {str(self.run_dir)!r}: {exc.strerror or exc}; choose another --out."
+            ) from None
+        _remove_leftovers(self.run_dir, self.ckpt_file, fresh=self.start == 0)
 
-    format_checked = False
+    def open_outputs(self) -> None:
+        """Write config.yaml and open metrics.csv (rank 0), then the progress bar."""
+        _with_peers_checked(self._open_files if self.main_process else _nothing)
+        if self.cfg.progress and self.main_process:
+            from tqdm.auto import tqdm
 
-    def save(step: int) -> None:
+            self.progress = tqdm(total=self.cfg.steps, initial=self.start,
+                                 desc=f"{self.config.pretext} on {self.config.modality}", unit="step")
+        self._t_last = time.perf_counter()
+
+    def _open_files(self) -> None:
+        try:
+            atomic_write_text(self.config.to_yaml(), self.run_dir / "config.yaml")
+        except OSError as exc:
+            raise RelposError(
+                f"Cannot write to the run directory {str(self.run_dir)!r}: {exc.strerror or exc}; choose "
+                f"another --out."
+            ) from None
+        self.log = _MetricsLog(self.run_dir, _metric_fields(self.pretext.log_keys), self.start, self.cfg.tensorboard)
+
+    # -- one step -------------------------------------------------------------------------------
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """This process's slice of the step's global batch of windows, augmented, on the device."""
+        first = self.launch.rank * self.per_process
+        index = torch.randint(0, len(self.windows), (self.cfg.batch_size,), generator=self.index_generator)
+        x = self.modality.augment(self.windows.x[index[first:first + self.per_process]], self.generator)
+        return {"x": x.to(self.device, non_blocking=True)}
+
+    def watch_baseline(self, step: int, logs: Mapping[str, Any]) -> None:
+        """Feed the stuck-at-baseline watch; rank 0 prints its warning (once per run)."""
+        baseline = logs.get(BASELINE_KEY)
+        stuck = self.baseline_watch.update(step, self.loss, None if baseline is None else float(baseline))
+        if stuck is not None and self.main_process:
+            if self.progress is not None:
+                self.progress.write(f"relpos: warning: {stuck}", file=sys.stderr)
+            else:
+                warn(stuck)
+
+    def stop_if_not_finite(self, step: int) -> None:
+        if math.isfinite(self.loss):
+            return
+        error = TrainingError(
+            f"The loss became {self.loss} at step {step}, so training stopped and {self.kept()} "
+            f"(try a lower train.lr, now {self.cfg.lr}, or check the data for NaN values)."
+        )
+        # Every process sees the same averaged loss and stops here; rank 0 says so.
+        error.reported_elsewhere = not self.main_process
+        raise error
+
+    def report(self, step: int, logs: Mapping[str, Any]) -> None:
+        """Advance the progress bar; every ``train.log_every`` steps and at the last, log a row."""
+        self._samples += self.cfg.batch_size
+        baseline = logs.get(BASELINE_KEY)
+        if self.progress is not None:
+            self.progress.update(1)
+            self.progress.set_postfix(
+                loss=f"{self.loss:.4f}", **({"baseline": f"{float(baseline):.4f}"} if baseline is not None else {})
+            )
+        if (step % self.cfg.log_every == 0 or step == self.cfg.steps) and self.log is not None:
+            now = time.perf_counter()
+            row = {"step": step, "loss": self.loss, "lr": float(self.lrs[step - 1]),
+                   "samples_per_s": self._samples / max(now - self._t_last, 1e-9)}
+            row.update({k: float(v) for k, v in logs.items()})
+            self.log.write(row)
+            self._t_last, self._samples = now, 0
+
+    # -- save -----------------------------------------------------------------------------------
+    def save(self, step: int) -> None:
+        """Write the checkpoint of ``step``: rank 0 writes, with every process's random streams."""
         # Every process hands its random streams to rank 0, which alone writes; the check that
         # follows is also the barrier no process passes before the file is complete (PyTorch
         # PR #84881's race).
-        rng_ranks = distributed.all_gather_objects(rng_state(generator)) if distributed_run else None
-        error = None
-        if main_process:
-            try:
-                save_here(step, rng_ranks)
-            except Exception as exc:  # noqa: BLE001 - re-raised by check_peers
-                error = exc
-        distributed.check_peers(error)
+        rng_ranks = distributed.all_gather_objects(rng_state(self.generator)) if self.distributed else None
+        _with_peers_checked(lambda: self._write_checkpoint(step, rng_ranks) if self.main_process else None)
+        self.last_saved = step
 
-    def save_here(step: int, rng_ranks: list[dict[str, Any]] | None) -> None:
-        nonlocal format_checked
+    def checkpoint(self, step: int, rng_ranks: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """What the checkpoint of ``step`` holds (:mod:`relpos.checkpoint` says how it is read)."""
+        windows = self.windows
+        contents = {
+            "step": step,
+            "model": self.pretext.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(self.generator),
+            "config": self.config.to_dict(),
+            "encoder": self.pretext.encoder.init_args(),
+            "data_info": {"extent": list(windows.extent), "channels": windows.channels, **_jsonable(windows.info)},
+            "relpos_version": __version__,
+            "baseline_watch": self.baseline_watch.state_dict(),  # so a resumed run judges on the run's steps
+        }
+        if rng_ranks is not None:
+            contents.update(world_size=len(rng_ranks), rng_ranks=rng_ranks,
+                            index_generator=self.index_generator.get_state())
+        return contents
+
+    def _write_checkpoint(self, step: int, rng_ranks: list[dict[str, Any]] | None) -> None:
         try:
-            _write_checkpoint(step, rng_ranks)
+            atomic_torch_save(self.checkpoint(step, rng_ranks), self.ckpt_file)
         except OSError as exc:  # a full disk or a folder taken away is no reason for a traceback
             raise TrainingError(
-                f"Cannot write the checkpoint {str(ckpt_file)!r} at step {step}: {exc.strerror or exc}, so "
-                f"training stopped and {kept()} (free some space, or train into another --out)."
+                f"Cannot write the checkpoint {str(self.ckpt_file)!r} at step {step}: {exc.strerror or exc}, so "
+                f"training stopped and {self.kept()} (free some space, or train into another --out)."
             ) from None
-        if not format_checked:  # once: what a pretext stores is of the same kinds at every step
-            format_checked = True
-            unsafe = unsafe_objects(ckpt_file)
+        if not self._format_checked:  # once: what a pretext stores is of the same kinds at every step
+            self._format_checked = True
+            unsafe = unsafe_objects(self.ckpt_file)
             if unsafe:
-                if start == 0:
-                    ckpt_file.unlink()  # it could never be loaded back, so the run has no checkpoint
+                if self.start == 0:
+                    self.ckpt_file.unlink()  # it could never be loaded back, so the run has no checkpoint
                 raise PluginError(
-                    f"Pretext {config.pretext!r} keeps {', '.join(repr(u) for u in unsafe)} in its state, "
+                    f"Pretext {self.config.pretext!r} keeps {', '.join(repr(u) for u in unsafe)} in its state, "
                     f"which a checkpoint cannot hold (relpos loads only tensors, numbers, strings, lists and "
                     f"dicts back, so that opening a checkpoint never runs code); store it as tensors or "
                     f"plain data."
                 )
 
-    def _write_checkpoint(step: int, rng_ranks: list[dict[str, Any]] | None) -> None:
-        contents = {
-            "step": step,
-            "model": pretext.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng_state(generator),
-            "config": config.to_dict(),
-            "encoder": pretext.encoder.init_args(),
-            "data_info": {"extent": list(windows.extent), "channels": windows.channels, **_jsonable(windows.info)},
-            "relpos_version": __version__,
-            "baseline_watch": baseline_watch.state_dict(),  # so a resumed run judges on the run's steps
-        }
-        if rng_ranks is not None:
-            contents.update(world_size=len(rng_ranks), rng_ranks=rng_ranks,
-                            index_generator=index_generator.get_state())
-        atomic_torch_save(contents, ckpt_file)
-
-    def kept() -> str:
-        if last_saved is None:
+    def kept(self) -> str:
+        """What of the run is kept, to end a sentence saying that training stopped."""
+        if self.last_saved is None:
             return "no checkpoint had been written, so nothing of this run was kept"
-        return f"the last good checkpoint (step {last_saved}) is {str(ckpt_file)!r}"
+        return f"the last good checkpoint (step {self.last_saved}) is {str(self.ckpt_file)!r}"
 
-    log = progress = None
-    loss_value = float("nan")
-    step = start
-    try:
-        setup_error = None
-        if main_process:
-            try:
-                try:
-                    atomic_write_text(config.to_yaml(), run_dir / "config.yaml")
-                except OSError as exc:
-                    raise RelposError(
-                        f"Cannot write to the run directory {str(run_dir)!r}: {exc.strerror or exc}; choose "
-                        f"another --out."
-                    ) from None
-                log = _MetricsLog(run_dir, _metric_fields(pretext.log_keys), start, cfg.tensorboard)
-            except Exception as exc:  # noqa: BLE001 - re-raised by check_peers
-                setup_error = exc
-        distributed.check_peers(setup_error)
-        use_amp = cfg.amp and device.type == "cuda"
-        autocast = (
-            (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else (lambda: nullcontext())
-        )
-        if cfg.progress and main_process:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=cfg.steps, initial=start, desc=f"{config.pretext} on {config.modality}", unit="step")
-
-        pretext.train()
-        n = len(windows)
-        per_process = cfg.batch_size // launch.world_size
-        first = launch.rank * per_process  # this process's slice of the global batch
-        t_last, samples = time.perf_counter(), 0
-        for step in range(start + 1, cfg.steps + 1):
-            for group in optimizer.param_groups:
-                group["lr"] = float(lrs[step - 1])
-            # The pretext's schedules are functions of (steps taken, total), so resume stays exact.
-            pretext.set_progress(step - 1, cfg.steps)
-            decay = pretext.weight_decay_at(step - 1, cfg.steps)
-            if decay is not None:
-                optimizer.param_groups[0]["weight_decay"] = float(decay)  # _param_groups: decayed first
-            index = torch.randint(0, n, (cfg.batch_size,), generator=index_generator)[first:first + per_process]
-            x = modality.augment(windows.x[index], generator)
-            batch = {"x": x.to(device, non_blocking=True)}
-            with autocast():
-                output = model(batch, generator)
-            if step == start + 1:  # once: what forward returns is of the same kinds at every step
-                check_forward_output(pretext, output)
-            loss, extra = output
-            loss_value, extra = _reduced_logs(loss, extra)
-            baseline = extra.get(BASELINE_KEY)
-            stuck = baseline_watch.update(step, loss_value, None if baseline is None else float(baseline))
-            if stuck is not None and main_process:
-                if progress is not None:
-                    progress.write(f"relpos: warning: {stuck}", file=sys.stderr)
-                else:
-                    warn(stuck)
-            if not math.isfinite(loss_value):
-                error = TrainingError(
-                    f"The loss became {loss_value} at step {step}, so training stopped and {kept()} "
-                    f"(try a lower train.lr, now {cfg.lr}, or check the data for NaN values)."
-                )
-                # Every process sees the same averaged loss and stops here; rank 0 says so.
-                error.reported_elsewhere = not main_process
-                raise error
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(pretext.parameters(), cfg.grad_clip)
-            optimizer.step()
-            pretext.after_step(step)
-            samples += cfg.batch_size
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(
-                    loss=f"{loss_value:.4f}", **({"baseline": f"{float(baseline):.4f}"} if baseline is not None else {})
-                )
-            if (step % cfg.log_every == 0 or step == cfg.steps) and log is not None:
-                now = time.perf_counter()
-                row = {"step": step, "loss": loss_value, "lr": float(lrs[step - 1]),
-                       "samples_per_s": samples / max(now - t_last, 1e-9)}
-                row.update({k: float(v) for k, v in extra.items()})
-                log.write(row)
-                t_last, samples = now, 0
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                save(step)
-                last_saved = step
-    except KeyboardInterrupt:
-        # Ctrl-C may land inside save(), after the rename but before last_saved is updated, so the
-        # file on disk says which checkpoint was kept.
-        raise TrainingInterrupted(*_kept_checkpoint(ckpt_file, last_saved)) from None
-    except BaseException as exc:
-        if distributed_run and distributed.is_collective_failure(exc):
+    # -- the end --------------------------------------------------------------------------------
+    def explain_failure(self, exc: BaseException) -> Exception | None:
+        """The one-sentence error that replaces ``exc`` (a lost peer, memory running out), or None
+        to let ``exc`` through as it is (noted for the peers of a distributed run)."""
+        step, launch = self.step, self.launch
+        if self.distributed and distributed.is_collective_failure(exc):
             # A peer is gone, so this process cannot go on; say which one when it left a note.
             peer = distributed.peer_failure() or (
                 "another process of the run stopped (its own message, or torchrun's summary, names it)"
             )
-            error = TrainingError(
-                f"Training stopped at step {step} because {peer}, and {kept()}."
-            )
-            error.reported_elsewhere = not main_process
-            raise error from None
+            error = TrainingError(f"Training stopped at step {step} because {peer}, and {self.kept()}.")
+            error.reported_elsewhere = not self.main_process
+            return error
         if _out_of_memory(exc):
-            advice = pretext.memory_hint(per_process) or (
-                f"lower train.batch_size, now {cfg.batch_size}, or the encoder's size"
+            advice = self.pretext.memory_hint(self.per_process) or (
+                f"lower train.batch_size, now {self.cfg.batch_size}, or the encoder's size"
             )
             # On the first step of a run the settings themselves do not fit: bad input (exit 2).
-            error = ConfigError if step == start + 1 else TrainingError
-            where = f" in process {launch.rank} of {launch.world_size}" if distributed_run else ""
-            message = f"Out of memory at step {step} on {device}{where}, so training stopped and {kept()} ({advice})."
-            if distributed_run:
+            error_type = ConfigError if step == self.start + 1 else TrainingError
+            where = f" in process {launch.rank} of {launch.world_size}" if self.distributed else ""
+            message = (f"Out of memory at step {step} on {self.device}{where}, so training stopped and "
+                       f"{self.kept()} ({advice}).")
+            if self.distributed:
                 distributed.note_failure(message)
-            raise error(message) from None
+            return error_type(message)
         said_elsewhere = isinstance(exc, distributed.PeerFailed) or getattr(exc, "reported_elsewhere", False)
-        if distributed_run and not said_elsewhere:
+        if self.distributed and not said_elsewhere:
             distributed.note_failure(_one_line(exc))
-        raise
-    finally:
-        if progress is not None:
-            progress.close()
-        if log is not None:
-            log.close()
-        if new_files is not None and not ckpt_file.exists():  # a new run never starts with one
-            new_files.remove()
-    if log is not None:  # the process that logged draws RUN/plots/loss.png; a failure only warns
-        from .show import plot_loss_quietly
+        return None
 
-        plot_loss_quietly(run_dir)
-    return TrainResult(run_dir=run_dir, step=cfg.steps, loss=loss_value, pretext=pretext, config=config,
-                       baseline_summary=baseline_watch.summary())
+    def close(self) -> None:
+        """Close the progress bar and the logs; a new run without a checkpoint removes what it added."""
+        if self.progress is not None:
+            self.progress.close()
+        if self.log is not None:
+            self.log.close()
+        if self.new_files is not None and not self.ckpt_file.exists():  # a new run never starts with one
+            self.new_files.remove()
+
+    def finish(self) -> TrainResult:
+        if self.log is not None:  # the process that logged draws RUN/plots/loss.png; a failure only warns
+            from .show import plot_loss_quietly
+
+            plot_loss_quietly(self.run_dir)
+        return TrainResult(run_dir=self.run_dir, step=self.cfg.steps, loss=self.loss, pretext=self.pretext,
+                           config=self.config, baseline_summary=self.baseline_watch.summary())
 
 
 def _metric_fields(log_keys: Iterable[str]) -> list[str]:
