@@ -1,6 +1,6 @@
 """The benchmark runner: data set × method × setting × seed, one resumable cell each, one report format.
 
-A **recipe** (``bench/recipes/NAME.yaml``; see ``bench/recipes/README.md`` for every key) names the
+A **recipe** (``bench/recipes/NAME.yaml``; ``bench/README.md`` describes every key) names the
 data sets (from the table in ``bench/_common.py``), the methods (a registered pretext, the config it
 starts from and overrides of its own), the settings (named lists of overrides, e.g. normalisations
 or encoders), the seeds, the pretraining budget and the evaluation (initialisations, features,
