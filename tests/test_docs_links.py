@@ -17,6 +17,8 @@ RECIPES = sorted((REPO / "configs").glob("*.yaml"))
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _LINK = re.compile(r"!?\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_REFERENCE = re.compile(r"^ {0,3}\[[^\]\n]+\]:\s*<?([^\s>]+)", re.M)  # [name]: target
+_HTML = re.compile(r"\b(?:src|href)=\"([^\"]+)\"")
 _EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # https:, mailto:, ...
 # A path that is absolute on some machine: /dir/..., ~/..., C:\... or C:/...; "96/224" or
 # "X_train/y_train" are not, since a word character comes before the slash.
@@ -27,7 +29,7 @@ def relative_links(text: str) -> list[str]:
     """Targets of the markdown links and images in ``text`` that name a local file, outside code."""
     prose = _INLINE_CODE.sub("", _FENCE.sub("", text))
     targets = []
-    for target in _LINK.findall(prose):
+    for target in _LINK.findall(prose) + _REFERENCE.findall(prose) + _HTML.findall(prose):
         if _EXTERNAL.match(target) or target.startswith("#"):
             continue
         targets.append(target.split("#", 1)[0])
@@ -46,8 +48,9 @@ def absolute_paths(text: str) -> list[str]:
 
 def test_the_checkers_find_what_they_look_for():
     page = "[ok](docs/index.md) ![fig](figures/a.png) [web](https://x.org/a) [here](#top)\n" \
-           "`[code](not/a/link.md)`\n```\n[fenced](nope.md)\n```\n[section](pretexts.md#part)\n"
-    assert relative_links(page) == ["docs/index.md", "figures/a.png", "pretexts.md"]
+           "`[code](not/a/link.md)`\n```\n[fenced](nope.md)\n```\n[section](pretexts.md#part)\n" \
+           "[ref]: data.md\n<img src=\"figures/b.png\">\n"
+    assert relative_links(page) == ["docs/index.md", "figures/a.png", "pretexts.md", "data.md", "figures/b.png"]
     recipe = ("# Run: relpos train --data /work/shared/data/eeg/blink.npz\n"
               "# ~/relpos_data/sleep or C:\\data\\x.npz; 96/224 of it, X_train/y_train, |E_C|/8\n"
               "data: ../shared/data/eeg/scp1.npz\n")
