@@ -14,7 +14,7 @@ import torch
 import relpos
 from relpos.encoders import build_data_encoder
 from relpos.errors import ConfigError
-from relpos.pretext import build_pretext
+from relpos.pretext import construct_pretext
 
 from example_plugins import registered
 
@@ -111,7 +111,8 @@ def tiny_part(seed: int = 0):
 def test_build_pretext_hands_over_the_encoder_it_is_given():
     config, modality, windows = tiny_part()
     encoder = build_data_encoder(config.encoder, modality, windows)
-    pretext = build_pretext(relpos.get_pretext("part"), config.pretext_config, modality, config.encoder, windows, encoder)
+    part = relpos.get_pretext("part")
+    pretext = construct_pretext(part, config.pretext_config, modality, config.encoder, windows, encoder)
     assert pretext.encoder is encoder
     # taken once: the next pretext, built directly, gets an encoder of its own
     other = relpos.get_pretext("part")(config.pretext_config, modality, config.encoder, windows)
@@ -123,7 +124,7 @@ def test_building_the_encoder_first_gives_the_weights_of_a_pretext_built_directl
     # pretext built it itself, so a run's initial weights did not change.
     config, modality, windows = tiny_part()
     torch.manual_seed(3)
-    handed = build_pretext(relpos.get_pretext("part"), config.pretext_config, modality, config.encoder, windows)
+    handed = construct_pretext(relpos.get_pretext("part"), config.pretext_config, modality, config.encoder, windows)
     torch.manual_seed(3)
     direct = relpos.get_pretext("part")(config.pretext_config, modality, config.encoder, windows)
     assert list(handed.state_dict()) == list(direct.state_dict())
@@ -141,7 +142,7 @@ def test_a_third_party_pretext_on_the_documented_signature_receives_the_encoder(
         modality = relpos.get_modality("image")(config.modality_config)
         windows = relpos.Windows(x=torch.zeros(2, 3, 8, 8))  # 2 × 2 cells of the 4-px default patch
         encoder = build_data_encoder(config.encoder, modality, windows)
-        pretext = build_pretext(cls, config.pretext_config, modality, config.encoder, windows, encoder)
+        pretext = construct_pretext(cls, config.pretext_config, modality, config.encoder, windows, encoder)
     assert pretext.encoder is encoder
     assert pretext.n_cells == 4
 
@@ -152,5 +153,6 @@ def test_a_pretext_refused_by_its_encoder_check_builds_no_encoder(monkeypatch):
     monkeypatch.setattr("relpos.pretext.build_data_encoder", lambda *args: built.append(args))
     config.encoder.pos_embed = "sincos"  # MP3 predicts positions: its encoder must not see them
     with pytest.raises(ConfigError, match="'mp3' trains its encoder without position embeddings"):
-        build_pretext(relpos.get_pretext("mp3"), relpos.get_pretext("mp3").Config(), modality, config.encoder, windows)
+        mp3 = relpos.get_pretext("mp3")
+        construct_pretext(mp3, mp3.Config(), modality, config.encoder, windows)
     assert built == []

@@ -72,7 +72,7 @@ class Pretext(nn.Module):
     data : Windows
         The training windows (to read channels and extent; the pretext must not keep them).
 
-    The encoder is built by relpos, not by the pretext: :func:`build_pretext` builds it from
+    The encoder is built by relpos, not by the pretext: :func:`construct_pretext` builds it from
     ``encoder_config`` and ``data`` (:func:`relpos.encoders.build_data_encoder`) and hands it over,
     and this constructor sets it as :attr:`encoder`. A pretext constructed directly builds it the
     same way.
@@ -100,7 +100,7 @@ class Pretext(nn.Module):
         self.modality = modality
         self.extent = data.extent
         encoder = _HANDED_ENCODER.get()
-        if encoder is None:  # constructed directly rather than by build_pretext: build it the same way
+        if encoder is None:  # constructed directly rather than by construct_pretext: build it the same way
             encoder = build_data_encoder(encoder_config, modality, data)
         else:
             _HANDED_ENCODER.set(None)  # taken: a pretext built inside this one gets an encoder of its own
@@ -277,7 +277,7 @@ def check_pretext_class(cls: type[Pretext]) -> None:
 declare_contract("pretext", Pretext, check_pretext_class)
 
 
-#: The encoder :func:`build_pretext` built for the pretext under construction. Every pretext's
+#: The encoder :func:`construct_pretext` built for the pretext under construction. Every pretext's
 #: ``__init__`` keeps the documented signature ``(config, modality, encoder_config, data)`` and
 #: passes it on to ``super().__init__``, so the built encoder reaches the base class beside those
 #: arguments, and third-party pretexts written against that signature keep working unchanged.
@@ -293,7 +293,7 @@ def _handing(encoder: Encoder) -> Iterator[None]:
         _HANDED_ENCODER.reset(token)
 
 
-def build_pretext(
+def construct_pretext(
     pretext_cls: type[Pretext], config: Any, modality: Modality, encoder_config: EncoderConfig, data: Windows,
     encoder: Encoder | None = None,
 ) -> Pretext:

@@ -221,7 +221,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     from .checkpoint import checkpoint_config, find_checkpoint, load_checkpoint
     from .modality import Windows
     from .plugins import get_modality, get_pretext
-    from .pretext import build_pretext
+    from .pretext import construct_pretext
 
     run_dir = Path(run_dir)
     ckpt_file = find_checkpoint(run_dir)
@@ -240,7 +240,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     modality.restore(data_info)
     shape_only = Windows(x=torch.zeros((1, channels, *extent)), info=dict(data_info))
     with torch.random.fork_rng(devices=[]):  # the initial weights are replaced: leave the caller's stream be
-        pretext = build_pretext(get_pretext(config.pretext), config.pretext_config, modality, config.encoder, shape_only)
+        pretext = construct_pretext(
+            get_pretext(config.pretext), config.pretext_config, modality, config.encoder, shape_only
+        )
     try:
         pretext.load_state_dict(state["model"])
     except RuntimeError as exc:

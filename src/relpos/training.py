@@ -55,7 +55,7 @@ from .errors import ConfigError, DataError, PluginError, RelposError, warn
 from .modality import Modality, Windows
 from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
-from .pretext import Pretext, check_forward_output
+from .pretext import Pretext, check_forward_output, construct_pretext
 from .trivial_baseline import BASELINE_KEY, BaselineWatch
 
 METRIC_FIELDS = ["step", "loss", "lr", "samples_per_s"]
@@ -153,8 +153,9 @@ def open_data(modality: Modality, source: Any) -> Windows:
 
 
 def build_pretext(config: RunConfig, modality: Modality, windows: Windows) -> Pretext:
+    """The run's pretext, seeded, around the encoder built for ``windows`` (see ``construct_pretext``)."""
     torch.manual_seed(config.train.seed)
-    return get_pretext(config.pretext)(config.pretext_config, modality, config.encoder, windows)
+    return construct_pretext(get_pretext(config.pretext), config.pretext_config, modality, config.encoder, windows)
 
 
 class _MetricsLog:
