@@ -28,7 +28,7 @@ until ``/proc/stat`` shows the CPUs ≥ 90 % idle for 3 s, and records the load 
 other processes used during the run.
 
 braindecode is not a dependency of relpos: it lives only in ``bench/.env-braindecode`` (installed
-with ``pip install --no-deps --target``, see ``bench/README.md``) and is put on ``PYTHONPATH`` only
+with ``pip install --no-deps --target``, see ``docs/history.md``) and is put on ``PYTHONPATH`` only
 for the braindecode subprocesses.
 
 The data set: the bundled 61-s, 64-channel, 160-Hz EEGMMIDB recording, concatenated ``--copies``
@@ -407,7 +407,7 @@ def braindecode_env() -> dict:
 
 def braindecode_available() -> tuple[bool, str]:
     if not BRAINDECODE_ENV.is_dir():
-        return False, f"{BRAINDECODE_ENV} does not exist (see bench/README.md for the install command)"
+        return False, f"{BRAINDECODE_ENV} does not exist (see docs/history.md for the install command)"
     code = "import braindecode, braindecode.preprocessing; print(braindecode.__version__)"
     env = dict(os.environ, **braindecode_env())
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -1,6 +1,6 @@
 """Candidate speed-ups for patch extraction and targets, against what the library does now.
 
-Not a goal check: evidence for proposed library changes (see bench/README.md). Per CPU thread by
+Not a goal check: evidence for proposed library changes (see docs/history.md). Per CPU thread by
 default; every alternative is checked against the library's output on the same inputs.
 
 * ``off-grid, fixed size`` (scale 1, the default of PART on every modality): every point of a

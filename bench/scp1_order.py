@@ -1,6 +1,6 @@
 """Where SelfRegulationSCP1's class information lives: in the order of the patches, not in the bag.
 
-Evidence for bench/README.md ("Evaluation benchmark", SCP1 finding). The windows are those the PART
+Evidence for bench/README.md ("Where SCP1's information lives"; the finding in docs/history.md). The windows are those the PART
 recipe trains on (``configs/scp1_part.yaml``: 0–30 Hz, 100 Hz, instance-normalised 3.5-s trials),
 cut into the 14 grid patches of 0.25 s that the encoders see at evaluation. relpos's linear probe
 (``relpos.evaluation.probes.linear_probe``, the one ``relpos eval`` uses: standardised features, C chosen on a validation split of the training trials, scored on the data
