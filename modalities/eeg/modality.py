@@ -54,6 +54,7 @@ from relpos.modality import Axis, Modality, Windows, npz_keys
 
 from ..common.channel_types import retype_by_name, retyped_hint
 from ..common.channels import dead_channel_warning
+from ..common.trial_archive import has_both_splits
 from .channel_policy import (
     MoreDeadChannels,
     NoLiveChannel,
@@ -263,7 +264,7 @@ class EEGModality(Modality):
 
     def eval_splits(self, data) -> tuple[Windows, Windows] | None:
         """The trials of an ``.npz`` archive with ``X_train`` and ``X_test``: (train, test) windows."""
-        if not {"X_train", "X_test"} <= set(npz_keys(data)):
+        if not has_both_splits(npz_keys(data)):
             return None
         return self.load_with(data, split="train"), self.load_with(data, split="test")
 

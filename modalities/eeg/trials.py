@@ -1,8 +1,9 @@
 """EEG trials stored as NumPy arrays, each trial a short recording.
 
-The layout is the one of the UEA-archive copies in the shared data (``scp1.npz``, ``blink.npz``):
-``X_train`` / ``X_test`` ``(n, channels, samples)``, ``y_train`` / ``y_test`` class indices,
-``class_names``, ``sfreq`` (Hz), ``ch_names`` and optionally ``ch_types``. An ``.npz`` holding ``X``
+The layout is the trial archive of :mod:`..common.trial_archive` (the UEA-archive copies in the
+shared data, ``scp1.npz``, ``blink.npz``): ``X_train`` / ``X_test`` ``(n, channels, samples)``,
+``y_train`` / ``y_test`` class indices, ``class_names``, ``sfreq`` (Hz), ``ch_names`` and optionally
+``ch_types``. An ``.npz`` holding ``X``
 (and ``y``), or an ``.npy`` array ``(n, channels, samples)`` / ``(channels, samples)`` with
 ``modality.source_sfreq``, works too. Trials go through the same steps as recordings, with MNE's
 array functions (``mne.filter.notch_filter``, ``filter_data``, ``resample``). Each trial is its own
@@ -27,6 +28,7 @@ from ..common.channel_types import retype_by_name, retyped_hint
 from ..common.channels import dead_channel_warning, flat_in_windows, mostly_flat
 from ..common.normalisation import normalise, pooled_stats, recording_stats, scaled, window_samples
 from ..common.numpy_files import open_numpy, read_array
+from ..common.trial_archive import has_splits, split_arrays
 from .channel_policy import is_are, pinned
 from .pipeline import (
     DROP_NONFINITE,
@@ -57,17 +59,11 @@ def _arrays(cfg, path: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray | N
         return [("all", x, None)], {}
     keys = set(archive.files)
     meta = {k: read_array(archive, k, path) for k in ("sfreq", "ch_names", "ch_types", "class_names") if k in keys}
-    if {"X_train", "X_test"} & keys:
-        splits = ("train", "test") if cfg.split == "all" else (cfg.split,)
+    if has_splits(keys):
         out = []
-        for split in splits:
-            if f"X_{split}" not in keys:
-                raise DataError(
-                    f"{where} has no 'X_{split}' array (modality.split = {cfg.split!r}); its arrays are "
-                    f"{sorted(keys)}."
-                )
+        for split, data_key in split_arrays(archive.files, cfg.split, where):
             y = read_array(archive, f"y_{split}", path) if f"y_{split}" in keys else None
-            out.append((split, read_array(archive, f"X_{split}", path), y))
+            out.append((split, read_array(archive, data_key, path), y))
         return out, meta
     for key in ("X", "x"):
         if key in keys:

@@ -53,8 +53,8 @@ from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.modality import Axis, Modality, Windows, npz_keys
 
+from ..common.trial_archive import SPLITS, has_both_splits
 from .labels import LABEL_AT
-from .numpy_arrays import SPLITS
 from .pipeline import build_windows
 from .sources import describe_data, files_to_hash, find_items
 
@@ -222,8 +222,7 @@ class TimeseriesModality(Modality):
 
     def eval_splits(self, data: Any) -> tuple[Windows, Windows] | None:
         """The cases of an ``.npz`` archive with ``X_train`` and ``X_test``: (train, test) windows."""
-        keys = set(npz_keys(data))
-        if self.config.variable or not ({"X_train", "x_train"} & keys and {"X_test", "x_test"} & keys):
+        if self.config.variable or not has_both_splits(npz_keys(data)):
             return None
         return self.load_with(data, split="train"), self.load_with(data, split="test")
 

@@ -4,7 +4,8 @@ An ``.npy`` (or an array) is ``(n, channels, time)`` or ``(channels, time)``; it
 ``modality.sfreq``. An ``.npz`` archive (or a mapping) holds such an array (``X``, ``x``, ``data``,
 ``arr_0``, or the one named by ``modality.variable``) with ``sfreq`` and optionally labels
 (``label``, ``labels``, ``y``), ``ch_names``, ``class_names``, ``subjects`` and ``groups``; or the
-shared-data layout ``X_train``/``y_train``/``X_test``/``y_test`` (choose with ``modality.split``).
+trial-archive layout ``X_train``/``y_train``/``X_test``/``y_test`` (:mod:`..common.trial_archive`;
+choose with ``modality.split``).
 
 Pickles are never loaded (``allow_pickle=False``: unpickling a file can run code); a file that is not
 NumPy's format, or that holds Python objects, gets a sentence saying so.
@@ -20,12 +21,12 @@ import numpy as np
 
 from relpos.errors import DataError
 
+from ..common.trial_archive import has_splits, split_arrays
 from .labels import check_labels, label_names
 from .sources import SFREQ_ATTRS, SUBJECT_NAMES, Source, as_strings, is_real_number, reason, source_rate
 
 DATA_KEYS = ("X", "x", "data", "arr_0")
 CHANNEL_KEYS = ("ch_names", "channels")
-SPLITS = ("train", "test", "all")
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or the end record of an empty zip
 _PICKLE_ADVICE = (
@@ -194,17 +195,9 @@ def from_archive(archive: Mapping[str, Any], name: str, stem: str, path: Path | 
     sfreq = _archive_sfreq(get(*SFREQ_ATTRS), name)
     ch_names = names_or_none(*CHANNEL_KEYS)
     class_names = names_or_none("class_names")
-    split_layout = any(k in keys for k in ("X_train", "X_test", "x_train", "x_test")) and not cfg.variable
-    if split_layout:
-        splits = ["train", "test"] if cfg.split == "all" else [cfg.split]
+    if has_splits(keys) and not cfg.variable:
         out = []
-        for split in splits:
-            data_key = next((k for k in (f"X_{split}", f"x_{split}") if k in keys), None)
-            if data_key is None:
-                raise DataError(
-                    f"{name} has no '{'X_' + split}' array for modality.split={cfg.split!r}; it holds "
-                    f"{', '.join(keys)} (allowed splits: {', '.join(SPLITS)})."
-                )
+        for split, data_key in split_arrays(keys, cfg.split, name):
             source = from_array(
                 archive[data_key], f"{name} ({data_key})", f"{stem}/{split}", sfreq, path, cfg,
                 labels=get(*(f"{lab}_{split}" for lab in labels_under)), ch_names=ch_names,
