@@ -2,7 +2,8 @@
 
 Modules: :mod:`.config` (the options), :mod:`.modality` (the Modality class), :mod:`.sources`
 (finding recordings, hypnograms and subjects), :mod:`.reading` (opening one recording),
-:mod:`.channel_policy` (which channels are kept), :mod:`.pipeline` (one recording to windows),
+:mod:`.build` (recordings to the cached windows), :mod:`.channel_policy` (which channels are kept),
+:mod:`.pipeline` (one recording to windows),
 :mod:`.dsp` (MNE's filter and resampling numbers for blocks of channels), :mod:`.trials` (NumPy
 trial archives), :mod:`.edf_header` (truncated EDF files) and :mod:`.sleep_edf` (the Sleep-EDF data
 set). The pluggy hooks that register it are here.
