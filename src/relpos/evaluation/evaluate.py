@@ -438,6 +438,45 @@ def evaluate(
     """
     started = time.perf_counter()
     cfg = build_dataclass(EvalConfig, protocol_options, "eval")
+    protocol = _check_arguments(protocol, init, features, repeats, seed)
+    refuse_special_file(data)
+
+    from ..distributed import resolve_device
+
+    device = resolve_device(cfg.device, "eval.device")
+    run_dir = Path(run_dir)
+    pretrained = load_encoder(run_dir, device=device, weights="teacher" if init == "teacher" else "student")
+    if cfg.write:  # found now, not after the whole evaluation has been computed
+        check_results_writable(run_dir, result_name(protocol, init, features, label_fraction))
+    pretrained.check_features(features)  # a CNN has no tokens to pool: say so before reading data
+    modality = _with_overrides(pretrained.modality, modality_overrides)
+    source = data if data is not None else (pretrained.config.data or modality.default_data())
+    if source is None:
+        raise DataError(
+            f"The run in {str(run_dir)!r} records no data and modality {modality.name!r} ships none; pass --data."
+        )
+    opened = _open(modality, source, data is not None)
+    repeated = _Repeats(cfg, protocol, init, features, label_fraction, seed, device, opened, source)
+    train, test, _ = repeated.split_for(seed)
+    _check_channels(pretrained.encoder.in_channels, train, test, modality, source)
+    if data is not None:
+        trained_on = _trained_data_info(run_dir)
+        for windows in (train, test):
+            check_data_matches(trained_on, windows, modality.name, source)
+    repeated.use(PretrainedEncoder(pretrained.encoder, modality, pretrained.config, pretrained.step,
+                                   pretrained.grid_patch_fraction), train, test)
+    for repeat in range(repeats):
+        repeated.score(seed + repeat)
+    repeated.restore_pretrained()
+    result = repeated.result(run_dir, _source_text(source), started)
+    if cfg.write:
+        result.path = write_result(result)
+    return result
+
+
+def _check_arguments(protocol: str | None, init: str, features: str, repeats: int, seed: int) -> str:
+    """The protocol :func:`evaluate` runs (its default for ``init`` when None), once the values of
+    its arguments are checked."""
     if init not in INITS:
         raise ConfigError(unknown_name("init", init, INITS))
     if protocol is None:
@@ -462,145 +501,158 @@ def evaluate(
             f"Invalid value for 'seed': expected an integer from 0 to {MAX_SEED - (repeats - 1)} "
             f"(repeats use seed, seed + 1, ..., up to {MAX_SEED}), got {seed!r}."
         )
-    refuse_special_file(data)
+    return protocol
 
-    from ..distributed import resolve_device
 
-    device = resolve_device(cfg.device, "eval.device")
-    run_dir = Path(run_dir)
-    pretrained = load_encoder(run_dir, device=device, weights="teacher" if init == "teacher" else "student")
-    if cfg.write:  # found now, not after the whole evaluation has been computed
-        check_results_writable(run_dir, result_name(protocol, init, features, label_fraction))
-    pretrained.check_features(features)  # a CNN has no tokens to pool: say so before reading data
-    modality = _with_overrides(pretrained.modality, modality_overrides)
-    source = data if data is not None else (pretrained.config.data or modality.default_data())
-    if source is None:
-        raise DataError(
-            f"The run in {str(run_dir)!r} records no data and modality {modality.name!r} ships none; pass --data."
-        )
-    opened = _open(modality, source, data is not None)
-    # One recording is split by folds of blocks, repeat r holding out fold seed + r, so the repeats
-    # cover the recording; every other split keeps its test part across repeats.
-    by_fold = _is_one_recording(opened)
-    splits: dict[int, tuple[Windows, Windows, str]] = {}
-
-    def split_for(repeat_seed: int) -> tuple[Windows, Windows, str]:
-        key = repeat_seed % fold_count(cfg.test_fraction, cfg.time_blocks) if by_fold else seed
-        if key not in splits:
-            splits[key] = _labelled_split(opened, source, cfg.test_fraction, key if by_fold else seed,
-                                          cfg.time_blocks)
-        return splits[key]
-
-    train, test, how = split_for(seed)
-    channels = pretrained.encoder.in_channels
+def _check_channels(channels: int, train: Windows, test: Windows, modality: Modality, source: Any) -> None:
     if train.channels != channels or test.channels != channels:
         raise DataError(
             f"The run's encoder takes {channels} channel(s) of {modality.name} data, but "
             f"{_source_text(source)!r} opens into {train.channels}; is it data of another modality or montage?"
         )
-    if data is not None:
-        trained_on = _trained_data_info(run_dir)
-        for windows in (train, test):
-            check_data_matches(trained_on, windows, modality.name, source)
-    class_names = list(train.class_names or test.class_names)
-    # Every fold of one recording is scored over the recording's classes, not only its own.
-    all_labels = [opened.labels.numpy()] if by_fold else [train.labels.numpy(), test.labels.numpy()]
-    n_classes = max(len(class_names), max(int(y.max()) for y in all_labels) + 1)
-    pretrained = PretrainedEncoder(
-        pretrained.encoder, modality, pretrained.config, pretrained.step, pretrained.grid_patch_fraction
-    )
-    encoder_args = pretrained.encoder.init_args()
-    pretrained_state = {k: v.detach().clone() for k, v in pretrained.encoder.state_dict().items()}
 
-    def encoder_for(repeat_seed: int) -> PretrainedEncoder:
-        if init in ("pretrained", "teacher"):
-            pretrained.encoder.load_state_dict(pretrained_state)  # fine-tuning changes it in place
+
+class _Repeats:
+    """The repeats of one evaluation, what they share and what they scored.
+
+    Shared: the held-out splits (one recording: one fold of blocks per repeat, else one split for
+    all), the pretrained weights (restored before each repeat, since fine-tuning changes them in
+    place) and the frozen features of the pretrained encoder, computed once per split.
+    """
+
+    def __init__(self, cfg: EvalConfig, protocol: str, init: str, features: str, label_fraction: float | int,
+                 seed: int, device: torch.device, opened: tuple[Windows, Windows] | Windows, source: Any):
+        self.cfg, self.protocol, self.init, self.features = cfg, protocol, init, features
+        self.label_fraction, self.seed, self.device = label_fraction, seed, device
+        self.opened, self.source = opened, source
+        self.from_run = init in ("pretrained", "teacher")
+        # One recording is split by folds of blocks, repeat r holding out fold seed + r, so the repeats
+        # cover the recording; every other split keeps its test part across repeats.
+        self.by_fold = _is_one_recording(opened)
+        self.splits: dict[int, tuple[Windows, Windows, str]] = {}
+        self.cached: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.options = FinetuneOptions(
+            steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+            warmup_steps=cfg.warmup_steps, augment=cfg.augment,
+        )
+        # What the repeats scored, in order; ``how`` and ``n_test`` are those of the last one.
+        self.metrics: list[dict[str, float]] = []
+        self.chosen: list[dict[str, Any]] = []
+        self.n_train: list[int] = []
+        self.folds: list[str] = []
+        self.how, self.n_test = "", 0
+
+    def split_for(self, repeat_seed: int) -> tuple[Windows, Windows, str]:
+        cfg = self.cfg
+        key = repeat_seed % fold_count(cfg.test_fraction, cfg.time_blocks) if self.by_fold else self.seed
+        if key not in self.splits:
+            self.splits[key] = _labelled_split(self.opened, self.source, cfg.test_fraction,
+                                               key if self.by_fold else self.seed, cfg.time_blocks)
+        return self.splits[key]
+
+    def use(self, pretrained: PretrainedEncoder, train: Windows, test: Windows) -> None:
+        """Evaluate ``pretrained``, over the classes of the first split's ``train`` and ``test``."""
+        self.pretrained = pretrained
+        self.encoder_args = pretrained.encoder.init_args()
+        self.pretrained_state = {k: v.detach().clone() for k, v in pretrained.encoder.state_dict().items()}
+        self.class_names = list(train.class_names or test.class_names)
+        # Every fold of one recording is scored over the recording's classes, not only its own.
+        all_labels = [self.opened.labels.numpy()] if self.by_fold else [train.labels.numpy(), test.labels.numpy()]
+        self.n_classes = max(len(self.class_names), max(int(y.max()) for y in all_labels) + 1)
+
+    def encoder_for(self, repeat_seed: int) -> PretrainedEncoder:
+        pretrained = self.pretrained
+        if self.from_run:
+            pretrained.encoder.load_state_dict(self.pretrained_state)  # fine-tuning changes it in place
             return pretrained
         torch.manual_seed(repeat_seed)
-        fresh = rebuild_encoder(encoder_args).to(device).eval()
-        return PretrainedEncoder(fresh, modality, pretrained.config, 0, pretrained.grid_patch_fraction)
+        fresh = rebuild_encoder(self.encoder_args).to(self.device).eval()
+        return PretrainedEncoder(fresh, pretrained.modality, pretrained.config, 0, pretrained.grid_patch_fraction)
 
-    cached: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def frozen_features(repeat_seed: int, train: Windows, test: Windows, how: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if init in ("pretrained", "teacher") and how in cached:
-            return cached[how]
-        encoder = encoder_for(repeat_seed)
+    def frozen_features(self, repeat_seed: int, train: Windows, test: Windows,
+                        how: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.from_run and how in self.cached:
+            return self.cached[how]
+        encoder, cfg = self.encoder_for(repeat_seed), self.cfg
         feats = (
-            extract_features(encoder, train.x, features, cfg.embed_batch_size, cfg.progress, "train features",
+            extract_features(encoder, train.x, self.features, cfg.embed_batch_size, cfg.progress, "train features",
                              cfg.grid, cfg.grid_patch_fraction),
-            extract_features(encoder, test.x, features, cfg.embed_batch_size, cfg.progress, "test features",
+            extract_features(encoder, test.x, self.features, cfg.embed_batch_size, cfg.progress, "test features",
                              cfg.grid, cfg.grid_patch_fraction),
         )
-        if init in ("pretrained", "teacher"):
-            cached[how] = feats
+        if self.from_run:
+            self.cached[how] = feats
         return feats
 
-    options = FinetuneOptions(
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_steps, augment=cfg.augment,
-    )
-    all_metrics, chosen, n_train, folds = [], [], [], []
-    for repeat in range(repeats):
-        repeat_seed = seed + repeat
-        train, test, how = split_for(repeat_seed)
-        y_train, y_test = train.labels.numpy().astype(np.int64), test.labels.numpy().astype(np.int64)
-        if by_fold:
-            folds.append(how.split(": ", 1)[1])
+    def labelled_subset(self, train: Windows, y_train: np.ndarray, repeat_seed: int) -> tuple[np.ndarray, str]:
+        """The training windows that keep their labels, and (one recording) which blocks they are from."""
+        label_fraction = self.label_fraction
         if isinstance(label_fraction, float) and label_fraction == 1.0:
-            keep = np.arange(len(y_train))
-        elif by_fold:
+            return np.arange(len(y_train)), ""
+        if self.by_fold:
             # One recording: labels from a few whole blocks of time, as an expert would score them.
-            keep = label_block_subset(y_train, train.groups, label_fraction, repeat_seed, class_names)
+            keep = label_block_subset(y_train, train.groups, label_fraction, repeat_seed, self.class_names)
             labelled_blocks = sorted({int(g.rsplit("/block", 1)[1]) for g in np.asarray(train.groups)[keep]})
-            folds[-1] += f"; labels from blocks {', '.join(map(str, labelled_blocks))}"
-        else:
-            keep = label_fraction_subset(y_train, train.subjects, label_fraction, repeat_seed, class_names)
+            return keep, f"; labels from blocks {', '.join(map(str, labelled_blocks))}"
+        return label_fraction_subset(y_train, train.subjects, label_fraction, repeat_seed, self.class_names), ""
+
+    def score(self, repeat_seed: int) -> None:
+        """Run the protocol once, with the split, label subset and weights of ``repeat_seed``."""
+        cfg = self.cfg
+        train, test, how = self.split_for(repeat_seed)
+        y_train, y_test = train.labels.numpy().astype(np.int64), test.labels.numpy().astype(np.int64)
+        keep, blocks = self.labelled_subset(train, y_train, repeat_seed)
+        if self.by_fold:
+            self.folds.append(how.split(": ", 1)[1] + blocks)
         groups = np.asarray(train.subjects, dtype=str)[keep]
         if len(np.unique(groups)) < 2:
             groups = np.asarray(train.groups, dtype=str)[keep]
         result: ProbeResult
-        if protocol == "finetune":
-            encoder = encoder_for(repeat_seed).encoder
+        if self.protocol == "finetune":
+            encoder = self.encoder_for(repeat_seed).encoder
             result = finetune(
-                encoder, modality, train.x[torch.as_tensor(keep)], y_train[keep], test.x, y_test, repeat_seed,
-                options, features, n_classes, device, cfg.progress, cfg.grid,
-                cfg.grid_patch_fraction or pretrained.grid_patch_fraction,
+                encoder, self.pretrained.modality, train.x[torch.as_tensor(keep)], y_train[keep], test.x, y_test,
+                repeat_seed, self.options, self.features, self.n_classes, self.device, cfg.progress, cfg.grid,
+                cfg.grid_patch_fraction or self.pretrained.grid_patch_fraction,
             )
         else:
-            train_feats, test_feats = frozen_features(repeat_seed, train, test, how)
-            probe_args = dict(seed=repeat_seed, groups=groups, val_fraction=cfg.val_fraction, n_classes=n_classes)
-            if protocol == "linear":
+            train_feats, test_feats = self.frozen_features(repeat_seed, train, test, how)
+            probe_args = dict(seed=repeat_seed, groups=groups, val_fraction=cfg.val_fraction, n_classes=self.n_classes)
+            if self.protocol == "linear":
                 result = linear_probe(train_feats[keep], y_train[keep], test_feats, y_test, cs=cfg.cs,
                                       max_iter=cfg.max_iter, **probe_args)
             else:
                 result = knn_probe(train_feats[keep], y_train[keep], test_feats, y_test, ks=cfg.ks,
                                    temperature=cfg.temperature, **probe_args)
-        all_metrics.append(result.metrics)
-        chosen.append({**result.chosen, **({"validation_scores": result.validation} if result.validation else {})})
-        n_train.append(int(len(keep)))
-    if init in ("pretrained", "teacher"):
-        pretrained.encoder.load_state_dict(pretrained_state)
+        self.metrics.append(result.metrics)
+        self.chosen.append({**result.chosen, **({"validation_scores": result.validation} if result.validation else {})})
+        self.n_train.append(int(len(keep)))
+        self.how, self.n_test = how, len(y_test)
 
-    table = np.array([[m[name] for name in METRICS] for m in all_metrics])
-    std = table.std(axis=0, ddof=1) if repeats > 1 else np.zeros(len(METRICS))
-    result = EvalResult(
-        run_dir=run_dir, protocol=protocol, init=init, features=features, label_fraction=label_fraction,
-        seed=seed, data=_source_text(source), class_names=class_names, n_train=n_train,
-        split=(f"by contiguous blocks of time within the one recording ({cfg.time_blocks} blocks dealt into "
-               f"{fold_count(cfg.test_fraction, cfg.time_blocks)} folds, the training windows beside held-out "
-               f"blocks left out)") if by_fold else how,
-        n_test=sum(len(splits[key][1]) for key in splits) if by_fold else len(y_test),
-        folds=folds, metrics=all_metrics,
-        mean={name: float(v) for name, v in zip(METRICS, table.mean(axis=0))},
-        std={name: float(v) for name, v in zip(METRICS, std)},
-        chosen=chosen, step=pretrained.step if init in ("pretrained", "teacher") else 0,
-        options={k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "write")},
-        elapsed_s=time.perf_counter() - started,
-    )
-    if cfg.write:
-        result.path = write_result(result)
-    return result
+    def restore_pretrained(self) -> None:
+        if self.from_run:
+            self.pretrained.encoder.load_state_dict(self.pretrained_state)
+
+    def result(self, run_dir: Path, data: str, started: float) -> EvalResult:
+        """The repeats' scores with their means and spreads, and how they were obtained."""
+        cfg = self.cfg
+        table = np.array([[m[name] for name in METRICS] for m in self.metrics])
+        std = table.std(axis=0, ddof=1) if len(self.metrics) > 1 else np.zeros(len(METRICS))
+        return EvalResult(
+            run_dir=run_dir, protocol=self.protocol, init=self.init, features=self.features,
+            label_fraction=self.label_fraction, seed=self.seed, data=data, class_names=self.class_names,
+            n_train=self.n_train,
+            split=(f"by contiguous blocks of time within the one recording ({cfg.time_blocks} blocks dealt into "
+                   f"{fold_count(cfg.test_fraction, cfg.time_blocks)} folds, the training windows beside held-out "
+                   f"blocks left out)") if self.by_fold else self.how,
+            n_test=sum(len(self.splits[key][1]) for key in self.splits) if self.by_fold else self.n_test,
+            folds=self.folds, metrics=self.metrics,
+            mean={name: float(v) for name, v in zip(METRICS, table.mean(axis=0))},
+            std={name: float(v) for name, v in zip(METRICS, std)},
+            chosen=self.chosen, step=self.pretrained.step if self.from_run else 0,
+            options={k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "write")},
+            elapsed_s=time.perf_counter() - started,
+        )
 
 
 def result_name(protocol: str, init: str, features: str, label_fraction: float | int) -> str:
