@@ -8,6 +8,10 @@ region of the sample. Which tokens match is the paper's patch-matching algorithm
 :func:`relpos.views.match_tokens`, per sample and vectorised; CLS always matches CLS, and views that
 do not overlap match only their CLS. Patch tokens go through the same projection head as CLS, and
 are centred with the same centre C (the paper's single C, the EMA of the teacher's CLS outputs).
+As the paper's method is DINO plus patch matching, :class:`PWSelf` extends
+:class:`relpos_plugins.dino.DINO` and only adds to it: the patch terms of the loss, patch-level
+augmentation (the ``augment_patches`` hook of :class:`relpos.student_teacher.StudentTeacher`) and
+its own warm-up default.
 
 Losses over the ``p = 0 … P`` matched pairs of a view pair (p = 0 is CLS), averaged over samples
 and view pairs as Eq. 7 is:
@@ -41,6 +45,7 @@ import torch.nn.functional as F
 from relpos import hookimpl
 from relpos.config import setting
 from relpos.errors import ConfigError, did_you_mean
+from relpos.student_teacher import schedule_setting
 from relpos.trivial_baseline import BASELINE_KEY
 from relpos.views import match_tokens
 from relpos_plugins.dino import DINO, DINOConfig
@@ -56,7 +61,7 @@ class PWSelfConfig(DINOConfig):
     cls_weight: float = setting(0.2, ge=0, le=1)  # λ of Eq. 10: the CLS term's weight
     patch_augment: bool = setting(True)  # PW-Self's patch-level photometric augmentation (§3.3)
     # fraction of the run over which the teacher temperature warms up: the paper's 30 of 200 epochs
-    teacher_temp_warmup: float = setting(0.15, ge=0, le=1)
+    teacher_temp_warmup: float = schedule_setting("teacher_temp_warmup", 0.15)
 
     def validate(self) -> None:
         super().validate()
@@ -80,7 +85,6 @@ class PWSelf(DINO):
     name = "pw-self"
     Config = PWSelfConfig
     log_keys = (BASELINE_KEY, "teacher_temp", "momentum", "cls_ce", "matched")
-    patchwise = True
 
     def __init__(self, config, modality, encoder_config, data):
         super().__init__(config, modality, encoder_config, data)
@@ -89,6 +93,9 @@ class PWSelf(DINO):
                 f"Pretext 'pw-self' matches patch tokens across views, so it needs an encoder with "
                 f"per-token outputs; {type(self.encoder).__name__} gives one vector per view."
             )
+
+    def head_memory_clause(self) -> str:
+        return f", every one projected to pretext.out_dim={self.config.out_dim} values"
 
     def augment_patches(self, patches, generator):
         if not self.config.patch_augment:
@@ -103,7 +110,7 @@ class PWSelf(DINO):
 
     def forward(self, batch, generator):
         c = self.config
-        groups, student, teacher = self.run_views(batch, generator)
+        groups, student, teacher, _ = self.run_views(batch, generator)
         freeze = self.progress_step < c.freeze_last_layer
         student_logp = [F.log_softmax(self.head(s, freeze_last_layer=freeze).float() / c.student_temp, -1)
                         for s in student]  # per group (B, V, 1 + N, K)

@@ -2,7 +2,8 @@
 
 The method of "Self-Organizing Visual Embeddings: non-parametric self-supervised learning" (§2,
 Appendix A.1). A teacher–student pair (the teacher an EMA of the student) reads DINO's multi-crop
-views (:mod:`relpos_plugins.dino`); the heads are MLPs ending in an L2-normalised embedding (256-d
+views: the skeleton SOVE shares with DINO and PW-Self, :class:`relpos.student_teacher.StudentTeacher`,
+to which SOVE adds its heads, memories and losses. The heads are MLPs ending in an L2-normalised embedding (256-d
 by default), with no prototype layer and no centring. Two FIFO memories
 (:class:`relpos.memory.MemoryBank`, checkpointed) hold teacher embeddings of earlier steps: ``E_C``
 one CLS embedding per sample per step (of the first global view), ``E_P`` one random patch
@@ -57,14 +58,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from relpos import hookimpl
-from relpos.blocks import MIN_CLASSES, TEMPERATURE_RANGE, make_teacher, teacher_momentum, update_teacher
+from relpos.blocks import MIN_CLASSES, DINOHead
 from relpos.config import setting
 from relpos.errors import ConfigError, DataError, did_you_mean
 from relpos.masking import block_mask, check_mask_ratio, masked_token_count
 from relpos.memory import MemoryBank
+from relpos.student_teacher import MultiCropConfig, StudentTeacher, schedule_setting
 from relpos.trivial_baseline import BASELINE_KEY
-from relpos.views import extract_view_tokens
-from relpos_plugins.dino import DINO, DINOConfig
+from relpos.views import Views
 
 SOFT_LABELS = ("similarity", "onehot")
 
@@ -82,18 +83,13 @@ MIN_CONCEPTS = 256
 
 
 @dataclass
-class SOVEConfig:
-    """Options of SOVE (paper defaults unless noted; memory sizes scaled for small data)."""
+class SOVEConfig(MultiCropConfig):
+    """Options of SOVE (paper defaults unless noted; memory sizes scaled for small data): the views
+    of :class:`relpos.student_teacher.MultiCropConfig` (DINO's multi-crop), then the heads, memories,
+    masking, loss and schedules."""
 
-    # -- views: DINO's multi-crop (see relpos_plugins.dino) --
-    n_global: int = setting(2, ge=1, le=64)
-    n_local: int = setting(2, ge=0, le=256)  # 10 in the paper, fewer for 2 CPU cores
-    global_scale: tuple[float, float] | None = setting(None, gt=0, le=1, ordered=True)
-    local_scale: tuple[float, float] | None = setting(None, gt=0, le=1, ordered=True)
-    local_resolution: int = setting(0, ge=0, le=65536)
-    aspect_range: tuple[float, float] = setting((0.75, 1.3333333333333333), gt=0, ordered=True)
-    flip: bool | None = setting(None)
-    photometric: bool = setting(True)
+    method_name: ClassVar[str] = "SOVE"
+
     # -- heads: an MLP ending in an L2-normalised embedding, no prototypes --
     head_hidden_dim: int = setting(2048, ge=1, le=2**16)
     head_bottleneck_dim: int = setting(256, ge=1, le=2**16)  # the embedding's size d (256)
@@ -115,22 +111,16 @@ class SOVEConfig:
     cls_weight: float = setting(1.0, ge=0)  # λ1; 0 trains L_patch alone (Table 7)
     patch_weight: float = setting(1.0, ge=0)  # λ2; 0 trains L_CLS alone
     # -- schedules (DINO's, as the official code) --
-    teacher_momentum: float = setting(0.996, ge=0, le=1)
-    warmup_teacher_temp: float = setting(0.04, **TEMPERATURE_RANGE)  # temperatures in [0.001, 10]
-    teacher_temp: float = setting(0.07, **TEMPERATURE_RANGE)
-    teacher_temp_warmup: float = setting(0.3, ge=0, le=1)
-    student_temp: float = setting(0.1, **TEMPERATURE_RANGE)
-    weight_decay: float = setting(0.04, ge=0)
-    weight_decay_end: float = setting(0.4, ge=0)
-
-    # What DINO's view and head code reads but SOVE does not have (no prototypes, no centring).
-    out_dim: ClassVar[int] = 1
-    norm_last_layer: ClassVar[bool] = True
-    freeze_last_layer: ClassVar[int] = 0
-    center_momentum: ClassVar[float] = 0.9
+    teacher_momentum: float = schedule_setting("teacher_momentum")
+    warmup_teacher_temp: float = schedule_setting("warmup_teacher_temp")
+    teacher_temp: float = schedule_setting("teacher_temp")
+    teacher_temp_warmup: float = schedule_setting("teacher_temp_warmup")
+    student_temp: float = schedule_setting("student_temp")
+    weight_decay: float = schedule_setting("weight_decay")
+    weight_decay_end: float = schedule_setting("weight_decay_end")
 
     def validate(self) -> None:
-        DINOConfig.validate(self)  # views, head and schedules: the same rules and sentences as DINO
+        super().validate()  # every range, and the view rules
         if self.soft_labels not in SOFT_LABELS:
             raise ConfigError(
                 f"Invalid value for 'pretext.soft_labels': {self.soft_labels!r}."
@@ -301,8 +291,6 @@ class EmbeddingHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int = 2048, embed_dim: int = 256, n_layers: int = 3,
                  use_bn: bool = False):
         super().__init__()
-        from relpos.blocks import DINOHead
-
         # DINOHead's MLP is exactly this one (same layers, initialisation and batch norm); its
         # prototype layer is the part SOVE removes, so only the MLP is kept.
         self.mlp = DINOHead(in_dim, 1, hidden_dim, embed_dim, n_layers, use_bn=use_bn).mlp
@@ -312,7 +300,7 @@ class EmbeddingHead(nn.Module):
         return F.normalize(self.mlp(x), dim=-1)
 
 
-class SOVE(DINO):
+class SOVE(StudentTeacher):
     """SOVE: non-parametric judges from a memory of CLS embeddings, plus non-parametric MIM."""
 
     name = "sove"
@@ -328,11 +316,6 @@ class SOVE(DINO):
                 f"{config.patch_weight}), so it needs an encoder with per-token outputs; "
                 f"{type(self.encoder).__name__} gives one vector per view (set pretext.patch_weight=0)."
             )
-        # DINO's prototype head and centre are what SOVE replaces.
-        del self.head, self.teacher_head, self.centering
-        self.head = EmbeddingHead(encoder_config.dim, config.head_hidden_dim, config.head_bottleneck_dim,
-                                  config.head_layers, config.head_bn)
-        self.teacher_head = make_teacher(self.head)
         self.mask_token = nn.Parameter(torch.zeros(encoder_config.dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         if config.patch_weight > 0:
@@ -343,13 +326,21 @@ class SOVE(DINO):
         self.patch_memory = MemoryBank(self.patch_memory_size, config.head_bottleneck_dim)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def fewest_global_tokens(self) -> int:
-        """The fewest tokens (CLS not counted) a global view can have: the smallest crop, in whole patches."""
-        if self.resample:
-            return self.view_token_counts()[0]
-        n_axes = len(self.extent)
-        low = self.global_scale[0]
-        return math.prod(max(1, int(e * low ** (1 / n_axes) // p)) for e, p in zip(self.extent, self.patch_shape))
+    def check_data(self, data) -> None:
+        if len(data) < 2:
+            raise DataError(
+                f"Pretext {self.name!r} needs at least 2 windows to train on (with one, its memory holds one "
+                f"concept and the loss is 0), but the data holds {len(data)}; give it more data or shorter "
+                f"windows."
+            )
+
+    def build_head(self, dim: int) -> nn.Module:
+        c = self.config
+        # SOVE runs made before the student–teacher skeleton (relpos.student_teacher) drew the initial
+        # weights of a head of this shape first and discarded it; drawing them again keeps every seed's
+        # initial weights, and so its results, as they were.
+        EmbeddingHead(dim, c.head_hidden_dim, c.head_bottleneck_dim, c.head_layers, c.head_bn)
+        return EmbeddingHead(dim, c.head_hidden_dim, c.head_bottleneck_dim, c.head_layers, c.head_bn)
 
     @staticmethod
     def check_masking(mask_ratio: tuple[float, float], n_tokens: int) -> None:
@@ -413,9 +404,7 @@ class SOVE(DINO):
 
     # -- schedules and memories after the optimiser step -------------------------------------------
     def after_step(self, step: int) -> None:
-        momentum = teacher_momentum(step - 1, self.total_steps, self.config.teacher_momentum)
-        update_teacher(self.encoder, self.teacher_encoder, momentum)
-        update_teacher(self.head, self.teacher_head, momentum)
+        super().after_step(step)  # the EMA teacher
         if self._pending is not None:
             cls_rows, patch_rows = self._pending
             self.cls_memory.enqueue(cls_rows)
@@ -423,19 +412,12 @@ class SOVE(DINO):
             self._pending = None
 
     # -- loss ---------------------------------------------------------------------------------------
-    def encode_views(self, encoder, patches, views, generator, token_mask=None) -> torch.Tensor:
-        """``(B, V, 1 + N, dim)`` tokens; ``token_mask`` ``(B, V, N)`` swaps patches for the mask token."""
-        batch, n_views, n_tokens = patches.shape[:3]
-        positions = views.token_positions().to(patches.device)
-        kwargs = {}
-        if token_mask is not None:
-            kwargs = {"token_mask": token_mask.reshape(batch * n_views, n_tokens), "mask_token": self.mask_token}
-        tokens = encoder(
-            patches.reshape(batch * n_views, n_tokens, *patches.shape[3:]),
-            positions.reshape(batch * n_views, n_tokens, -1),
-            generator=generator, **kwargs,
-        )
-        return tokens.reshape(batch, n_views, 1 + n_tokens, -1)
+    def mask_global_views(self, views: Views, generator: torch.Generator) -> torch.Tensor:
+        """iBOT's block masks of the student's global ``views``: ``(B, n_global, N)``, True = masked."""
+        c = self.config
+        masks = block_mask(views.batch_size * views.n_views, views.grid_shape, c.mask_ratio, generator,
+                           c.min_block_tokens, views.crop.center.device)
+        return masks.reshape(views.batch_size, views.n_views, views.n_tokens)
 
     def memory_for_step(self, bank: MemoryBank, own_rows: torch.Tensor) -> torch.Tensor:
         """The bank's filled part, or this step's own rows while the bank is still empty (step 1)."""
@@ -445,18 +427,11 @@ class SOVE(DINO):
         c = self.config
         x = batch["x"]
         n_samples = x.shape[0]
-        groups = self.sample(n_samples, generator, x.device)
-        patches = self.augment_views(extract_view_tokens(x, groups), generator)
-        global_views = groups[0]
-        n_tokens = global_views.n_tokens
-        token_mask = None
-        if c.patch_weight > 0:
-            token_mask = block_mask(n_samples * c.n_global, global_views.grid_shape, c.mask_ratio, generator,
-                                    c.min_block_tokens, x.device).reshape(n_samples, c.n_global, n_tokens)
-        student = [self.encode_views(self.encoder, patches[0], global_views, generator, token_mask)]
-        student += [self.encode_views(self.encoder, p, g, generator) for p, g in zip(patches[1:], groups[1:])]
+        # the student reads its global views block-masked (L_patch), the teacher reads them whole
+        mask = self.mask_global_views if c.patch_weight > 0 else None
+        views, student, teacher, token_mask = self.run_views(batch, generator, mask, self.mask_token)
+        n_tokens = views[0].n_tokens
         with torch.no_grad():
-            teacher = self.encode_views(self.teacher_encoder, patches[0], global_views, None)
             teacher_embeddings = self.teacher_head(teacher)  # (B, n_global, 1 + N, d)
         teacher_cls, teacher_tokens = teacher_embeddings[:, :, 0], teacher_embeddings[:, :, 1:]
         temp = self.teacher_temp_now()
