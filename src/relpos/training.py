@@ -15,6 +15,10 @@ Under ``torchrun`` the same loop runs data-parallel (:mod:`relpos.distributed`, 
 trains on its share of the global batch ``train.batch_size``, rank 0 alone writes the run's files,
 and every process's random streams are checkpointed, so a resumed run on the same number of
 processes reproduces the uninterrupted one exactly.
+
+Reading order: :func:`train`, then :func:`_train` (the run in named pieces: what it continues,
+setup and restore, the steps, what a failure becomes), :func:`_train_steps` (the loop proper, on
+one screen) and :class:`_Run` (what the steps share: batches, logs, checkpoints, cleanup).
 """
 
 from __future__ import annotations
