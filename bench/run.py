@@ -953,6 +953,16 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"the recipe {recipe.name} names the pretext(s) {', '.join(map(repr, bad))}; registered pretexts: "
              f"{', '.join(known)}.")
 
+    for name in recipe.timed:
+        module_name, _, attr = name.partition(":")
+        try:
+            found = callable(getattr(importlib.import_module(module_name), attr, None))
+        except ImportError:
+            found = False
+        if not found:
+            fail(f"the recipe {recipe.name} times {name!r}, which is not a function of an importable module; "
+                 f"name one as MODULE:FUNCTION.")
+
     if args.cell is not None:  # a worker: one cell
         try:
             ds, method, setting, seed = args.cell.split(":")
