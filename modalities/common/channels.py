@@ -43,6 +43,8 @@ __all__ = [
 #: A channel flat in at least this fraction of a recording's windows is dead (a trigger line that
 #: steps once is flat in all windows but those that hold the step; see the module docstring).
 MOSTLY_FLAT_FRACTION = 0.8
+#: How the user pins the channels to use, quoted in every message about dead channels.
+PIN_HINT = "set modality.channels to the channels to use"
 
 
 def flat_throughout(data: np.ndarray, flat_threshold: float) -> np.ndarray:

@@ -15,9 +15,9 @@ import numpy as np
 from relpos.errors import DataError
 
 from ..common.channel_types import retype_by_name, retyped_hint
-from ..common.channels import dead_channel_warning
+from ..common.channels import PIN_HINT, dead_channel_warning
 from .channel_policy import NoLiveChannel, channel_status, joined, live_channels, needed_channels
-from .pipeline import PIN_HINT, LabelRule, _TooShort, named_channels, recording_windows, select_channels, split_names
+from .pipeline import LabelRule, _TooShort, named_channels, recording_windows, select_channels, split_names
 from .reading import Item, Unreadable, one_line
 
 

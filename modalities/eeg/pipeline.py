@@ -36,8 +36,6 @@ DROP_NONFINITE = "non-finite values"
 DROP_FLAT = "flat channel"
 DROP_UNLABELLED = "no label"
 DROP_OUTSIDE = "event window outside the recording"
-#: How the user pins the channels to use, quoted in every message about dead channels.
-PIN_HINT = "set modality.channels to the channels to use"
 
 
 @dataclass

@@ -25,14 +25,13 @@ import numpy as np
 from relpos.errors import DataError
 
 from ..common.channel_types import retype_by_name, retyped_hint
-from ..common.channels import dead_channel_warning, flat_in_windows, mostly_flat
+from ..common.channels import PIN_HINT, dead_channel_warning, flat_in_windows, mostly_flat
 from ..common.normalisation import normalise, pooled_stats, recording_stats, scaled, window_samples
 from ..common.numpy_files import open_numpy, read_array
 from ..common.trial_archive import has_splits, split_arrays
 from .channel_policy import is_are, pinned
 from .pipeline import (
     DROP_NONFINITE,
-    PIN_HINT,
     flat_reason,
     named_channels,
     notch_freqs,

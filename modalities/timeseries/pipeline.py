@@ -25,7 +25,15 @@ import numpy as np
 
 from relpos.errors import DataError
 
-from ..common.channels import dead_channel_warning, dead_channels, flat_in_windows, flat_throughout, format_names, mostly_flat
+from ..common.channels import (
+    PIN_HINT,
+    dead_channel_warning,
+    dead_channels,
+    flat_in_windows,
+    flat_throughout,
+    format_names,
+    mostly_flat,
+)
 from ..common.normalisation import normalise, pooled_stats, recording_stats, scaled, window_samples
 from .labels import label_mapping, resampled_length, window_labels
 from .readers import open_item
@@ -40,7 +48,6 @@ DROP_FLAT = "flat (every channel constant)"
 #: A channel is flat where its peak-to-peak is exactly 0: sensor data come in any unit, so no
 #: other threshold means the same thing for every channel.
 FLAT_SPAN = np.finfo(np.float64).tiny
-PIN_HINT = "set modality.channels to the channels to use"
 _GLOB_CHARS = ("*", "?", "[")
 
 
