@@ -15,6 +15,8 @@ defaults in their signatures (as lightly's ``DINOProjectionHead``, ``DINOLoss`` 
 * :func:`distillation_cross_entropy`, ``H(P_t, P_s)`` of centred, sharpened teacher outputs and
   student outputs, per token.
 
+:mod:`relpos.student_teacher` puts them together: the student–teacher skeleton those pretexts extend.
+
 ``step`` always counts optimiser steps already taken (0 before the first one), as the training loop
 reports it through :meth:`relpos.pretext.Pretext.set_progress`; ``total_steps`` is the run's length.
 """
