@@ -1,8 +1,10 @@
 """What a pretext task is.
 
 A pretext plugin subclasses :class:`Pretext` (an ``nn.Module``). It owns everything specific to its
-method: the encoder it trains, its heads, teachers and memories. The training loop only calls
-:meth:`Pretext.forward` and :meth:`Pretext.after_step`, so one loop trains every method.
+method: the encoder it trains (built by relpos and handed over, :func:`construct_pretext`), its heads,
+teachers and memories. The training loop only calls :meth:`Pretext.forward` and
+:meth:`Pretext.after_step`, so one loop trains every method. What a registered pretext class must
+provide is checked by :func:`check_pretext_class`.
 """
 
 from __future__ import annotations
