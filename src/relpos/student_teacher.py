@@ -146,8 +146,6 @@ class StudentTeacher(Pretext):
     refuse data in :meth:`check_data`.
     """
 
-    modalities = None
-    min_axes = 1
     encoder_pos_embed = ("sincos", "none")
     encoder_defaults = {"pos_embed": "sincos"}  # views are crops: the encoder needs to know where tokens sit
 
@@ -165,7 +163,8 @@ class StudentTeacher(Pretext):
 
     def check_data(self, data) -> None:
         """Raise :class:`relpos.errors.DataError` when the training windows ``data`` cannot train the
-        method; called before the encoder is built. The base accepts any data."""
+        method (DINO's centring needs 2 of them). Called before the encoder is built, so only class
+        attributes such as ``name`` are set; the base accepts any data."""
 
     def build_head(self, dim: int) -> nn.Module:
         """The student's head on ``dim``-wide encoder tokens; the teacher's is a copy of it."""
