@@ -115,11 +115,8 @@ def _channel_scan(
     return flat, bad, flat_windows, n_windows
 
 
-def _build(cfg, path: Path, writer, report: bool = False) -> None:
-    import mne
-
-    where = repr(str(path))
-    parts, meta = _arrays(cfg, path)
+def _source_rate(cfg, meta: dict[str, Any], where: str) -> float:
+    """The trials' sampling rate in Hz: ``modality.source_sfreq``, else the archive's ``sfreq``."""
     src = float(cfg.source_sfreq) if cfg.source_sfreq > 0 else float(meta["sfreq"]) if "sfreq" in meta else 0.0
     if src <= 0:
         raise DataError(
@@ -130,7 +127,13 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
             f"Trials in {where} are sampled at {src} Hz, not above twice the band-pass high edge "
             f"({cfg.h_freq} Hz); lower modality.h_freq."
         )
-    n_channels = int(parts[0][1].shape[1])
+    return src
+
+
+def _channels(cfg, n_channels: int, meta: dict[str, Any], where: str):
+    """``(ch_names, typed, selected, refs, retyped)``: the archive's channel names, those of the
+    types kept (``modality.channel_types``, after retyping by name), those selected by
+    ``modality.channels``, the reference channels and the channels retyped from their names."""
     ch_names = [str(c) for c in meta["ch_names"]] if "ch_names" in meta else [f"ch{i}" for i in range(n_channels)]
     ch_types = [str(c) for c in meta["ch_types"]] if "ch_types" in meta else ["eeg"] * n_channels
     retyped = retype_by_name(ch_names, ch_types, keep=named_channels(ch_names, cfg))
@@ -151,16 +154,16 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
             f"{where} has no reference channel {', '.join(map(repr, missing))} (modality.reference = "
             f"{reference!r}); its channels are: {', '.join(typed)}."
         )
-    scale = UNIT_SCALE[cfg.npz_unit]
-    n_src = int(parts[0][1].shape[2])
-    n_target = int(round(n_src * cfg.sfreq / src))
-    n_win = int(round(cfg.window_s * cfg.sfreq))
-    stride = int(round(cfg.stride_s * cfg.sfreq))
-    starts = np.arange(0, n_target - n_win + 1, stride)
-    flat, non_finite, flat_windows, n_windows = _channel_scan(
-        cfg, parts, [ch_names.index(n) for n in selected], scale,
-        np.round(starts * src / cfg.sfreq).astype(np.int64), max(1, int(round(n_win * src / cfg.sfreq))),
-    )
+    return ch_names, typed, selected, refs, retyped
+
+
+def _dead_channels(cfg, parts, rows: list[int], selected: list[str], scale: float, starts: np.ndarray,
+                   length: int, where: str) -> tuple[list[str], list[dict[str, Any]], str]:
+    """(dead, channel_status, unusable) of the ``selected`` channels (``rows`` of the archive) over
+    every trial: those left out (flat throughout, or in most windows ``length`` samples from each of
+    ``starts`` at the trials' own rate), each channel's report entry, and the sentence that says
+    why nothing is usable (or "")."""
+    flat, non_finite, flat_windows, n_windows = _channel_scan(cfg, parts, rows, scale, starts, length)
     # Flat in most windows (a marker line): dead too, unless every channel is (the windows are then
     # dropped one by one) or the user named it.
     mostly = mostly_flat(flat_windows, n_windows) & ~flat
@@ -198,6 +201,62 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
             f"{where}: {is_are(named)} named in modality.channels but flat throughout every trial, so every "
             f"window would be dropped; leave {'it' if len(named) == 1 else 'them'} out of modality.channels."
         )
+    return dead, status, unusable
+
+
+def _checked_and_filtered(cfg, x, src, starts, n_win, n_src, typed, selected, pick, refs, dropped):
+    """``(x, keep)`` of a chunk of trials ``x`` (``(trials, typed channels, samples)``, volts): the
+    windows to keep (``(trials, windows)``: no non-finite value, no flat channel, counted in
+    ``dropped`` otherwise) checked on the raw samples at the trials' own rate, then ``x`` notched,
+    band-passed, re-referenced, reduced to the ``pick`` channels and resampled with MNE."""
+    import mne
+
+    keep = np.ones((len(x), len(starts)), dtype=bool)
+    for j, a_t in enumerate(starts):
+        a = int(round(a_t * src / cfg.sfreq))
+        b = min(n_src, max(a + 1, int(round((a_t + n_win) * src / cfg.sfreq))))
+        seg = x[:, pick, a:b]
+        bad = ~np.isfinite(seg).all(axis=(1, 2))
+        with np.errstate(invalid="ignore"):
+            flat_ch = (np.ptp(seg, axis=2) < cfg.flat_threshold) & ~bad[:, None]  # (trials, channels)
+        flat_ch &= cfg.flat_threshold > 0
+        flat = flat_ch.any(axis=1)
+        dropped[DROP_NONFINITE] += int(bad.sum())
+        for combo, n in Counter(tuple(np.flatnonzero(row)) for row in flat_ch[flat]).items():
+            dropped[flat_reason([selected[c] for c in combo])] += n
+        keep[:, j] = ~bad & ~flat
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        freqs = notch_freqs(cfg.notch_freq, src)
+        if len(freqs):
+            x = mne.filter.notch_filter(x, src, freqs, verbose="error")
+        x = mne.filter.filter_data(x, src, cfg.l_freq or None, cfg.h_freq, verbose="error")
+        if cfg.reference.strip().lower() == "average":
+            x = x - x.mean(axis=1, keepdims=True)
+        elif refs:
+            x = x - x[:, [typed.index(r) for r in refs]].mean(axis=1, keepdims=True)
+        x = x[:, pick]
+        if src != cfg.sfreq:
+            x = mne.filter.resample(x, up=cfg.sfreq, down=src, axis=-1, verbose="error")
+    return x, keep
+
+
+def _build(cfg, path: Path, writer, report: bool = False) -> None:
+    where = repr(str(path))
+    parts, meta = _arrays(cfg, path)
+    src = _source_rate(cfg, meta, where)
+    ch_names, typed, selected, refs, retyped = _channels(cfg, int(parts[0][1].shape[1]), meta, where)
+    scale = UNIT_SCALE[cfg.npz_unit]
+    n_src = int(parts[0][1].shape[2])
+    n_target = int(round(n_src * cfg.sfreq / src))
+    n_win = int(round(cfg.window_s * cfg.sfreq))
+    stride = int(round(cfg.stride_s * cfg.sfreq))
+    starts = np.arange(0, n_target - n_win + 1, stride)
+    dead, status, unusable = _dead_channels(
+        cfg, parts, [ch_names.index(n) for n in selected], selected, scale,
+        np.round(starts * src / cfg.sfreq).astype(np.int64), max(1, int(round(n_win * src / cfg.sfreq))), where,
+    )
     if unusable:
         if not report:
             raise DataError(unusable)
@@ -277,34 +336,7 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
         held = []  # normalize: file: every chunk of the split, until its statistics are known
         for lo in range(0, len(x_all), CHUNK_TRIALS):
             x = np.asarray(x_all[lo : lo + CHUNK_TRIALS], dtype=np.float64)[:, typed_idx] * scale
-            keep = np.ones((len(x), len(starts)), dtype=bool)
-            for j, a_t in enumerate(starts):
-                a = int(round(a_t * src / cfg.sfreq))
-                b = min(n_src, max(a + 1, int(round((a_t + n_win) * src / cfg.sfreq))))
-                seg = x[:, pick, a:b]
-                bad = ~np.isfinite(seg).all(axis=(1, 2))
-                with np.errstate(invalid="ignore"):
-                    flat_ch = (np.ptp(seg, axis=2) < cfg.flat_threshold) & ~bad[:, None]  # (trials, channels)
-                flat_ch &= cfg.flat_threshold > 0
-                flat = flat_ch.any(axis=1)
-                dropped[DROP_NONFINITE] += int(bad.sum())
-                for combo, n in Counter(tuple(np.flatnonzero(row)) for row in flat_ch[flat]).items():
-                    dropped[flat_reason([selected[c] for c in combo])] += n
-                keep[:, j] = ~bad & ~flat
-            x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                freqs = notch_freqs(cfg.notch_freq, src)
-                if len(freqs):
-                    x = mne.filter.notch_filter(x, src, freqs, verbose="error")
-                x = mne.filter.filter_data(x, src, cfg.l_freq or None, cfg.h_freq, verbose="error")
-                if reference.lower() == "average":
-                    x = x - x.mean(axis=1, keepdims=True)
-                elif refs:
-                    x = x - x[:, [typed.index(r) for r in refs]].mean(axis=1, keepdims=True)
-                x = x[:, pick]
-                if src != cfg.sfreq:
-                    x = mne.filter.resample(x, up=cfg.sfreq, down=src, axis=-1, verbose="error")
+            x, keep = _checked_and_filtered(cfg, x, src, starts, n_win, n_src, typed, selected, pick, refs, dropped)
             if cfg.normalize == "file":
                 held.append((lo, x.astype(np.float32), keep))  # float32: half the memory, as written
             else:
