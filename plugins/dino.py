@@ -34,7 +34,6 @@ from torch import nn
 from relpos import hookimpl
 from relpos.blocks import MIN_CLASSES, Centering, DINOHead, distillation_cross_entropy
 from relpos.config import MAX_STEPS, setting
-from relpos.errors import DataError
 from relpos.student_teacher import MultiCropConfig, StudentTeacher, schedule_setting
 from relpos.trivial_baseline import BASELINE_KEY
 
@@ -72,19 +71,12 @@ class DINO(StudentTeacher):
     Config = DINOConfig
     # loss_baseline: the cross-entropy of a uniform student, log K (relpos.trivial_baseline)
     log_keys = (BASELINE_KEY, "teacher_temp", "momentum")
+    needs_two_windows = "its teacher centres over a batch of different samples"
 
     def __init__(self, config, modality, encoder_config, data):
         super().__init__(config, modality, encoder_config, data)
         self.centering = Centering(config.out_dim, config.center_momentum)
         self._pending_center: torch.Tensor | None = None
-
-    def check_data(self, data) -> None:
-        if len(data) < 2:
-            raise DataError(
-                f"Pretext {self.name!r} needs at least 2 windows to train on (its teacher centres over a "
-                f"batch of different samples), but the data holds {len(data)}; give it more data or "
-                f"shorter windows."
-            )
 
     def build_head(self, dim: int) -> nn.Module:
         c = self.config

@@ -307,6 +307,7 @@ class SOVE(StudentTeacher):
     Config = SOVEConfig
     log_keys = (BASELINE_KEY, "teacher_temp", "momentum", "loss_cls", "loss_patch", "cls_fill", "patch_fill",
                 "judge_similarity", "cls_entropy")
+    needs_two_windows = "with one, its memory holds one concept and the loss is 0"
 
     def __init__(self, config, modality, encoder_config, data):
         super().__init__(config, modality, encoder_config, data)
@@ -325,14 +326,6 @@ class SOVE(StudentTeacher):
         self.cls_memory = MemoryBank(self.cls_memory_size, config.head_bottleneck_dim)
         self.patch_memory = MemoryBank(self.patch_memory_size, config.head_bottleneck_dim)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def check_data(self, data) -> None:
-        if len(data) < 2:
-            raise DataError(
-                f"Pretext {self.name!r} needs at least 2 windows to train on (with one, its memory holds one "
-                f"concept and the loss is 0), but the data holds {len(data)}; give it more data or shorter "
-                f"windows."
-            )
 
     def build_head(self, dim: int) -> nn.Module:
         c = self.config

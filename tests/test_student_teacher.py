@@ -14,7 +14,8 @@ from torch import nn
 from relpos.blocks import distillation_cross_entropy
 from relpos.config import resolve_config
 from relpos.encoders.vit import EncoderConfig
-from relpos.errors import ConfigError
+from relpos.errors import ConfigError, DataError
+from relpos.modality import Windows
 from relpos.student_teacher import MultiCropConfig, StudentTeacher, schedule_setting
 from relpos.training import build_modality, build_pretext
 
@@ -117,6 +118,22 @@ def test_bad_settings_are_one_sentence_naming_the_setting(options, message):
     with pytest.raises(ConfigError) as raised:
         TwoViewConfig(**{"n_local": 0, **options}).validate()
     assert message in str(raised.value)
+
+
+def test_a_method_that_needs_two_windows_says_why_when_given_one():
+    modality, windows = image_data()
+    one = Windows(x=windows.x[:1])
+    two_view(modality, one)  # a method that states no need trains on a single window
+
+    class Centred(TwoView):
+        needs_two_windows = "its centre is a mean over different samples"
+
+    with pytest.raises(DataError) as raised:
+        Centred(TwoViewConfig(n_local=0), modality, EncoderConfig(dim=32, depth=1, heads=2, pos_embed="sincos"), one)
+    assert str(raised.value) == (
+        "Pretext 'two-view-test' needs at least 2 windows to train on (its centre is a mean over different "
+        "samples), but the data holds 1; give it more data or shorter windows."
+    )
 
 
 def test_the_teacher_reads_the_global_views_whole_while_the_student_reads_the_mask_token():

@@ -41,7 +41,7 @@ from .blocks import (
     update_teacher,
     weight_decay_schedule,
 )
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .pretext import Pretext
 from .ranges import check_fields, setting
 from .views import Views, check_resolution, check_scale_range, extract_view_tokens, sample_views
@@ -142,16 +142,23 @@ class StudentTeacher(Pretext):
     """A student (``encoder`` + ``head``) and its EMA teacher reading multi-crop views of every sample.
 
     Subclasses set ``Config`` (a :class:`MultiCropConfig` with the settings of
-    :data:`SCHEDULE_SETTINGS`), build the head in :meth:`build_head`, write ``forward`` and may
-    refuse data in :meth:`check_data`.
+    :data:`SCHEDULE_SETTINGS`), build the head in :meth:`build_head` and write ``forward``.
     """
 
+    #: Why the method needs at least 2 training windows, for the sentence that refuses fewer before
+    #: the encoder is built (DINO: "its teacher centres over a batch of different samples"); None
+    #: accepts a single window.
+    needs_two_windows: ClassVar[str | None] = None
     encoder_pos_embed = ("sincos", "none")
     encoder_defaults = {"pos_embed": "sincos"}  # views are crops: the encoder needs to know where tokens sit
 
     def __init__(self, config, modality, encoder_config, data):
         config.validate()
-        self.check_data(data)  # before the encoder is built
+        if self.needs_two_windows and len(data) < 2:
+            raise DataError(
+                f"Pretext {self.name!r} needs at least 2 windows to train on ({self.needs_two_windows}), but the "
+                f"data holds {len(data)}; give it more data or shorter windows."
+            )
         super().__init__(config, modality, encoder_config, data)
         self.patch_shape = modality.patch_shape()
         self._set_up_views(config, modality)
@@ -160,11 +167,6 @@ class StudentTeacher(Pretext):
         self.head = self.build_head(encoder_config.dim)
         self.teacher_encoder = make_teacher(self.encoder)
         self.teacher_head = make_teacher(self.head)
-
-    def check_data(self, data) -> None:
-        """Raise :class:`relpos.errors.DataError` when the training windows ``data`` cannot train the
-        method (DINO's centring needs 2 of them). Called before the encoder is built, so only class
-        attributes such as ``name`` are set; the base accepts any data."""
 
     def build_head(self, dim: int) -> nn.Module:
         """The student's head on ``dim``-wide encoder tokens; the teacher's is a copy of it."""
