@@ -39,7 +39,15 @@ class Windows(torch.utils.data.Dataset):
     class_names : list of str
         Names of the label indices.
     info : dict
-        Free-form facts about the data (sampling rate, channel names, sources).
+        Free-form facts about the data (sampling rate, channel names, sources); ``info["time_unit"]``
+        names the unit of :attr:`onsets` and :attr:`durations` (``"s"``, or ``"window"`` for images).
+    onsets : numpy.ndarray or None
+        ``(N,)`` float64: where each window starts in its recording's own time (seconds for eeg and
+        timeseries, from the recording's first kept sample), so two windows of one recording differ
+        by their true time apart, also when windows between them were dropped. None when the data
+        has no recording time (a trial archive: each window is its own trial).
+    durations : numpy.ndarray or None
+        ``(N,)`` float64: each window's length, in the unit of :attr:`onsets`; None with it.
     """
 
     x: torch.Tensor
@@ -48,12 +56,50 @@ class Windows(torch.utils.data.Dataset):
     class_names: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     subjects: np.ndarray | None = None
+    onsets: np.ndarray | None = None
+    durations: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.groups is None:
             self.groups = np.array(["0"] * len(self.x))
         if self.subjects is None:
             self.subjects = np.array(self.groups, copy=True)
+        if self.onsets is not None:
+            self.onsets = np.asarray(self.onsets, dtype=np.float64).reshape(-1)
+            if self.durations is None:
+                raise ValueError("Windows with onsets need durations too (one length per window), got durations=None.")
+            self.durations = np.asarray(self.durations, dtype=np.float64).reshape(-1)
+            if len(self.onsets) != len(self.x) or len(self.durations) != len(self.x):
+                raise ValueError(
+                    f"Windows need one onset and one duration per window ({len(self.x)}), got "
+                    f"{len(self.onsets)} onsets and {len(self.durations)} durations."
+                )
+        elif self.durations is not None:
+            raise ValueError("Windows with durations need onsets too (where each window starts), got onsets=None.")
+
+    @property
+    def has_recording_time(self) -> bool:
+        """Whether each window knows where it starts in its recording (:attr:`onsets` is set)."""
+        return self.onsets is not None
+
+    def subset(self, index: Any) -> "Windows":
+        """The windows at ``index`` (integer positions or a boolean mask), every per-window field
+        sliced alike (onsets stay the windows' true times); ``info`` and ``class_names`` shared."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        index = index.astype(np.int64, copy=False)
+        index_t = torch.as_tensor(index, dtype=torch.long)
+        return Windows(
+            x=self.x[index_t],
+            labels=self.labels[index_t] if self.labels is not None else None,
+            groups=np.asarray(self.groups)[index],
+            class_names=list(self.class_names),
+            info=self.info,
+            subjects=np.asarray(self.subjects)[index],
+            onsets=self.onsets[index] if self.onsets is not None else None,
+            durations=self.durations[index] if self.durations is not None else None,
+        )
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
