@@ -217,7 +217,8 @@ class RecordingsBuild:
         if len(rw):
             # Normalised straight into the cache's buffer: the windows are never all in memory.
             writer.append_filled(
-                len(rw), rw.shape, rw.fill, groups=item.recording_id, labels=labels, subjects=item.subject_id
+                len(rw), rw.shape, rw.fill, groups=item.recording_id, labels=labels, subjects=item.subject_id,
+                onsets=rw.onsets_s(cfg.sfreq), durations=rw.n_samples / cfg.sfreq,
             )
         state.files.append(
             {
@@ -241,6 +242,7 @@ class RecordingsBuild:
         info.update(
             {
                 "sfreq": cfg.sfreq,
+                "time_unit": "s",  # of the windows' onsets and durations in their recordings
                 "ch_names": names,
                 "n_recordings": len(state.files),
                 "files": state.files,

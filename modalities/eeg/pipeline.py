@@ -62,6 +62,11 @@ class RecordingWindows:
     def __len__(self) -> int:
         return len(self.starts)
 
+    def onsets_s(self, sfreq: float) -> np.ndarray:
+        """Each kept window's start in the recording (s, from its first sample at ``sfreq``): the
+        windows dropped between two kept ones leave their time between them."""
+        return np.asarray(self.starts, dtype=np.float64) / float(sfreq)
+
     @property
     def shape(self) -> tuple[int, int]:
         """(channels, samples) of one window."""

@@ -295,6 +295,9 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
     stem = path.stem
     dropped: Counter = Counter()
     counts = {}
+    # One trial in all is one recording (a (channels, samples) array): its windows know their time
+    # in it. Several trials are a trial archive: no recording time (Windows.onsets None).
+    one_recording = sum(len(x_all) for _, x_all, _ in parts) == 1
 
     def usable(x, keep):
         """``(trials, windows)``: the kept windows that end inside the (resampled) trial."""
@@ -302,7 +305,7 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
 
     def emit(split, lo, x, keep, y_all, file_stats=None):
         """Write the kept windows of the trials ``lo, lo + 1, ...`` (``x``: filtered, resampled)."""
-        windows, groups, subjects, labels = [], [], [], []
+        windows, groups, subjects, labels, onsets = [], [], [], [], []
         ok = usable(x, keep)
         for i in range(len(x)):
             trial = lo + i
@@ -319,6 +322,7 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
             for j, a in enumerate(starts):
                 if ok[i, j]:
                     windows.append(trial_x[:, a : a + n_win])
+                    onsets.append(a / cfg.sfreq)
                     groups.append(rid)
                     subjects.append(sid)
                     if has_labels:
@@ -329,6 +333,8 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
                 groups=groups,
                 labels=np.array(labels, dtype=np.int64) if has_labels else None,
                 subjects=subjects,
+                onsets=np.array(onsets) if one_recording else None,
+                durations=n_win / cfg.sfreq if one_recording else None,
             )
 
     for split, x_all, y_all in parts:
@@ -367,6 +373,7 @@ def _build(cfg, path: Path, writer, report: bool = False) -> None:
     writer.info.update(
         {
             "sfreq": cfg.sfreq,
+            "time_unit": "s",  # of the windows' onsets and durations, when the archive is one recording
             "ch_names": selected,
             "n_recordings": sum(counts.values()),
             "files": [

@@ -365,8 +365,12 @@ class ImageModality(Modality):
 
     def _windows(self, x, labels, groups, class_names, source) -> Windows:
         x = x.clamp_(0, 1).sub_(0.5).div_(0.5)  # in place: x is the freshly resized copy (_resize_into)
-        info = {"source": source, "image_size": self.config.image_size, "channels": int(x.shape[1])}
-        return Windows(x=x.contiguous(), labels=labels, groups=groups, class_names=class_names, info=info)
+        # An image is one recording of one window: onset 0, one window long.
+        info = {
+            "source": source, "image_size": self.config.image_size, "channels": int(x.shape[1]), "time_unit": "window",
+        }
+        return Windows(x=x.contiguous(), labels=labels, groups=groups, class_names=class_names, info=info,
+                       onsets=np.zeros(len(x)), durations=np.ones(len(x)))
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not self.config.hflip:

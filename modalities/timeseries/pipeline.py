@@ -389,9 +389,12 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
     writer.class_names = class_names
     dropped = {DROP_NONFINITE: 0, DROP_FLAT: 0}
     total_made = 0
+    # Windows have a time in their recording when every source is one recording cut into windows;
+    # the samples of a trial archive (or samples each kept whole) are not windows of one recording.
+    timed_at = rate if choice.kind != "whole" and all(src.n_samples == 1 for src in sources) else None
     for src in usable:
         kept, counts, per_source, made = _write_source(
-            src, picks[id(src)], held, resample[id(src)], window, stride, mapping, writer, cfg
+            src, picks[id(src)], held, resample[id(src)], window, stride, mapping, writer, cfg, timed_at
         )
         total_made += made
         for why, count in per_source.items():
@@ -423,6 +426,7 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
     kinds = sorted({k for k in label_kinds.values() if k})
     writer.info.update({
         "sfreq": rate,
+        "time_unit": "s",  # of the windows' onsets and durations in their recordings (when they have them)
         "ch_names": names,
         "dead_channels": dead,
         "source": source_text,
@@ -502,8 +506,12 @@ def _file_stats(src, pick, held, ratio, window, stride):
     return pooled_stats(pieces) if pieces else None
 
 
-def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
+def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg, timed_at=None):
     """Cut, label, check and normalise the windows of one source into ``writer``.
+
+    With ``timed_at`` (the windows' rate, Hz), each window's onset in its
+    recording (from the recording's first sample) and its duration go with it; dropped windows leave
+    their time between the kept ones.
 
     Returns
     -------
@@ -540,11 +548,14 @@ def _write_source(src, pick, held, ratio, window, stride, mapping, writer, cfg):
             windows = scaled(windows, *file_stats)  # one pair per channel for every window of the source
         if cfg.normalize == "instance" and len(windows):
             windows = normalise(windows)
+        onsets = np.tile(starts / timed_at, x.shape[0])[keep] if timed_at is not None else None
         writer.append(
             windows.astype(np.float32),
             groups[keep].tolist(),
             labels[keep] if labels is not None else None,
             subjects[keep].tolist() if subjects is not None else None,
+            onsets=onsets,
+            durations=window / timed_at if timed_at is not None else None,
         )
         kept += int(keep.sum())
         if labels is not None:

@@ -35,8 +35,9 @@ import torch
 from .errors import DataError, warn
 from .modality import Windows
 
-#: Bumped whenever the layout of an entry changes, so old entries are never misread.
-CACHE_FORMAT = 1
+#: Bumped whenever the layout of an entry changes, so old entries are never misread
+#: (2: the windows' onsets and durations in their recordings, ``onsets.npy``/``durations.npy``).
+CACHE_FORMAT = 2
 X_FILE = "x.f32"
 #: Size of the buffer :meth:`WindowWriter.append_filled` fills and writes, chunk by chunk.
 FILL_CHUNK_BYTES = 4 * 2**20
@@ -138,6 +139,9 @@ class WindowWriter:
         self._groups: list[str] = []
         self._subjects: list[str] = []
         self._labels: list[np.ndarray] = []
+        self._has_times: bool | None = None
+        self._onsets: list[np.ndarray] = []
+        self._durations: list[np.ndarray] = []
         self._chunks: list[np.ndarray] = []  # only without a folder (cache disabled)
         self._fh = open(folder / X_FILE, "wb") if folder is not None else None
         self._pool = None  # one thread that flushes the file to disk while the build goes on
@@ -149,6 +153,8 @@ class WindowWriter:
         groups: Sequence[str],
         labels: np.ndarray | None = None,
         subjects: Sequence[str] | None = None,
+        onsets: np.ndarray | None = None,
+        durations: np.ndarray | float | None = None,
     ) -> None:
         """Append windows.
 
@@ -163,12 +169,18 @@ class WindowWriter:
             ``n`` integer class indices. Either every call passes labels or none does.
         subjects : sequence of str, optional
             ``n`` subject ids (a single string is repeated); default: the groups.
+        onsets : numpy.ndarray, optional
+            ``n`` start times of the windows in their recording (seconds for a signal; see
+            :attr:`relpos.Windows.onsets`). Either every call passes onsets or none does.
+        durations : numpy.ndarray or float, optional
+            ``n`` window lengths in the unit of ``onsets`` (a single number is repeated); required
+            with ``onsets``.
         """
         x = np.asarray(x)
         if x.ndim < 3:
             raise ValueError(f"WindowWriter.append() takes windows of shape (n, C, *extent), got {x.shape}.")
         n = int(x.shape[0])
-        if not self._accept(n, x.shape[1:], groups, labels, subjects):
+        if not self._accept(n, x.shape[1:], groups, labels, subjects, onsets, durations):
             return
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self._fh is not None:
@@ -185,6 +197,8 @@ class WindowWriter:
         groups: Sequence[str],
         labels: np.ndarray | None = None,
         subjects: Sequence[str] | None = None,
+        onsets: np.ndarray | None = None,
+        durations: np.ndarray | float | None = None,
     ) -> None:
         """Append ``n`` windows that ``fill`` writes straight into the writer's float32 buffer.
 
@@ -195,7 +209,7 @@ class WindowWriter:
         """
         n = int(n)
         shape = tuple(int(s) for s in shape)
-        if not self._accept(n, shape, groups, labels, subjects):
+        if not self._accept(n, shape, groups, labels, subjects, onsets, durations):
             return
         if self._fh is None:
             out = np.empty((n, *shape), dtype=np.float32)
@@ -211,7 +225,7 @@ class WindowWriter:
             self._fh.write(memoryview(out).cast("B"))
         self._start_sync()
 
-    def _accept(self, n, shape, groups, labels, subjects) -> bool:
+    def _accept(self, n, shape, groups, labels, subjects, onsets=None, durations=None) -> bool:
         """Check and record everything about ``n`` windows but their values; False when n is 0."""
         groups = _per_window(groups, n, "groups")
         subjects = groups if subjects is None else _per_window(subjects, n, "subjects")
@@ -237,12 +251,44 @@ class WindowWriter:
             if len(labels) != n:
                 raise ValueError(f"WindowWriter.append() got {n} windows but {len(labels)} labels.")
             self._labels.append(labels.astype(np.int64))
+        self._accept_times(n, where, onsets, durations)
         if n == 0:
             return False
         self._groups.extend(groups)
         self._subjects.extend(subjects)
         self.count += n
         return True
+
+    def _accept_times(self, n: int, where: str, onsets, durations) -> None:
+        has_times = onsets is not None
+        if (durations is not None) != has_times:
+            raise ValueError("WindowWriter.append() takes onsets and durations together, or neither.")
+        if self._has_times is None:
+            self._has_times = has_times
+        elif has_times != self._has_times:
+            raise DataError(
+                f"Windows from {where} {'have' if has_times else 'have no'} onsets in their recording but "
+                f"earlier windows {'have none' if has_times else 'have them'}; give every recording's onsets or none."
+            )
+        if not has_times:
+            return
+        onsets = np.asarray(onsets, dtype=np.float64).reshape(-1)
+        durations = np.asarray(durations, dtype=np.float64).reshape(-1)
+        if durations.size == 1:
+            durations = np.full(n, durations[0])  # one length for every window
+        if len(onsets) != n or len(durations) != n:
+            raise ValueError(
+                f"WindowWriter.append() got {n} windows but {len(onsets)} onsets and {len(durations)} durations."
+            )
+        self._onsets.append(onsets)
+        self._durations.append(durations)
+
+    def _times_arrays(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if not self._has_times:
+            return None, None
+        if not self._onsets:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(self._onsets), np.concatenate(self._durations)
 
     def _start_sync(self) -> None:
         """Start flushing what is written so far to disk in the background (if no flush is running).
@@ -304,11 +350,16 @@ class WindowWriter:
         labels = self._labels_array()
         if labels is not None:
             np.save(self.folder / "labels.npy", labels)
+        onsets, durations = self._times_arrays()
+        if onsets is not None:
+            np.save(self.folder / "onsets.npy", onsets)
+            np.save(self.folder / "durations.npy", durations)
         meta = {
             "format": CACHE_FORMAT,
             "shape": self._full_shape(),
             "dtype": "float32",
             "has_labels": labels is not None,
+            "has_onsets": onsets is not None,
             "class_names": list(self.class_names),
             "info": self.info,
             "warnings": self.warnings,
@@ -322,6 +373,7 @@ class WindowWriter:
         else:
             x = torch.zeros(tuple(self._full_shape()), dtype=torch.float32)
         labels = self._labels_array()
+        onsets, durations = self._times_arrays()
         info = json.loads(json.dumps(self.info, default=_json_default))
         return Windows(
             x=x,
@@ -330,6 +382,8 @@ class WindowWriter:
             subjects=np.array(self._subjects, dtype=str),
             class_names=list(self.class_names),
             info=info,
+            onsets=onsets,
+            durations=durations,
         )
 
 
@@ -390,6 +444,12 @@ def load_entry(folder: Path, replay_warnings: bool = True) -> Windows | None:
         groups = np.load(folder / "groups.npy", allow_pickle=False)
         subjects = np.load(folder / "subjects.npy", allow_pickle=False)
         labels = np.load(folder / "labels.npy", allow_pickle=False) if meta["has_labels"] else None
+        onsets = durations = None
+        if meta.get("has_onsets"):
+            onsets = np.load(folder / "onsets.npy", allow_pickle=False).astype(np.float64)
+            durations = np.load(folder / "durations.npy", allow_pickle=False).astype(np.float64)
+            if len(onsets) != n or len(durations) != n:
+                return None
         if len(groups) != n or len(subjects) != n or (labels is not None and len(labels) != n):
             return None
         if n == 0 or len(shape) < 3:
@@ -413,6 +473,8 @@ def load_entry(folder: Path, replay_warnings: bool = True) -> Windows | None:
         subjects=subjects,
         class_names=list(meta.get("class_names") or []),
         info=info,
+        onsets=onsets,
+        durations=durations,
     )
 
 

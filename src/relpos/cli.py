@@ -344,8 +344,27 @@ def _num(value) -> str:
 _FILE_KEYS = {"path", "channels", "sfreq", "duration_s", "annotations", "n_windows", "channel_status"}
 _REPORT_KEYS = {
     "modality", "source", "n_windows", "channels", "extent", "sfreq", "ch_names", "label_counts",
-    "recordings", "n_subjects", "files", "skipped", "dropped", "cache", "problem",
+    "recordings", "n_subjects", "files", "skipped", "dropped", "cache", "problem", "recording_time",
 }
+
+
+def _recording_time_line(summary) -> str | None:
+    """``Recording time: 2 recordings, onsets 0–79470 s, windows of 30 s`` (see ``modality.recording_time``)."""
+    if not isinstance(summary, dict) or "known" not in summary:
+        return None
+    if not summary["known"]:
+        return "Recording time: none (trial archive): pretexts that relate windows of one recording refuse it"
+    if "recordings" not in summary:
+        return None  # no window
+    unit = summary.get("unit") or "s"
+    n = summary["recordings"]
+    if unit == "window":  # images: each one a recording of one window
+        return f"Recording time: {n} recording{'s' if n != 1 else ''} of one window each"
+    lengths = "–".join(f"{d:.10g}" for d in summary.get("durations") or [])
+    return (
+        f"Recording time: {n} recording{'s' if n != 1 else ''}, onsets {summary['first_onset']:.10g}–"
+        f"{summary['last_onset']:.10g} {unit}, windows of {lengths} {unit}"
+    )
 
 
 def _channel_status_lines(statuses, indent: str) -> list[str]:
@@ -412,6 +431,8 @@ def format_inspect_report(report: dict) -> str:
         lines.append(f"Subjects: {report['n_subjects']}, recordings: {len(report.get('recordings') or {})}")
     labels = report.get("label_counts") or {}
     lines.append("Labels: " + (", ".join(f"{name} {count}" for name, count in labels.items()) or "none"))
+    if _recording_time_line(report.get("recording_time")):
+        lines.append(_recording_time_line(report.get("recording_time")))
     skipped = report.get("skipped") or []
     if skipped:
         lines.append(f"Skipped ({len(skipped)}):")

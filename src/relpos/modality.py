@@ -197,6 +197,28 @@ def natural_key(text: str) -> tuple:
     )
 
 
+def recording_time(windows: Windows) -> dict[str, Any]:
+    """Where ``windows`` sit in their recordings, in brief (``relpos data inspect``).
+
+    ``{"known": False}`` when they have no onsets (a trial archive), else ``known``, ``recordings``
+    (how many), ``first_onset``/``last_onset`` and ``durations`` (the distinct window lengths, at
+    most 4) in ``unit`` (``Windows.info["time_unit"]``, default ``"s"``); no window: only ``known``.
+    """
+    if not windows.has_recording_time:
+        return {"known": False}
+    if len(windows) == 0:
+        return {"known": True}
+    durations = np.unique(windows.durations)
+    return {
+        "known": True,
+        "recordings": int(len(np.unique(np.asarray(windows.groups, dtype=str)))),
+        "first_onset": float(windows.onsets.min()),
+        "last_onset": float(windows.onsets.max()),
+        "durations": [float(d) for d in (durations if len(durations) <= 4 else durations[[0, -1]])],
+        "unit": str((windows.info or {}).get("time_unit") or "s"),
+    }
+
+
 def _skipped_entry(item: Any) -> dict[str, Any]:
     if isinstance(item, dict):
         # A modality may say more about a skipped file (e.g. its channels' status): keep it.
@@ -275,7 +297,7 @@ class Modality:
             ``modality``, ``source``, ``n_windows``, ``channels``, ``extent``, ``sfreq`` (after
             preprocessing, or None), ``ch_names``, ``label_counts`` ({class name: windows}),
             ``recordings`` ({group: windows}), ``n_subjects``, ``files``, ``skipped``, ``dropped``,
-            ``cache`` (``{"hit", "path"}`` or None).
+            ``cache`` (``{"hit", "path"}`` or None), ``recording_time`` (:func:`recording_time`).
         """
         if data is None:
             data = self.default_data()
@@ -315,6 +337,7 @@ class Modality:
             "skipped": [_skipped_entry(s) for s in skipped] if isinstance(skipped, list) else [],
             "dropped": {str(k): int(v) for k, v in dropped.items()} if isinstance(dropped, dict) else {},
             "cache": info.get("cache"),
+            "recording_time": recording_time(windows),
         }
 
     def eval_splits(self, data: Any) -> tuple[Windows, Windows] | None:

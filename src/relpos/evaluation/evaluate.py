@@ -180,15 +180,7 @@ def _with_overrides(modality: Modality, overrides: dict[str, Any] | None) -> Mod
 
 
 def _subset(windows: Windows, index: np.ndarray) -> Windows:
-    index_t = torch.as_tensor(index, dtype=torch.long)
-    return Windows(
-        x=windows.x[index_t],
-        labels=windows.labels[index_t] if windows.labels is not None else None,
-        groups=np.asarray(windows.groups)[index],
-        class_names=list(windows.class_names),
-        info=windows.info,
-        subjects=np.asarray(windows.subjects)[index],
-    )
+    return windows.subset(index)  # onsets and durations go with their windows
 
 
 def held_out_split(modality: Modality, data: Any, test_fraction: float, seed: int,
