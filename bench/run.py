@@ -542,7 +542,8 @@ def run_cell(recipe: Recipe, ds_name: str, method_name: str, setting_name: str, 
     pretrain = {**loss_summary(read_metrics(run_dir)), "seconds": pretrain_s, "steps": steps,
                 "warned_stuck": any(STUCK_TEXT in w for w in warnings), "warnings": warnings,
                 # over the whole run's time (loading and checkpoints included): slightly under the steps' share
-                "timed_share": {k: v / pretrain_s for k, v in spent.items()}}
+                "timed_share": {k: v / pretrain_s for k, v in spent.items()},
+                "windows_seen": steps * int(config.train.batch_size)}
     ratio = pretrain["ratio_last"]
     print(f"[{name}] pretrained in {pretrain_s:.1f} s; loss/baseline at the end "
           f"{'n/a' if ratio is None else f'{ratio:.3f}'}", flush=True)
@@ -571,6 +572,7 @@ def run_cell(recipe: Recipe, ds_name: str, method_name: str, setting_name: str, 
     cell = {
         "recipe": recipe.name, "dataset": ds_name, "method": method_name, "pretext": method.pretext,
         "setting": setting_name, "seed": seed, "config": str(config_path or f"modality {ds.modality}"),
+        "normalize": getattr(config.modality_config, "normalize", None),
         "overrides": overrides, "run_dir": str(run_dir), "pretrain": pretrain, "eval": evals,
         "random_source": random_source, "random_key": key,
         "machine": {**machine_info(), "device": str(resolve_device(args.device))},
@@ -671,6 +673,8 @@ def summarise(cells: list[dict], recipe: Recipe) -> list[dict]:
     """One row per (data set, method, setting, protocol), seeds pooled."""
     rows = []
     for (ds, method, setting), group in _groups(cells):
+        if not all(c.get("pretrain") and "pretrained" in c["eval"] for c in group):
+            continue  # random init or hand-crafted features alone: only in the table of every row
         ratios = [c["pretrain"]["ratio_last"] for c in group if c["pretrain"]["ratio_last"] is not None]
         for protocol in recipe.protocols:
             if not all(protocol.name in c["eval"]["pretrained"] for c in group):
@@ -697,7 +701,9 @@ def summarise(cells: list[dict], recipe: Recipe) -> list[dict]:
 def pretrain_rows(cells: list[dict]) -> list[list[str]]:
     table = []
     for (ds, method, setting), group in _groups(cells):
-        p = [c["pretrain"] for c in group]
+        p = [c["pretrain"] for c in group if c.get("pretrain")]
+        if not p:
+            continue
 
         def mean(key):
             values = [x[key] for x in p if x.get(key) is not None]
@@ -712,6 +718,41 @@ def pretrain_rows(cells: list[dict]) -> list[list[str]]:
                       _num(mean("loss_last")), _num(mean("baseline_last")), _ratio(mean("ratio_last")),
                       f"{warned} of {len(p)}", f"{mean('seconds'):.1f}",
                       ", ".join(f"{k} {100 * np.mean(v):.1f} %" for k, v in shares.items()) or "–"])
+    return table
+
+
+#: How the table of every row names an initialisation (``fixed``: features that involve no training,
+#: such as hand-crafted band powers, written by scripts beside the runner).
+INIT_LABELS = {"pretrained": "trained", "random": "random init", "fixed": "hand-crafted"}
+
+
+def cell_normalisation(cell: dict) -> str:
+    """The normalisation of a cell's windows: recorded by the cell, else its last ``modality.normalize`` override."""
+    if cell.get("normalize"):
+        return str(cell["normalize"])
+    found = [o.partition("=")[2] for o in cell.get("overrides", []) if o.startswith("modality.normalize=")]
+    return found[-1] if found else "the config's"
+
+
+def every_row(cells: list[dict], recipe: Recipe) -> list[list[str]]:
+    """One row per (data set, method, setting, initialisation): κ and balanced accuracy per protocol,
+    mean ± std over seeds, the normalisation and the training wall time per 1,000 windows seen."""
+    table = []
+    for (ds, method, setting), group in _groups(cells):
+        norm = cell_normalisation(group[0])
+        pretrain = [c["pretrain"] for c in group if c.get("pretrain")]
+        per_1000 = [1000 * p["seconds"] / p["windows_seen"] for p in pretrain if p.get("windows_seen")]
+        for init in INIT_LABELS:
+            if not all(init in c["eval"] for c in group):
+                continue
+            row = [ds, method, setting, INIT_LABELS[init], norm]
+            for protocol in recipe.protocols:
+                scores = [c["eval"][init].get(protocol.name) for c in group]
+                for key in ("cohen_kappa", "balanced_accuracy"):
+                    row.append(_pm([s[key] for s in scores]) if all(scores) else "–")
+            row.append(f"{np.mean(per_1000):.2f}" if init == "pretrained" and per_1000 else "–")
+            row.append(",".join(str(c["seed"]) for c in group))
+            table.append(row)
     return table
 
 
@@ -747,6 +788,16 @@ def write_report(cells: list[dict], out: Path, meta: dict, recipe: Recipe) -> No
         "",
         markdown_table(header, table),
         "",
+        "## Every row: κ and balanced accuracy per initialisation",
+        "",
+        "Each method, setting and initialisation (trained; random init of the same architecture; hand-crafted "
+        "features that involve no training), mean ± sample std over seeds, with the normalisation of its windows "
+        "and its training wall time per 1,000 windows seen (a pair counts two).",
+        "",
+        markdown_table(["data set", "method", "setting", "init", "normalisation",
+                        *[f"{p.name} {m}" for p in recipe.protocols for m in ("κ", "balanced acc")],
+                        "train s / 1,000 windows", "seeds"], every_row(cells, recipe)),
+        "",
         "## Pretraining: loss against the trivial baseline",
         "",
         "Means over seeds of the first and last tenth of the logged steps; 'warned' counts the runs that warned "
@@ -774,8 +825,9 @@ def write_report(cells: list[dict], out: Path, meta: dict, recipe: Recipe) -> No
         lines += ["## Failed cells", "", *[f"- {n} (see logs/{n}.log)" for n in meta["failed"]], ""]
     (out / "results.md").write_text("\n".join(lines))
     atomic_json(out / "results.json", {"meta": meta, "summary": rows, "cells": cells})
-    if cells:
+    if rows:  # rows need a trained and a random init; the loss plot, a pretraining
         write_plot(rows, recipe, out / "results.png")
+    if any(c.get("pretrain") for c in cells):
         write_loss_plot(cells, out / "loss.png")
 
 
@@ -841,7 +893,7 @@ def write_loss_plot(cells: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.4 * len(datasets), 3), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         labelled = set()
-        for c in sorted((c for c in cells if c["dataset"] == ds), key=lambda c: c["seed"]):
+        for c in sorted((c for c in cells if c["dataset"] == ds and c.get("pretrain")), key=lambda c: c["seed"]):
             curve = [p for p in c["pretrain"]["curve"] if p[2]]
             variant = (c["method"], c["setting"])
             if curve:  # one colour per method / setting, one line per seed

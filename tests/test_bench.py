@@ -99,3 +99,82 @@ def test_a_cell_already_written_is_not_run_again(run, tmp_path, capsys, shared_d
     assert "1 cell(s), 1 already done, 0 to run" in out
     assert not (tmp_path / "runs").exists()  # nothing was trained
     assert "+0.100" in (tmp_path / "results.md").read_text()
+
+
+# -- the sleep night's baselines (bench/bench_braindecode_rp.py, recipe sleep_rp) ----------------
+def _load_bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"relpos_bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_log_band_powers_of_sines_match_the_hand_computation():
+    import numpy as np
+
+    common = _load_bench_module("_common")
+    t = np.arange(3000) / 100.0  # one 30-s window at 100 Hz
+    # A sine of amplitude A has power A² / 2: 2 µV at 10 Hz -> 2 µV² in alpha (8-12 Hz);
+    # 4 µV at 2 Hz -> 8 µV² in delta (0.5-4 Hz). Both on Welch bins, so nothing leaks to other bands.
+    x = np.stack([2.0 * np.sin(2 * np.pi * 10.0 * t), 4.0 * np.sin(2 * np.pi * 2.0 * t)])[None]
+    feats = common.log_band_powers(x, 100.0)
+    names = [name for name, _, _ in common.SLEEP_BANDS]
+    assert names == ["delta", "theta", "alpha", "sigma", "beta", "total"]
+    assert feats.shape == (1, 12)
+    ch0, ch1 = dict(zip(names, feats[0, :6])), dict(zip(names, feats[0, 6:]))
+    assert ch0["alpha"] == pytest.approx(np.log10(2.0), abs=1e-3)
+    assert ch0["total"] == pytest.approx(np.log10(2.0), abs=1e-3)
+    assert ch1["delta"] == pytest.approx(np.log10(8.0), abs=1e-3)
+    assert ch1["total"] == pytest.approx(np.log10(8.0), abs=1e-3)
+    assert max(ch0["delta"], ch0["theta"], ch0["sigma"], ch0["beta"]) < -10  # below 1e-10 µV²
+    assert max(ch1["theta"], ch1["alpha"], ch1["sigma"], ch1["beta"]) < -10
+
+
+def test_the_braindecode_benchmark_refuses_in_one_sentence_without_its_environment(tmp_path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "RELPOS_BRAINDECODE_ENV": str(tmp_path / "absent"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_braindecode_rp.py"), "--seeds", "0",
+                           "--out", str(out)], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert f"braindecode is not installed in {tmp_path / 'absent'}" in err and "docs/history.md" in err
+    assert not out.exists()  # refused before anything was read or written
+
+
+def test_rows_without_a_trained_encoder_get_their_own_table_as_computed_by_hand(run, tmp_path):
+    cells = tmp_path / "cells"
+    cells.mkdir()
+
+    def scores(kappa, balanced):
+        return {p: {"cohen_kappa": kappa, "accuracy": 0.9, "balanced_accuracy": balanced, "macro_f1": 0.7,
+                    "n_train": 40, "n_test": 40, "features": "embedding", "seconds": 1.0}
+                for p in ("linear", "knn")}
+
+    base = {"recipe": "sleep_rp", "dataset": "sleep", "machine": {"cpu": "test cpu"}, "command": "test"}
+    for seed, (kappa, balanced) in enumerate([(0.9, 0.8), (0.8, 0.6)]):
+        band = {**base, "method": "band-powers", "setting": "none", "seed": seed, "normalize": "none",
+                "pretrain": None, "eval": {"fixed": scores(kappa, balanced)}}
+        (cells / f"sleep-band-powers-none-s{seed}.json").write_text(json.dumps(band))
+    # RP-like: 10 s for 2,000 windows -> 5.00 s per 1,000; trained 0.7 vs random 0.5
+    rp = {**base, "method": "braindecode-rp", "setting": "example", "seed": 0, "normalize": "instance",
+          "pretrain": {"ratio_last": 0.8, "loss_first": 0.69, "baseline_first": 0.69, "loss_last": 0.55,
+                       "baseline_last": 0.69, "warned_stuck": False, "seconds": 10.0, "steps": 25,
+                       "windows_seen": 2000, "curve": [[1, 0.69, 0.69], [25, 0.55, 0.69]], "timed_share": {}},
+          "eval": {"pretrained": scores(0.7, 0.6), "random": scores(0.5, 0.4)}}
+    (cells / "sleep-braindecode-rp-example-s0.json").write_text(json.dumps(rp))
+    assert run.main(["sleep_rp", "--out", str(tmp_path), "--report-only"]) == 0
+    report = (tmp_path / "results.md").read_text()
+    # seeds 0.9 and 0.8: mean 0.850, sample std 0.0707; balanced 0.8 and 0.6: 0.700 ± 0.141
+    assert ("| sleep | band-powers | none | hand-crafted | none | 0.850 ± 0.071 | 0.700 ± 0.141 | 0.850 ± 0.071 | "
+            "0.700 ± 0.141 | – | 0,1 |") in report
+    assert "| sleep | braindecode-rp | example | trained | instance | 0.700 ± 0.000 | 0.600 ± 0.000 |" in report
+    assert "| 5.00 | 0 |" in report
+    assert "| sleep | braindecode-rp | example | random init | instance | 0.500 ± 0.000 | 0.400 ± 0.000 |" in report
+    # the Δ table holds the trained method only
+    assert "| sleep | braindecode-rp | example | linear | embedding | 0.700 ± 0.000 | 0.500 ± 0.000 | +0.200 ✓ |" in report
+    assert "| sleep | band-powers | none | linear |" not in report
