@@ -1,0 +1,186 @@
+"""Relative positioning, temporal shuffling and CPC (Banville et al. 2021): labels, losses and the
+windows they draw, by hand; config checks; a tiny run of each from the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from relpos.config import resolve_config
+from relpos.encoders.vit import EncoderConfig
+from relpos.modality import Windows
+from relpos.pretext import construct_pretext
+from relpos.training import build_modality
+from relpos_plugins.cpc import ContrastivePredictiveCoding, CPCConfig
+from relpos_plugins.recording_requests import OrderedTriplets, SequenceWithNegatives
+from relpos_plugins.rp import RelativePositioning, RPConfig, rp_labels
+from relpos_plugins.ts import TemporalShuffling, TSConfig, ts_labels
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: 4 channels of 10-s windows at 100 Hz, read in 1-s patches.
+CHANNELS, SAMPLES = 4, 1000
+TINY_ENCODER = EncoderConfig(dim=16, depth=1, heads=2, pos_embed="sincos")
+
+
+def hand_windows(onsets_s, groups=None) -> Windows:
+    """Random windows with the given onsets (seconds), one recording unless ``groups`` says otherwise."""
+    n = len(onsets_s)
+    x = torch.randn(n, CHANNELS, SAMPLES, generator=torch.Generator().manual_seed(0))
+    groups = np.array(groups if groups is not None else ["night"] * n)
+    return Windows(x=x, groups=groups, onsets=np.asarray(onsets_s, float), durations=np.full(n, 10.0),
+                   info={"time_unit": "s"})
+
+
+def eeg_modality():
+    config = resolve_config(modality="eeg", pretext="part", overrides=["modality.sfreq=100", "modality.patch_s=1"])
+    return build_modality(config)
+
+
+def make(pretext_cls, config, windows=None):
+    torch.manual_seed(0)
+    windows = windows if windows is not None else hand_windows(np.arange(8) * 30.0)
+    return construct_pretext(pretext_cls, config, eeg_modality(), TINY_ENCODER, windows)
+
+
+def batch_of(onsets, seed=1):
+    onsets = torch.tensor(onsets, dtype=torch.float32)
+    x = torch.randn(*onsets.shape, CHANNELS, SAMPLES, generator=torch.Generator().manual_seed(seed))
+    return {"x": x, "onsets": onsets}
+
+
+# -- relative positioning -----------------------------------------------------------------------------
+def test_rp_labels_come_from_the_onsets():
+    # tau_pos 60 s, tau_neg 900 s: 30 s apart is close (1), 1,200 s far (0), 60 s exactly close,
+    # 900 s exactly far, 300 s neither (ignored), and the order of the two windows does not matter
+    onsets = torch.tensor([[0, 30], [0, 1200], [600, 660], [1000, 100], [0, 300], [1200, 0]], dtype=torch.float64)
+    labels, used = rp_labels(onsets, 60.0, 900.0)
+    assert labels[used].tolist() == [1, 0, 1, 0, 0]
+    assert used.tolist() == [True, True, True, True, False, True]
+
+
+def test_rp_loss_is_the_logistic_loss_of_the_absolute_difference():
+    pretext = make(RelativePositioning, RPConfig(tau_pos_s=60.0, tau_neg_s=900.0))
+    batch = batch_of([[0, 30], [0, 1200], [0, 300]])  # close, far, in between (left out)
+    loss, logs = pretext(batch, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h = pretext.encoder.embed_inputs(batch["x"].flatten(0, 1)).reshape(3, 2, -1)
+        logits = pretext.head((h[:, 0] - h[:, 1]).abs()).squeeze(-1)
+    expected = F.binary_cross_entropy_with_logits(logits[:2], torch.tensor([1.0, 0.0]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert logs["loss_baseline"] == pytest.approx(math.log(2))  # one close, one far
+    assert logs["accuracy"] == pytest.approx(((logits[:2] > 0).float() == torch.tensor([1.0, 0.0])).float().mean().item())
+    # swapping the two windows of every pair changes nothing: |h(x) − h(x')| is symmetric
+    swapped = {"x": batch["x"].flip(1), "onsets": batch["onsets"].flip(1)}
+    assert pretext(swapped, torch.Generator().manual_seed(0))[0].item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_rp_refuses_a_batch_of_single_windows():
+    pretext = make(RelativePositioning, RPConfig())
+    with pytest.raises(Exception, match=r"needs batches of 2 windows of one recording each"):
+        pretext({"x": torch.zeros(2, CHANNELS, SAMPLES)}, torch.Generator())
+
+
+# -- temporal shuffling --------------------------------------------------------------------------------
+def test_ts_labels_are_one_for_monotonic_onsets():
+    onsets = torch.tensor(
+        [[0, 30, 60], [60, 30, 0], [0, 1000, 30], [30, 0, 60], [0, 60, 30], [0, 0, 60]], dtype=torch.float64
+    )
+    # in order, mirrored order, middle far after, middle before both, middle after both, a tie
+    assert ts_labels(onsets).tolist() == [1, 1, 0, 0, 0, 0]
+
+
+def test_ts_loss_reads_both_absolute_differences():
+    pretext = make(TemporalShuffling, TSConfig(tau_pos_s=60.0, tau_neg_s=900.0))
+    batch = batch_of([[0, 30, 60], [60, 30, 0], [0, 1000, 30], [30, 0, 60]])
+    loss, logs = pretext(batch, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h = pretext.encoder.embed_inputs(batch["x"].flatten(0, 1)).reshape(4, 3, -1)
+        logits = pretext.head(torch.cat([(h[:, 0] - h[:, 1]).abs(), (h[:, 1] - h[:, 2]).abs()], -1)).squeeze(-1)
+    expected = F.binary_cross_entropy_with_logits(logits, torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert logs["loss_baseline"] == pytest.approx(math.log(2))
+    assert pretext.head.in_features == 2 * 16
+
+
+# -- CPC -------------------------------------------------------------------------------------------------
+def test_cpc_loss_is_infonce_over_the_future_window_and_the_negatives():
+    config = CPCConfig(n_context=2, n_predict=1, n_negatives=2)
+    pretext = make(ContrastivePredictiveCoding, config)
+    # per sample: context at 0 s and 30 s, the future window at 60 s, negatives at 300 s and 600 s
+    batch = batch_of([[0, 30, 60, 300, 600], [90, 120, 150, 0, 900]])
+    loss, logs = pretext(batch, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h = pretext.encoder.embed_inputs(batch["x"].flatten(0, 1)).reshape(2, 5, -1)
+        _, last = pretext.context(h[:, :2])
+        prediction = pretext.predictors[0](last[-1])  # W_1 c_t
+        scores = torch.stack([(h[:, j] * prediction).sum(-1) for j in (2, 3, 4)], dim=1)
+    expected = F.cross_entropy(scores, torch.zeros(2, dtype=torch.long))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert logs["loss_baseline"] == pytest.approx(math.log(3))  # the true window among 3 candidates
+    # the sequence's order is read from the onsets: shuffling its slots with their onsets changes nothing
+    order = torch.tensor([2, 0, 1, 3, 4])
+    shuffled = {"x": batch["x"][:, order], "onsets": batch["onsets"][:, order]}
+    assert pretext(shuffled, torch.Generator().manual_seed(0))[0].item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_cpc_has_one_bilinear_map_per_future_step():
+    pretext = make(ContrastivePredictiveCoding, CPCConfig(n_context=3, n_predict=2, n_negatives=4))
+    assert len(pretext.predictors) == 2
+    assert pretext.window_request.size == 3 + 2 + 4
+    loss, logs = pretext(batch_of(np.arange(2 * 9).reshape(2, 9) * 30.0), torch.Generator())
+    loss.backward()
+    assert all(p.grad is not None for p in pretext.predictors.parameters())
+    assert pretext.encoder.patch_embed.weight.grad.abs().sum() > 0
+
+
+# -- the windows TS and CPC draw ------------------------------------------------------------------------
+class HandIndex:
+    """Recordings' windows sorted by onset, as :class:`relpos.RecordingIndex` holds them."""
+
+    def __init__(self, recordings):
+        self.names, self.windows, self.onsets, first = [], [], [], 0
+        for name, onsets in recordings.items():
+            self.names.append(name)
+            self.windows.append(torch.arange(first, first + len(onsets)))
+            self.onsets.append(torch.tensor(onsets, dtype=torch.float64))
+            first += len(onsets)
+
+
+def test_triplets_are_ordered_or_shuffled_as_drawn():
+    # a 2-hour night of 30-s windows (0 … 7170 s) and a 5-minute nap (10 windows, none 900 s apart)
+    night = np.arange(240) * 30.0
+    index = HandIndex({"night": night, "nap": np.arange(10) * 30.0})
+    request = OrderedTriplets(60.0, 900.0)
+    assert request.usable(index) == ["night"]
+    rows = request.draw(index, 4000, torch.Generator().manual_seed(0))
+    assert rows.shape == (4000, 3) and int(rows.max()) < 240  # the nap is never drawn
+    t = torch.as_tensor(night)[rows]
+    # the anchors (columns 0 and 2) are 60 s apart: the only partner within 60 s with a window between
+    assert torch.equal((t[:, 2] - t[:, 0]).abs(), torch.full((4000,), 60.0, dtype=torch.float64))
+    ordered = ts_labels(t).bool()
+    assert torch.equal(t[ordered, 1], (t[ordered, 0] + t[ordered, 2]) / 2)  # the one window between
+    assert bool(((t[~ordered, 1] - t[~ordered, 0]).abs() >= 900).all())
+    assert ordered.float().mean().item() == pytest.approx(0.5, abs=0.03)
+    # mirror images: the second anchor before the first as often as after
+    assert (t[:, 2] < t[:, 0]).float().mean().item() == pytest.approx(0.5, abs=0.03)
+    again = request.draw(index, 4000, torch.Generator().manual_seed(0))
+    assert torch.equal(rows, again)
+
+
+def test_sequences_are_consecutive_and_negatives_outside_them():
+    index = HandIndex({"a": [0.0, 30.0, 60.0], "b": [0.0, 30.0, 60.0, 90.0, 120.0]})
+    request = SequenceWithNegatives(3, 2)
+    assert request.size == 5
+    assert request.usable(index) == ["b"]  # "a" has no window outside a sequence of 3
+    rows = request.draw(index, 500, torch.Generator().manual_seed(0))
+    # recording b holds windows 3..7; the sequence starts at 3, 4 or 5
+    starts = rows[:, 0]
+    assert set(starts.tolist()) == {3, 4, 5}
+    assert torch.equal(rows[:, :3], starts.unsqueeze(1) + torch.arange(3))
+    for row in rows.tolist():
+        assert set(row[3:]) <= set(range(3, 8)) - set(row[:3])
