@@ -220,6 +220,7 @@ Channels: 2 (Fz, Cz)
 Sampling rate after preprocessing: 50 Hz
 Subjects: 1, recordings: 1
 Labels: rest 3, move 2
+Recording time: none (the modality gives no onsets): pretexts that relate windows of one recording refuse it
 Skipped (1):
   broken.edf: the file is truncated
 Dropped windows (3):

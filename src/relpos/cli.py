@@ -353,7 +353,8 @@ def _recording_time_line(summary) -> str | None:
     if not isinstance(summary, dict) or "known" not in summary:
         return None
     if not summary["known"]:
-        return "Recording time: none (trial archive): pretexts that relate windows of one recording refuse it"
+        why = "trial archive" if summary.get("unit") else "the modality gives no onsets"
+        return f"Recording time: none ({why}): pretexts that relate windows of one recording refuse it"
     if "recordings" not in summary:
         return None  # no window
     unit = summary.get("unit") or "s"

@@ -200,12 +200,14 @@ def natural_key(text: str) -> tuple:
 def recording_time(windows: Windows) -> dict[str, Any]:
     """Where ``windows`` sit in their recordings, in brief (``relpos data inspect``).
 
-    ``{"known": False}`` when they have no onsets (a trial archive), else ``known``, ``recordings``
-    (how many), ``first_onset``/``last_onset`` and ``durations`` (the distinct window lengths, at
-    most 4) in ``unit`` (``Windows.info["time_unit"]``, default ``"s"``); no window: only ``known``.
+    ``{"known": False, "unit": ...}`` when they have no onsets (a trial archive when the modality
+    gives a ``Windows.info["time_unit"]``, else a modality that gives no onsets), else ``known``,
+    ``recordings`` (how many), ``first_onset``/``last_onset`` and ``durations`` (the distinct window
+    lengths, at most 4) in ``unit`` (``Windows.info["time_unit"]``, default ``"s"``); no window:
+    only ``known``.
     """
     if not windows.has_recording_time:
-        return {"known": False}
+        return {"known": False, "unit": (windows.info or {}).get("time_unit")}
     if len(windows) == 0:
         return {"known": True}
     durations = np.unique(windows.durations)
