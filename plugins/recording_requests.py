@@ -15,58 +15,18 @@ row) and take all randomness from the generator they are given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass
-class _Flat:
-    """Every recording's windows sorted by onset, end to end: ``windows[p]`` is the window index at
-    flat position ``p``, ``onsets[p]`` its onset, ``start[p]`` / ``count[p]`` its recording's first
-    flat position and number of windows, ``recording[p]`` its recording's number."""
-
-    names: list[str]
-    windows: torch.Tensor
-    onsets: torch.Tensor
-    start: torch.Tensor
-    count: torch.Tensor
-    recording: torch.Tensor
+from relpos.errors import DataError
+from relpos.neighbours import RecordingIndex, uniform_integers
 
 
-def _flatten(index) -> _Flat:
-    names, windows, onsets, starts, counts, recordings = [], [], [], [], [], []
-    offset = 0
-    for number, (name, ids, times) in enumerate(zip(index.names, index.windows, index.onsets)):
-        n = len(ids)
-        names.append(str(name))
-        windows.append(torch.as_tensor(ids, dtype=torch.long))
-        onsets.append(torch.as_tensor(times, dtype=torch.float64))
-        starts.append(torch.full((n,), offset, dtype=torch.long))
-        counts.append(torch.full((n,), n, dtype=torch.long))
-        recordings.append(torch.full((n,), number, dtype=torch.long))
-        offset += n
-    cat = lambda parts, dtype: torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)  # noqa: E731
-    return _Flat(names, cat(windows, torch.long), cat(onsets, torch.float64), cat(starts, torch.long),
-                 cat(counts, torch.long), cat(recordings, torch.long))
-
-
-def _uniform_below(counts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One integer uniform in ``[0, counts[i])`` per entry (``counts`` ≥ 1)."""
-    u = torch.rand(counts.shape, generator=generator, dtype=torch.float64, device=generator.device).cpu()
-    return torch.minimum((u * counts).long(), counts - 1)
-
-
-def _usable_names(flat: _Flat, usable: torch.Tensor) -> list[str]:
-    return [flat.names[int(r)] for r in torch.unique(flat.recording[usable])]
-
-
-def _pick_rows(usable: torch.Tensor, n: int, generator: torch.Generator, what: str) -> torch.Tensor:
-    """``n`` flat positions uniform over the ``usable`` ones."""
+def _pick(usable: torch.Tensor, n: int, generator: torch.Generator, request) -> torch.Tensor:
+    """``n`` flat positions of the index, uniform over those where ``usable`` is True."""
     candidates = usable.nonzero().flatten()
     if len(candidates) == 0:
-        raise ValueError(f"No recording has {what}.")
-    return candidates[_uniform_below(torch.full((n,), len(candidates), dtype=torch.long), generator)]
+        raise DataError(f"No recording is long enough for {request.describe()}.")
+    return candidates[uniform_integers(torch.full((n,), len(candidates), dtype=torch.long), generator)]
 
 
 class OrderedTriplets:
@@ -96,7 +56,6 @@ class OrderedTriplets:
             )
         self.tau_pos_s, self.tau_neg_s = float(tau_pos_s), float(tau_neg_s)
         self.positive_fraction = float(positive_fraction)
-        self._cache: tuple[int, tuple] | None = None
 
     def describe(self) -> str:
         return (
@@ -104,53 +63,38 @@ class OrderedTriplets:
             f"between them ({self.positive_fraction:.0%}) or at least {self.tau_neg_s:g} s from the first anchor"
         )
 
-    def _candidates(self, index):
-        if self._cache is not None and self._cache[0] == id(index):
-            return self._cache[1]
-        flat = _flatten(index)
-        n = len(flat.windows)
-        partner_lo = torch.zeros(n, dtype=torch.long)
-        partner_hi = torch.zeros(n, dtype=torch.long)
-        far_before = torch.zeros(n, dtype=torch.long)
-        far_after = torch.zeros(n, dtype=torch.long)
-        for number in range(len(flat.names)):  # per recording, vectorised over its windows
-            at = (flat.recording == number).nonzero().flatten()
-            if len(at) == 0:
-                continue
-            o, offset = flat.onsets[at], int(at[0])
-            partner_lo[at] = offset + torch.searchsorted(o, o - self.tau_pos_s, side="left")
-            partner_hi[at] = offset + torch.searchsorted(o, o + self.tau_pos_s, side="right")
-            far_before[at] = offset + torch.searchsorted(o, o - self.tau_neg_s, side="right")
-            far_after[at] = offset + torch.searchsorted(o, o + self.tau_neg_s, side="left")
-        position = torch.arange(n)
-        # partners j with |j − i| >= 2 (a window strictly between) within tau_pos: [lo, i − 2] and [i + 2, hi)
-        left = (position - 1 - partner_lo).clamp(min=0)
-        right = (partner_hi - position - 2).clamp(min=0)
-        # far windows: [start, far_before) and [far_after, start + count)
-        n_before = far_before - flat.start
-        n_after = flat.start + flat.count - far_after
-        usable = ((left + right) > 0) & ((n_before + n_after) > 0)
-        result = (flat, partner_lo, left, right, far_after, n_before, n_after, usable)
-        self._cache = (id(index), result)
-        return result
+    def _candidates(self, index: RecordingIndex) -> dict[str, torch.Tensor]:
+        position = torch.arange(len(index))
+        partner_low = index.search(-self.tau_pos_s, "left")
+        partner_high = index.search(self.tau_pos_s, "right")
+        before = index.search(-self.tau_neg_s, "right")  # far before: [start, before)
+        after = index.search(self.tau_neg_s, "left")  # far after: [after, start + count)
+        c = {
+            # partners at most tau_pos away with a window strictly between: [low, p - 2] and [p + 2, high)
+            "partner_low": partner_low,
+            "n_left": (position - 1 - partner_low).clamp(min=0),
+            "n_right": (partner_high - position - 2).clamp(min=0),
+            "after": after, "n_before": before - index.start, "n_after": index.start + index.count - after,
+        }
+        c["usable"] = ((c["n_left"] + c["n_right"]) > 0) & ((c["n_before"] + c["n_after"]) > 0)
+        return c
 
-    def usable(self, index) -> list[str]:
-        flat, *_, usable = self._candidates(index)
-        return _usable_names(flat, usable)
+    def usable(self, index: RecordingIndex) -> list[str]:
+        return index.names_of(self._candidates(index)["usable"])
 
-    def draw(self, index, n: int, generator: torch.Generator) -> torch.Tensor:
-        flat, partner_lo, left, right, far_after, n_before, n_after, usable = self._candidates(index)
-        what = (f"a window with another at most {self.tau_pos_s:g} s away with a window between them, and "
-                f"one at least {self.tau_neg_s:g} s away")
-        anchor = _pick_rows(usable, n, generator, what)
-        r = _uniform_below(left[anchor] + right[anchor], generator)
-        partner = torch.where(r < left[anchor], partner_lo[anchor] + r, anchor + 2 + (r - left[anchor]))
+    def draw(self, index: RecordingIndex, n: int, generator: torch.Generator) -> torch.Tensor:
+        c = self._candidates(index)
+        anchor = _pick(c["usable"], n, generator, self)
+        n_left = c["n_left"][anchor]
+        r = uniform_integers(n_left + c["n_right"][anchor], generator)
+        partner = torch.where(r < n_left, c["partner_low"][anchor] + r, anchor + 2 + (r - n_left))
         ordered = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu() < self.positive_fraction
-        between = torch.minimum(anchor, partner) + 1 + _uniform_below((anchor - partner).abs() - 1, generator)
-        r = _uniform_below(n_before[anchor] + n_after[anchor], generator)
-        far = torch.where(r < n_before[anchor], flat.start[anchor] + r, far_after[anchor] + (r - n_before[anchor]))
+        between = torch.minimum(anchor, partner) + 1 + uniform_integers((anchor - partner).abs() - 1, generator)
+        n_before = c["n_before"][anchor]
+        r = uniform_integers(n_before + c["n_after"][anchor], generator)
+        far = torch.where(r < n_before, index.start[anchor] + r, c["after"][anchor] + (r - n_before))
         middle = torch.where(ordered, between, far)
-        return flat.windows[torch.stack([anchor, middle, partner], dim=1)]
+        return index.flat_windows[torch.stack([anchor, middle, partner], dim=1)]
 
 
 class SequenceWithNegatives:
@@ -178,23 +122,19 @@ class SequenceWithNegatives:
             f"drawn at random"
         )
 
-    def _starts(self, index) -> tuple[_Flat, torch.Tensor]:
-        flat = _flatten(index)
-        position = torch.arange(len(flat.windows))
+    def _starts(self, index: RecordingIndex) -> torch.Tensor:
         # a start needs the sequence inside its recording and at least one window outside it
-        fits = position + self.length <= flat.start + flat.count
-        return flat, fits & (flat.count > self.length)
+        fits = torch.arange(len(index)) + self.length <= index.start + index.count
+        return fits & (index.count > self.length)
 
-    def usable(self, index) -> list[str]:
-        flat, starts = self._starts(index)
-        return _usable_names(flat, starts)
+    def usable(self, index: RecordingIndex) -> list[str]:
+        return index.names_of(self._starts(index))
 
-    def draw(self, index, n: int, generator: torch.Generator) -> torch.Tensor:
-        flat, starts = self._starts(index)
-        first = _pick_rows(starts, n, generator, f"more than {self.length} windows")
+    def draw(self, index: RecordingIndex, n: int, generator: torch.Generator) -> torch.Tensor:
+        first = _pick(self._starts(index), n, generator, self)
         sequence = first.unsqueeze(1) + torch.arange(self.length)
-        outside = (flat.count[first] - self.length).unsqueeze(1).expand(-1, self.n_negatives)
-        r = _uniform_below(outside.contiguous(), generator)
-        offset_in_recording = (first - flat.start[first]).unsqueeze(1)
-        negatives = flat.start[first].unsqueeze(1) + torch.where(r < offset_in_recording, r, r + self.length)
-        return flat.windows[torch.cat([sequence, negatives], dim=1)]
+        outside = (index.count[first] - self.length).unsqueeze(1).expand(-1, self.n_negatives).contiguous()
+        r = uniform_integers(outside, generator)
+        before_sequence = (first - index.start[first]).unsqueeze(1)
+        negatives = index.start[first].unsqueeze(1) + torch.where(r < before_sequence, r, r + self.length)
+        return index.flat_windows[torch.cat([sequence, negatives], dim=1)]

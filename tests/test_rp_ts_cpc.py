@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from relpos.config import resolve_config
 from relpos.encoders.vit import EncoderConfig
 from relpos.modality import Windows
+from relpos.neighbours import RecordingIndex
 from relpos.pretext import construct_pretext
 from relpos.training import build_modality
 from relpos_plugins.cpc import ContrastivePredictiveCoding, CPCConfig
@@ -139,22 +140,18 @@ def test_cpc_has_one_bilinear_map_per_future_step():
 
 
 # -- the windows TS and CPC draw ------------------------------------------------------------------------
-class HandIndex:
-    """Recordings' windows sorted by onset, as :class:`relpos.RecordingIndex` holds them."""
-
-    def __init__(self, recordings):
-        self.names, self.windows, self.onsets, first = [], [], [], 0
-        for name, onsets in recordings.items():
-            self.names.append(name)
-            self.windows.append(torch.arange(first, first + len(onsets)))
-            self.onsets.append(torch.tensor(onsets, dtype=torch.float64))
-            first += len(onsets)
+def hand_index(recordings) -> RecordingIndex:
+    """The index of one recording per item of ``recordings`` (name → onsets), windows numbered in order."""
+    onsets = np.concatenate([np.asarray(o, float) for o in recordings.values()])
+    groups = np.concatenate([[name] * len(o) for name, o in recordings.items()])
+    return RecordingIndex.from_windows(Windows(x=torch.zeros(len(onsets), 1, 1), groups=groups, onsets=onsets,
+                                               durations=np.full(len(onsets), 30.0)))
 
 
 def test_triplets_are_ordered_or_shuffled_as_drawn():
     # a 2-hour night of 30-s windows (0 … 7170 s) and a 5-minute nap (10 windows, none 900 s apart)
     night = np.arange(240) * 30.0
-    index = HandIndex({"night": night, "nap": np.arange(10) * 30.0})
+    index = hand_index({"night": night, "nap": np.arange(10) * 30.0})
     request = OrderedTriplets(60.0, 900.0)
     assert request.usable(index) == ["night"]
     rows = request.draw(index, 4000, torch.Generator().manual_seed(0))
@@ -173,7 +170,7 @@ def test_triplets_are_ordered_or_shuffled_as_drawn():
 
 
 def test_sequences_are_consecutive_and_negatives_outside_them():
-    index = HandIndex({"a": [0.0, 30.0, 60.0], "b": [0.0, 30.0, 60.0, 90.0, 120.0]})
+    index = hand_index({"a": [0.0, 30.0, 60.0], "b": [0.0, 30.0, 60.0, 90.0, 120.0]})
     request = SequenceWithNegatives(3, 2)
     assert request.size == 5
     assert request.usable(index) == ["b"]  # "a" has no window outside a sequence of 3
