@@ -3,6 +3,7 @@ windows they draw, by hand; config checks; a tiny run of each from the CLI."""
 
 from __future__ import annotations
 
+import csv
 import math
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from relpos.cli import main
 from relpos.config import resolve_config
+from relpos.errors import ConfigError
 from relpos.encoders.vit import EncoderConfig
 from relpos.modality import Windows
 from relpos.neighbours import RecordingIndex
@@ -181,3 +184,94 @@ def test_sequences_are_consecutive_and_negatives_outside_them():
     assert torch.equal(rows[:, :3], starts.unsqueeze(1) + torch.arange(3))
     for row in rows.tolist():
         assert set(row[3:]) <= set(range(3, 8)) - set(row[:3])
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pretext_name", ["rp", "ts"])
+def test_tau_neg_below_tau_pos_is_one_sentence_at_config_time(pretext_name):
+    with pytest.raises(ConfigError, match=r"^'pretext.tau_neg_s' \(30 s\) is below 'pretext.tau_pos_s' \(60 s\), "
+                                          r"so a pair could be both close and far; set tau_neg_s >= tau_pos_s\.$"):
+        resolve_config(modality="eeg", pretext=pretext_name, overrides=["pretext.tau_pos_s=60", "pretext.tau_neg_s=30"])
+
+
+def test_the_sleep_recipes_resolve():
+    from conftest import CONFIGS
+
+    rp = resolve_config(CONFIGS / "eeg_sleep_rp.yaml")
+    assert (rp.pretext_config.tau_pos_s, rp.pretext_config.tau_neg_s) == (60.0, 900.0)
+    assert rp.modality_config.normalize == "recording" and rp.encoder.pos_embed == "sincos"
+    assert resolve_config(CONFIGS / "eeg_sleep_ts.yaml").pretext == "ts"
+    cpc = resolve_config(CONFIGS / "eeg_sleep_cpc.yaml").pretext_config
+    assert (cpc.n_context, cpc.n_predict, cpc.n_negatives) == (7, 2, 10)
+
+
+# -- from the CLI ------------------------------------------------------------------------------------------
+#: Per pretext: settings that fit a 5-minute recording of 10-s windows (onsets 0, 10, …, 290 s).
+SHORT_RECORDING = {
+    "rp": ["pretext.tau_pos_s=20", "pretext.tau_neg_s=100"],
+    "ts": ["pretext.tau_pos_s=20", "pretext.tau_neg_s=100"],
+    "cpc": ["pretext.n_context=3", "pretext.n_predict=1", "pretext.n_negatives=2"],
+}
+
+
+@pytest.fixture(scope="module")
+def five_minutes(tmp_path_factory):
+    """A synthetic EEG recording: 2 channels at 100 Hz for 300 s (.fif), cut into 30 windows of 10 s."""
+    import mne
+
+    rng = np.random.default_rng(0)
+    t = np.arange(30000) / 100.0
+    signal = 20e-6 * np.sin(2 * np.pi * (8 + t / 60.0) * t) + 10e-6 * rng.standard_normal((2, t.size))
+    raw = mne.io.RawArray(signal, mne.create_info(["C3", "C4"], 100.0, ch_types="eeg"), verbose="error")
+    path = tmp_path_factory.mktemp("eeg") / "five_minutes_raw.fif"
+    raw.save(path, verbose="error")
+    return path
+
+
+def train_args(pretext_name, data, out, extra=()):
+    args = ["train", "--modality", "eeg", "--pretext", pretext_name, "--data", str(data), "--out", str(out)]
+    for setting_ in ["modality.window_s=10", "modality.stride_s=10", "modality.patch_s=1", "encoder.dim=16",
+                     "encoder.depth=1", "encoder.heads=2", "train.batch_size=4", "train.steps=2",
+                     "train.progress=false", "train.log_every=1", *SHORT_RECORDING[pretext_name], *extra]:
+        args += ["--set", setting_]
+    return args
+
+
+@pytest.mark.parametrize("pretext_name, baseline", [("rp", None), ("ts", None), ("cpc", math.log(3))])
+def test_two_steps_from_the_cli(pretext_name, baseline, five_minutes, tmp_path):
+    out = tmp_path / "run"
+    assert main(train_args(pretext_name, five_minutes, out)) == 0
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    for row in rows:
+        assert math.isfinite(float(row["loss"])) and 0 <= float(row["accuracy"]) <= 1
+        if baseline is not None:  # cpc: the true window among itself and 2 negatives
+            assert float(row["loss_baseline"]) == pytest.approx(baseline)
+        else:  # the entropy of 4 labels' frequency: 0 (all alike), 0.562 (1 or 3 of 4 close), ln 2 (2 of 4)
+            entropies = [0.0, -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), math.log(2)]
+            assert min(abs(float(row["loss_baseline"]) - e) for e in entropies) < 1e-5
+
+
+@pytest.mark.parametrize("pretext_name", ["rp", "ts", "cpc"])
+def test_a_trial_archive_is_refused_in_one_sentence(pretext_name, tmp_path, capsys):
+    trials = tmp_path / "trials.npz"
+    rng = np.random.default_rng(0)
+    np.savez(trials, X_train=(20 * rng.standard_normal((6, 2, 1000))).astype(np.float32), sfreq=100.0)
+    out = tmp_path / "run"
+    assert main(train_args(pretext_name, trials, out)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    refusal = [line for line in lines if "trial archive" in line]
+    assert len(refusal) == 1 and f"'{pretext_name}'" in refusal[0]
+    assert not out.exists()
+
+
+def test_a_recording_too_short_for_the_separation_is_refused(five_minutes, tmp_path, capsys):
+    # 300 s of windows never hold a pair 900 s apart (the default tau_neg_s)
+    out = tmp_path / "run"
+    assert main(train_args("rp", five_minutes, out, ["pretext.tau_neg_s=900"])) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "no recording" in err and "long enough" in err
+    assert not out.exists()
