@@ -92,6 +92,18 @@ def test_a_dropped_window_leaves_a_gap_of_onsets():
     assert [windows.class_names[i] for i in windows.labels.tolist()] == ["W", "W", "N2", "N2", "N2", "REM", "REM"]
 
 
+def test_event_windows_start_at_their_annotations():
+    # Events at 1, 5 and 9 s of a 12-s recording, windows of 2 s from 0.5 s after each: 1.5, 5.5, 9.5 s.
+    import mne
+
+    data = np.random.default_rng(0).standard_normal((2, 1200)) * 20e-6
+    raw = mne.io.RawArray(data, mne.create_info(["Cz", "Pz"], 100.0, "eeg"), verbose="error")
+    raw.set_annotations(mne.Annotations([1.0, 5.0, 9.0], [0.0, 0.0, 0.0], ["left", "right", "left"]))
+    windows = eeg(windows="events", labels="annotations", window_s=2, event_offset_s=0.5, patch_s=0.5,
+                  l_freq=0, cache=False).load(raw)
+    assert windows.onsets.tolist() == [1.5, 5.5, 9.5] and windows.durations.tolist() == [2.0, 2.0, 2.0]
+
+
 def test_a_held_out_block_of_time_keeps_its_onsets():
     # 7 windows in 2 blocks of time: block 0 = windows 0-3, block 1 = windows 4-6; seed 0 holds out
     # block 0, and window 4 beside it is left out of training (gap 1).
