@@ -43,12 +43,27 @@ axis. On a roughly stationary signal (a 30-s sleep epoch of 1-s patches) the off
 patches that do not overlap cannot be told from their content, and such pairs are 93 % of uniform
 pairs and nearly all of the loss; d = 1 keeps the pairs whose content can be aligned
 (bench/README.md, the sleep-night section).
+
+PART across windows (``pretext.scope: recording``; ``window``, the default, is everything above):
+each sample is ``windows`` (K) windows of one recording within ``span_s`` seconds of an anchor
+(:class:`relpos.WithinSpan`, drawn by the training loop). Off-grid patches are drawn in every window
+with the sampler above, each window's patches are encoded on their own (the encoder sees one window,
+as downstream), and the head reads the K windows' tokens concatenated. A share ``within_ratio`` of
+the pairs is today's pairs inside one window; the others join patches of two different windows. Every
+pair's target is its offset in the recording's time, ``Δ = (onset_tgt + c_tgt − onset_ref − c_ref) /
+s_ref`` (in reference sizes, i.e. patch lengths), read through :func:`compressed_offset`,
+``sign(Δ)·log1p(|Δ|)``: 10 min apart is 600 one-second patches, a raw Δ whose square (3.6·10⁵) would
+swamp the within-window pairs (|Δ| < 30); compressed it is 6.4, while offsets under a patch stay
+nearly linear (the slope of log1p is 1 at 0), and one function for every pair keeps a cross pair and
+a within pair at the same time apart at the same target. The trivial baseline is the
+constant-prediction MSE of these compressed targets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,7 +71,7 @@ from torch import nn
 from relpos import hookimpl
 from relpos.config import check_fields, setting
 from relpos.encoders.vit import masked_count, position_mask
-from relpos.errors import ConfigError
+from relpos.errors import ConfigError, DataError
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes, relative_transform, target_dim
 from relpos.pretext import Pretext
@@ -73,6 +88,11 @@ from relpos.trivial_baseline import BASELINE_KEY
 HEADS = ("cross_attention", "pairwise_mlp", "mlp")
 #: Which pairs the loss is computed on (``pretext.pair_loss``).
 PAIR_LOSSES = ("all", "masked")
+#: What a sample is (``pretext.scope``): one window, or several windows of one recording.
+SCOPES = ("window", "recording")
+#: Most windows per sample (``pretext.windows``) and the widest span, in seconds (a week).
+MAX_WINDOWS = 1024
+MAX_SPAN_S = 7 * 24 * 3600.0
 #: Most patches per sample and pairs per sample a config may ask for: the pair targets alone are
 #: batch × n_pairs × 4 floats, and the mlp head's output grows with n_patches².
 MAX_PATCHES = 65536
@@ -102,6 +122,15 @@ class PARTConfig:
     # overlapping or touching patches, whose offset content can tell; a patch without one is paired
     # with its nearest); 0 = any pair (the paper's)
     pair_max_offset: float = setting(0.0, ge=0, le=1e6)
+    # 'window': a sample is one window (the paper's); 'recording': `windows` windows of one recording
+    # within `span_s` seconds of an anchor, with pairs across windows (PART across windows)
+    scope: str = setting("window", choices=SCOPES)
+    # with scope 'recording': windows per sample, and how far (seconds, onset to onset) the others may
+    # lie from the anchor; 4 within 10 min holds a sleep-stage change often enough to learn from
+    windows: int = setting(4, ge=2, le=MAX_WINDOWS)
+    span_s: float = setting(600.0, gt=0, le=MAX_SPAN_S)
+    # with scope 'recording': the share of pairs inside one window (the rest join two windows)
+    within_ratio: float = setting(0.25, ge=0, le=1)
 
     def validate(self) -> None:
         check_fields(self, "pretext")  # each value against its declared range (a config made in Python)
@@ -229,6 +258,21 @@ def constant_baseline(theta: torch.Tensor, selected: torch.Tensor | None = None)
     return (theta - theta.mean(dim=0)).pow(2).mean()
 
 
+def compressed_offset(delta: torch.Tensor) -> torch.Tensor:
+    """``sign(Δ)·log1p(|Δ|)``: PART across windows' target for an offset of ``Δ`` patch lengths.
+
+    Odd (swapping reference and target negates it, as it negates Δ), monotone, nearly linear under
+    one patch and logarithmic beyond, so pairs minutes apart (|Δ| in the hundreds) weigh a few times
+    a near pair in the MSE rather than ten thousand times. :func:`expanded_offset` inverts it.
+    """
+    return torch.sign(delta) * torch.log1p(delta.abs())
+
+
+def expanded_offset(theta: torch.Tensor) -> torch.Tensor:
+    """The offset in patch lengths whose :func:`compressed_offset` is ``theta``: ``sign·expm1(|θ|)``."""
+    return torch.sign(theta) * torch.expm1(theta.abs())
+
+
 def positions_only_baseline(
     boxes: Boxes, pos_masked: torch.Tensor, ref: torch.Tensor, tgt: torch.Tensor, theta: torch.Tensor,
     selected: torch.Tensor | None = None,
@@ -336,6 +380,24 @@ class PART(Pretext):
             )
         if config.n_patches:
             cls.check_position_masking(encoder_config, config.n_patches)
+        if config.scope == "recording":
+            cls.check_recording_scope(config, modality, encoder_config)
+
+    @staticmethod
+    def check_recording_scope(config, modality, encoder_config) -> None:
+        """Refuse what PART across windows cannot do: no time axis, or positions the encoder sees."""
+        if len(modality.axes) != 1:
+            raise ConfigError(
+                f"'pretext.scope' 'recording' places patches in a recording's time, so it needs a "
+                f"modality with one axis (time), but modality {modality.name!r} has {len(modality.axes)} "
+                f"({', '.join(modality.axes)}); use 'pretext.scope' 'window'."
+            )
+        if encoder_config.pos_embed != "none":
+            raise ConfigError(
+                "'pretext.scope' 'recording' trains an encoder without positions (a window's place in "
+                "its recording must come from content), so 'encoder.pos_embed' must be 'none', got "
+                f"{encoder_config.pos_embed!r}."
+            )
 
     @staticmethod
     def check_position_masking(encoder_config, n_patches: int) -> None:
@@ -378,18 +440,47 @@ class PART(Pretext):
         self.masks_positions = encoder_config.pos_embed == "sincos"
         out_dim = target_dim(n_axes, config.predict_size)
         dim = encoder_config.dim
+        self.across_windows = config.scope == "recording"
+        head_tokens = self.n_patches
+        if self.across_windows:
+            from relpos.neighbours import WithinSpan
+
+            self.window_request = WithinSpan(k=config.windows, span_s=config.span_s)
+            self.seconds_per_sample = self.time_scale(modality, data)
+            head_tokens = config.windows * self.n_patches  # the head reads every window's tokens
+            self.n_within_pairs = round(config.within_ratio * config.n_pairs)
         if config.head == "cross_attention":
             heads = config.head_heads or encoder_config.heads
             self.head = CrossAttentionHead(dim, heads, out_dim)
         elif config.head == "pairwise_mlp":
             self.head = PairwiseHead(dim, out_dim)
         else:
-            self.head = FullMLPHead(dim, self.n_patches, out_dim)
+            self.head = FullMLPHead(dim, head_tokens, out_dim)
         self.n_axes = n_axes
         self.log_keys = (
             (BASELINE_KEY, "center_l2")
             + (("size_mse",) if config.predict_size else ())
             + (("mse_masked_pairs", "baseline_masked_pairs", "mse_visible_pairs") if self.masks_positions else ())
+        )
+        if self.across_windows:
+            n_cross = config.n_pairs - self.n_within_pairs
+            self.log_keys += (("mse_within_pairs", "baseline_within_pairs") if self.n_within_pairs else ()) + (
+                ("mse_cross_pairs", "baseline_cross_pairs") if n_cross else ()
+            )
+
+    @staticmethod
+    def time_scale(modality, data) -> float:
+        """Seconds per native sample of the time axis: the modality's unit, else the windows' lengths."""
+        axis = modality.axis_units()[0]
+        if getattr(axis, "unit", "samples") == "s" and axis.scale > 0:
+            return float(axis.scale)
+        durations = getattr(data, "durations", None)
+        if durations is not None and len(durations) and float(np.median(durations)) > 0:
+            return float(np.median(durations)) / data.extent[0]
+        raise ConfigError(
+            f"'pretext.scope' 'recording' measures offsets in a recording's time, but modality "
+            f"{modality.name!r} gives its time axis in {getattr(axis, 'unit', 'samples')!r}, not seconds, "
+            f"and the windows carry no durations; use 'pretext.scope' 'window'."
         )
 
     def sample_boxes(self, batch_size: int, generator: torch.Generator, device: torch.device) -> Boxes:
@@ -409,6 +500,8 @@ class PART(Pretext):
         )
 
     def forward(self, batch, generator):
+        if self.across_windows:
+            return self.forward_across_windows(batch, generator)
         x = batch["x"]
         batch_size = x.shape[0]
         boxes = self.sample_boxes(batch_size, generator, x.device)
@@ -455,6 +548,98 @@ class PART(Pretext):
                 ).item()
                 logs["mse_visible_pairs"] = _masked_mean(pair_error, ~masked_pair).item()
         return loss, logs
+
+    def windows_of(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``(B, K, C, T)`` and ``onsets`` ``(B, K)`` of a batch of K windows per sample, checked."""
+        x, onsets, k = batch.get("x"), batch.get("onsets"), self.config.windows
+        if not (
+            isinstance(x, torch.Tensor) and isinstance(onsets, torch.Tensor) and x.dim() == 3 + self.n_axes
+            and x.shape[1] == k and tuple(onsets.shape) == tuple(x.shape[:2])
+        ):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else None
+            onset_shape = tuple(onsets.shape) if isinstance(onsets, torch.Tensor) else None
+            raise DataError(
+                f"PART with 'pretext.scope' 'recording' needs batches of {k} windows of one recording "
+                f"each ({{'x': (B, {k}, C, T), 'onsets': (B, {k})}}), got x of shape {got} and onsets "
+                f"of shape {onset_shape}."
+            )
+        return x, onsets
+
+    def pairs_across_windows(self, boxes: Boxes, batch_size: int, generator: torch.Generator):
+        """``(B, n_pairs)`` reference and target indices into the K·N patches of each sample: first
+        the within-window pairs (today's sampler, in a window drawn per pair), then pairs whose two
+        patches lie in different windows (windows and patches uniform)."""
+        k, n, n_pairs = self.config.windows, self.n_patches, self.config.n_pairs
+        n_within = self.n_within_pairs
+        device, gen_device = boxes.center.device, generator.device
+        refs, tgts = [], []
+        if n_within:
+            if self.config.pair_max_offset > 0:
+                ref, tgt = sample_near_pairs(boxes, n_within, self.config.pair_max_offset, generator)
+            else:
+                ref, tgt = sample_pairs(batch_size * k, n, n_within, generator, device)
+            window = torch.randint(0, k, (batch_size, 1, n_within), generator=generator, device=gen_device).to(device)
+            pick = lambda index: index.reshape(batch_size, k, n_within).gather(1, window).squeeze(1)  # noqa: E731
+            refs.append(pick(ref) + window.squeeze(1) * n)
+            tgts.append(pick(tgt) + window.squeeze(1) * n)
+        n_cross = n_pairs - n_within
+        if n_cross:
+            shape = (batch_size, n_cross)
+            ref_window = torch.randint(0, k, shape, generator=generator, device=gen_device)
+            tgt_window = (ref_window + torch.randint(1, k, shape, generator=generator, device=gen_device)) % k
+            ref_patch = torch.randint(0, n, shape, generator=generator, device=gen_device)
+            tgt_patch = torch.randint(0, n, shape, generator=generator, device=gen_device)
+            refs.append((ref_window * n + ref_patch).to(device))
+            tgts.append((tgt_window * n + tgt_patch).to(device))
+        return torch.cat(refs, dim=1), torch.cat(tgts, dim=1)
+
+    def forward_across_windows(self, batch, generator):
+        x, onsets = self.windows_of(batch)
+        batch_size, k = x.shape[:2]
+        boxes = self.sample_boxes(batch_size * k, generator, x.device)  # (B·K, N, 1), in each window
+        patches = extract_patches(x.reshape(batch_size * k, *x.shape[2:]), boxes, self.patch_shape)
+        tokens = self.encoder(patches, boxes.center, generator)[:, 1:]  # each window encoded on its own
+        tokens = tokens.reshape(batch_size, k * self.n_patches, tokens.shape[-1])
+        ref, tgt = self.pairs_across_windows(boxes, batch_size, generator)
+        # the patches in the recording's time: centres shifted by their window's onset, in samples
+        # (relative to the sample's first window, in float64, so hours of onsets lose no precision)
+        onsets = onsets.to(device=x.device, dtype=torch.float64)
+        shift = (onsets - onsets[:, :1]) / self.seconds_per_sample
+        center = boxes.center.double().reshape(batch_size, k, self.n_patches, 1) + shift[..., None, None]
+        in_recording = Boxes(center.reshape(batch_size, -1, 1), boxes.size.double().reshape(batch_size, -1, 1))
+        theta = relative_transform(in_recording.gather(ref), in_recording.gather(tgt), self.config.predict_size)
+        theta = torch.cat([compressed_offset(theta[..., :1]), theta[..., 1:]], dim=-1).float()
+        pred = self.head(tokens, ref, tgt).float()
+        pair_error = (pred - theta).pow(2).mean(dim=-1)
+        loss = pair_error.mean()
+        with torch.no_grad():
+            logs = {
+                BASELINE_KEY: constant_baseline(theta).item(),
+                "center_l2": (pred[..., :1] - theta[..., :1]).norm(dim=-1).mean().item(),
+            }
+            if self.config.predict_size:
+                logs["size_mse"] = F.mse_loss(pred[..., 1:], theta[..., 1:]).item()
+            within = torch.zeros_like(pair_error, dtype=torch.bool)
+            within[:, : self.n_within_pairs] = True
+            for kind, selected in (("within", within), ("cross", ~within)):
+                if f"mse_{kind}_pairs" in self.log_keys:
+                    logs[f"mse_{kind}_pairs"] = _masked_mean(pair_error, selected).item()
+                    logs[f"baseline_{kind}_pairs"] = constant_baseline(theta, selected).item()
+        return loss, logs
+
+    def decoded_offsets(self, predicted: torch.Tensor) -> torch.Tensor:
+        """Head outputs as offsets in reference sizes (across windows: undo :func:`compressed_offset`)."""
+        if not self.across_windows:
+            return predicted
+        return torch.cat([expanded_offset(predicted[..., :1]), predicted[..., 1:]], dim=-1)
+
+    def memory_hint(self, batch_size: int) -> str | None:
+        if not self.across_windows:
+            return None
+        return (
+            f"lower train.batch_size (now {batch_size}; each sample reads {self.config.windows} windows) "
+            f"or pretext.windows (now {self.config.windows})"
+        )
 
     def draw_figure(self, name, x, generator):
         from relpos_plugins.part_figures import DRAWERS

@@ -63,7 +63,7 @@ def predict_all_pairs(pretext, x: torch.Tensor, boxes: Boxes) -> tuple[torch.Ten
     tokens = pretext.encoder(patches, boxes.center, pos_masked=pos_masked)[:, 1:]
     ref, tgt = all_pairs(n_patches, x.device)
     ref, tgt = ref.expand(n_samples, -1), tgt.expand(n_samples, -1)
-    predicted = pretext.head(tokens, ref, tgt).float()
+    predicted = pretext.decoded_offsets(pretext.head(tokens, ref, tgt).float())  # in reference sizes
     true = relative_transform(boxes.gather(ref), boxes.gather(tgt), pretext.config.predict_size)
     shape = (n_samples, n_patches, n_patches, -1)
     return predicted.reshape(shape), true.reshape(shape)
