@@ -63,6 +63,15 @@ class Pretext(nn.Module):
     encoder_defaults : dict
         ``encoder`` options this pretext trains with unless the user sets them, e.g.
         ``{"pos_embed": "sincos"}`` for a method whose views need positions.
+    needs_recording_time : bool
+        True for a method that relates windows of one recording by their time apart: data
+        without onsets (a trial archive) is then refused in one sentence before any run
+        directory exists (:func:`check_recording_time`).
+    window_request : object or None
+        Set on the instance in ``__init__`` to have the training loop draw each sample as K
+        windows of one recording (a request of :mod:`relpos.neighbours`, e.g.
+        ``WithinSpan(k=4, span_s=300)``); ``forward`` then receives ``{"x": (B, K, C, *extent),
+        "onsets": (B, K), "window_index": (B, K)}``. None (the default): independent windows.
 
     Parameters
     ----------
@@ -94,9 +103,14 @@ class Pretext(nn.Module):
     #: Pictures of a trained model this pretext draws in :meth:`draw_figure` (``relpos show``),
     #: besides the loss curves every run has.
     figures: ClassVar[tuple[str, ...]] = ()
+    #: Whether the method relates windows of one recording by their time (refuses data without onsets).
+    needs_recording_time: ClassVar[bool] = False
+    #: What the loop draws per sample: None (independent windows) or a window request set in ``__init__``.
+    window_request: Any = None
 
     def __init__(self, config: Any, modality: Modality, encoder_config: EncoderConfig, data: Windows):
         self.check_encoder(encoder_config)
+        check_recording_time(type(self), data)
         super().__init__()
         self.config = config
         self.modality = modality
@@ -248,6 +262,8 @@ def check_pretext_class(cls: type[Pretext]) -> None:
     check_signature(cls, "__init__", ("config", "modality", "encoder_config", "data"))
     check_names_tuple(cls, "modalities", "('eeg', 'timeseries')", allow_none=True)
     check_names_tuple(cls, "log_keys", "('accuracy',)")
+    if not isinstance(getattr(cls, "needs_recording_time", False), bool):
+        raise TypeError(f"{cls.__qualname__}.needs_recording_time must be True or False, got {cls.needs_recording_time!r}.")
     if not isinstance(cls.min_axes, int) or isinstance(cls.min_axes, bool) or cls.min_axes < 1:
         raise TypeError(f"{cls.__qualname__}.min_axes must be an integer of at least 1, got {cls.min_axes!r}.")
     allowed = cls.encoder_pos_embed
@@ -320,9 +336,19 @@ def construct_pretext(
     """
     if encoder is None:
         pretext_cls.check_encoder(encoder_config)  # the pretext's sentence before any of the encoder's
+        check_recording_time(pretext_cls, data)
         encoder = build_data_encoder(encoder_config, modality, data)
     with _handing(encoder):
         return pretext_cls(config, modality, encoder_config, data)
+
+
+def check_recording_time(pretext_cls: type[Pretext], data: Windows) -> None:
+    """Raise :class:`relpos.errors.DataError` when ``pretext_cls`` needs recording time
+    (:attr:`Pretext.needs_recording_time`) and ``data`` has no onsets, naming the pretext and the data."""
+    if getattr(pretext_cls, "needs_recording_time", False) and getattr(data, "onsets", None) is None:
+        from .neighbours import no_recording_time
+
+        raise no_recording_time(f"Pretext {pretext_cls.name!r} relates windows of one recording, so it", data)
 
 
 def _received(value: Any) -> str:

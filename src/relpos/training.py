@@ -57,6 +57,7 @@ from .checkpoint import (
 from .config import RunConfig, TrainConfig, load_yaml, parse_override, resolve_config
 from .errors import ConfigError, DataError, PluginError, RelposError, warn
 from .modality import Modality, Windows
+from .neighbours import RecordingIndex, check_rows, index_for_request
 from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
 from .pretext import Pretext, check_forward_output, construct_pretext
@@ -730,6 +731,9 @@ def _build_run(config: RunConfig, data: Any, launch: distributed.Launch, device:
     optimizer = torch.optim.AdamW(_param_groups(pretext, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     generator, index_generator = _random_streams(cfg.seed, launch)
     run = _Run(config, launch, device, modality, windows, pretext, optimizer, generator, index_generator, ckpt_file)
+    request = getattr(pretext, "window_request", None)
+    if request is not None:  # samples of K windows of one recording: which recordings can serve them
+        run.recording_index = index_for_request(request, windows, config.pretext, say=launch.rank == 0)
     if state is not None:
         run.restore(state)
     return run
@@ -799,6 +803,8 @@ class _Run:
         self.last_saved: int | None = None  # step of the newest checkpoint on disk
         self.loss = float("nan")  # the last step's loss, averaged over the processes
         self.new_files: _NewRunFiles | None = None
+        #: The recordings the pretext's window_request draws from; None: independent windows.
+        self.recording_index: RecordingIndex | None = None
         self.log: _MetricsLog | None = None
         self.progress: Any = None
         self._format_checked = False
@@ -871,9 +877,24 @@ class _Run:
     def next_batch(self) -> dict[str, torch.Tensor]:
         """This process's slice of the step's global batch of windows, augmented, on the device."""
         first = self.launch.rank * self.per_process
+        if self.recording_index is not None:
+            return self._neighbour_batch(first)
         index = torch.randint(0, len(self.windows), (self.cfg.batch_size,), generator=self.index_generator)
         x = self.modality.augment(self.windows.x[index[first:first + self.per_process]], self.generator)
         return {"x": x.to(self.device, non_blocking=True)}
+
+    def _neighbour_batch(self, first: int) -> dict[str, torch.Tensor]:
+        """The batch of a pretext with a ``window_request``: the global batch's rows of K windows of one
+        recording drawn from the shared index stream, this process's slice of them gathered, every
+        window augmented, with the windows' onsets and indices."""
+        request, index, n = self.pretext.window_request, self.recording_index, self.cfg.batch_size
+        rows = check_rows(request.draw(index, n, self.index_generator), request, index, n, self.config.pretext)
+        rows = rows[first:first + self.per_process]
+        x = self.modality.augment(self.windows.x[rows.reshape(-1)], self.generator)
+        x = x.reshape(*rows.shape, *x.shape[1:])
+        onsets = torch.from_numpy(self.windows.onsets)[rows].float()
+        return {"x": x.to(self.device, non_blocking=True), "onsets": onsets.to(self.device),
+                "window_index": rows.to(self.device)}
 
     def watch_baseline(self, step: int, logs: Mapping[str, Any]) -> None:
         """Feed the stuck-at-baseline watch; rank 0 prints its warning (once per run)."""
