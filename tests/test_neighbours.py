@@ -322,3 +322,12 @@ def test_two_processes_each_take_their_slice_of_the_same_global_rows(tmp_path):
         assert "error" not in outcome, outcome["error"]
     expected = torch.stack(expected_rows(run_windows(), 6, 4))  # (steps, global batch, K)
     assert torch.equal(outcomes[0]["rows"], expected[:, :2]) and torch.equal(outcomes[1]["rows"], expected[:, 2:])
+
+
+def test_the_requests_are_in_the_docs_building_blocks_table():
+    from test_plugin_contract import documented_blocks
+
+    documented = documented_blocks()  # the signatures themselves are compared there
+    for name in ("relpos.RecordingIndex.from_windows", "relpos.WithinSpan", "relpos.Consecutive",
+                 "relpos.PairsBySeparation", "relpos.neighbours.uniform_integers"):
+        assert name in documented
