@@ -88,7 +88,8 @@ class OrderedTriplets:
         n_left = c["n_left"][anchor]
         r = uniform_integers(n_left + c["n_right"][anchor], generator)
         partner = torch.where(r < n_left, c["partner_low"][anchor] + r, anchor + 2 + (r - n_left))
-        ordered = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu() < self.positive_fraction
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu()
+        ordered = u < self.positive_fraction
         between = torch.minimum(anchor, partner) + 1 + uniform_integers((anchor - partner).abs() - 1, generator)
         n_before = c["n_before"][anchor]
         r = uniform_integers(n_before + c["n_after"][anchor], generator)
