@@ -130,6 +130,23 @@ def test_requests_refuse_settings_that_cannot_draw_in_one_sentence():
         relpos.WithinSpan(2, 0)
 
 
+def test_left_out_recordings_are_named_up_to_ten_then_counted(capsys):
+    from relpos.neighbours import index_for_request
+
+    # the night of 5 windows, then 12 one-window recordings "r0" … "r11"
+    onsets = np.concatenate([[0.0, 30.0, 60.0, 120.0, 150.0], np.zeros(12)])
+    groups = np.array(["night"] * 5 + [f"r{i}" for i in range(12)])
+    windows = relpos.Windows(x=torch.zeros(17, 1, 4), groups=groups, onsets=onsets, durations=np.full(17, 30.0))
+    index_for_request(relpos.PairsBySeparation(30.0, 90.0), windows, "rp")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (
+        "relpos: warning: Recording 'r0' (1 window) is too short for pretext 'rp', which draws pairs of windows of "
+        "one recording, 50% at most 30 s apart and the rest at least 90 s apart; it is left out of training."
+    )
+    assert [line.split("'")[1] for line in lines[:10]] == [f"r{i}" for i in range(10)]
+    assert lines[10:] == ["relpos: warning: 2 more recordings are too short for pretext 'rp' and are left out of training."]
+
+
 def test_rows_that_break_the_contract_are_refused_naming_the_pretext(index):
     request = relpos.WithinSpan(2, 60.0)
     with pytest.raises(PluginError, match=r"^Pretext 'mine''s window_request drew rows that mix recordings, but "
@@ -272,7 +289,8 @@ def test_data_where_no_recording_is_long_enough_is_one_sentence_and_exit_2(tmp_p
     assert code == 2 and "Traceback" not in err
     assert [line for line in err.splitlines() if line.startswith("relpos: error:")] == [
         f"relpos: error: Pretext 'test-neighbour-gaps' draws 3 windows of one recording within 60 s of the first, "
-        f"but no recording of {str(data)!r} is long enough for that (1 recording, the longest 2 windows); give it "
+        f"but no recording of {str(data)!r} is long enough for that (1 recording; the longest: 2 windows, onsets "
+        f"spanning 10 s); give it "
         f"longer recordings or change the pretext's settings."
     ]
     assert not (tmp_path / "runs").exists()

@@ -147,6 +147,13 @@ class RecordingIndex:
             self._searches[key] = found
         return self._searches[key]
 
+    def extent(self, number: int) -> str:
+        """Recording ``number`` in brief: ``"7 windows, onsets spanning 54 s"``."""
+        onsets = self.onsets[number]
+        if len(onsets) == 1:
+            return "1 window"
+        return f"{len(onsets)} windows, onsets spanning {float(onsets[-1] - onsets[0]):g} {self.unit}"
+
     def names_of(self, usable: torch.Tensor) -> list[str]:
         """The names of the recordings holding at least one flat position where ``usable`` is True."""
         return [self.names[int(r)] for r in torch.unique(self.recording[usable])]
@@ -280,8 +287,10 @@ class PairsBySeparation:
         self.positive_fraction = float(positive_fraction)
 
     def describe(self) -> str:
-        return (f"pairs of windows of one recording at most {self.tau_pos_s:g} s apart ({self.positive_fraction:.0%}) "
-                f"or at least {self.tau_neg_s:g} s apart")
+        close, far = f"at most {self.tau_pos_s:g} s apart", f"at least {self.tau_neg_s:g} s apart"
+        if self.positive_fraction in (0.0, 1.0):
+            return f"pairs of windows of one recording {close if self.positive_fraction else far}"
+        return f"pairs of windows of one recording, {self.positive_fraction:.0%} {close} and the rest {far}"
 
     def _candidates(self, index: RecordingIndex) -> dict[str, torch.Tensor]:
         close_low, close_high = index.search(-self.tau_pos_s, "left"), index.search(self.tau_pos_s, "right")
@@ -344,17 +353,17 @@ def index_for_request(request: Any, windows: Any, pretext_name: str, say: bool =
     usable = set(request.usable(index))
     left_out = [name for name in index.names if name not in usable]
     if not usable:
-        longest = max((len(w) for w in index.windows), default=0)
+        n = len(index.names)
+        longest = max(range(n), key=lambda r: float(index.onsets[r][-1] - index.onsets[r][0]) if len(index.onsets[r]) else -1.0)
         raise DataError(
             f"Pretext {pretext_name!r} draws {request.describe()}, but no recording of {_source(windows)} is long "
-            f"enough for that ({len(index.names)} recording{'s' if len(index.names) != 1 else ''}, the longest "
-            f"{longest} window{'s' if longest != 1 else ''}); give it longer recordings or change the pretext's settings."
+            f"enough for that ({n} recording{'s' if n != 1 else ''}; the longest: {index.extent(longest)}); give it "
+            f"longer recordings or change the pretext's settings."
         )
     if say:
         for name in left_out[:NAMED_LEFT_OUT]:
-            n = len(index.windows[index.names.index(name)])
-            warn(f"Recording {name!r} ({n} window{'s' if n != 1 else ''}) is too short for pretext {pretext_name!r}, "
-                 f"which draws {request.describe()}; it is left out of training.")
+            warn(f"Recording {name!r} ({index.extent(index.names.index(name))}) is too short for pretext "
+                 f"{pretext_name!r}, which draws {request.describe()}; it is left out of training.")
         if len(left_out) > NAMED_LEFT_OUT:
             warn(f"{len(left_out) - NAMED_LEFT_OUT} more recordings are too short for pretext {pretext_name!r} and "
                  f"are left out of training.")
