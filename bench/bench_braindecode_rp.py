@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, SLEEP_BANDS, data_root, log_band_powers, machine_info  # noqa: E402
+from _common import REPO, SLEEP_BANDS, Contention, data_root, log_band_powers, machine_info  # noqa: E402
 
 BENCH = REPO / "bench"
 #: Where braindecode is installed apart (``$RELPOS_BRAINDECODE_ENV`` points elsewhere).
@@ -364,9 +364,11 @@ def braindecode_rows(args, labels: np.ndarray, onsets: np.ndarray, recording: st
                             max_epochs=args.epochs, iterator_train__shuffle=False, iterator_train__sampler=sampler,
                             train_split=None, optimizer__lr=args.lr, batch_size=args.batch_size, callbacks=[],
                             device="cpu", classes=[0, 1], verbose=0)
-        t0 = time.perf_counter()
-        clf.fit(pairs_ds, y=None)
-        train_s = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        with Contention() as contention:
+            clf.fit(pairs_ds, y=None)
+        train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        others = contention.result.get("others_cores")
         losses = [float(h["train_loss"]) for h in clf.history]
         pairs_seen = args.epochs * len(sampler)
         baseline = float(np.log(2.0))  # BCE of the best constant guess: the sampler draws positives with p = 1/2
@@ -376,10 +378,13 @@ def braindecode_rows(args, labels: np.ndarray, onsets: np.ndarray, recording: st
                     "ratio_last": float(np.mean(losses[-n:])) / baseline, "warned_stuck": False, "seconds": train_s,
                     "steps": args.epochs, "step_unit": "epoch", "windows_seen": 2 * pairs_seen,
                     "pairs_seen": pairs_seen, "curve": [[i + 1, loss, baseline] for i, loss in enumerate(losses)],
-                    "timed_share": {}, "warnings": []}
+                    "timed_share": {}, "warnings": [], "others_cores": others,
+                    "cpu_seconds": train_cpu_s}
         print(f"[braindecode-rp s{seed}] {pairs_seen} pairs in {train_s:.1f} s "
-              f"({1000 * train_s / (2 * pairs_seen):.2f} s per 1,000 windows); BCE {losses[0]:.3f} -> {losses[-1]:.3f} "
-              f"(ln 2 = {baseline:.3f})", flush=True)
+              f"({1000 * train_s / (2 * pairs_seen):.2f} s per 1,000 windows, CPU "
+              f"{1000 * train_cpu_s / (2 * pairs_seen):.2f} s); BCE {losses[0]:.3f} -> {losses[-1]:.3f} "
+              f"(ln 2 = {baseline:.3f}); other processes kept "
+              f"{'?' if others is None else f'{others:.2f}'} cores busy", flush=True)
         evals = {}
         for init, model in (("pretrained", emb), ("random", untrained)):
             t0 = time.perf_counter()
@@ -410,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = windows.labels.numpy().astype(np.int64)
     recording = str(np.asarray(windows.groups, dtype=str)[0])
     onsets = window_onsets(len(labels), 30.0, labels)
+    recorded = getattr(windows, "onsets", None)  # relpos's own onsets, where the modality records them
+    if recorded is not None and not np.allclose(recorded, onsets):
+        raise SystemExit("bench/bench_braindecode_rp.py: the onsets relpos records for the night's windows are not "
+                         "the hypnogram's epochs; the windows cannot be matched.")
     print(f"[night] {len(labels)} windows of 30 s, classes {windows.class_names}, counts "
           f"{np.bincount(labels).tolist()}", flush=True)
     if "band-powers" in args.rows:
