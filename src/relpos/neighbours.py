@@ -98,6 +98,7 @@ class RecordingIndex:
         self.recording_of_window = torch.full((max(n, n_windows or 0),), -1, dtype=torch.long)
         self.recording_of_window[self.flat_windows] = self.recording
         self._searches: dict[tuple[float, str], torch.Tensor] = {}
+        self._memo: dict[Any, Any] = {}
 
     @classmethod
     def from_windows(cls, windows: Any, needed_by: str = "Drawing windows of one recording") -> "RecordingIndex":
@@ -154,14 +155,19 @@ class RecordingIndex:
             return "1 window"
         return f"{len(onsets)} windows, onsets spanning {float(onsets[-1] - onsets[0]):g} {self.unit}"
 
+    def memo(self, key: Any, compute: Any) -> Any:
+        """``compute()``, computed once per ``key`` for this index (what a request derives from it)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def names_of(self, usable: torch.Tensor) -> list[str]:
         """The names of the recordings holding at least one flat position where ``usable`` is True."""
         return [self.names[int(r)] for r in torch.unique(self.recording[usable])]
 
 
-def _pick(usable: torch.Tensor, n: int, generator: torch.Generator, request: Any) -> torch.Tensor:
-    """``n`` flat positions uniform over those where ``usable`` is True."""
-    candidates = usable.nonzero().flatten()
+def _pick(candidates: torch.Tensor, n: int, generator: torch.Generator, request: Any) -> torch.Tensor:
+    """``n`` flat positions uniform over ``candidates`` (the usable ones)."""
     if len(candidates) == 0:
         raise DataError(f"No recording is long enough for {request.describe()}.")
     return candidates[uniform_integers(torch.full((n,), len(candidates), dtype=torch.long), generator)]
@@ -206,18 +212,21 @@ class WithinSpan:
     def describe(self) -> str:
         return f"{self.size} windows of one recording within {self.span_s:g} s of the first"
 
-    def _candidates(self, index: RecordingIndex) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        low = index.search(-self.span_s, "left")
-        high = index.search(self.span_s, "right")
-        others = high - low - 1  # the anchor is among them
-        return low, others, others >= self.size - 1
+    def _candidates(self, index: RecordingIndex) -> tuple[torch.Tensor, ...]:
+        def compute():
+            low = index.search(-self.span_s, "left")
+            others = index.search(self.span_s, "right") - low - 1  # the anchor is among them
+            usable = others >= self.size - 1
+            return low, others, usable, usable.nonzero().flatten()
+
+        return index.memo(("WithinSpan", self.size, self.span_s), compute)
 
     def usable(self, index: RecordingIndex) -> list[str]:
         return index.names_of(self._candidates(index)[2])
 
     def draw(self, index: RecordingIndex, n: int, generator: torch.Generator) -> torch.Tensor:
-        low, others, usable = self._candidates(index)
-        anchor = _pick(usable, n, generator, self)
+        low, others, _, anchors = self._candidates(index)
+        anchor = _pick(anchors, n, generator, self)
         offsets = _without_replacement(others[anchor], self.size - 1, generator)
         position = low[anchor].unsqueeze(1) + offsets
         position = position + (position >= anchor.unsqueeze(1)).long()  # step over the anchor
@@ -244,13 +253,17 @@ class Consecutive:
         return f"{self.size} consecutive windows of one recording"
 
     def _starts(self, index: RecordingIndex) -> torch.Tensor:
-        return torch.arange(len(index)) + self.size <= index.start + index.count
+        """Whether each flat position can start a row."""
+        return index.memo(("Consecutive", self.size),
+                          lambda: torch.arange(len(index)) + self.size <= index.start + index.count)
 
     def usable(self, index: RecordingIndex) -> list[str]:
         return index.names_of(self._starts(index))
 
     def draw(self, index: RecordingIndex, n: int, generator: torch.Generator) -> torch.Tensor:
-        first = _pick(self._starts(index), n, generator, self)
+        starts = self._starts(index)
+        first = _pick(index.memo(("Consecutive", self.size, "positions"), lambda: starts.nonzero().flatten()),
+                      n, generator, self)
         return index.flat_windows[first.unsqueeze(1) + torch.arange(self.size)]
 
 
@@ -293,6 +306,10 @@ class PairsBySeparation:
         return f"pairs of windows of one recording, {self.positive_fraction:.0%} {close} and the rest {far}"
 
     def _candidates(self, index: RecordingIndex) -> dict[str, torch.Tensor]:
+        key = ("PairsBySeparation", self.tau_pos_s, self.tau_neg_s, self.positive_fraction)
+        return index.memo(key, lambda: self._compute_candidates(index))
+
+    def _compute_candidates(self, index: RecordingIndex) -> dict[str, torch.Tensor]:
         close_low, close_high = index.search(-self.tau_pos_s, "left"), index.search(self.tau_pos_s, "right")
         same_low, same_high = index.search(0.0, "left"), index.search(0.0, "right")  # Δ = 0, the anchor too
         before = index.search(-self.tau_neg_s, "right")  # far before: [start, before)
@@ -307,7 +324,7 @@ class PairsBySeparation:
             usable &= c["n_close"] > 0
         if self.positive_fraction < 1:
             usable &= (c["n_before"] + c["n_after"]) > 0
-        c["usable"] = usable
+        c["usable"], c["anchors"] = usable, usable.nonzero().flatten()
         return c
 
     def usable(self, index: RecordingIndex) -> list[str]:
@@ -315,7 +332,7 @@ class PairsBySeparation:
 
     def draw(self, index: RecordingIndex, n: int, generator: torch.Generator) -> torch.Tensor:
         c = self._candidates(index)
-        anchor = _pick(c["usable"], n, generator, self)
+        anchor = _pick(c["anchors"], n, generator, self)
         close = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device).cpu() < self.positive_fraction
         # a close partner: the r-th of [close_low, close_high) once the Δ = 0 block is stepped over
         r = uniform_integers(c["n_close"][anchor].clamp(min=1), generator)
