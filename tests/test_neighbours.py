@@ -247,6 +247,10 @@ def test_the_loop_serves_k_windows_of_one_recording_with_their_onsets(tmp_path, 
     assert "relpos: warning: Recording 'short' (1 window) is too short for pretext 'test-neighbour-gaps', which " \
            "draws 3 windows of one recording within 60 s of the first; it is left out of training." \
            in capsys.readouterr().err.splitlines()
+    # the run's pretext rebuilt from its checkpoint (relpos show) needs the data's shape only, not its onsets
+    from relpos.show import load_run
+
+    assert load_run(result.run_dir).pretext.window_request.describe() == result.pretext.window_request.describe()
     seen = result.pretext.seen
     assert len(seen) == 6 and set(seen[0]) == {"x", "onsets", "window_index"}
     for batch, rows in zip(seen, expected_rows(windows, 6, 4)):  # the shared index stream, nothing else

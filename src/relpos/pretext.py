@@ -66,7 +66,7 @@ class Pretext(nn.Module):
     needs_recording_time : bool
         True for a method that relates windows of one recording by their time apart: data
         without onsets (a trial archive) is then refused in one sentence before any run
-        directory exists (:func:`check_recording_time`).
+        directory exists (the loop calls :func:`check_recording_time`).
     window_request : object or None
         Set on the instance in ``__init__`` to have the training loop draw each sample as K
         windows of one recording (a request of :mod:`relpos.neighbours`, e.g.
@@ -110,7 +110,6 @@ class Pretext(nn.Module):
 
     def __init__(self, config: Any, modality: Modality, encoder_config: EncoderConfig, data: Windows):
         self.check_encoder(encoder_config)
-        check_recording_time(type(self), data)
         super().__init__()
         self.config = config
         self.modality = modality
@@ -177,7 +176,8 @@ class Pretext(nn.Module):
         Parameters
         ----------
         batch : dict
-            ``{"x": (B, C, *extent), ...}`` on the training device.
+            ``{"x": (B, C, *extent), ...}`` on the training device; with a :attr:`window_request`,
+            ``{"x": (B, K, C, *extent), "onsets": (B, K), "window_index": (B, K)}``.
         generator : torch.Generator
             The run's random stream for sampling (saved in checkpoints, so resume is exact).
 
@@ -336,7 +336,6 @@ def construct_pretext(
     """
     if encoder is None:
         pretext_cls.check_encoder(encoder_config)  # the pretext's sentence before any of the encoder's
-        check_recording_time(pretext_cls, data)
         encoder = build_data_encoder(encoder_config, modality, data)
     with _handing(encoder):
         return pretext_cls(config, modality, encoder_config, data)
@@ -344,7 +343,11 @@ def construct_pretext(
 
 def check_recording_time(pretext_cls: type[Pretext], data: Windows) -> None:
     """Raise :class:`relpos.errors.DataError` when ``pretext_cls`` needs recording time
-    (:attr:`Pretext.needs_recording_time`) and ``data`` has no onsets, naming the pretext and the data."""
+    (:attr:`Pretext.needs_recording_time`) and ``data`` has no onsets, naming the pretext and the data.
+
+    The training loop calls it on the training windows before it builds the pretext; a pretext
+    rebuilt from a checkpoint (``relpos show``) is built on the shape of the data alone and is not
+    checked."""
     if getattr(pretext_cls, "needs_recording_time", False) and getattr(data, "onsets", None) is None:
         from .neighbours import no_recording_time
 

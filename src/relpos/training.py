@@ -60,7 +60,7 @@ from .modality import Modality, Windows
 from .neighbours import RecordingIndex, check_rows, index_for_request
 from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
-from .pretext import Pretext, check_forward_output, construct_pretext
+from .pretext import Pretext, check_forward_output, check_recording_time, construct_pretext
 from .trivial_baseline import BASELINE_KEY, BaselineWatch
 
 METRIC_FIELDS = ["step", "loss", "lr", "samples_per_s"]
@@ -159,8 +159,10 @@ def open_data(modality: Modality, source: Any) -> Windows:
 
 def build_pretext(config: RunConfig, modality: Modality, windows: Windows) -> Pretext:
     """The run's pretext, seeded, around the encoder built for ``windows`` (see ``construct_pretext``)."""
+    pretext_cls = get_pretext(config.pretext)
+    check_recording_time(pretext_cls, windows)  # before the encoder is built
     torch.manual_seed(config.train.seed)
-    return construct_pretext(get_pretext(config.pretext), config.pretext_config, modality, config.encoder, windows)
+    return construct_pretext(pretext_cls, config.pretext_config, modality, config.encoder, windows)
 
 
 class _MetricsLog:
