@@ -74,6 +74,13 @@ def test_a_trial_archive_has_no_index():
     )
 
 
+def test_a_window_without_a_finite_onset_is_named():
+    windows = relpos.Windows(x=torch.zeros(3, 1, 8), onsets=np.array([0.0, np.nan, 60.0]), durations=np.full(3, 30.0))
+    with pytest.raises(DataError, match=r"^Pretext 'rp' needs the onset of every window, but window 1 of the data "
+                                        r"has onset nan; onsets must be finite numbers\.$"):
+        RecordingIndex.from_windows(windows, needed_by="Pretext 'rp'")
+
+
 # -- the built-in requests, by hand --------------------------------------------------------------------
 def test_within_span_draws_the_anchors_neighbours_and_nothing_else(index):
     request = relpos.WithinSpan(3, 60.0)

@@ -110,6 +110,12 @@ class RecordingIndex:
         if getattr(windows, "onsets", None) is None:
             raise no_recording_time(needed_by, windows)
         onsets = np.asarray(windows.onsets, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(onsets))
+        if len(bad):
+            raise DataError(
+                f"{needed_by} needs the onset of every window, but window {int(bad[0])} of {_source(windows)} has "
+                f"onset {float(onsets[bad[0]])}; onsets must be finite numbers."
+            )
         groups = np.asarray(windows.groups).astype(str)
         names, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
         appearance = np.argsort(first, kind="stable")
@@ -148,7 +154,7 @@ class RecordingIndex:
             self._searches[key] = found
         return self._searches[key]
 
-    def extent(self, number: int) -> str:
+    def describe_recording(self, number: int) -> str:
         """Recording ``number`` in brief: ``"7 windows, onsets spanning 54 s"``."""
         onsets = self.onsets[number]
         if len(onsets) == 1:
@@ -374,12 +380,12 @@ def index_for_request(request: Any, windows: Any, pretext_name: str, say: bool =
         longest = max(range(n), key=lambda r: float(index.onsets[r][-1] - index.onsets[r][0]) if len(index.onsets[r]) else -1.0)
         raise DataError(
             f"Pretext {pretext_name!r} draws {request.describe()}, but no recording of {_source(windows)} is long "
-            f"enough for that ({n} recording{'s' if n != 1 else ''}; the longest: {index.extent(longest)}); give it "
+            f"enough for that ({n} recording{'s' if n != 1 else ''}; the longest: {index.describe_recording(longest)}); give it "
             f"longer recordings or change the pretext's settings."
         )
     if say:
         for name in left_out[:NAMED_LEFT_OUT]:
-            warn(f"Recording {name!r} ({index.extent(index.names.index(name))}) is too short for pretext "
+            warn(f"Recording {name!r} ({index.describe_recording(index.names.index(name))}) is too short for pretext "
                  f"{pretext_name!r}, which draws {request.describe()}; it is left out of training.")
         if len(left_out) > NAMED_LEFT_OUT:
             warn(f"{len(left_out) - NAMED_LEFT_OUT} more recordings are too short for pretext {pretext_name!r} and "
