@@ -3,12 +3,14 @@ batches of K windows; config checks; a tiny run from the CLI."""
 
 from __future__ import annotations
 
+import csv
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from relpos.cli import main
 from relpos.config import resolve_config
 from relpos.encoders.vit import EncoderConfig
 from relpos.errors import ConfigError, DataError
@@ -158,3 +160,48 @@ def test_the_default_scope_draws_no_neighbours():
     pretext = construct_pretext(PART, config.pretext_config, eeg_modality(), TINY_ENCODER, windows)
     assert pretext.window_request is None
     assert math.isclose(pretext.config.within_ratio, 0.25)
+
+
+def test_the_sleep_recipe_resolves():
+    from conftest import CONFIGS
+
+    config = resolve_config(CONFIGS / "eeg_sleep_part_recording.yaml")
+    part = config.pretext_config
+    assert (part.scope, part.windows, part.span_s, part.within_ratio, part.pair_max_offset) == ("recording", 4, 600.0, 0.25, 1.0)
+    assert config.modality_config.normalize == "recording"
+
+
+# -- from the CLI ------------------------------------------------------------------------------------------
+def train_args(out, data=None, extra=()):
+    args = ["train", "--modality", "eeg", "--pretext", "part", "--out", str(out)]
+    args += ["--data", str(data)] if data is not None else []  # default: the bundled 61-s EDF, windows every 5 s
+    for setting_ in [*extra, "pretext.scope=recording", "pretext.n_pairs=64", "encoder.dim=16", "encoder.depth=1",
+                     "encoder.heads=2", "train.batch_size=4", "train.steps=2", "train.progress=false",
+                     "train.log_every=1"]:
+        args += ["--set", setting_]
+    return args
+
+
+def test_two_steps_from_the_cli(tmp_path):
+    out = tmp_path / "run"
+    assert main(train_args(out)) == 0
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    for row in rows:
+        # 64 pairs of 4 windows within 600 s of 5-s steps: 16 inside one window, 48 across
+        assert math.isfinite(float(row["loss"])) and float(row["loss_baseline"]) > 0
+        assert float(row["baseline_cross_pairs"]) > float(row["baseline_within_pairs"]) > 0
+
+
+def test_a_trial_archive_is_refused_in_one_sentence(tmp_path, capsys):
+    trials = tmp_path / "trials.npz"
+    rng = np.random.default_rng(0)
+    np.savez(trials, X_train=(20 * rng.standard_normal((6, 2, 1000))).astype(np.float32), sfreq=100.0)
+    out = tmp_path / "run"
+    assert main(train_args(out, trials, ["modality.window_s=10"])) == 2  # one window per 10-s trial
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    refusal = [line for line in err.splitlines() if "trial archive" in line]
+    assert len(refusal) == 1 and "'part'" in refusal[0]
+    assert not out.exists()
