@@ -30,7 +30,7 @@ table (``bench/run.py sleep_rp --report-only``).
 braindecode is not a relpos dependency: it is read from ``bench/.env-braindecode`` (installed as
 docs/history.md, "EEG data pipeline vs braindecode", says), and only for the braindecode rows.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_braindecode_rp.py            # 3 seeds, every row, ~15 min
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_braindecode_rp.py            # 3 seeds, every row, ~6 min
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_braindecode_rp.py --rows band-powers --seeds 0
 """
 
