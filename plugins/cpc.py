@@ -6,7 +6,11 @@ recording, ``N_c`` consecutive context windows, the ``N_p`` windows that follow 
 negative windows drawn uniformly among the recording's other windows
 (:class:`relpos_plugins.recording_requests.SequenceWithNegatives`):
 
-* every window is embedded by the run's encoder, one vector ``h`` each;
+* every window is embedded by the run's encoder, one vector ``h`` each, standardised per feature
+  over the batch's windows (a batch norm without affine parameters). Our addition: a ViT's CLS
+  vectors differ little from window to window at initialisation, so without it every candidate
+  scores alike, the context carries nothing, and the loss stays at ln(N_b + 1) (on the sleep night
+  and on a toy recording whose frequency drifts in time alike);
 * a GRU reads the context embeddings in time order; its last output is the context ``c_t``;
 * one bilinear map ``W_k`` per future step scores each candidate ``x_j`` with ``h(x_j)ᵀ W_k c_t``;
 * the loss is InfoNCE: for each sample and step ``k``, the cross-entropy of picking the true window
@@ -73,6 +77,7 @@ class ContrastivePredictiveCoding(RecordingPretext):
         super().__init__(config, modality, encoder_config, data)
         self.window_request = SequenceWithNegatives(config.n_context + config.n_predict, config.n_negatives)
         dim = int(self.encoder.feature_dim)
+        self.standardize = nn.BatchNorm1d(dim, affine=False)
         self.context = nn.GRU(dim, dim, batch_first=True)
         self.predictors = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(config.n_predict))
 
@@ -81,6 +86,7 @@ class ContrastivePredictiveCoding(RecordingPretext):
         n_sequence = n_context + n_predict
         x, onsets = self.windows_of(batch, n_sequence + n_negatives)
         h = self.embed_windows(x).float()
+        h = self.standardize(h.flatten(0, 1)).reshape(h.shape)
         order = onsets[:, :n_sequence].argsort(dim=1, stable=True)
         sequence = h[:, :n_sequence].gather(1, order.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         _, last = self.context(sequence[:, :n_context])

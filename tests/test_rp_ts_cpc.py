@@ -120,7 +120,8 @@ def test_cpc_loss_is_infonce_over_the_future_window_and_the_negatives():
     batch = batch_of([[0, 30, 60, 300, 600], [90, 120, 150, 0, 900]])
     loss, logs = pretext(batch, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        h = pretext.encoder.embed_inputs(batch["x"].flatten(0, 1)).reshape(2, 5, -1)
+        h = pretext.encoder.embed_inputs(batch["x"].flatten(0, 1))
+        h = ((h - h.mean(0)) / (h.var(0, unbiased=False) + 1e-5).sqrt()).reshape(2, 5, -1)  # over the batch's windows
         _, last = pretext.context(h[:, :2])
         prediction = pretext.predictors[0](last[-1])  # W_1 c_t
         scores = torch.stack([(h[:, j] * prediction).sum(-1) for j in (2, 3, 4)], dim=1)
