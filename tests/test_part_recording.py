@@ -205,3 +205,28 @@ def test_a_trial_archive_is_refused_in_one_sentence(tmp_path, capsys):
     refusal = [line for line in err.splitlines() if "trial archive" in line]
     assert len(refusal) == 1 and "'part'" in refusal[0]
     assert not out.exists()
+
+
+def test_an_interrupted_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from conftest import read_metrics
+
+    args = [*train_args(tmp_path / "whole"), "--set", "train.steps=6", "--set", "train.ckpt_every=2"]
+    assert main(args) == 0
+    cut = tmp_path / "cut"
+    args_cut = [*train_args(cut), "--set", "train.steps=6", "--set", "train.ckpt_every=2"]
+    calls, original = [], PART.forward
+
+    def interrupted(self, batch, generator):
+        calls.append(1)
+        if len(calls) == 5:  # after the checkpoint of step 4: Ctrl-C
+            raise KeyboardInterrupt
+        return original(self, batch, generator)
+
+    monkeypatch.setattr(PART, "forward", interrupted)
+    assert main(args_cut) == 130
+    assert main([*args_cut, "--resume"]) == 0
+    assert len(calls) == 5 + 2  # the resumed run took steps 5 and 6 only
+    whole, resumed = read_metrics(tmp_path / "whole")[1], read_metrics(cut)[1]
+    assert [int(r["step"]) for r in resumed] == list(range(1, 7))
+    for key in ("loss", "loss_baseline", "mse_cross_pairs"):  # repr(float) strings: equal strings, equal floats
+        assert [r[key] for r in resumed] == [r[key] for r in whole], key
