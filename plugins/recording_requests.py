@@ -21,9 +21,8 @@ from relpos.errors import DataError
 from relpos.neighbours import RecordingIndex, uniform_integers
 
 
-def _pick(usable: torch.Tensor, n: int, generator: torch.Generator, request) -> torch.Tensor:
-    """``n`` flat positions of the index, uniform over those where ``usable`` is True."""
-    candidates = usable.nonzero().flatten()
+def _pick(candidates: torch.Tensor, n: int, generator: torch.Generator, request) -> torch.Tensor:
+    """``n`` flat positions of the index, uniform over ``candidates`` (the usable ones)."""
     if len(candidates) == 0:
         raise DataError(f"No recording is long enough for {request.describe()}.")
     return candidates[uniform_integers(torch.full((n,), len(candidates), dtype=torch.long), generator)]
@@ -64,6 +63,10 @@ class OrderedTriplets:
         )
 
     def _candidates(self, index: RecordingIndex) -> dict[str, torch.Tensor]:
+        key = ("OrderedTriplets", self.tau_pos_s, self.tau_neg_s)
+        return index.memo(key, lambda: self._compute_candidates(index))
+
+    def _compute_candidates(self, index: RecordingIndex) -> dict[str, torch.Tensor]:
         position = torch.arange(len(index))
         partner_low = index.search(-self.tau_pos_s, "left")
         partner_high = index.search(self.tau_pos_s, "right")
@@ -77,6 +80,7 @@ class OrderedTriplets:
             "after": after, "n_before": before - index.start, "n_after": index.start + index.count - after,
         }
         c["usable"] = ((c["n_left"] + c["n_right"]) > 0) & ((c["n_before"] + c["n_after"]) > 0)
+        c["anchors"] = c["usable"].nonzero().flatten()
         return c
 
     def usable(self, index: RecordingIndex) -> list[str]:
@@ -84,7 +88,7 @@ class OrderedTriplets:
 
     def draw(self, index: RecordingIndex, n: int, generator: torch.Generator) -> torch.Tensor:
         c = self._candidates(index)
-        anchor = _pick(c["usable"], n, generator, self)
+        anchor = _pick(c["anchors"], n, generator, self)
         n_left = c["n_left"][anchor]
         r = uniform_integers(n_left + c["n_right"][anchor], generator)
         partner = torch.where(r < n_left, c["partner_low"][anchor] + r, anchor + 2 + (r - n_left))
@@ -124,15 +128,20 @@ class SequenceWithNegatives:
         )
 
     def _starts(self, index: RecordingIndex) -> torch.Tensor:
-        # a start needs the sequence inside its recording and at least one window outside it
-        fits = torch.arange(len(index)) + self.length <= index.start + index.count
-        return fits & (index.count > self.length)
+        """Whether each flat position can start a row: the sequence inside its recording and at least
+        one window of the recording outside it."""
+        def compute():
+            return (torch.arange(len(index)) + self.length <= index.start + index.count) & (index.count > self.length)
+
+        return index.memo(("SequenceWithNegatives", self.length), compute)
 
     def usable(self, index: RecordingIndex) -> list[str]:
         return index.names_of(self._starts(index))
 
     def draw(self, index: RecordingIndex, n: int, generator: torch.Generator) -> torch.Tensor:
-        first = _pick(self._starts(index), n, generator, self)
+        starts = index.memo(("SequenceWithNegatives", self.length, "positions"),
+                            lambda: self._starts(index).nonzero().flatten())
+        first = _pick(starts, n, generator, self)
         sequence = first.unsqueeze(1) + torch.arange(self.length)
         outside = (index.count[first] - self.length).unsqueeze(1).expand(-1, self.n_negatives).contiguous()
         r = uniform_integers(outside, generator)
