@@ -825,7 +825,7 @@ def write_report(cells: list[dict], out: Path, meta: dict, recipe: Recipe) -> No
         lines += ["## Failed cells", "", *[f"- {n} (see logs/{n}.log)" for n in meta["failed"]], ""]
     (out / "results.md").write_text("\n".join(lines))
     atomic_json(out / "results.json", {"meta": meta, "summary": rows, "cells": cells})
-    if rows:  # rows need a trained and a random init; the loss plot, a pretraining
+    if rows:  # rows need a trained encoder; the loss plot, a pretraining
         write_plot(rows, recipe, out / "results.png")
     if any(c.get("pretrain") for c in cells):
         write_loss_plot(cells, out / "loss.png")
