@@ -52,10 +52,12 @@ class EEGConfig:
     # sampling rate of .npy trials (which cannot store it), Hz; 0: not given
     source_sfreq: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
     cache: bool = setting(True)  # cache preprocessed windows on disk ($RELPOS_CACHE_DIR or ~/.cache/relpos)
-    # instance: each window, each channel to mean 0 / std 1 (the paper's); recording: one robust
-    # z-score per channel over the whole recording (median, MAD × 1.4826; see common/normalisation.py);
-    # file: the same over all of a file's samples (an .npz's trials of the split read, pooled)
-    normalize: str = setting("instance", choices=("instance", "recording", "file"))
+    # auto: recording for recordings (EDF, BDF, FIF..., Raw objects), instance for .npz/.npy trials
+    # (printed at load; see common/normalisation_choice.py); instance: each window, each channel to
+    # mean 0 / std 1 (the paper's); recording: one robust z-score per channel over the whole recording
+    # (median, MAD × 1.4826; see common/normalisation.py); file: the same over all of a file's samples
+    # (an .npz's trials of the split read, pooled)
+    normalize: str = setting("auto", choices=("auto", "instance", "recording", "file"))
     patch_s: float = setting(1.0, gt=0, le=MAX_DURATION_S)  # patch length, s
     patches_per_window: int = setting(40, ge=2, le=MAX_PATCHES)  # off-grid patches sampled per window
 

@@ -41,6 +41,7 @@ patches, 40 of them sampled per window. The package ships one real recording,
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ from typing import Any
 from relpos.errors import DataError
 from relpos.modality import Axis, Modality, Windows, npz_keys
 
+from ..common.normalisation_choice import describe as describe_normalisation
+from ..common.normalisation_choice import resolve as resolve_normalize
+from ..common.normalisation_choice import restored as restored_normalisation
 from ..common.trial_archive import has_both_splits
 from .build import RecordingsBuild
 from .channel_policy import MoreDeadChannels
@@ -77,6 +81,7 @@ class EEGModality(Modality):
         super().__init__(config)
         self.config.validate()
         self._report = False  # inspect's second try: every problem of a recording becomes a report line
+        self._announce = True  # print what normalize: auto chose (inspect reports it instead)
 
     def axis_units(self) -> tuple[Axis, ...]:
         # every window is resampled to modality.sfreq: one sample is 1 / sfreq seconds
@@ -127,10 +132,9 @@ class EEGModality(Modality):
                 rid = stem if names[0] else f"raw{i}"
                 items.append(Item(where, rid, subject_of(rid, self.config.subject_pattern) or rid, raw=raw))
             source = f"{len(raws)} Raw object{'s' if len(raws) != 1 else ''}"
-            worker = self._resolved([])
+            worker = self._resolved([])._normalisation(continuous=True, count=len(raws))
             windows = worker._cached_build([], items, source, enabled=False)
-            self._last_info = windows.info
-            return windows
+            return self._loaded(windows, worker)
         if isinstance(data, (list, tuple)):
             raise DataError(
                 f"The eeg modality takes a path or mne.io.Raw objects, got a {type(data).__name__} of "
@@ -144,13 +148,12 @@ class EEGModality(Modality):
         if path.is_file() and path.name.lower().endswith(NUMPY_SUFFIXES):
             from .trials import load_trials
 
-            worker = self._resolved([])
+            worker = self._resolved([])._normalisation(continuous=False)
             params = {"pipeline": PIPELINE_VERSION, "mne": mne_version(), **params_of(worker.config)}
             windows = load_trials(
                 worker.config, path, params, enabled=worker.config.cache and not self._report, report=self._report
             )
-            self._last_info = windows.info
-            return windows
+            return self._loaded(windows, worker)
         recordings = resolve_recordings(data, self.config.subject_pattern)
         items = [
             Item(repr(str(r.path)), r.recording_id, r.subject_id, path=r.path, hypnogram=r.hypnogram)
@@ -161,10 +164,35 @@ class EEGModality(Modality):
             sources.append(r.path)
             if r.hypnogram is not None:
                 sources.append(r.hypnogram)
-        worker = self._resolved(recordings)
+        worker = self._resolved(recordings)._normalisation(continuous=True, count=len(recordings))
         windows = worker._cached_build(sources, items, str(data), enabled=worker.config.cache and not self._report)
+        return self._loaded(windows, worker)
+
+    def _normalisation(self, continuous: bool, count: int = 1) -> "EEGModality":
+        """A copy of this modality with ``normalize: auto`` decided: ``recording`` for ``continuous``
+        recordings (files MNE reads, Raw objects), ``instance`` for trials (``.npz``/``.npy``); see
+        :mod:`..common.normalisation_choice`. The cache key takes the value decided."""
+        import copy
+
+        used, note = resolve_normalize(self.config.normalize, continuous, count)
+        worker = copy.copy(self)
+        worker.config = replace(self.config, normalize=used)
+        worker._normalize_choice = note
+        return worker
+
+    def _loaded(self, windows: Windows, worker: "EEGModality") -> Windows:
+        """``windows`` with the normalisation used in their info (a run's ``data_info`` keeps it), said once
+        when ``auto`` chose it (``relpos data inspect`` reports it instead)."""
+        windows.info["normalize"] = worker.config.normalize
+        windows.info["normalize_choice"] = worker._normalize_choice
+        if worker._normalize_choice and self._announce:
+            print(f"relpos: {worker._normalize_choice}", file=sys.stderr)
         self._last_info = windows.info
         return windows
+
+    def restore(self, data_info: dict[str, Any]) -> None:
+        """A run trained with ``normalize: auto`` opens new data with the normalisation it was trained with."""
+        self.config = restored_normalisation(self.config, data_info)
 
     def _resolved(self, recordings: list) -> "EEGModality":
         """This modality with ``labels: auto`` decided for ``recordings`` (a copy when it changes).
@@ -235,6 +263,7 @@ class EEGModality(Modality):
         import copy
 
         self._last_info = {}
+        self._announce = False
         try:
             report = super().inspect(data)
         except DataError as exc:
@@ -246,9 +275,12 @@ class EEGModality(Modality):
             report = Modality.inspect(reporter, data)
             self._last_info = reporter._last_info
             report["problem"] = str(reporter._last_info.get("problem") or exc)
+        finally:
+            self._announce = True
         info = self._last_info
         report["unlabelled"] = dict(info.get("unlabelled") or {})
         report["dead_channels"] = list(info.get("dead_channels") or [])
         report["retyped_from_names"] = dict(info.get("retyped_from_names") or {})
         report["labelling"] = info.get("labelling")
+        report["normalisation"] = describe_normalisation(info)
         return report

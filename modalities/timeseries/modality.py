@@ -53,6 +53,8 @@ from relpos.config import check_fields, setting
 from relpos.errors import ConfigError, DataError
 from relpos.modality import Axis, Modality, Windows, npz_keys
 
+from ..common.normalisation_choice import describe as describe_normalisation
+from ..common.normalisation_choice import restored as restored_normalisation
 from ..common.trial_archive import SPLITS, has_both_splits
 from .labels import LABEL_AT
 from .pipeline import build_windows
@@ -64,7 +66,7 @@ __all__ = ["TimeseriesConfig", "TimeseriesModality", "BUILD_VERSION"]
 #: 2: channels flat throughout a source are left out. 3: window_s = 0 cuts continuous recordings.
 #: 4: channels flat in 80% or more of a source's windows are left out too.
 BUILD_VERSION = 4
-NORMALIZE = ("instance", "recording", "file", "none")
+NORMALIZE = ("auto", "instance", "recording", "file", "none")
 #: Upper bounds of the timeseries options: rates up to 1 MHz, durations up to 10 days, patch
 #: counts and lengths a batch can hold (as for the eeg modality).
 MAX_RATE_HZ = 1e6
@@ -92,10 +94,12 @@ class TimeseriesConfig:
     sfreq: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
     # resample every source to this rate, Hz (scipy resample_poly); 0 = keep
     sfreq_target: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
-    # instance (per window, per channel: mean 0, std 1) | recording (one robust z-score per channel
-    # over each recording: median, MAD × 1.4826; see common/normalisation.py) | file (the same over all the
+    # auto (recording when every source is one continuous recording cut into windows, instance for
+    # trials and samples kept whole; printed at load, see common/normalisation_choice.py) | instance (per
+    # window, per channel: mean 0, std 1) | recording (one robust z-score per channel over each
+    # recording: median, MAD × 1.4826; see common/normalisation.py) | file (the same over all the
     # samples of one source: one array of one file, e.g. X_train; X_test gets its own) | none
-    normalize: str = setting("instance", choices=NORMALIZE)
+    normalize: str = setting("auto", choices=NORMALIZE)
     # comma-separated channel names or fnmatch patterns (acc_*); "" = all
     channels: str = setting("", free="channel names or patterns")
     # data variable of an xarray Dataset, or array in an .npz; "" = found automatically
@@ -138,7 +142,8 @@ class TimeseriesModality(Modality):
         self._sfreq: float | None = None  # the rate of the windows last loaded, Hz
         self._report = False  # inspect's second try: report what was found when nothing is usable
         self._last_info: dict[str, Any] = {}
-        self._announce_windows = True  # print the window window_s = 0 chose (inspect reports it instead)
+        # print the window window_s = 0 and the normalisation normalize: auto chose (inspect reports them)
+        self._announce_windows = True
 
     def photometric(self, patches, generator, view="global-1", per_patch=False):
         """Amplitude scaling, noise, channel dropout and time masking (see :mod:`..common.series_photometric`)."""
@@ -161,6 +166,8 @@ class TimeseriesModality(Modality):
     def restore(self, data_info: dict) -> None:
         if data_info.get("sfreq"):
             self._sfreq = float(data_info["sfreq"])
+        # a run trained with normalize: auto opens new data with the normalisation it was trained with
+        self.config = restored_normalisation(self.config, data_info)
 
     def patch_size(self) -> tuple[float, ...]:
         if self.config.patch_samples > 0:
@@ -218,6 +225,10 @@ class TimeseriesModality(Modality):
         if windows.info.get("window_kind") == "continuous" and self._announce_windows:
             # Said on every load, cache hit or not: the user left window_s to the data.
             print(f"relpos: {windows.info['window_choice']}", file=sys.stderr)
+        # Entries cached before normalize: auto existed were made with the value named in their key.
+        windows.info.setdefault("normalize", self.config.normalize)
+        if windows.info.get("normalize_choice") and self._announce_windows:
+            print(f"relpos: {windows.info['normalize_choice']}", file=sys.stderr)
         return windows
 
     def eval_splits(self, data: Any) -> tuple[Windows, Windows] | None:
@@ -263,5 +274,5 @@ class TimeseriesModality(Modality):
         if report["extent"] and (cfg.patch_samples or cfg.sfreq_target or self._sfreq or cfg.sfreq):
             report["patch_samples"] = int(self.patch_size()[0])
             report["patches_per_window"] = self.default_num_patches(report["extent"])
-        report["normalize"] = cfg.normalize
+        report["normalisation"] = describe_normalisation(info) or cfg.normalize
         return report

@@ -16,7 +16,7 @@ cache's writer.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from ..common.channels import (
     mostly_flat,
 )
 from ..common.normalisation import normalise, pooled_stats, recording_stats, scaled, window_samples
+from ..common.normalisation_choice import resolve as resolve_normalize
 from .labels import label_mapping, resampled_length, window_labels
 from .readers import open_item
 from .sources import Source, reason
@@ -391,7 +392,12 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
     total_made = 0
     # Windows have a time in their recording when every source is one recording cut into windows;
     # the samples of a trial archive (or samples each kept whole) are not windows of one recording.
-    timed_at = rate if choice.kind != "whole" and all(src.n_samples == 1 for src in sources) else None
+    continuous = choice.kind != "whole" and all(src.n_samples == 1 for src in sources)
+    timed_at = rate if continuous else None
+    # normalize: auto is decided here, where the sources' shapes are known; the cache key holds "auto"
+    # with the files and options that decide it (modalities/common/normalisation_choice.py)
+    normalize, normalize_choice = resolve_normalize(cfg.normalize, continuous, len(usable))
+    cfg = replace(cfg, normalize=normalize)
     for src in usable:
         kept, counts, per_source, made = _write_source(
             src, picks[id(src)], held, resample[id(src)], window, stride, mapping, writer, cfg, timed_at
@@ -435,6 +441,8 @@ def _build(items: list[Any], writer, source_text: str, cfg, sources: list[Source
         "stride_samples": stride,
         "window_kind": choice.kind,
         "window_choice": choice.note,
+        "normalize": normalize,
+        "normalize_choice": normalize_choice,
         "label_kind": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else None),
         "files": list(progress.files.values()),
         "skipped": skipped,
