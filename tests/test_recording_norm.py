@@ -260,6 +260,6 @@ def test_eeg_file_normalisation_of_npz_trials(tmp_path):
 
 
 def test_an_unknown_normalisation_is_one_sentence(tmp_path):
-    allowed = r"'modality.normalize': allowed 'instance', 'recording' or 'file', got 'none'"
+    allowed = r"'modality.normalize': allowed 'auto', 'instance', 'recording' or 'file', got 'none'"
     with pytest.raises(ConfigError, match=allowed):
         relpos.resolve_config(modality="eeg", overrides=["modality.normalize=none"])

@@ -276,7 +276,7 @@ def test_sample_shorter_than_one_window_gives_both_durations():
 
 
 def test_bad_options_are_config_errors():
-    with pytest.raises(ConfigError, match="'modality.normalize': allowed 'instance', 'recording', 'file' or 'none', got 'zscore'"):
+    with pytest.raises(ConfigError, match="'modality.normalize': allowed 'auto', 'instance', 'recording', 'file' or 'none', got 'zscore'"):
         modality(normalize="zscore")
     with pytest.raises(ConfigError, match="'modality.split': allowed 'train', 'test' or 'all'"):
         modality(split="valid")
