@@ -25,7 +25,7 @@ def tiny_config(out: Path, modality: str = "eeg", pretext: str = "part", steps: 
 def test_embedded_sample_opens_into_seven_windows():
     modality = relpos.get_modality("eeg")()
     assert Path(modality.default_data()).resolve() == EEG_SAMPLE.resolve()
-    windows = modality.load(EEG_SAMPLE)
+    windows = modality.load_with(EEG_SAMPLE, normalize="instance")  # pinned: the check below is per window
     # 61.0 s resampled to 100 Hz = 6100 samples; 30-s windows = 3000 samples every 5 s = 500 samples:
     # floor((6100 - 3000) / 500) + 1 = 6 + 1 = 7 windows of 64 channels.
     assert tuple(windows.x.shape) == (7, 64, 3000)

@@ -43,7 +43,7 @@ def write_fif(path, seconds=60.0, sfreq=100.0, channels=("C3", "C4"), seed=0, an
 
 # -- inputs ------------------------------------------------------------------------------------
 def test_bundled_sample_keeps_its_seven_windows():
-    windows = eeg().load(None)
+    windows = eeg(normalize="instance").load(None)  # pinned: the mean and std below are per window
     # 61.0 s at 100 Hz = 6100 samples; 30-s windows every 5 s: starts 0, 5, ..., 30 s -> 7 windows.
     assert tuple(windows.x.shape) == (7, 64, 3000)
     assert set(windows.groups) == {"eegmmidb_S001R02"}
