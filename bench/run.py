@@ -536,14 +536,17 @@ def run_cell(recipe: Recipe, ds_name: str, method_name: str, setting_name: str, 
     tee = _Tee(sys.stderr)
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(tee), timed_functions(recipe.timed) as spent:
-        relpos.train(config)
+        result = relpos.train(config)
     pretrain_s = time.perf_counter() - t0
     warnings = [line for line in tee.lines if "relpos: warning:" in line]
+    windows_per_sample = int(getattr(getattr(result.pretext, "window_request", None), "size", 1))
     pretrain = {**loss_summary(read_metrics(run_dir)), "seconds": pretrain_s, "steps": steps,
                 "warned_stuck": any(STUCK_TEXT in w for w in warnings), "warnings": warnings,
                 # over the whole run's time (loading and checkpoints included): slightly under the steps' share
                 "timed_share": {k: v / pretrain_s for k, v in spent.items()},
-                "windows_seen": steps * int(config.train.batch_size)}
+                # a sample of a pretext with a window_request is K windows of one recording (RP: a pair)
+                "windows_per_sample": windows_per_sample,
+                "windows_seen": steps * int(config.train.batch_size) * windows_per_sample}
     ratio = pretrain["ratio_last"]
     print(f"[{name}] pretrained in {pretrain_s:.1f} s; loss/baseline at the end "
           f"{'n/a' if ratio is None else f'{ratio:.3f}'}", flush=True)

@@ -178,3 +178,21 @@ def test_rows_without_a_trained_encoder_get_their_own_table_as_computed_by_hand(
     # the Δ table holds the trained method only
     assert "| sleep | braindecode-rp | example | linear | embedding | 0.700 ± 0.000 | 0.500 ± 0.000 | +0.200 ✓ |" in report
     assert "| sleep | band-powers | none | linear |" not in report
+
+
+def test_a_cell_counts_every_window_of_a_sample_in_its_time_per_1000_windows(run, tmp_path, shared_data):
+    # RP's sample is a pair of windows: 2 steps of 3 pairs are 12 windows seen, not 6 (braindecode's
+    # rows count a pair as two as well), so relpos's time per 1,000 windows compares with theirs.
+    recipe = tmp_path / "tiny_rp.yaml"
+    recipe.write_text(
+        "datasets: [sleep]\n"
+        "methods:\n"
+        "  - {name: rp, pretext: rp, overrides: [encoder.dim=16, encoder.depth=1, encoder.heads=1,"
+        " train.batch_size=3, train.warmup_steps=0]}\n"
+        "seeds: [0]\nsteps: 2\n"
+        "evaluate: {inits: [pretrained], features: mean, protocols: [knn]}\n"
+    )
+    assert run.main([str(recipe), "--out", str(tmp_path), "--data-root", str(shared_data)]) == 0
+    pretrain = json.loads((tmp_path / "cells" / "sleep-rp-recipe-s0.json").read_text())["pretrain"]
+    assert pretrain["windows_per_sample"] == 2
+    assert pretrain["windows_seen"] == 12
