@@ -46,7 +46,8 @@ def eeg_data(tmp_path_factory):
     raw = mne.io.RawArray(signal, info, verbose="error")
     path = tmp_path_factory.mktemp("eeg") / "x_raw.fif"
     raw.save(path, verbose="error")
-    return str(path), ["modality.window_s=10", "modality.stride_s=5", "modality.patch_s=1"]
+    # normalize pinned: test_tiny_eeg_data_has_the_expected_windows checks each window's mean and std
+    return str(path), ["modality.window_s=10", "modality.stride_s=5", "modality.patch_s=1", "modality.normalize=instance"]
 
 
 def timeseries_data(tmp_path_factory):
