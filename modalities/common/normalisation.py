@@ -1,6 +1,6 @@
 """The three normalisations of the windows of the eeg and timeseries modalities (``modality.normalize``).
 
-``instance`` (the PART paper's, the default): each window, each channel to mean 0 and standard
+``instance`` (the PART paper's; what ``normalize: auto`` uses for trials): each window, each channel to mean 0 and standard
 deviation 1 (:func:`normalise`; :func:`normalise_windows` and :func:`fill_normalised` give the same
 values for many overlapping windows of one recording without holding them all). ``recording`` and
 ``file``: every window shifted and scaled by one robust centre and scale per channel, computed over

@@ -14,7 +14,9 @@ channels every recording has). Each recording is notch-filtered (``notch_freq``)
 band-pass filtered, re-referenced (``reference``) and resampled with MNE (the band-pass and the
 resampling are MNE's ``raw.filter``/``raw.resample`` numbers, computed for blocks of channels at once
 by :mod:`.dsp` where MNE would treat the recording as one segment), cut into fixed windows
-(``windows: fixed``) or one window per annotation (``windows: events``), and each window is
+(``windows: fixed``) or one window per annotation (``windows: events``), and normalised: by default
+(``normalize: auto``, printed at load) per recording for recordings and per window for ``.npz``/``.npy``
+trials (:mod:`..common.normalisation_choice`); each window is
 instance-normalised per channel (``normalize: instance``), or every window of a recording is scaled
 by one robust z-score per channel computed over that recording (``normalize: recording``, which
 keeps amplitude differences across the night; see :mod:`..common.normalisation`), or every window of a
@@ -33,7 +35,7 @@ window carries its recording id and its subject id, so splits are by recording o
 made from files are cached on disk.
 
 The defaults are the PART paper's sleep-EEG recipe: 0.1–30 Hz, 100 Hz, 30-second windows, 1-second
-patches, 40 of them sampled per window. The package ships one real recording,
+patches, 40 of them sampled per window (but recordings scaled per recording, not per window). The package ships one real recording,
 ``eegmmidb_S001R02.edf`` (PhysioNet EEG Motor Movement/Imagery Dataset, subject 1, run 2; see
 ``ATTRIBUTION.md`` beside it). It lasts 61 s, so the default stride (5 s) overlaps windows to give it
 7 of them.

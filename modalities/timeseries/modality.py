@@ -21,7 +21,10 @@ windows of ``window_s`` every ``stride_s`` (``window_s = 0``: continuous recordi
 and at least two windows long, are cut into windows of 16 patches, and trials, several samples in a
 source, stay whole, one window each; :mod:`.windows`), windows holding
 NaN/inf or in which every channel is flat are dropped (counted in ``info["dropped"]`` and reported), and
-each window is instance-normalised per channel (``normalize: instance``), or every window of a
+the windows are normalised: by default (``normalize: auto``, printed at load) per recording when every
+source is one continuous recording cut into windows, per window for trials and samples kept whole
+(:mod:`..common.normalisation_choice`); each window is instance-normalised per channel (``normalize:
+instance``), or every window of a
 recording is scaled by one robust z-score per channel over that recording (``normalize: recording``,
 which keeps offsets and amplitudes: posture from gravity, movement intensity; a recording is a
 source without a sample dim, or one sample of a source with one; :mod:`..common.normalisation`), or every
