@@ -97,6 +97,15 @@ def test_an_eeg_recording_is_scaled_per_recording_and_npz_trials_per_window(make
     samples = auto.x.numpy().astype(np.float64).transpose(1, 0, 2).reshape(auto.channels, -1)
     np.testing.assert_allclose(np.median(samples, axis=1), 0.0, atol=1e-5)
     np.testing.assert_allclose(1.4826 * np.median(np.abs(samples), axis=1), 1.0, rtol=1e-4)
+    # The same recording as an mne.io.Raw object is a continuous recording too.
+    import mne
+
+    raw = mne.io.read_raw_fif(path, preload=True, verbose="error")
+    capsys.readouterr()
+    config = relpos.resolve_config(modality="eeg", overrides=list(cut))
+    from_raw = build_modality(config).load(raw)
+    assert capsys.readouterr().err.count(CONTINUOUS_LINE) == 1 and from_raw.info["normalize"] == "recording"
+    np.testing.assert_array_equal(from_raw.x.numpy(), auto.x.numpy())
 
     trials = tmp_path / "eeg_trials.npz"
     rng = np.random.default_rng(7)
@@ -171,7 +180,9 @@ def test_a_run_trained_with_auto_opens_other_data_as_it_was_trained(tmp_path):
 
 def test_restore_keeps_an_explicit_choice_and_refuses_an_unknown_one():
     # A run made before auto existed says instance in its config and nothing in its data_info.
-    for modality in (EEGModality(EEGConfig(normalize="instance")), TimeseriesModality(TimeseriesConfig(normalize="instance"))):
+    explicit = (EEGModality(EEGConfig(normalize="instance")),
+                TimeseriesModality(TimeseriesConfig(normalize="instance")))
+    for modality in explicit:
         modality.restore({"normalize": "recording"})
         assert modality.config.normalize == "instance"
     old = EEGModality()

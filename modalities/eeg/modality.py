@@ -35,7 +35,8 @@ window carries its recording id and its subject id, so splits are by recording o
 made from files are cached on disk.
 
 The defaults are the PART paper's sleep-EEG recipe: 0.1–30 Hz, 100 Hz, 30-second windows, 1-second
-patches, 40 of them sampled per window (but recordings scaled per recording, not per window). The package ships one real recording,
+patches, 40 of them sampled per window (but recordings scaled per recording, not per window). The
+package ships one real recording,
 ``eegmmidb_S001R02.edf`` (PhysioNet EEG Motor Movement/Imagery Dataset, subject 1, run 2; see
 ``ATTRIBUTION.md`` beside it). It lasts 61 s, so the default stride (5 s) overlaps windows to give it
 7 of them.
