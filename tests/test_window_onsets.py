@@ -233,3 +233,16 @@ def test_data_inspect_says_where_windows_sit(tmp_path, capsys):
     assert main(["data", "inspect", str(archive), "--modality", "timeseries", "--set", "modality.window_s=1"]) == 0
     assert ("Recording time: none (trial archive): pretexts that relate windows of one recording refuse it\n"
             in capsys.readouterr().out)
+
+
+def test_inspect_says_nothing_of_recording_time_when_no_window_is_left():
+    # Every recording skipped (e.g. no channel matches): the data is not a trial archive, it is empty,
+    # so `data inspect` prints no "Recording time" line rather than calling it a trial archive.
+    from relpos.cli import _recording_time_line
+    from relpos.modality import recording_time
+
+    empty = relpos.Windows(x=torch.zeros(0, 2, 8), info={"time_unit": "s"})
+    assert recording_time(empty) == {"known": True}
+    assert _recording_time_line(recording_time(empty)) is None
+    trials = relpos.Windows(x=torch.zeros(3, 2, 8), info={"time_unit": "s"})
+    assert _recording_time_line(recording_time(trials)).startswith("Recording time: none (trial archive)")

@@ -206,10 +206,10 @@ def recording_time(windows: Windows) -> dict[str, Any]:
     lengths, at most 4) in ``unit`` (``Windows.info["time_unit"]``, default ``"s"``); no window:
     only ``known``.
     """
+    if len(windows) == 0:
+        return {"known": True}  # nothing was kept: whether it has recording time is not the question
     if not windows.has_recording_time:
         return {"known": False, "unit": (windows.info or {}).get("time_unit")}
-    if len(windows) == 0:
-        return {"known": True}
     durations = np.unique(windows.durations)
     return {
         "known": True,
