@@ -3,9 +3,9 @@
 Their windows are drawn by the loop from the shared index stream (``self.window_request``, served
 from :mod:`relpos.neighbours`), so the global batch's rows must be the same on one process and on two
 (each taking its half), and a run killed after a checkpoint must resume to the uninterrupted losses.
-Two departures are marked xfail(strict=True) with their cause: PART's rows on one process (the
-index stream is the pretext's own stream there) and CPC's losses (standardised over each process's
-half of the batch).
+One departure is marked xfail(strict=True) with its cause: CPC's losses (standardised over each
+process's half of the batch). (PART's rows on one process used to differ too: the index stream was the
+pretext's own stream there; a pretext with a window request now has an index stream of its own.)
 The data is a synthetic 5-minute, 2-channel EEG recording at 100 Hz cut into 30 windows of 10 s;
 the settings fit it (τ of 20 and 100 s, 3 context windows for CPC, a 120-s span for PART).
 """
@@ -176,16 +176,8 @@ def test_both_processes_train_to_the_same_weights(pretext_name, runs):
         assert [np.shape(rows) for rows in run.two_rows[rank]] == [(2, k)] * STEPS
 
 
-SINGLE_STREAM = (
-    "with one process the loop draws the window indices from the same generator as the pretext's own draws "
-    "(src/relpos/training.py _random_streams returns (generator, generator) when world_size is 1), so PART's "
-    "patch draws shift the single process's index stream and its rows after step 1 are not the two-process "
-    "rows; with two processes the index stream is a generator of its own"
-)
-
-
 @pytest.mark.parametrize("pretext_name", [
-    "rp", "ts", "cpc", pytest.param("part", marks=pytest.mark.xfail(strict=True, reason=SINGLE_STREAM)),
+    "rp", "ts", "cpc", "part",
 ])
 def test_two_processes_draw_the_global_rows_of_one_process(pretext_name, runs):
     run = runs(pretext_name)

@@ -471,6 +471,8 @@ def _restore(state: dict[str, Any], pretext: Pretext, optimizer: torch.optim.Opt
             index_generator.set_state(state["index_generator"])
         else:
             set_rng_state(state["rng"], generator)
+            if index_generator is not generator:  # one process with a stream of its own for the windows
+                index_generator.set_state(state["index_generator"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OverflowError) as exc:
         raise RelposError(
             f"Checkpoint {str(ckpt_file)!r} holds an optimizer or random state that cannot be restored "
@@ -731,7 +733,11 @@ def _build_run(config: RunConfig, data: Any, launch: distributed.Launch, device:
     _check_enough_windows(len(windows), launch)
     pretext = build_pretext(config, modality, windows).to(device)
     optimizer = torch.optim.AdamW(_param_groups(pretext, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
-    generator, index_generator = _random_streams(cfg.seed, launch)
+    # A pretext that asks for neighbours gets its window draws from a stream of their own even in one
+    # process, as every process has under torchrun, so its rows do not depend on the process count.
+    # (Other pretexts keep one stream in one process: their runs and checkpoints stay as they were.)
+    own_index_stream = getattr(pretext, "window_request", None) is not None
+    generator, index_generator = _random_streams(cfg.seed, launch, own_index_stream)
     run = _Run(config, launch, device, modality, windows, pretext, optimizer, generator, index_generator, ckpt_file)
     request = getattr(pretext, "window_request", None)
     if request is not None:  # samples of K windows of one recording: which recordings can serve them
@@ -741,18 +747,20 @@ def _build_run(config: RunConfig, data: Any, launch: distributed.Launch, device:
     return run
 
 
-def _random_streams(seed: int, launch: distributed.Launch) -> tuple[torch.Generator, torch.Generator]:
+def _random_streams(seed: int, launch: distributed.Launch,
+                    own_index_stream: bool = False) -> tuple[torch.Generator, torch.Generator]:
     """Seed every random stream of this process; return (its generator, the window-index generator).
 
     The window indices of the global batch are drawn from one stream every process shares (each
     takes its slice), so the data a step sees does not depend on the number of processes;
     augmentation and the pretext's own draws use the process's stream, seeded from (seed, rank), so
-    the processes do not repeat each other's crops and patches.
+    the processes do not repeat each other's crops and patches. One process shares one stream for
+    both unless ``own_index_stream`` (then it seeds them as rank 0 of several would).
     """
     generator = torch.Generator().manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
-    if launch.world_size == 1:
+    if launch.world_size == 1 and not own_index_stream:
         return generator, generator
     own_seed = distributed.rank_seed(seed, launch.rank)
     random.seed(own_seed)
@@ -963,6 +971,8 @@ class _Run:
         if rng_ranks is not None:
             contents.update(world_size=len(rng_ranks), rng_ranks=rng_ranks,
                             index_generator=self.index_generator.get_state())
+        elif self.index_generator is not self.generator:
+            contents["index_generator"] = self.index_generator.get_state()
         return contents
 
     def _write_checkpoint(self, step: int, rng_ranks: list[dict[str, Any]] | None) -> None:
