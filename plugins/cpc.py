@@ -7,10 +7,12 @@ negative windows drawn uniformly among the recording's other windows
 (:class:`relpos_plugins.recording_requests.SequenceWithNegatives`):
 
 * every window is embedded by the run's encoder, one vector ``h`` each, standardised per feature
-  over the batch's windows (a batch norm without affine parameters). Our addition: a ViT's CLS
-  vectors differ little from window to window at initialisation, so without it every candidate
-  scores alike, the context carries nothing, and the loss stays at ln(N_b + 1) (on the sleep night
-  and on a toy recording whose frequency drifts in time alike);
+  over the batch's windows (a batch norm without affine parameters or running statistics; under
+  torchrun over the global batch, every process's windows, with gradients through the statistics
+  as in one process). Our addition: a ViT's CLS vectors differ little from window to window at
+  initialisation, so without it every candidate scores alike, the context carries nothing, and the
+  loss stays at ln(N_b + 1) (on the sleep night and on a toy recording whose frequency drifts in
+  time alike);
 * a GRU reads the context embeddings in time order; its last output is the context ``c_t``;
 * one bilinear map ``W_k`` per future step scores each candidate ``x_j`` with ``h(x_j)ᵀ W_k c_t``;
 * the loss is InfoNCE: for each sample and step ``k``, the cross-entropy of picking the true window
@@ -33,6 +35,7 @@ from torch import nn
 
 from relpos import hookimpl
 from relpos.config import check_fields, setting
+from relpos.distributed import all_reduce_sum, all_reduce_sum_with_grad
 from relpos.trivial_baseline import BASELINE_KEY
 
 from relpos_plugins.rp import RecordingPretext
@@ -64,6 +67,23 @@ def infonce_logits(future: torch.Tensor, negatives: torch.Tensor, predictions: t
     return torch.cat([positive, negative], dim=-1)
 
 
+def standardize_over_batch(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``(N, F)`` vectors standardised per feature over the rows of the global batch.
+
+    Subtracts each feature's mean and divides by the square root of its biased variance plus
+    ``eps`` (``nn.BatchNorm1d(F, affine=False)`` in training mode, up to rounding). Under torchrun
+    the statistics are those of every process's rows, differentiable, so two processes give one
+    process's loss. One formula for any number of processes: the batch-norm kernel, which one
+    process could use, rounds differently, and CPC's training carries that difference into later
+    steps beyond the reassociation of two processes' sums.
+    """
+    count = all_reduce_sum(torch.tensor(float(h.shape[0]), dtype=h.dtype, device=h.device))
+    mean = all_reduce_sum_with_grad(h.sum(0)) / count
+    centred = h - mean
+    variance = all_reduce_sum_with_grad(centred.square().sum(0)) / count
+    return centred * torch.rsqrt(variance + eps)
+
+
 class ContrastivePredictiveCoding(RecordingPretext):
     """CPC: predict the next windows of a recording from a GRU context, against negative windows."""
 
@@ -77,16 +97,22 @@ class ContrastivePredictiveCoding(RecordingPretext):
         super().__init__(config, modality, encoder_config, data)
         self.window_request = SequenceWithNegatives(config.n_context + config.n_predict, config.n_negatives)
         dim = int(self.encoder.feature_dim)
-        self.standardize = nn.BatchNorm1d(dim, affine=False)
         self.context = nn.GRU(dim, dim, batch_first=True)
         self.predictors = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(config.n_predict))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Runs saved before the standardisation became a function hold nn.BatchNorm1d's running
+        # statistics, which nothing read (training mode only): resume and show them without those.
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            state_dict.pop(f"{prefix}standardize.{key}", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, batch, generator):
         n_context, n_predict, n_negatives = self.config.n_context, self.config.n_predict, self.config.n_negatives
         n_sequence = n_context + n_predict
         x, onsets = self.windows_of(batch, n_sequence + n_negatives)
         h = self.embed_windows(x).float()
-        h = self.standardize(h.flatten(0, 1)).reshape(h.shape)
+        h = standardize_over_batch(h.flatten(0, 1)).reshape(h.shape)
         order = onsets[:, :n_sequence].argsort(dim=1, stable=True)
         sequence = h[:, :n_sequence].gather(1, order.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         _, last = self.context(sequence[:, :n_context])

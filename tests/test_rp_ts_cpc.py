@@ -19,7 +19,7 @@ from relpos.modality import Windows
 from relpos.neighbours import RecordingIndex
 from relpos.pretext import construct_pretext
 from relpos.training import build_modality
-from relpos_plugins.cpc import ContrastivePredictiveCoding, CPCConfig
+from relpos_plugins.cpc import ContrastivePredictiveCoding, CPCConfig, standardize_over_batch
 from relpos_plugins.recording_requests import OrderedTriplets, SequenceWithNegatives
 from relpos_plugins.rp import RelativePositioning, RPConfig, rp_labels
 from relpos_plugins.ts import TemporalShuffling, TSConfig, ts_labels
@@ -132,6 +132,35 @@ def test_cpc_loss_is_infonce_over_the_future_window_and_the_negatives():
     order = torch.tensor([2, 0, 1, 3, 4])
     shuffled = {"x": batch["x"][:, order], "onsets": batch["onsets"][:, order]}
     assert pretext(shuffled, torch.Generator().manual_seed(0))[0].item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_cpc_standardises_each_feature_over_the_batch_rows():
+    # feature 0: rows 1, 3 (mean 2, biased variance 1); feature 1: rows 2, 6 (mean 4, biased variance 4)
+    h = torch.tensor([[1.0, 2.0], [3.0, 6.0]], requires_grad=True)
+    out = standardize_over_batch(h)
+    one, two = 1 / math.sqrt(1 + 1e-5), 2 / math.sqrt(4 + 1e-5)
+    torch.testing.assert_close(out, torch.tensor([[-one, -two], [one, two]]))
+    # as nn.BatchNorm1d without affine parameters, in training mode, up to rounding
+    torch.testing.assert_close(out, torch.nn.BatchNorm1d(2, affine=False)(h))
+    # the gradient flows through the statistics: for rows 0, 1, 2 (mean 1, biased variance 2/3), the
+    # middle output (h1 - mean) / s has d/dh1 = (1 - 1/3) / s and d/dh0 = d/dh2 = -1/3 / s (the term of
+    # s vanishes, since h1 - mean = 0), not 1 / s and 0 as with the statistics held fixed
+    h = torch.tensor([[0.0], [1.0], [2.0]], requires_grad=True)
+    standardize_over_batch(h)[1, 0].backward()
+    s = math.sqrt(2 / 3 + 1e-5)
+    torch.testing.assert_close(h.grad, torch.tensor([[-1 / 3 / s], [2 / 3 / s], [-1 / 3 / s]]))
+
+
+def test_cpc_loads_the_weights_of_a_run_saved_with_batch_norm_statistics():
+    pretext = make(ContrastivePredictiveCoding, CPCConfig(n_context=2, n_predict=1, n_negatives=2))
+    state = pretext.state_dict()
+    legacy = dict(state, **{"standardize.running_mean": torch.zeros(4), "standardize.running_var": torch.ones(4),
+                            "standardize.num_batches_tracked": torch.tensor(5)})
+    fresh = make(ContrastivePredictiveCoding, CPCConfig(n_context=2, n_predict=1, n_negatives=2))
+    fresh.load_state_dict(legacy)  # strict, as resume and show load
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+    with pytest.raises(RuntimeError, match="Unexpected"):  # any other stray key is still refused
+        fresh.load_state_dict(dict(state, stray=torch.zeros(1)))
 
 
 def test_cpc_has_one_bilinear_map_per_future_step():

@@ -11,6 +11,8 @@ unconditionally:
 
 * :func:`all_reduce_mean` / :func:`all_reduce_sum`: a statistic every process must agree on
   (DINO's centre, a logged value);
+* :func:`all_reduce_sum_with_grad`: the same sum with gradients flowing back to every process (a
+  statistic of the global batch inside a loss);
 * :func:`all_gather`: the rows of every process concatenated in rank order (a memory bank is
   filled with every process's entries, not just its own); no gradient flows through it;
 * :func:`all_gather_objects`, :func:`barrier`, :func:`run_in_turn` (rank 0 first, e.g. building a
@@ -279,6 +281,30 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     total = tensor.detach().clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total
+
+
+def all_reduce_sum_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of ``tensor`` over the processes, differentiable; ``tensor`` itself in a single process.
+
+    The backward pass sums the gradients of every process, so a statistic of the global batch (a
+    mean over every process's rows) passes to each process's rows the gradient of every process's loss,
+    as in one process. Every process must call it, in the same order.
+    """
+    if not is_distributed():
+        return tensor
+    return _SumOverProcesses.apply(tensor)
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    # torch.distributed.nn.functional.all_reduce does the same but is deprecated (torch 2.x) for
+    # functional collectives that carry no gradient.
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(grad.contiguous())
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
