@@ -230,9 +230,12 @@ def test_the_sleep_recipes_resolve():
 
     rp = resolve_config(CONFIGS / "eeg_sleep_rp.yaml")
     assert (rp.pretext_config.tau_pos_s, rp.pretext_config.tau_neg_s) == (60.0, 900.0)
-    assert rp.modality_config.normalize == "recording" and rp.encoder.pos_embed == "sincos"
-    assert resolve_config(CONFIGS / "eeg_sleep_ts.yaml").pretext == "ts"
-    cpc = resolve_config(CONFIGS / "eeg_sleep_cpc.yaml").pretext_config
+    assert rp.modality_config.normalize == "recording" and rp.encoder.pos_embed == "none"
+    ts = resolve_config(CONFIGS / "eeg_sleep_ts.yaml")
+    assert ts.pretext == "ts" and ts.encoder.pos_embed == "none"
+    cpc = resolve_config(CONFIGS / "eeg_sleep_cpc.yaml")
+    assert cpc.encoder.pos_embed == "none"
+    cpc = cpc.pretext_config
     assert (cpc.n_context, cpc.n_predict, cpc.n_negatives) == (7, 2, 10)
 
 
