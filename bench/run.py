@@ -30,7 +30,7 @@ Run from the repository root::
     .venv/bin/python bench/run.py payoff --jobs 8 --device cuda --steps 2000 --data-root /data
     .venv/bin/python bench/run.py payoff --report-only                    # rebuild the report from the cells
     OMP_NUM_THREADS=1 .venv/bin/python bench/run.py payoff --datasets basicmotions --seeds 0 --steps 5 \\
-        --finetune-steps 5 --out /tmp/smoke                               # a smoke run (about 20 s)
+        --finetune-steps 5 --out bench/results/smoke                              # a smoke run (about 20 s)
 """
 
 from __future__ import annotations
