@@ -222,7 +222,7 @@ STRUCTURES = [
     ("encoder without its config", lambda s: {**s, "encoder": {"in_channels": 1}},
      "describes an encoder that cannot be built"),
     ("weights of another encoder", lambda s: {**s, "model": {k.replace("encoder.", "encoder.x"): v for k, v in s["model"].items()}},
-     "holds encoder weights that do not fit the encoder it describes"),
+     "fills none of the encoder's"),
 ]
 
 

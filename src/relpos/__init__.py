@@ -59,6 +59,8 @@ _LAZY = {
     "TrainResult": "training",
     "load_encoder": "api",
     "PretrainedEncoder": "api",
+    "load_weights": "weights",
+    "LoadReport": "weights",
     "get_modality": "plugins",
     "get_pretext": "plugins",
     "list_modalities": "plugins",

@@ -26,6 +26,7 @@ from .modality import Modality, Windows
 from .paths import path_kind
 from .plugins import get_modality
 from .sampling import grid_boxes
+from .weights import LoadReport, load_weights
 
 FEATURES = ("cls", "mean", "both", "tokens", "grid")
 #: The features that read per-token outputs (an encoder giving one vector per input has none).
@@ -124,6 +125,9 @@ class PretrainedEncoder:
     grid_patch_fraction : float or None
         Patch size of ``features="grid"`` as a fraction of every axis: the run's pretext's training
         patch size (:meth:`relpos.Pretext.grid_patch_fraction`), None for ``1 / grid``.
+    load_report : relpos.weights.LoadReport or None
+        Which of the encoder's weights were loaded (matched, missing, unexpected); None for an
+        encoder built here (random init).
     """
 
     encoder: Encoder
@@ -131,6 +135,9 @@ class PretrainedEncoder:
     config: RunConfig
     step: int
     grid_patch_fraction: float | None = None
+    load_report: LoadReport | None = None
+    #: The run's description of its training data (the checkpoint's ``data_info``: its channel contract).
+    data_info: dict | None = None
 
     @property
     def dim(self) -> int:
@@ -150,7 +157,7 @@ class PretrainedEncoder:
     @torch.no_grad()
     def embed(
         self, x: torch.Tensor, features: str = "cls", batch_size: int = 256, grid: int = DEFAULT_GRID,
-        grid_patch_fraction: float | None = None,
+        grid_patch_fraction: float | None = None, positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Embed windows ``(N, C, *extent)`` on the regular patch grid (the fine-tuning tokenisation).
 
@@ -167,6 +174,12 @@ class PretrainedEncoder:
         grid_patch_fraction : float, optional
             Their size as a fraction of every axis; default :attr:`grid_patch_fraction`, else
             ``1 / grid``.
+
+        positions : torch.Tensor, optional
+            ``(N, C, S)`` channel positions (``Windows.positions``, NaN for absent channels) of a run
+            trained with channel tokens (``modality.space``): each present channel is read on the patch
+            grid as its own tokens (padded channels are no keys), and ``"mean"`` averages the present
+            tokens; ``"cls"``, ``"mean"`` and ``"both"`` only (:mod:`relpos.space`).
 
         Returns
         -------
@@ -188,6 +201,14 @@ class PretrainedEncoder:
                     out = self.encoder.embed_inputs(chunk)
                 outputs.append(out.float().cpu())
             return torch.cat(outputs)
+        if positions is not None:
+            return self._embed_channel_tokens(x, positions, features, batch_size)
+        if x.shape[1] != self.encoder.in_channels and self.encoder.in_channels == 1 and x.shape[1] > 1:
+            raise DataError(
+                f"The encoder reads one channel per token, placed by its position (modality.space), but the "
+                f"{x.shape[1]} channels came without positions; pass positions=windows.positions, or use "
+                f"embed_data(data)."
+            )
         if x.shape[1] != self.encoder.in_channels:
             raise DataError(
                 f"The encoder was trained on {self.encoder.in_channels} channels, but the data has {x.shape[1]}."
@@ -205,19 +226,57 @@ class PretrainedEncoder:
             outputs.append(pool_tokens(tokens, features).float().cpu())
         return torch.cat(outputs)
 
+    def _embed_channel_tokens(self, x: Any, positions: torch.Tensor, features: str, batch_size: int) -> torch.Tensor:
+        """:meth:`embed` of windows whose channels have positions: every present channel on the grid."""
+        from .space import encode_channel_windows, masked_mean
+
+        if features not in ("cls", "mean", "both"):
+            raise RelposError(
+                f"Windows read as channel tokens (modality.space) have no fixed token order, so features "
+                f"{features!r} is not available; use 'cls', 'mean' or 'both'."
+            )
+        if tuple(positions.shape[:2]) != tuple(x.shape[:2]):
+            raise DataError(
+                f"'positions' must be (N, C, S) for windows of shape {tuple(x.shape)}, got {tuple(positions.shape)}."
+            )
+        device = next(self.encoder.parameters()).device
+        self.encoder.eval()
+        outputs = []
+        for start in range(0, len(x), batch_size):
+            chunk = x[start:start + batch_size].to(device)
+            place = positions[start:start + batch_size].to(device)
+            tokens, present = encode_channel_windows(
+                self.encoder, chunk, place, self.modality.patch_size(), self.encoder.patch_shape
+            )
+            cls, mean = tokens[:, 0], masked_mean(tokens[:, 1:], present)
+            out = cls if features == "cls" else mean if features == "mean" else torch.cat([cls, mean], dim=-1)
+            outputs.append(out.float().cpu())
+        return torch.cat(outputs)
+
     def open(self, data: Any) -> Windows:
-        """Open data with the run's modality settings."""
-        return self.modality.load(data)
+        """Open data with the run's modality settings (refused when it shares no channel with the run's contract)."""
+        from .space import check_common_channels
+
+        windows = self.modality.load(data)
+        where = f"The data {str(data)!r}" if isinstance(data, (str, Path)) else "The data"
+        check_common_channels(self.data_info or {}, windows.info or {}, where)
+        return windows
 
     def embed_data(self, data: Any, features: str = "cls") -> torch.Tensor:
         """Open ``data`` with the run's modality and embed every window."""
-        return self.embed(self.open(data).x, features=features)
+        windows = self.open(data)
+        return self.embed(windows.x, features=features, positions=windows.positions)
 
 
 def load_encoder(
-    run_dir: str | Path, device: str | torch.device = "cpu", weights: str = "student"
+    run_dir: str | Path, device: str | torch.device = "cpu", weights: str = "student", strict: bool = True
 ) -> PretrainedEncoder:
     """Load the pretrained encoder of a run directory (or a checkpoint file).
+
+    Loading is strict (:func:`relpos.weights.load_weights`): weights that fill the encoder only in
+    part are refused in one sentence with the matched, missing and unexpected counts, unless
+    ``strict=False``, which loads those that match and warns; :attr:`PretrainedEncoder.load_report`
+    says what was loaded.
 
     ``weights="teacher"`` loads the EMA teacher's encoder of a pretext that has one (``dino``,
     ``pw-self``: the checkpoint's ``teacher_encoder.*``) instead of the trained (student) encoder.
@@ -231,7 +290,7 @@ def load_encoder(
     """
     path = Path(run_dir)
     if path.suffix == ".safetensors" and path_kind(path) in (None, "a file"):
-        return load_exported(path, device)
+        return load_exported(path, device, strict=strict)
     ckpt_file = find_checkpoint(path)
     state = load_checkpoint(ckpt_file, map_location="cpu")
     config = checkpoint_config(state, ckpt_file)
@@ -255,19 +314,13 @@ def load_encoder(
         )
     where = f"Checkpoint {str(ckpt_file)!r}"
     check_weights(encoder, tensors, where)
-    try:
-        encoder.load_state_dict(tensors)
-    except RuntimeError as exc:
-        text = " ".join(str(exc).split())
-        raise RelposError(
-            f"{where} holds encoder weights that do not fit the encoder it "
-            f"describes ({text[:300] + '...' if len(text) > 300 else text})."
-        ) from None
+    report = load_weights(encoder, tensors, where, strict=strict)
     encoder.to(device).eval()
     modality = restore_modality(config, state.get("data_info", {}), where)
     return PretrainedEncoder(
         encoder=encoder, modality=modality, config=config, step=int(state["step"]),
-        grid_patch_fraction=_grid_patch_fraction(config),
+        grid_patch_fraction=_grid_patch_fraction(config), load_report=report,
+        data_info=dict(state.get("data_info") or {}),
     )
 
 
@@ -304,8 +357,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_exported(path: str | Path, device: str | torch.device = "cpu") -> PretrainedEncoder:
+def load_exported(path: str | Path, device: str | torch.device = "cpu", strict: bool = True) -> PretrainedEncoder:
     """Load a ``relpos export --format safetensors`` file as a :class:`relpos.PretrainedEncoder`.
+
+    ``strict`` as in :func:`load_encoder`.
 
     Only tensors and JSON are read (safetensors), so opening a file never runs code from it.
     """
@@ -332,18 +387,13 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Pretr
     except (SafetensorError, OSError, ValueError) as exc:
         raise RelposError(f"{str(path)!r} holds tensors that cannot be read ({' '.join(str(exc).split())[:200]}).") from None
     check_weights(encoder, tensors, repr(str(path)))
-    try:
-        encoder.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise RelposError(
-            f"{str(path)!r} holds weights that do not fit the encoder it describes "
-            f"({' '.join(str(exc).split())[:300]})."
-        ) from None
+    report = load_weights(encoder, tensors, repr(str(path)), strict=strict)
     encoder.to(device).eval()
     modality = restore_modality(config, meta.get("data_info") or {}, repr(str(path)))
     return PretrainedEncoder(
         encoder=encoder, modality=modality, config=config, step=step,
         grid_patch_fraction=_grid_patch_fraction(config),  # --features grid reads the training patch size
+        load_report=report,
     )
 
 

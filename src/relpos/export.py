@@ -45,6 +45,7 @@ import torch
 from . import __version__
 from .api import METADATA_KEY, check_weights, restore_modality
 from .errors import ConfigError, RelposError
+from .weights import load_weights
 
 FORMATS = ("safetensors", "timm")
 #: Version of the metadata layout, so a later relpos can read older files.
@@ -347,11 +348,5 @@ def _check_loadable(encoder_args: dict, tensors: dict, config, data_info: Any, c
             f"so its export would not load."
         ) from None
     check_weights(encoder, tensors, where)
-    try:
-        encoder.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise RelposError(
-            f"{where} holds encoder weights that do not fit the encoder it describes "
-            f"({' '.join(str(exc).split())[:300]})."
-        ) from None
+    load_weights(encoder, tensors, where)  # strict: an export that would not load is not written
     restore_modality(config, data_info, where)
