@@ -97,7 +97,7 @@ class RunConfig:
             "data": self.data,
             "out": self.out,
             "modality": {"name": self.modality, **_plain(dataclasses.asdict(self.modality_config))},
-            "pretext": {"name": self.pretext, **_plain(dataclasses.asdict(self.pretext_config))},
+            "pretext": {"name": self.pretext, **_plain(_pretext_section(self.pretext_config))},
             "encoder": _plain(dataclasses.asdict(self.encoder)),
             "train": _plain(dataclasses.asdict(self.train)),
         }
@@ -107,6 +107,12 @@ class RunConfig:
 
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / f"{self.modality}-{self.pretext}"
+
+
+def _pretext_section(config: Any) -> dict[str, Any]:
+    """A pretext's settings as its YAML section (a composed pretext's: each component's under its name)."""
+    as_section = getattr(config, "as_section", None)
+    return as_section() if callable(as_section) else dataclasses.asdict(config)
 
 
 def _plain(value: Any) -> Any:
@@ -325,6 +331,10 @@ def resolve_config(
             raise ConfigError(
                 f"Unknown config key {key!r}.{did_you_mean(key, SECTIONS)} Top-level keys: {', '.join(SECTIONS)}."
             )
+    if isinstance(raw.get("pretext"), list):  # several pretexts, each with its settings (relpos.compose)
+        from .compose import section_from_list
+
+        raw["pretext"] = section_from_list(raw["pretext"])
     for name in ("modality", "pretext", "encoder", "train"):
         _section(raw, name)
     if modality is not None:
@@ -359,12 +369,17 @@ def resolve_config(
         if path[0] == "encoder":  # the keys of the encoder that encoder.arch names
             encoder_cls = get_encoder_class(str(arch_value(raw["encoder"].get("arch", DEFAULT_ARCH))))
             check_override_path(encoder_cls.Config, path)
+        elif path[0] == "pretext" and hasattr(pre_cls, "build_config"):  # a composed pretext's component
+            pre_cls.check_override(path)
         else:
             check_override_path(mod_cls.Config if path[0] == "modality" else pre_cls.Config, path)
     data = check_path_value("data", raw.get("data"))
     out = check_path_value("out", raw.get("out"))
     modality_config = build_dataclass(mod_cls.Config, mod_values, "modality")
-    pretext_config = build_dataclass(pre_cls.Config, pre_values, "pretext")
+    if hasattr(pre_cls, "build_config"):  # a composed pretext: each component's section (relpos.compose)
+        pretext_config = pre_cls.build_config(pre_values)
+    else:
+        pretext_config = build_dataclass(pre_cls.Config, pre_values, "pretext")
     # the options of the encoder encoder.arch names; the pretext's defaults where it declares them
     encoder = resolve_encoder_options(raw["encoder"], getattr(pre_cls, "encoder_defaults", {}), stored=stored)
     from .encoders import check_encoder_arch

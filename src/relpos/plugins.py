@@ -301,7 +301,12 @@ def get_modality(name: str) -> type:
 
 
 def get_pretext(name: str) -> type:
-    """The pretext class registered as ``name`` (with a did-you-mean error otherwise)."""
+    """The pretext class registered as ``name`` (with a did-you-mean error otherwise); a
+    ``+``-joined name (``part+sove``) is their composition (:mod:`relpos.compose`)."""
+    from .compose import composed_pretext_class, is_composed_name
+
+    if is_composed_name(name):
+        return composed_pretext_class(name)
     return get_registry().get("pretext", name)
 
 

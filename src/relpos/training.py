@@ -805,6 +805,9 @@ class _Run:
         self.generator, self.index_generator = generator, index_generator
         self.lrs = lr_schedule(self.cfg)
         self.baseline_watch = BaselineWatch(self.cfg.steps, self.cfg.warmup_steps)
+        #: One watch per component of a composed pretext, which logs ``NAME/loss_baseline`` (relpos.compose).
+        self.part_watches = {name: BaselineWatch(self.cfg.steps, self.cfg.warmup_steps)
+                             for name in _component_baselines(pretext.log_keys)}
         self.per_process = self.cfg.batch_size // launch.world_size
         use_amp = self.cfg.amp and device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
@@ -826,6 +829,9 @@ class _Run:
         _restore(state, self.pretext, self.optimizer, self.generator, self.index_generator, self.launch.rank,
                  self.ckpt_file)
         _restore_baseline_watch(state, self.baseline_watch, self.ckpt_file)
+        for name, watch in self.part_watches.items():
+            _restore_baseline_watch({"baseline_watch": (state.get("baseline_watches") or {}).get(name)}, watch,
+                                    self.ckpt_file)
         self.start = self.step = int(state["step"])
         self.last_saved = self.start if self.start > 0 else None
 
@@ -910,6 +916,11 @@ class _Run:
         """Feed the stuck-at-baseline watch; rank 0 prints its warning (once per run)."""
         baseline = logs.get(BASELINE_KEY)
         stuck = self.baseline_watch.update(step, self.loss, None if baseline is None else float(baseline))
+        for name, watch in self.part_watches.items():  # each component of a composed pretext on its own
+            said = watch.update(step, float(logs[f"{name}/loss"]), float(logs[f"{name}/{BASELINE_KEY}"]))
+            if said is not None:
+                said = f"pretext {name!r}: " + said.replace(f"'{BASELINE_KEY}' column", f"'{name}/{BASELINE_KEY}' column")
+                stuck = said if stuck is None else f"{stuck}; {said}"
         if stuck is not None and self.main_process:
             if self.progress is not None:
                 self.progress.write(f"relpos: warning: {stuck}", file=sys.stderr)
@@ -968,6 +979,8 @@ class _Run:
             "relpos_version": __version__,
             "baseline_watch": self.baseline_watch.state_dict(),  # so a resumed run judges on the run's steps
         }
+        if self.part_watches:
+            contents["baseline_watches"] = {name: w.state_dict() for name, w in self.part_watches.items()}
         if rng_ranks is not None:
             contents.update(world_size=len(rng_ranks), rng_ranks=rng_ranks,
                             index_generator=self.index_generator.get_state())
@@ -1047,7 +1060,11 @@ class _Run:
 
             plot_loss_quietly(self.run_dir)
         return TrainResult(run_dir=self.run_dir, step=self.cfg.steps, loss=self.loss, pretext=self.pretext,
-                           config=self.config, baseline_summary=self.baseline_watch.summary())
+                           config=self.config, baseline_summary=self._baseline_summary())
+
+    def _baseline_summary(self) -> str | None:
+        parts = [f"{name}: {said}" for name, w in self.part_watches.items() if (said := w.summary())]
+        return "; ".join(filter(None, [self.baseline_watch.summary(), *parts])) or None
 
 
 def _metric_fields(log_keys: Iterable[str]) -> list[str]:
@@ -1055,6 +1072,13 @@ def _metric_fields(log_keys: Iterable[str]) -> list[str]:
     extra = [key for key in log_keys if key != BASELINE_KEY]
     baseline = [BASELINE_KEY] if BASELINE_KEY in log_keys else []
     return METRIC_FIELDS[:2] + baseline + METRIC_FIELDS[2:] + extra
+
+
+def _component_baselines(log_keys: Iterable[str]) -> list[str]:
+    """The components of a composed pretext that log a trivial baseline (``NAME/loss_baseline``)."""
+    keys = set(log_keys)
+    return [key[: -len(BASELINE_KEY) - 1] for key in log_keys
+            if key.endswith(f"/{BASELINE_KEY}") and f"{key[: -len(BASELINE_KEY) - 1]}/loss" in keys]
 
 
 def _jsonable(info: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ Two kinds of output exist, and a pretext says which it needs (:attr:`relpos.Pret
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -105,6 +106,8 @@ class Encoder(nn.Module):
     description: ClassVar[str] = ""
     Config: ClassVar[type] = EncoderOptions
     min_input: ClassVar[int | tuple[int, ...]] = 1
+    #: True inside :meth:`without_positions`: no position embeddings are added (centres are ignored).
+    positions_dropped: bool = False
 
     def __init__(self, config: Any = None, in_channels: int = 0, patch_shape: Sequence[int] = ()):
         # Defaults only so that a class mixing this in after an existing module (the ViT wraps
@@ -113,6 +116,21 @@ class Encoder(nn.Module):
         self.config = config
         self.in_channels = int(in_channels)
         self.patch_shape = tuple(int(p) for p in patch_shape)
+
+    @contextlib.contextmanager
+    def without_positions(self) -> Iterator["Encoder"]:
+        """Run forwards without the encoder's position embeddings, whatever ``pos_embed`` says.
+
+        For a pretext trained without positions on an encoder that has them: a component of a
+        composed pretext (:mod:`relpos.compose`), e.g. PART beside SOVE. Centres passed meanwhile
+        are ignored; an encoder without position embeddings is unchanged.
+        """
+        previous = self.positions_dropped
+        self.positions_dropped = True
+        try:
+            yield self
+        finally:
+            self.positions_dropped = previous
 
     @property
     def per_token_outputs(self) -> bool:

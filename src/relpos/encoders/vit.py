@@ -247,7 +247,7 @@ class PatchEncoder(nn.Module):
             if mask_token is None:
                 raise ValueError("'token_mask' needs the 'mask_token' that replaces the masked patches.")
             tokens = torch.where(token_mask.to(tokens.device).unsqueeze(-1), mask_token.to(tokens.dtype), tokens)
-        if self.config.pos_embed == "sincos":
+        if self.config.pos_embed == "sincos" and not getattr(self, "positions_dropped", False):
             if centers is None:
                 raise ValueError("This encoder uses position embeddings: pass the box centres.")
             pos = sincos_embedding(centers, self.dim).to(tokens.dtype)
