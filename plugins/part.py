@@ -75,6 +75,7 @@ from relpos.errors import ConfigError, DataError
 from relpos.extraction import extract_patches
 from relpos.geometry import Boxes, relative_transform, target_dim
 from relpos.pretext import Pretext
+from relpos.space import extract_channel_patches, sample_channel_tokens
 from relpos.sampling import (
     check_size_ranges,
     grid_boxes,
@@ -344,6 +345,8 @@ class PART(Pretext):
     encoder_pos_embed = ("none", "sincos")
     # the PART paper's Figs. 4-6, drawn by relpos_plugins.part_figures (relpos show)
     figures = ("reconstruction", "uncertainty", "symmetry")
+    # windows whose channels have positions (modality.space): one channel per token, targets in space and time
+    channel_tokens = True
 
     @classmethod
     def check_config(cls, config, modality, encoder_config):
@@ -419,7 +422,14 @@ class PART(Pretext):
         self.check_config(config, type(modality), encoder_config)
         self.patch_size = modality.patch_size()
         self.patch_shape = modality.patch_shape()
-        n_axes = modality.n_axes
+        # channels with positions add their spatial axes in front of the tensor axes (relpos.space)
+        self.space_axes = int(data.positions.shape[-1]) if getattr(data, "positions", None) is not None else 0
+        if self.space_axes and config.scope == "recording":
+            raise ConfigError(
+                "'pretext.scope' 'recording' reads whole windows along time, not channel tokens placed in space; "
+                "use 'pretext.scope' 'window' with modality.space, or modality.space=none."
+            )
+        n_axes = modality.n_axes + self.space_axes
         if self.sampling == "grid":
             self.n_patches = grid_count(self.extent, self.patch_size)
             if config.n_patches not in (0, self.n_patches):
@@ -504,8 +514,17 @@ class PART(Pretext):
             return self.forward_across_windows(batch, generator)
         x = batch["x"]
         batch_size = x.shape[0]
-        boxes = self.sample_boxes(batch_size, generator, x.device)
-        patches = extract_patches(x, boxes, self.patch_shape)
+        if self.space_axes:
+            # one channel per token: boxes (x, y, z, t), the channel's position with size 1, so the targets
+            # are (Δx, Δy, Δz) in the positions' unit and Δt in patch lengths
+            channel, time_boxes, boxes = sample_channel_tokens(
+                batch["positions"], self.extent, self.patch_size, self.n_patches, generator,
+                self.config.scale_range, x.device,
+            )
+            patches = extract_channel_patches(x, channel, time_boxes, self.patch_shape)
+        else:
+            boxes = self.sample_boxes(batch_size, generator, x.device)
+            patches = extract_patches(x, boxes, self.patch_shape)
         pos_masked = None
         if self.masks_positions:
             # Drawn here, not inside the encoder, because the loss and logs must know which pairs
@@ -655,6 +674,7 @@ class PARTGrid(PART):
     name = "part-grid"
     Config = PARTGridConfig
     sampling = "grid"
+    channel_tokens = False  # its grid is the tensor axes' grid
 
 
 @hookimpl

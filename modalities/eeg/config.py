@@ -52,6 +52,9 @@ class EEGConfig:
     # sampling rate of .npy trials (which cannot store it), Hz; 0: not given
     source_sfreq: float = setting(0.0, ge=0, le=MAX_RATE_HZ)
     cache: bool = setting(True)  # cache preprocessed windows on disk ($RELPOS_CACHE_DIR or ~/.cache/relpos)
+    # recordings processed at once on the first pass (-1: one per CPU core; 1: one after the other in
+    # this process); the windows are the same bit for bit (see parallel.py)
+    n_jobs: int = setting(-1, ge=-1, le=4096)
     # auto: recording for recordings (EDF, BDF, FIF..., Raw objects), instance for .npz/.npy trials
     # (printed at load; see common/normalisation_choice.py); instance: each window, each channel to
     # mean 0 / std 1 (the paper's); recording: one robust z-score per channel over the whole recording
@@ -60,9 +63,19 @@ class EEGConfig:
     normalize: str = setting("auto", choices=("auto", "instance", "recording", "file"))
     patch_s: float = setting(1.0, gt=0, le=MAX_DURATION_S)  # patch length, s
     patches_per_window: int = setting(40, ge=2, le=MAX_PATCHES)  # off-grid patches sampled per window
+    # none: a token is a patch of every channel over time; montage: a token is one channel's patch, placed at its
+    # electrode (x, y, z in head radii) and time (see montage.py, space.py, docs/eeg_space.md)
+    space: str = setting("none", choices=("none", "montage"))
+    # with space montage: a montage file MNE reads (.elc, .sfp, .loc, .bvef, ...) whose positions come first
+    montage: str = setting("", free="a montage file")
 
     def validate(self) -> None:
         check_fields(self, "modality")  # each value against its declared range (a config made in Python)
+        if self.n_jobs == 0:
+            raise ConfigError(
+                "Invalid value for 'modality.n_jobs': got 0; allowed values are -1 (one process per CPU "
+                "core) or a number of processes from 1 (1: one recording after the other)."
+            )
         if not 0 <= self.l_freq < self.h_freq:
             raise ConfigError(
                 f"The band-pass needs 0 <= l_freq < h_freq, got l_freq={self.l_freq} Hz, h_freq={self.h_freq} Hz."
@@ -75,6 +88,11 @@ class EEGConfig:
         if self.patch_s > self.window_s:
             raise ConfigError(
                 f"'modality.patch_s' ({self.patch_s} s) is longer than 'modality.window_s' ({self.window_s} s)."
+            )
+        if self.montage and self.space != "montage":
+            raise ConfigError(
+                f"'modality.montage' ({self.montage!r}) places channels for 'modality.space' 'montage', but "
+                f"'modality.space' is {self.space!r}; set modality.space=montage or leave modality.montage empty."
             )
         if not split_names(self.channel_types):
             raise ConfigError("'modality.channel_types' is empty; give MNE channel types, e.g. 'eeg' or 'eeg,eog'.")

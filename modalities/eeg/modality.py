@@ -125,6 +125,12 @@ class EEGModality(Modality):
         """
         if data is None:
             data = self.default_data()
+        if self.config.space == "montage":
+            from .space import load_with_positions
+
+            windows = load_with_positions(self, data)
+            self._last_info = windows.info
+            return windows
         if is_raw(data) or (isinstance(data, (list, tuple)) and data and all(is_raw(r) for r in data)):
             raws = [data] if is_raw(data) else list(data)
             items = []
@@ -286,4 +292,7 @@ class EEGModality(Modality):
         report["retyped_from_names"] = dict(info.get("retyped_from_names") or {})
         report["labelling"] = info.get("labelling")
         report["normalisation"] = describe_normalisation(info)
+        if info.get("channel_contract"):
+            report["channel_contract"] = info["channel_contract"]
+            report["channel_sets"] = dict(info.get("channel_sets") or {})
         return report

@@ -448,5 +448,5 @@ def params_of(cfg) -> dict[str, Any]:
     """Every config field that changes the windows (not the patch geometry, not the cache switch)."""
     import dataclasses
 
-    skip = {"patch_s", "patches_per_window", "cache"}
+    skip = {"patch_s", "patches_per_window", "cache", "n_jobs", "space", "montage"}  # space: placed after the windows
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}

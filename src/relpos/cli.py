@@ -446,8 +446,11 @@ def format_inspect_report(report: dict) -> str:
         lines.append(f"Dropped windows ({sum(int(v) for v in dropped.values())}):")
         for reason, count in dropped.items():
             lines.append(f"  {reason}: {count}")
+    from .space import CONTRACT_KEY, format_contract
+
+    lines += format_contract(report.get(CONTRACT_KEY), limit=80)  # channels placed by position (relpos.space)
     for key, value in report.items():  # whatever a modality's own inspect() adds
-        if key in _REPORT_KEYS or value in (None, {}, []):
+        if key in _REPORT_KEYS or key == CONTRACT_KEY or value in (None, {}, []):
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {v}" for k, v in value.items())
@@ -590,6 +593,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     )
     for path in result.paths:
         print(path)
+    from .show import run_contract
+    from .space import format_contract
+
+    for line in format_contract(run_contract(args.run_dir)):  # a run of channel tokens: its channels
+        print(f"relpos: {line}", file=sys.stderr)
     for name, numbers in result.numbers.items():
         if numbers:
             print(f"relpos: {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()), file=sys.stderr)

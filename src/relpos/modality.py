@@ -48,6 +48,11 @@ class Windows(torch.utils.data.Dataset):
         has no recording time (a trial archive: each window is its own trial).
     durations : numpy.ndarray or None
         ``(N,)`` float64: each window's length, in the unit of :attr:`onsets`; None with it.
+    positions : torch.Tensor or None
+        ``(N, C, S)`` float32: each channel's position on ``S`` spatial axes (EEG: electrode x, y, z),
+        NaN for a channel the window's recording does not have (its samples in :attr:`x` are zeros),
+        so windows of different channel sets stack; None (the default) when channels have no
+        positions. With positions, tokens are one channel each (:mod:`relpos.space`).
     """
 
     x: torch.Tensor
@@ -58,8 +63,16 @@ class Windows(torch.utils.data.Dataset):
     subjects: np.ndarray | None = None
     onsets: np.ndarray | None = None
     durations: np.ndarray | None = None
+    positions: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
+        if self.positions is not None:
+            self.positions = torch.as_tensor(self.positions, dtype=torch.float32)
+            if self.positions.dim() != 3 or tuple(self.positions.shape[:2]) != tuple(self.x.shape[:2]):
+                raise ValueError(
+                    f"Windows' positions must be (N, C, S) for windows of shape {tuple(self.x.shape)}, got "
+                    f"{tuple(self.positions.shape)}."
+                )
         if self.groups is None:
             self.groups = np.array(["0"] * len(self.x))
         if self.subjects is None:
@@ -91,7 +104,7 @@ class Windows(torch.utils.data.Dataset):
         index = index.astype(np.int64, copy=False)
         index_t = torch.as_tensor(index, dtype=torch.long)
         return Windows(
-            x=self.x[index_t],
+            x=self.x.subset(index_t) if hasattr(self.x, "subset") else self.x[index_t],  # relpos.space.PaddedChannels
             labels=self.labels[index_t] if self.labels is not None else None,
             groups=np.asarray(self.groups)[index],
             class_names=list(self.class_names),
@@ -99,6 +112,7 @@ class Windows(torch.utils.data.Dataset):
             subjects=np.asarray(self.subjects)[index],
             onsets=self.onsets[index] if self.onsets is not None else None,
             durations=self.durations[index] if self.durations is not None else None,
+            positions=self.positions[index_t] if self.positions is not None else None,
         )
 
     def __len__(self) -> int:
@@ -106,6 +120,8 @@ class Windows(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = {"x": self.x[index]}
+        if self.positions is not None:
+            item["positions"] = self.positions[index]
         if self.labels is not None:
             item["y"] = self.labels[index]
         return item

@@ -25,9 +25,12 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, DataError, RelposError
+from .space import CONTRACT_KEY, contract_positions
 
 #: The picture every run has (drawn from metrics.csv, not from the model).
 CORE_FIGURES = ("loss",)
+#: The picture of a run's evaluation cards (label-efficiency curves), drawn from RUN/eval, not from the model.
+EVAL_FIGURE = "eval"
 #: Resolution of every PNG written.
 DPI = 100
 #: Samples a model figure is drawn from unless told otherwise.
@@ -238,7 +241,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         ) from None
     modality = get_modality(config.modality)(config.modality_config)
     modality.restore(data_info)
-    shape_only = Windows(x=torch.zeros((1, channels, *extent)), info=dict(data_info))
+    positions = contract_positions(data_info)  # a run of channel tokens (relpos.space): its channels' places
+    if positions is not None:
+        channels = positions.shape[1]
+    shape_only = Windows(x=torch.zeros((1, channels, *extent)), info=dict(data_info), positions=positions)
     with torch.random.fork_rng(devices=[]):  # the initial weights are replaced: leave the caller's stream be
         pretext = construct_pretext(
             get_pretext(config.pretext), config.pretext_config, modality, config.encoder, shape_only
@@ -313,6 +319,15 @@ def open_show_data(loaded: LoadedRun, data: str | Path | None) -> torch.Tensor:
     return windows.x
 
 
+def run_contract(run_dir: str | Path) -> dict[str, Any] | None:
+    """The channel contract a run's checkpoint records (:mod:`relpos.space`), or None."""
+    from .checkpoint import find_checkpoint, load_checkpoint
+
+    state = load_checkpoint(find_checkpoint(Path(run_dir)), mmap=True)
+    contract = (state.get("data_info") or {}).get(CONTRACT_KEY)
+    return contract if isinstance(contract, dict) else None
+
+
 def show(
     run_dir: str | Path,
     what: str | None = None,
@@ -373,16 +388,35 @@ def show(
     encoder_arch = getattr(run_config.encoder, "arch", ATTENTION_ARCH)
     pretext_cls = get_pretext(pretext_name)
     names = available_figures(pretext_cls, encoder_arch)
+    out = Path(out_dir) if out_dir is not None else run_dir / "plots"
+    if what == EVAL_FIGURE:  # the evaluation cards' label-efficiency curves (relpos.evaluation.card)
+        from .evaluation.card import plot_cards
+
+        check_output_file(out / f"{EVAL_FIGURE}.png", "the pictures", _WRITE_HINT)
+        return ShowResult(paths=[plot_cards(run_dir, out / f"{EVAL_FIGURE}.png")])
     if what is not None:
         _check_what(what, pretext_name, pretext_cls, encoder_arch)
         names = (what,)
-    out = Path(out_dir) if out_dir is not None else run_dir / "plots"
     for name in names:  # before anything is drawn: a file in place of the folder, no permission
         check_output_file(out / f"{name}.png", "the pictures", _WRITE_HINT)
     result = ShowResult()
     model_names = [n for n in names if n not in CORE_FIGURES]
+    if model_names and run_contract(run_dir):
+        # channel tokens have no figure of the window's patches yet: docs/eeg_space.md draws them on the scalp
+        if what is not None:
+            raise RelposError(
+                f"The run reads channel tokens placed by their electrodes (modality.space), and figure {what!r} "
+                f"draws whole windows' patches; `relpos show RUN loss` draws its losses."
+            )
+        model_names = []
     if "loss" in names:
         result.paths.append(plot_loss(run_dir, out / "loss.png"))
+    if what is None:
+        from .evaluation.card import plot_cards, read_cards
+
+        if read_cards(run_dir):
+            check_output_file(out / f"{EVAL_FIGURE}.png", "the pictures", _WRITE_HINT)
+            result.paths.append(plot_cards(run_dir, out / f"{EVAL_FIGURE}.png"))
     if model_names:
         loaded = load_run(run_dir)
         x = open_show_data(loaded, data)[:n_samples]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 import os
 import random
@@ -61,6 +62,7 @@ from .neighbours import RecordingIndex, check_rows, index_for_request
 from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
 from .pretext import Pretext, check_forward_output, check_recording_time, construct_pretext
+from .space import CONTRACT_KEY, check_channel_token_pretext
 from .trivial_baseline import BASELINE_KEY, BaselineWatch
 
 METRIC_FIELDS = ["step", "loss", "lr", "samples_per_s"]
@@ -161,6 +163,7 @@ def build_pretext(config: RunConfig, modality: Modality, windows: Windows) -> Pr
     """The run's pretext, seeded, around the encoder built for ``windows`` (see ``construct_pretext``)."""
     pretext_cls = get_pretext(config.pretext)
     check_recording_time(pretext_cls, windows)  # before the encoder is built
+    check_channel_token_pretext(pretext_cls, windows)
     torch.manual_seed(config.train.seed)
     return construct_pretext(pretext_cls, config.pretext_config, modality, config.encoder, windows)
 
@@ -896,7 +899,10 @@ class _Run:
         if self.recording_index is not None:
             return self._neighbour_batch(first)
         index = torch.randint(0, len(self.windows), (self.cfg.batch_size,), generator=self.index_generator)
-        x = self.modality.augment(self.windows.x[index[first:first + self.per_process]], self.generator)
+        mine = index[first:first + self.per_process]
+        x = self.modality.augment(self.windows.x[mine], self.generator)
+        if self.windows.positions is not None:  # channels with positions: tokens are placed by them (relpos.space)
+            return {"x": x.to(self.device, non_blocking=True), "positions": self.windows.positions[mine].to(self.device)}
         return {"x": x.to(self.device, non_blocking=True)}
 
     def _neighbour_batch(self, first: int) -> dict[str, torch.Tensor]:
@@ -1088,4 +1094,6 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
         elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
             out[key] = list(value)
+        elif key in (CONTRACT_KEY, "channel_sets"):  # plain nested data (relpos.space): names, numbers, lists
+            out[key] = json.loads(json.dumps(value))
     return out

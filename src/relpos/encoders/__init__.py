@@ -238,7 +238,9 @@ def build_data_encoder(config: Any, modality: Any, data: Any) -> Encoder:
         The training windows: their ``channels`` and ``extent`` (a CNN reading whole windows
         refuses too small ones here, before training).
     """
-    return build_encoder(config, data.channels, modality.patch_shape(), data.extent)
+    # Windows whose channels have positions are read one channel per token (relpos.space).
+    channels = 1 if getattr(data, "positions", None) is not None else data.channels
+    return build_encoder(config, channels, modality.patch_shape(), data.extent)
 
 
 def rebuild_encoder(args: dict) -> Encoder:

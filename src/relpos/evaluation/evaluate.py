@@ -29,6 +29,7 @@ from ..encoders import rebuild_encoder
 from ..errors import ConfigError, DataError, unknown_name
 from ..modality import Modality, Windows
 from ..paths import refuse_special_file
+from ..space import CONTRACT_KEY, check_common_channels
 from .finetune import FinetuneOptions, finetune
 from .metrics import METRICS
 from .probes import DEFAULT_CS, DEFAULT_KS, DEFAULT_TEMPERATURE, ProbeResult, knn_probe, linear_probe
@@ -299,6 +300,9 @@ def check_data_matches(trained_on: dict[str, Any], windows: Windows, modality: s
         The opened evaluation data.
     """
     where = _source_text(data)
+    if (trained_on or {}).get(CONTRACT_KEY) is not None:  # a run of channel tokens takes other montages
+        check_common_channels(trained_on, windows.info or {}, f"--data {where!r}")
+        trained_on = {k: v for k, v in trained_on.items() if k != "ch_names"}
     extent = trained_on.get("extent")
     if isinstance(extent, list) and extent and [int(e) for e in extent] != list(windows.extent):
         raise DataError(
@@ -359,8 +363,14 @@ def _labelled_split(opened, data: Any, test_fraction: float, seed: int, n_blocks
 # -- features -----------------------------------------------------------------------------------
 def extract_features(encoder: PretrainedEncoder, x: torch.Tensor, features: str, batch_size: int,
                      progress: bool = False, desc: str = "features", grid: int = 3,
-                     grid_patch_fraction: float = 0.0) -> torch.Tensor:
-    """Embed windows in batches (with a progress bar), as :meth:`PretrainedEncoder.embed`."""
+                     grid_patch_fraction: float = 0.0, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Embed windows in batches (with a progress bar), as :meth:`PretrainedEncoder.embed` (``positions``:
+    the windows' channel positions, for a run of channel tokens)."""
+    if positions is not None:
+        chunks = x.split(batch_size)
+        places = positions.split(batch_size)
+        return torch.cat([encoder.embed(chunk, features=features, batch_size=batch_size, positions=place)
+                          for chunk, place in zip(chunks, places)])
     chunks = x.split(batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -450,6 +460,11 @@ def evaluate(
     opened = _open(modality, source, data is not None)
     repeated = _Repeats(cfg, protocol, init, features, label_fraction, seed, device, opened, source)
     train, test, _ = repeated.split_for(seed)
+    if protocol == "finetune" and train.positions is not None:
+        raise ConfigError(
+            "Fine-tuning reads a window's tokens in grid order, which windows of channel tokens (modality.space) "
+            "do not have; evaluate them with the linear or knn protocol."
+        )
     _check_channels(pretrained.encoder.in_channels, train, test, modality, source)
     if data is not None:
         trained_on = _trained_data_info(run_dir)
@@ -497,6 +512,8 @@ def _check_arguments(protocol: str | None, init: str, features: str, repeats: in
 
 
 def _check_channels(channels: int, train: Windows, test: Windows, modality: Modality, source: Any) -> None:
+    if train.positions is not None and test.positions is not None:
+        return  # channel tokens (relpos.space): any number of channels, each placed by its position
     if train.channels != channels or test.channels != channels:
         raise DataError(
             f"The run's encoder takes {channels} channel(s) of {modality.name} data, but "
@@ -568,9 +585,9 @@ class _Repeats:
         encoder, cfg = self.encoder_for(repeat_seed), self.cfg
         feats = (
             extract_features(encoder, train.x, self.features, cfg.embed_batch_size, cfg.progress, "train features",
-                             cfg.grid, cfg.grid_patch_fraction),
+                             cfg.grid, cfg.grid_patch_fraction, positions=train.positions),
             extract_features(encoder, test.x, self.features, cfg.embed_batch_size, cfg.progress, "test features",
-                             cfg.grid, cfg.grid_patch_fraction),
+                             cfg.grid, cfg.grid_patch_fraction, positions=test.positions),
         )
         if self.from_run:
             self.cached[how] = feats
