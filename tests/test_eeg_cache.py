@@ -50,7 +50,7 @@ def test_second_load_comes_from_the_cache_without_mne(tmp_path, count_reads, mon
     folder = tmp_path / "d"
     write_fif(folder / "a_raw.fif", seed=1)
     write_fif(folder / "b_raw.fif", seed=2)
-    first = eeg(stride_s=10).load(folder)
+    first = eeg(stride_s=10, n_jobs=1).load(folder)  # one process, so that its reads are counted here
     assert count_reads["n"] == 2 and first.info["cache"]["hit"] is False
     count_reads["forbidden"] = True
     second = eeg(stride_s=10).load(folder)

@@ -17,6 +17,7 @@ from relpos.errors import DataError
 from ..common.channel_types import retype_by_name, retyped_hint
 from ..common.channels import PIN_HINT, dead_channel_warning
 from .channel_policy import NoLiveChannel, channel_status, joined, live_channels, needed_channels
+from .parallel import Prefetch, jobs_for, progress, replay
 from .pipeline import LabelRule, _TooShort, named_channels, recording_windows, select_channels, split_names
 from .reading import Item, Unreadable, one_line
 
@@ -118,15 +119,23 @@ class RecordingsBuild:
             common = self._common_channels(items, writer, state)
         state.classes = rule.class_names(set()) if rule.active and not rule.identity else []
         index = {c: i for i, c in enumerate(state.classes)}
-        for item in items:
-            if any(s["path"] == item.where.strip("'") for s in state.skipped):
-                continue
-            try:
-                self._build_one(writer, item, rule, strict, common, state, index)
-            except DataError as exc:
-                if not self.report:
-                    raise
-                self._skip(writer, state, item, str(exc).rstrip("."))
+        jobs = jobs_for(cfg.n_jobs, len(items)) if all(it.raw is None for it in items) else 1
+        prefetch = Prefetch(self, items, common, state.dead, state.dead_mostly, jobs) if jobs > 1 else None
+        try:
+            for item in progress(items):
+                ahead = prefetch.take() if prefetch is not None else None  # one per item, in order
+                if any(s["path"] == item.where.strip("'") for s in state.skipped):
+                    continue
+                try:
+                    if ahead is None or not replay(self, writer, item, state, index, ahead):
+                        self._build_one(writer, item, rule, strict, common, state, index)
+                except DataError as exc:
+                    if not self.report:
+                        raise
+                    self._skip(writer, state, item, str(exc).rstrip("."))
+        finally:
+            if prefetch is not None:
+                prefetch.close()
         self._finish(writer, rule, source, state)
 
     def _build_one(self, writer, item: Item, rule: LabelRule, strict: bool, common, state: BuildState, index) -> None:
