@@ -93,9 +93,41 @@ class Method:
         """The config file the runs start from (None: the modality's defaults) and the data set's extra overrides."""
         if self.config == "modality":
             return None, list(ds.modality_overrides)
+        if self.config == "dataset" and "+" in self.pretext:  # a composition: its pretexts' recipes, merged
+            return composed_recipe(ds, self.pretext), []
         if self.config == "dataset" or self.config.startswith("dataset:"):
             return ds.recipe(self.config.partition(":")[2] or self.pretext), []
         return REPO / self.config, []
+
+
+def composed_recipe(ds: DataSet, pretext: str) -> Path:
+    """The config of a composed pretext (``part+sove``) on ``ds``, from the data set's recipe of each
+    component (``configs/<prefix>_part.yaml``, ``..._sove.yaml``): each pretext section under its name;
+    the modality, encoder and train sections merged, the first recipe's value where two differ, except
+    ``encoder.pos_embed``, left to the composition (sin-cos when any component trains with it).
+    Written to ``bench/results/compose_configs/`` (the runs and the random-init cache read it)."""
+    import yaml
+
+    merged: dict[str, Any] = {"modality": {}, "pretext": {"name": pretext}, "encoder": {}, "train": {}}
+    for name in pretext.split("+"):
+        path = ds.recipe(name)
+        if not path.is_file():
+            fail(f"the data set {ds.name} has no recipe for {name!r} ({path.relative_to(REPO)}), which the "
+                 f"composition {pretext!r} is built from; write one first.")
+        raw = yaml.safe_load(path.read_text()) or {}
+        section = dict(raw.get("pretext") or {})
+        section.pop("name", None)
+        merged["pretext"][name] = section
+        for key in ("modality", "encoder", "train"):
+            for option, value in (raw.get(key) or {}).items():
+                merged[key].setdefault(option, value)
+    merged["encoder"].pop("pos_embed", None)
+    out = BENCH / "results" / "compose_configs" / f"{ds.prefix}_{pretext.replace('-', '_')}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(merged, sort_keys=False)
+    if not out.is_file() or out.read_text() != text:
+        out.write_text(text)
+    return out
 
 
 @dataclass
@@ -1003,7 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
     from relpos.plugins import list_pretexts
 
     known = list_pretexts()
-    bad = sorted({recipe.method(m).pretext for m in args.methods} - set(known))
+    bad = sorted({name for m in args.methods for name in recipe.method(m).pretext.split("+")} - set(known))
     if bad:
         fail(f"the recipe {recipe.name} names the pretext(s) {', '.join(map(repr, bad))}; registered pretexts: "
              f"{', '.join(known)}.")
