@@ -44,6 +44,11 @@ patches that do not overlap cannot be told from their content, and such pairs ar
 pairs and nearly all of the loss; d = 1 keeps the pairs whose content can be aligned
 (bench/README.md, the sleep-night section).
 
+Channel tokens (EEG with ``modality.space: montage``, docs/eeg_space.md): when the windows' channels have
+positions (``Windows.positions``), a token is one channel's patch (:mod:`relpos.space`) and its box is the
+channel's position (size 1 per spatial axis) followed by its time patch, so θ is ``(Δx, Δy, Δz, Δt)``: position
+differences in the positions' unit (head radii) and Δt in patch lengths, the same formula; the head is unchanged.
+
 PART across windows (``pretext.scope: recording``; ``window``, the default, is everything above):
 each sample is ``windows`` (K) windows of one recording within ``span_s`` seconds of an anchor
 (:class:`relpos.WithinSpan`, drawn by the training loop). Off-grid patches are drawn in every window
