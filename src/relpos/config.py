@@ -64,10 +64,16 @@ class TrainConfig:
     seed: int = setting(0, ge=0, le=MAX_SEED)
     device: str = setting("auto", pattern=DEVICE_PATTERN, pattern_help=DEVICE_HELP)
     amp: bool = setting(True)  # bf16 autocast when training on CUDA
+    compile: bool = setting(False)  # torch.compile the step's forward (falls back to eager, said once)
     log_every: int = setting(10, ge=1, le=MAX_STEPS)
     ckpt_every: int = setting(50, ge=1, le=MAX_STEPS)
     tensorboard: bool = setting(True)
     progress: bool = setting(True)
+    # RankMe (and the online kNN) of the encoder on train.monitor_windows fixed training windows, every
+    # N steps and at the last (relpos.monitors); 0: off
+    monitor_every: int = setting(100, ge=0, le=MAX_STEPS)
+    monitor_windows: int = setting(256, ge=2, le=2**20)
+    monitor_knn: bool = setting(False)  # also a kNN on labelled windows of held-out recordings
 
 
 #: Largest config file read: YAML files of options are a few hundred bytes.

@@ -61,8 +61,10 @@ from .modality import Modality, Windows
 from .neighbours import RecordingIndex, check_rows, index_for_request
 from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
+from .monitors import Monitors
 from .pretext import Pretext, check_forward_output, check_recording_time, construct_pretext
 from .space import CONTRACT_KEY, check_channel_token_pretext
+from .step_options import StepForward, adamw
 from .trivial_baseline import BASELINE_KEY, BaselineWatch
 
 METRIC_FIELDS = ["step", "loss", "lr", "samples_per_s"]
@@ -638,6 +640,7 @@ def _train_steps(run: _Run) -> None:
     (or the first) to ``train.steps``."""
     cfg, pretext, optimizer = run.cfg, run.pretext, run.optimizer
     pretext.train()
+    forward = StepForward(run.model, cfg.compile, say=run.main_process)  # train.compile (relpos.step_options)
     for step in range(run.start + 1, cfg.steps + 1):
         run.step = step
         # Every schedule is a function of (steps taken, total), so resume stays exact.
@@ -649,7 +652,7 @@ def _train_steps(run: _Run) -> None:
             optimizer.param_groups[0]["weight_decay"] = float(decay)  # _param_groups: decayed first
         batch = run.next_batch()
         with run.autocast():
-            output = run.model(batch, run.generator)
+            output = forward(batch, run.generator)
         if step == run.start + 1:  # once: what forward returns is of the same kinds at every step
             check_forward_output(pretext, output)
         loss, logs = output
@@ -735,7 +738,7 @@ def _build_run(config: RunConfig, data: Any, launch: distributed.Launch, device:
     )
     _check_enough_windows(len(windows), launch)
     pretext = build_pretext(config, modality, windows).to(device)
-    optimizer = torch.optim.AdamW(_param_groups(pretext, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
+    optimizer = adamw(_param_groups(pretext, cfg.weight_decay), cfg.lr, device)  # fused on CUDA
     # A pretext that asks for neighbours gets its window draws from a stream of their own even in one
     # process, as every process has under torchrun, so its rows do not depend on the process count.
     # (Other pretexts keep one stream in one process: their runs and checkpoints stay as they were.)
@@ -825,6 +828,10 @@ class _Run:
         self.progress: Any = None
         self._format_checked = False
         self._t_last, self._samples = 0.0, 0
+        #: RankMe (and the online kNN) every train.monitor_every steps (relpos.monitors); None: off.
+        self.monitors = (Monitors(windows, modality, self.cfg.monitor_windows, self.cfg.monitor_knn, self.cfg.seed)
+                         if self.cfg.monitor_every else None)
+        self.monitored: dict[str, float] = {}
 
     # -- setup and restore ------------------------------------------------------------------------
     def restore(self, state: dict[str, Any]) -> None:
@@ -890,7 +897,9 @@ class _Run:
                 f"Cannot write to the run directory {str(self.run_dir)!r}: {exc.strerror or exc}; choose "
                 f"another --out."
             ) from None
-        self.log = _MetricsLog(self.run_dir, _metric_fields(self.pretext.log_keys), self.start, self.cfg.tensorboard)
+        monitored = ["rankme", *(["knn"] if self.cfg.monitor_knn else [])] if self.monitors is not None else []
+        self.log = _MetricsLog(self.run_dir, _metric_fields(self.pretext.log_keys) + monitored, self.start,
+                               self.cfg.tensorboard)
 
     # -- one step -------------------------------------------------------------------------------
     def next_batch(self) -> dict[str, torch.Tensor]:
@@ -948,18 +957,35 @@ class _Run:
         """Advance the progress bar; every ``train.log_every`` steps and at the last, log a row."""
         self._samples += self.cfg.batch_size
         baseline = logs.get(BASELINE_KEY)
+        measured = self.monitor(step)
         if self.progress is not None:
             self.progress.update(1)
             self.progress.set_postfix(
-                loss=f"{self.loss:.4f}", **({"baseline": f"{float(baseline):.4f}"} if baseline is not None else {})
+                loss=f"{self.loss:.4f}", **({"baseline": f"{float(baseline):.4f}"} if baseline is not None else {}),
+                **{key: f"{value:.3g}" for key, value in self.monitored.items()},
             )
-        if (step % self.cfg.log_every == 0 or step == self.cfg.steps) and self.log is not None:
+        if (step % self.cfg.log_every == 0 or step == self.cfg.steps or measured) and self.log is not None:
             now = time.perf_counter()
             row = {"step": step, "loss": self.loss, "lr": float(self.lrs[step - 1]),
                    "samples_per_s": self._samples / max(now - self._t_last, 1e-9)}
             row.update({k: float(v) for k, v in logs.items()})
+            row.update(measured)
             self.log.write(row)
             self._t_last, self._samples = now, 0
+
+    def monitor(self, step: int) -> dict[str, float]:
+        """Every ``train.monitor_every`` steps and at the last, on rank 0: RankMe (and the online kNN) of the
+        encoder, with a warning the first time RankMe says the embeddings collapsed (:mod:`relpos.monitors`)."""
+        if self.monitors is None or not self.main_process or (step % self.cfg.monitor_every and step != self.cfg.steps):
+            return {}
+        self.monitored = self.monitors.measure(self.pretext.encoder, self.config)
+        collapsed = self.monitors.collapse_warning(step, self.monitored["rankme"])
+        if collapsed is not None:
+            if self.progress is not None:
+                self.progress.write(f"relpos: warning: {collapsed}", file=sys.stderr)
+            else:
+                warn(collapsed)
+        return self.monitored
 
     # -- save -----------------------------------------------------------------------------------
     def save(self, step: int) -> None:

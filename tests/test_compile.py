@@ -1,0 +1,108 @@
+"""``train.compile``: the step's forward through ``torch.compile``, or one warning line and eager mode.
+
+Where compiling fails, the step is run again in eager mode from the same random state, so the run's
+losses are those of ``train.compile: false`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+
+from relpos import step_options
+from relpos.step_options import StepForward, adamw
+
+from conftest import read_metrics, train_tiny_part
+
+
+def losses(run_dir) -> list[float]:
+    _, rows = read_metrics(run_dir)
+    return [float(row["loss"]) for row in rows]
+
+
+def warnings_of(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "train.compile" in line]
+
+
+@pytest.fixture(scope="module")
+def eager_losses(tmp_path_factory):
+    return losses(train_tiny_part(tmp_path_factory.mktemp("eager") / "run"))
+
+
+def test_compile_on_cpu_trains_like_eager_or_says_why_in_one_line(tmp_path, capsys, monkeypatch, eager_losses):
+    # Dynamo's own backend: the tracing, guards and graph breaks of a compiled step in ~10 s; inductor's
+    # C++ code generation adds ~100 s on 2 cores (measured in bench/README.md), too long for a test.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    compiled = losses(train_tiny_part(tmp_path / "run", extra=["train.compile=true"]))
+    said = warnings_of(capsys.readouterr().err)
+    assert len(compiled) == len(eager_losses) == 2
+    if said:  # no compiler here: eager from the first step, so the very same losses
+        assert len(said) == 1 and said[0].startswith("relpos: warning: train.compile is on but ")
+        assert compiled == eager_losses
+    else:  # compiled: the same losses up to the reordering of float32 sums
+        assert all(math.isclose(a, b, rel_tol=1e-3) for a, b in zip(compiled, eager_losses))
+
+
+class _BrokenCompiler:
+    """A torch.compile whose compiled forward fails when first called, as a missing C++ compiler does."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model):
+        def compiled(*args, **kwargs):
+            self.calls += 1
+            torch.rand(3, generator=args[1])  # what a forward drew before failing is drawn again in eager
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found in\n torch._inductor.config.cpp.cxx")
+
+        return compiled
+
+
+def test_a_failing_compile_falls_back_with_one_warning_line_and_the_eager_losses(tmp_path, capsys, monkeypatch, eager_losses):
+    broken = _BrokenCompiler()
+    monkeypatch.setattr(torch, "compile", broken)
+    compiled = losses(train_tiny_part(tmp_path / "run", extra=["train.compile=true"]))
+    said = warnings_of(capsys.readouterr().err)
+    assert broken.calls == 1  # tried once, then eager for good
+    assert said == [
+        "relpos: warning: train.compile is on but torch.compile failed on the first step (RuntimeError: "
+        "InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx); training without "
+        "it (eager, as with train.compile: false)."
+    ]
+    assert compiled == eager_losses  # bit for bit: the random stream was rewound
+
+
+def test_compile_unavailable_is_said_before_the_first_step(monkeypatch, capsys):
+    def unsupported(model):
+        raise RuntimeError("Dynamo is not supported on Python 3.99+")
+
+    monkeypatch.setattr(torch, "compile", unsupported)
+    model = torch.nn.Linear(2, 2)
+    forward = StepForward(lambda batch, generator: model(batch["x"]), enabled=True)
+    assert not forward.active
+    assert warnings_of(capsys.readouterr().err) == [
+        "relpos: warning: train.compile is on but torch.compile is unavailable here (RuntimeError: Dynamo is not "
+        "supported on Python 3.99+); training without it (eager, as with train.compile: false)."
+    ]
+    x = torch.ones(1, 2)
+    assert torch.equal(forward({"x": x}, torch.Generator()), model(x))
+
+
+def test_compile_off_calls_the_model_itself(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda model: pytest.fail("compiled although train.compile is off"))
+    seen = []
+    forward = StepForward(lambda batch, generator: seen.append(batch) or 1.0, enabled=False)
+    assert forward({"x": 1}, torch.Generator()) == 1.0 and seen == [{"x": 1}] and not forward.active
+
+
+def test_adamw_is_fused_on_cuda_only():
+    weight = torch.nn.Parameter(torch.ones(3))
+    cpu = adamw([{"params": [weight]}], 1e-3, torch.device("cpu"))
+    assert not cpu.defaults.get("fused") and cpu.defaults["betas"] == step_options.BETAS
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device for the fused AdamW (none on this machine)")
+    gpu = torch.nn.Parameter(torch.ones(3, device="cuda"))
+    assert adamw([{"params": [gpu]}], 1e-3, torch.device("cuda")).defaults["fused"] is True
