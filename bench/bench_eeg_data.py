@@ -203,6 +203,21 @@ def build_dataset(folder: Path, n_files: int, copies: int) -> dict:
     return info
 
 
+def describe_dataset(folder: Path) -> dict:
+    """The facts ``build_dataset`` gives, for a folder of EDF files given with ``--data-dir``."""
+    import mne
+
+    names = sorted(f.name for f in folder.glob("*.edf") if "hypnogram" not in f.name.lower())
+    raws = [mne.io.read_raw(folder / n, preload=False, verbose="error") for n in names]
+    duration_s = sum(r.n_times / r.info["sfreq"] for r in raws)
+    return {
+        "folder": folder.name, "names": names, "files": len(names),
+        "channels": len(raws[0].ch_names), "sfreq": float(raws[0].info["sfreq"]),
+        "duration_s": duration_s / len(names), "hours": duration_s / 3600,
+        "bytes": int(sum((folder / n).stat().st_size for n in names)),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # workers (run in fresh subprocesses)
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +237,10 @@ def worker_relpos(args) -> dict:
 
     Mod = relpos.get_modality("eeg")
     cfg = Mod.Config()
-    for key, value in dict(l_freq=L_FREQ, h_freq=H_FREQ, sfreq=SFREQ, window_s=WINDOW_S, stride_s=args.stride).items():
+    # the windows braindecode cuts: a fixed grid from the start, each z-scored per channel
+    settings = dict(l_freq=L_FREQ, h_freq=H_FREQ, sfreq=SFREQ, window_s=WINDOW_S, stride_s=args.stride,
+                    labels="none", normalize="instance", n_jobs=args.n_jobs)
+    for key, value in settings.items():
         setattr(cfg, key, value)
     for key in ("channel_types",):
         if hasattr(cfg, key):
@@ -311,9 +329,9 @@ def worker_braindecode(args) -> dict:
     if args.mode == "saved":
         from braindecode.datautil import load_concat_dataset
 
-        ds = load_concat_dataset(args.saved_dir, preload=False, n_jobs=1)
+        ds = load_concat_dataset(args.saved_dir, preload=False, n_jobs=args.n_jobs)
     else:
-        files = sorted(Path(args.data).glob("*.edf"))
+        files = sorted(f for f in Path(args.data).glob("*.edf") if "hypnogram" not in f.name.lower())
         ds = BaseConcatDataset(
             [
                 RawDataset(mne.io.read_raw(f, preload=False, verbose="error"), description={"path": str(f)})
@@ -326,16 +344,16 @@ def worker_braindecode(args) -> dict:
             Preprocessor("resample", sfreq=SFREQ),
         ]
         if args.mode == "save":
-            preprocess(ds, preprocessors, save_dir=args.saved_dir, overwrite=True, n_jobs=1)
+            preprocess(ds, preprocessors, save_dir=args.saved_dir, overwrite=True, n_jobs=args.n_jobs)
         else:
-            preprocess(ds, preprocessors, n_jobs=1)
+            preprocess(ds, preprocessors, n_jobs=args.n_jobs)
     t_pre = time.perf_counter() - t1
     wds = create_fixed_length_windows(
         ds,
         window_size_samples=window,
         window_stride_samples=stride,
         drop_last_window=True,
-        n_jobs=1,
+        n_jobs=args.n_jobs,
     )
     t_win = time.perf_counter() - t1 - t_pre
     n = len(wds)
@@ -475,6 +493,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-braindecode", action="store_true")
     p.add_argument("--no-saved", action="store_true", help="skip braindecode's save_dir/load_concat_dataset row")
     p.add_argument("--out-stem", default=STEM)
+    p.add_argument("--n-jobs", type=int, default=1,
+                   help="processes on both sides (relpos modality.n_jobs, braindecode n_jobs; -1: every core)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="time these EDF files (hypnograms aside) instead of building the data set")
+    p.add_argument("--first-only", action="store_true", help="only the first passes (no from-cache rows)")
     # worker mode
     p.add_argument("--worker", choices=["relpos", "braindecode"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -504,7 +527,8 @@ def main(argv=None) -> int:
     data_dir = workdir / "data"
     print(f"building the data set in {data_dir} ...", flush=True)
     t0 = time.perf_counter()
-    ds = build_dataset(data_dir, args.files, args.copies)
+    ds = build_dataset(data_dir, args.files, args.copies) if args.data_dir is None else describe_dataset(args.data_dir)
+    data_dir = data_dir if args.data_dir is None else args.data_dir.resolve()
     print(
         f"  {args.files} EDF files x {ds['duration_s']:.0f} s = {ds['hours']:.2f} h, {ds['channels']} channels at "
         f"{ds['sfreq']:g} Hz, {ds['bytes'] / 2**20:.0f} MiB ({time.perf_counter() - t0:.1f} s)",
@@ -517,7 +541,9 @@ def main(argv=None) -> int:
     machine["torch_threads"] = 1
     payload = {
         "machine": machine,
-        "threads": "1 (OMP/MKL/OPENBLAS_NUM_THREADS=1, torch.set_num_threads(1), n_jobs=1) on both sides",
+        "threads": f"1 per process (OMP/MKL/OPENBLAS_NUM_THREADS=1, torch.set_num_threads(1)); n_jobs={args.n_jobs} "
+                   "on both sides",
+        "n_jobs": args.n_jobs,
         "params": {"l_freq": L_FREQ, "h_freq": H_FREQ, "sfreq": SFREQ, "window_s": WINDOW_S, "strides_s": args.strides},
         "dataset": ds,
         "braindecode": {"available": bd_ok, "version_or_error": bd_version, "env": str(BRAINDECODE_ENV)},
@@ -560,13 +586,14 @@ def main(argv=None) -> int:
                 raise RuntimeError("the relpos first pass hit the cache although its cache folder was empty")
             runs.setdefault("relpos_first", []).append(res)
             case["cache_bytes"] = dir_size(cache_dir)
-            res = run_once(labels["relpos_cache_warm"], "relpos", base + ["--track-memory"], env_cache, args, r)
-            if not (res.get("cache") or {}).get("hit"):
-                raise RuntimeError(f"the relpos from-cache run missed the cache: {res.get('cache')}")
-            runs.setdefault("relpos_cache_warm", []).append(res)
-            res = run_once(labels["relpos_cache_cold"], "relpos", base + ["--track-memory"], env_cache, args, r,
-                           before=lambda: evict_page_cache([cache_dir]))
-            runs.setdefault("relpos_cache_cold", []).append(res)
+            if not args.first_only:
+                res = run_once(labels["relpos_cache_warm"], "relpos", base + ["--track-memory"], env_cache, args, r)
+                if not (res.get("cache") or {}).get("hit"):
+                    raise RuntimeError(f"the relpos from-cache run missed the cache: {res.get('cache')}")
+                runs.setdefault("relpos_cache_warm", []).append(res)
+                res = run_once(labels["relpos_cache_cold"], "relpos", base + ["--track-memory"], env_cache, args, r,
+                               before=lambda: evict_page_cache([cache_dir]))
+                runs.setdefault("relpos_cache_cold", []).append(res)
             shutil.rmtree(cache_dir, ignore_errors=True)
             if bd_ok:
                 res = run_once(labels["braindecode"], "braindecode",
@@ -612,7 +639,8 @@ def render(payload: dict) -> str:
         f"Date {m['date']}; {m['cpu']}, {m['cpu_count']} cores; Python {m['python']}, torch {m['torch']}; "
         f"braindecode {payload['braindecode']['version_or_error'] if payload['braindecode']['available'] else 'not available: ' + payload['braindecode']['version_or_error']}.",
         f"Threads: {payload['threads']}.",
-        f"Data: {ds['files']} EDF files of {ds['duration_s']:.0f} s ({ds['copies']} × the 61-s EEGMMIDB sample), "
+        f"Data: {ds['files']} EDF files of {ds['duration_s']:.0f} s "
+        f"({str(ds['copies']) + ' × the 61-s EEGMMIDB sample' if 'copies' in ds else ds['folder']}), "
         f"{ds['channels']} EEG channels at {ds['sfreq']:g} Hz, {ds['hours']:.2f} h in all, "
         f"{ds['bytes'] / 2**20:.0f} MiB of EDF.",
         "Parameters: band-pass 0.1–30 Hz, resample to 100 Hz, 30-s windows, per-window per-channel z-score. "
@@ -664,22 +692,25 @@ def render(payload: dict) -> str:
                 ]
             )
         lines += ["", f"## Stride {case['stride_s']:g} s", "", markdown_table(header, table), ""]
-        warm = rows["relpos_cache_warm"]
-        anon = warm["peak_rss_anon_mib"]
-        after_import = max(r["mem_after_import"].get("VmRSS_mib", 0) for r in warm["runs"])
-        anon_import = max(r["mem_after_import"].get("RssAnon_mib", 0) for r in warm["runs"])
-        lines.append(
-            f"Cache on disk: {case['cache_bytes'] / 2**20:.0f} MiB. From cache, iterating all windows in chunks of "
-            f"{CHUNK}: VmHWM {warm['peak_rss_mib']:.0f} MiB (RSS after imports {after_import:.0f} MiB), "
-            f"peak anonymous RSS {anon:.0f} MiB (after imports: {anon_import:.0f} MiB); the rest of VmHWM is file-backed page cache of the memory map, "
-            "which the kernel reclaims under pressure. Load from cache imported MNE: "
-            f"{any(r.get('mne_imported_by_load') for r in warm['runs'])}."
-        )
+        warm = rows.get("relpos_cache_warm")
         first = rows["relpos_first"]
-        lines.append(
-            f"relpos first pass: load {_fmt(first['median_load_s'])} s + touch {_fmt(first['median_touch_s'])} s; "
-            f"from cache: load {_fmt(warm['median_load_s'])} s + touch {_fmt(warm['median_touch_s'])} s."
-        )
+        if warm is None:  # --first-only
+            lines.append(f"relpos first pass: load {_fmt(first['median_load_s'])} s + touch {_fmt(first['median_touch_s'])} s.")
+        else:
+            anon = warm["peak_rss_anon_mib"]
+            after_import = max(r["mem_after_import"].get("VmRSS_mib", 0) for r in warm["runs"])
+            anon_import = max(r["mem_after_import"].get("RssAnon_mib", 0) for r in warm["runs"])
+            lines.append(
+                f"Cache on disk: {case['cache_bytes'] / 2**20:.0f} MiB. From cache, iterating all windows in chunks of "
+                f"{CHUNK}: VmHWM {warm['peak_rss_mib']:.0f} MiB (RSS after imports {after_import:.0f} MiB), "
+                f"peak anonymous RSS {anon:.0f} MiB (after imports: {anon_import:.0f} MiB); the rest of VmHWM is file-backed page cache of the memory map, "
+                "which the kernel reclaims under pressure. Load from cache imported MNE: "
+                f"{any(r.get('mne_imported_by_load') for r in warm['runs'])}."
+            )
+            lines.append(
+                f"relpos first pass: load {_fmt(first['median_load_s'])} s + touch {_fmt(first['median_touch_s'])} s; "
+                f"from cache: load {_fmt(warm['median_load_s'])} s + touch {_fmt(warm['median_touch_s'])} s."
+            )
         if bd:
             lines.append(
                 f"braindecode: preprocess + windows {_fmt(bd['median_load_s'])} s, iterate + z-score "
