@@ -21,7 +21,7 @@ from conftest import CONFIGS, read_metrics, run_cli, tiny_args
 import relpos
 from relpos.cli import main
 
-METRICS_HEADER = ["step", "loss", "loss_baseline", "lr", "samples_per_s", "center_l2"]
+METRICS_HEADER = ["step", "loss", "loss_baseline", "lr", "samples_per_s", "center_l2", "rankme"]
 CHECKPOINT_KEYS = {"step", "model", "optimizer", "rng", "config", "encoder"}
 
 
@@ -94,6 +94,7 @@ def test_metrics_csv_has_one_row_per_logged_step(eeg_run):
     header, rows = read_metrics(eeg_run["run_dir"])
     assert header == METRICS_HEADER
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert [bool(r["rankme"]) for r in rows] == [False, False, True]  # the monitors: every 100 steps and the last
     # Warm-up is min(warmup_steps=20, steps=3) = 3 steps, so lr_k = 5e-4 * k / 3.
     assert [float(r["lr"]) for r in rows] == pytest.approx([5e-4 / 3, 2 * 5e-4 / 3, 5e-4], rel=1e-12)
     for r in rows:

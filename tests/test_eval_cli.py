@@ -114,8 +114,9 @@ def test_linear_probe_writes_json_csv_and_prints_a_table(capsys, image_run):
     # barely trained encoder.
     assert result["mean"]["accuracy"] == 1.0 and result["mean"]["cohen_kappa"] == 1.0
     rows = read_csv(image_run)
-    assert len(rows) == before + 1
-    assert rows[-1]["protocol"] == "linear" and float(rows[-1]["accuracy"]) == 1.0
+    assert len(rows) == before + 2  # the evaluation card scores random init beside it, with the same seed
+    assert rows[-2]["protocol"] == "linear" and float(rows[-2]["accuracy"]) == 1.0
+    assert rows[-1]["init"] == "random"
     assert "results written to" in err
 
 

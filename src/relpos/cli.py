@@ -95,11 +95,17 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
             "else by subject, else by recording, else by contiguous blocks of time within the one "
             "recording): accuracy, balanced accuracy, macro-F1 and Cohen's "
             "kappa, as mean ± std over --repeats. Results go to RUN_DIR/eval/ as JSON and a CSV row "
-            "(for an exported NAME.safetensors, to NAME-eval/ beside it)."
+            "(for an exported NAME.safetensors, to NAME-eval/ beside it). For the run's own weights it also writes "
+            "the evaluation card, RUN_DIR/eval/PROTOCOL-DATA.json and .md: random init of the same architecture "
+            "with the same seeds, 95 % intervals, the difference, the leakage check and hashes (docs/evaluation.md)."
         ),
     )
-    p.add_argument("run_dir", metavar="RUN_DIR",
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
                    help="run directory written by `relpos train`, or a file written by `relpos export`")
+    p.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                   help="print the evaluation cards of two runs on the same data side by side (nothing is computed)")
+    p.add_argument("--no-card", action="store_true",
+                   help="score only --init's encoder, without the card (random init beside it, intervals, leakage)")
     p.add_argument("--protocol", choices=("linear", "knn", "finetune"),
                    help="linear probe or kNN on frozen features, or fine-tuning (default: linear; "
                         "finetune for --init supervised)")
@@ -109,9 +115,10 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
                         "tokens, both, the patch tokens concatenated in grid order (keeps their order; N x dim "
                         "numbers per window), or grid: the whole input's vector followed by those of an "
                         "eval.grid x eval.grid grid of patches (Spatial Reasoning's evaluation) (default: cls)")
-    p.add_argument("--label-fraction", default="1.0", metavar="F|N",
+    p.add_argument("--label-fraction", default="1.0", metavar="F|N[,...]",
                    help="fraction of the training labels per class, e.g. 0.01, or an integer number of "
-                        "subjects, e.g. 5 (default: 1.0, every label)")
+                        "subjects, e.g. 5; several separated by commas draw the card's label-efficiency curve, "
+                        "e.g. 0.01,0.05,0.1,1.0 (default: 1.0, every label)")
     p.add_argument("--repeats", type=int, default=1, help="repeats with seeds SEED, SEED+1, ..., at most 100 (default: 1)")
     p.add_argument("--init", choices=("pretrained", "teacher", "random", "supervised"), default="pretrained",
                    help="the run's weights (a dino/pw-self/sove run's student), its EMA teacher's weights, the same "
@@ -132,7 +139,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .config import check_path_value, parse_override
     from .errors import ConfigError
     from .evaluation import evaluate
-    from .evaluation.splits import parse_label_fraction
 
     options: dict = {}
     modality: dict = {}
@@ -148,10 +154,43 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         (options if path[0] == "eval" else modality)[path[1]] = value
     if args.no_progress:
         options["progress"] = False
+    from .evaluation.card import compare, format_card, parse_label_fractions, write_card
+
+    if args.compare:
+        if args.run_dir is not None:
+            raise ConfigError(
+                f"Invalid arguments: give RUN_DIR or --compare RUN_A RUN_B, not both (got RUN_DIR {args.run_dir!r})."
+            )
+        print(compare(*(check_path_value("--compare", run, "") for run in args.compare), protocol=args.protocol))
+        return 0
+    if args.run_dir is None:
+        raise ConfigError("Missing RUN_DIR: give a run directory (or an exported file) to evaluate, or --compare RUN_A RUN_B.")
+    fractions = parse_label_fractions(args.label_fraction)  # before anything is read
+    if not args.no_card and args.init in ("pretrained", "teacher"):
+        card = write_card(
+            check_path_value("RUN_DIR", args.run_dir, ""), protocol=args.protocol,
+            data=check_path_value("--data", args.data, "the data the run was trained on"), features=args.features,
+            label_fractions=fractions, repeats=args.repeats, init=args.init, seed=args.seed,
+            modality_overrides=modality or None, **options,
+        )
+        if args.json:
+            print(json.dumps(card.to_dict(), indent=2, default=str))
+        else:
+            sys.stdout.write("".join(card.tables) + "\n" + format_card(card.to_dict()))
+        if card.path is not None:
+            print(f"relpos: results written to {card.path} and {card.path.with_suffix('.md')} (the evaluation card), "
+                  f"and each encoder's to {card.path.parent / 'results.csv'}", file=sys.stderr)
+        return 0
+    if len(fractions) > 1:
+        raise ConfigError(
+            f"Invalid value for '--label-fraction': several values ({args.label_fraction}) draw the card's "
+            f"label-efficiency curve, which needs the run's own weights and the card (leave out --no-card and --init "
+            f"{args.init})."
+        )
     result = evaluate(
         check_path_value("RUN_DIR", args.run_dir, ""), protocol=args.protocol,
         data=check_path_value("--data", args.data, "the data the run was trained on"), features=args.features,
-        label_fraction=parse_label_fraction(args.label_fraction), repeats=args.repeats, init=args.init,
+        label_fraction=fractions[0], repeats=args.repeats, init=args.init,
         seed=args.seed, modality_overrides=modality or None, **options,
     )
     if args.json:
@@ -555,7 +594,7 @@ def _show_parser(sub: argparse._SubParsersAction) -> None:
         help="draw pictures of a run (loss curves, and what its pretext can draw) as PNG files",
         description=(
             "Write PNG pictures of a run and print their paths: 'loss' (every column of metrics.csv) "
-            "for any run, 'attention' for a ViT encoder, and the pictures its pretext draws (PART: 'reconstruction', 'uncertainty', "
+            "for any run, 'eval' (the label-efficiency curves of its evaluation cards), 'attention' for a ViT encoder, and the pictures its pretext draws (PART: 'reconstruction', 'uncertainty', "
             "'symmetry'). Without WHAT, every picture the run's pretext can draw."
         ),
     )

@@ -190,7 +190,10 @@ def plot_loss(run_dir: str | Path, path: str | Path | None = None) -> Path:
     for ax, keys in zip(axes.flat, panels):
         for key in keys:
             style = {"linestyle": "--", "color": "grey"} if key == BASELINE_KEY else {}
-            ax.plot(steps, columns[key], label=key, **style)
+            logged = [(s, v) for s, v in zip(steps, columns[key]) if math.isfinite(v)]
+            if len(logged) < len(steps):  # a column logged every few rows (the monitors' rankme, knn): points joined
+                style["marker"] = "o"
+            ax.plot([s for s, _ in logged], [v for _, v in logged], label=key, **style)
         if _wants_log_scale([v for key in keys for v in columns[key]]):
             ax.set_yscale("log")
         ax.set_xlabel("step")

@@ -550,6 +550,9 @@ class _Repeats:
         self.n_train: list[int] = []
         self.folds: list[str] = []
         self.how, self.n_test = "", 0
+        #: Per repeat: the test labels and the predictions (the card's bootstrap over test windows).
+        self.truths: list[np.ndarray] = []
+        self.predictions: list[np.ndarray] = []
 
     def split_for(self, repeat_seed: int) -> tuple[Windows, Windows, str]:
         cfg = self.cfg
@@ -634,6 +637,8 @@ class _Repeats:
                 result = knn_probe(train_feats[keep], y_train[keep], test_feats, y_test, ks=cfg.ks,
                                    temperature=cfg.temperature, **probe_args)
         self.metrics.append(result.metrics)
+        self.truths.append(y_test)
+        self.predictions.append(np.asarray(result.predictions, dtype=np.int64))
         self.chosen.append({**result.chosen, **({"validation_scores": result.validation} if result.validation else {})})
         self.n_train.append(int(len(keep)))
         self.how, self.n_test = how, len(y_test)
