@@ -220,3 +220,25 @@ def test_inspect_and_show_print_the_channel_contract(tmp_path, capsys, one_threa
     assert "Channel contract: 2 channel(s)" in err and "Pz-Oz: (+0.002, -1.032, +0.512)" in err
     with pytest.raises(ConfigError):
         relpos.resolve_config(modality="eeg", pretext="part", overrides=["modality.space=grid"])
+
+
+def test_a_subset_of_mixed_windows_stays_unpadded_and_keeps_its_positions():
+    import relpos as rp
+
+    six = (torch.arange(3 * 6 * 4, dtype=torch.float32).reshape(3, 6, 4), torch.arange(18.0).reshape(6, 3))
+    two = (-torch.ones(2, 2, 4), torch.zeros(2, 3))
+    x, positions = stack_channel_sets([six, two])
+    windows = rp.Windows(x=x, positions=positions)
+    picked = windows.subset(np.array([4, 1]))
+    assert isinstance(picked.x, PaddedChannels) and picked.x.rows.shape == (2 + 6, 4)  # only the rows it uses
+    assert torch.equal(picked.x[0][:2], -torch.ones(2, 4)) and torch.equal(picked.x[1], six[0][1])
+    assert torch.isnan(picked.positions[0, 2:]).all() and torch.equal(picked.positions[1], six[1])
+
+
+def test_show_refuses_a_window_figure_of_channel_tokens_in_one_sentence(tmp_path, capsys, one_thread):
+    data = save_raw(tmp_path / "rec_raw.fif", ["Fpz-Cz", "Pz-Oz"])
+    assert main(cli_args(tmp_path / "run", data, "train.monitor_every=0")) == 0
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "run"), "reconstruction"]) == 2
+    err = capsys.readouterr().err
+    assert "reads channel tokens placed by their electrodes" in err and "Traceback" not in err
