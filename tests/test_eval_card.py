@@ -70,10 +70,13 @@ def test_overlap_is_the_same_recording_and_time_span():
 
 
 def test_overlap_of_trials_is_the_same_trial():
-    seen = _windows(["s1", "s1", "s2"])
-    test = _windows(["s1", "s2", "s2"], x=torch.stack([seen.x[1], seen.x[1], seen.x[2]]))
-    # trial 1 of s1 again: seen; the same values under s2: another subject's trial; trial 2 of s2: seen
-    assert count_overlap([test], seen)[:2] == (2, 3)
+    seen = _windows(["0", "1", "2"])
+    # a test split's trials are named by their index too: only their values say which were seen
+    test = _windows(["0", "1", "2"], x=torch.stack([seen.x[2], seen.x[0] + 1.0, seen.x[1]]))
+    assert count_overlap([test], seen) == (2, 3, "same trial (identical values)")
+    images = _windows(["0", "1"], np.zeros(2), x=torch.stack([seen.x[0] + 1.0, seen.x[1]]))
+    images.info = {"time_unit": "window"}  # images: onsets in windows, one item each
+    assert count_overlap([images], _windows(["0", "1"], np.zeros(2), x=seen.x[:2]))[:2] == (1, 2)
 
 
 # -- end to end ----------------------------------------------------------------------------------
@@ -159,8 +162,9 @@ def test_a_card_with_a_label_efficiency_curve(capsys, image_run):
         assert kappa["seed_std"] == pytest.approx(np.std(by_seed, ddof=1))
     assert card["curve"][0]["n_train"] == [12, 12]  # half of the 12 windows of each class
     assert card["leakage"]["checked"] is True
-    # what the image modality trained on from this archive decides the count; it is reported either way
-    assert card["leakage"]["test_windows"] == 12 and 0 <= card["leakage"]["overlapping"] <= 12
+    # the run pretrained on the archive's 24 training images; its 12 test images are other images
+    assert (card["leakage"]["overlapping"], card["leakage"]["test_windows"]) == (0, 12)
+    assert card["leakage"]["overlap_means"] == "same trial (identical values)"
     assert "# Evaluation card: linear probe of" in out and "pretrained − random" in out
     assert "results written to" in err and "(the evaluation card)" in err
     # the same weights give the same hash; the per-encoder results are still written beside it

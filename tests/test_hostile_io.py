@@ -206,7 +206,9 @@ def test_eval_of_an_exported_file_writes_beside_it(exported, shades, capsys):
     capsys.readouterr()
     assert main(["eval", str(exported), "--no-progress"]) == 0
     folder = exported.parent / "encoder-eval"
-    assert _files(folder) == ["linear-pretrained-cls.json", "results.csv"]
+    card = next(folder.glob("linear-shades-*.json")).name  # the evaluation card, with random init beside it
+    assert _files(folder) == sorted(["linear-pretrained-cls.json", "linear-random-cls.json", card,
+                                     card.replace(".json", ".md"), "results.csv"])
     assert json.loads((folder / "linear-pretrained-cls.json").read_text())["run_dir"] == str(exported)
     # with --data too: the export's metadata says what the encoder was trained on
     assert main(["eval", str(exported), "--data", str(shades), "--protocol", "knn", "--no-progress"]) == 0
