@@ -107,3 +107,9 @@ def test_a_collapse_is_warned_once(tmp_path):
     fresh = Monitors(windows, Flat(), 10, knn=False, seed=0)
     fresh.dim = 192
     assert fresh.collapse_warning(100, 2.5) is None
+
+
+def test_the_progress_bar_shows_the_last_rankme(tmp_path, capsys):
+    _train(tmp_path, _labelled_cases(tmp_path), "train.monitor_every=2", "train.progress=true")
+    err = capsys.readouterr().err
+    assert "rankme=" in err and "loss=" in err
