@@ -12,6 +12,8 @@ Two parts, both on the CPU with ``OMP_NUM_THREADS=1``:
      (``pretext.pair_max_offset=1.0``, within a patch length in time and a head radius in space) and
      ``normalize: recording``;
    * its architecture at random init;
+   * ``part-space-night``: the same spatial PART on the night alone (which of the two, the montages or the
+     channel tokens, changes the result), and its random init;
    * ``part-none-night``: PART with ``space=none`` (today's layout: a token is a patch of both channels) on the
      night alone, the same recipe (the ``part-near`` row of ``bench/run.py sleep_rp``), and its random init;
    * the night's twelve log band powers (``_common.log_band_powers``).
@@ -156,7 +158,9 @@ def probe_all(args) -> None:
     night, everything = data_root() / "eeg" / "sleep-edf", data_root() / "eeg"
     cells: dict[str, dict[int, dict]] = {}
     pretrain: dict[str, dict[int, dict]] = {}
-    for name, data in (("part-space-3", everything), ("part-none-night", night)):
+    runs = {"part-space-3": everything, "part-space-night": night, "part-none-night": night}
+    for name in args.runs:
+        data = runs[name]
         for seed in args.seeds:
             run_dir = OUT / "eeg_space_runs" / f"{name}-s{seed}-{args.steps}"
             config = config_for(name, data, args.steps, seed, run_dir)
@@ -169,7 +173,12 @@ def probe_all(args) -> None:
             pretrain.setdefault(name, {})[seed] = {"loss": float(last["loss"]), "baseline": float(last["loss_baseline"])}
             for init in ("pretrained", "random"):
                 t0 = time.perf_counter()
-                scores = evaluate_run(run_dir, night, init, seed, args.time_blocks)
+                kept = run_dir / f"bench-eval-{init}-{args.time_blocks}.json"  # a rerun reuses the scores
+                if kept.is_file():
+                    scores = json.loads(kept.read_text())
+                else:
+                    scores = evaluate_run(run_dir, night, init, seed, args.time_blocks)
+                    kept.write_text(json.dumps(scores))
                 cells.setdefault(f"{name} ({init})", {})[seed] = scores
                 print(f"[{name} {init} s{seed}] κ linear {scores['linear']['cohen_kappa']:.3f}, kNN "
                       f"{scores['knn']['cohen_kappa']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -198,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=("cost", "probe"), required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--runs", nargs="+", default=["part-space-3", "part-space-night", "part-none-night"],
+                        choices=["part-space-3", "part-space-night", "part-none-night"])
     parser.add_argument("--time-blocks", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
