@@ -240,6 +240,8 @@ def worker_relpos(args) -> dict:
     # the windows braindecode cuts: a fixed grid from the start, each z-scored per channel
     settings = dict(l_freq=L_FREQ, h_freq=H_FREQ, sfreq=SFREQ, window_s=WINDOW_S, stride_s=args.stride,
                     labels="none", normalize="instance", n_jobs=args.n_jobs)
+    if args.channels:
+        settings["channels"] = args.channels
     for key, value in settings.items():
         setattr(cfg, key, value)
     for key in ("channel_types",):
@@ -339,7 +341,7 @@ def worker_braindecode(args) -> dict:
             ]
         )
         preprocessors = [
-            Preprocessor("pick_types", eeg=True),
+            Preprocessor("pick", picks=args.channels.split(",")) if args.channels else Preprocessor("pick_types", eeg=True),
             Preprocessor("filter", l_freq=L_FREQ, h_freq=H_FREQ),
             Preprocessor("resample", sfreq=SFREQ),
         ]
@@ -498,6 +500,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="time these EDF files (hypnograms aside) instead of building the data set")
     p.add_argument("--first-only", action="store_true", help="only the first passes (no from-cache rows)")
+    p.add_argument("--channels", default="", help="channel names, comma-separated, picked on both sides (default: EEG)")
     # worker mode
     p.add_argument("--worker", choices=["relpos", "braindecode"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -530,7 +533,7 @@ def main(argv=None) -> int:
     ds = build_dataset(data_dir, args.files, args.copies) if args.data_dir is None else describe_dataset(args.data_dir)
     data_dir = data_dir if args.data_dir is None else args.data_dir.resolve()
     print(
-        f"  {args.files} EDF files x {ds['duration_s']:.0f} s = {ds['hours']:.2f} h, {ds['channels']} channels at "
+        f"  {ds['files']} EDF files x {ds['duration_s']:.0f} s = {ds['hours']:.2f} h, {ds['channels']} channels at "
         f"{ds['sfreq']:g} Hz, {ds['bytes'] / 2**20:.0f} MiB ({time.perf_counter() - t0:.1f} s)",
         flush=True,
     )
@@ -554,7 +557,8 @@ def main(argv=None) -> int:
     for stride in args.strides:
         print(f"\nstride {stride:g} s:", flush=True)
         case = {"stride_s": stride, "rows": {}}
-        base = ["--data", str(data_dir), "--stride", str(stride)]
+        base = ["--data", str(data_dir), "--stride", str(stride), "--n-jobs", str(args.n_jobs)]
+        base += ["--channels", args.channels] if args.channels else []
         probe_rel = str(workdir / f"probe_relpos_{stride:g}.npy")
         probe_bd = str(workdir / f"probe_bd_{stride:g}.npy")
         saved_dir = workdir / "bd_saved"  # braindecode's preprocessing does not depend on the stride
@@ -720,7 +724,8 @@ def render(payload: dict) -> str:
             ag = case["agreement"]
             lines.append(
                 f"Same windows on both sides: counts equal {ag['n_windows_equal']}; windows {ag['probe_indices']} "
-                f"differ by at most {ag['max_abs_diff']:.2g} (z-scored units)."
+                + (f"differ by at most {ag['max_abs_diff']:.2g} (z-scored units)." if ag["same_shape"]
+                   else "have different shapes (not the same channels).")
             )
         quiet = all(r["all_quiet"] for r in rows.values())
         loads = [v for r in rows.values() for v in r["loadavg_1m"]]
