@@ -263,3 +263,14 @@ def test_the_nap_keeps_its_six_electrodes_and_places_them(shared_data):
     assert [c["name"] for c in contract] == ["EEG F3", "EEG F4", "EEG C3", "EEG C4", "EEG O1", "EEG O2"]
     o1, o2 = windows.positions[0, 4], windows.positions[0, 5]
     assert o1[0] < 0 < o2[0] and o1[1] < -1.0 and torch.allclose(o1[1], o2[1], atol=0.01)  # left/right, back
+
+
+def test_raw_objects_of_two_montages_open_together_as_two_recordings():
+    def raw(names, seed):
+        rng = np.random.default_rng(seed)
+        return mne.io.RawArray(20e-6 * rng.standard_normal((len(names), 4000)), mne.create_info(names, 100.0, "eeg"),
+                               verbose="error")
+
+    windows = eeg_space().load([raw(["Cz", "Pz", "Oz"], 0), raw(["Fpz-Cz"], 1)])
+    assert windows.x.shape == (8, 3, 1000) and sorted(set(windows.groups)) == ["raw0", "raw1"]
+    assert windows.info["channel_sets"] == {"raw0": ["Cz", "Pz", "Oz"], "raw1": ["Fpz-Cz"]}

@@ -25,7 +25,7 @@ from relpos.space import CONTRACT_KEY, stack_channel_sets
 
 from .montage import HEAD_RADIUS_M, SPACE_AXES, electrode_names, place_channels, read_montage_file, recording_montage
 from .reading import is_raw
-from .sources import resolve_recordings
+from .sources import resolve_recordings, strip_suffix, subject_of
 
 NUMPY_SUFFIXES = (".npz", ".npy")
 
@@ -34,8 +34,13 @@ def _parts(modality, data) -> list[tuple[Windows, dict, str, str | None, str | N
     """(windows, the recording's own montage, where, recording id, subject id) per recording, each opened alone."""
     if is_raw(data) or (isinstance(data, (list, tuple)) and data and all(is_raw(r) for r in data)):
         raws = [data] if is_raw(data) else list(data)
-        return [(modality.load_with(raw, space="none"), recording_montage(raw), f"Raw object {i}", None, None)
-                for i, raw in enumerate(raws)]
+        parts = []
+        for i, raw in enumerate(raws):  # ids as the eeg modality gives Raw objects opened together
+            names = getattr(raw, "filenames", None) or [None]
+            rid = strip_suffix(Path(str(names[0])).name) if names[0] else f"raw{i}"
+            parts.append((modality.load_with(raw, space="none"), recording_montage(raw), f"Raw object {i}", rid,
+                          subject_of(rid, modality.config.subject_pattern) or rid))
+        return parts
     if isinstance(data, (str, Path)) and str(data).lower().endswith(NUMPY_SUFFIXES):
         return [(modality.load_with(data, space="none"), {}, repr(str(data)), None, None)]
     if not isinstance(data, (str, Path)):
