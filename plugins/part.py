@@ -477,6 +477,8 @@ class PART(Pretext):
             + (("size_mse",) if config.predict_size else ())
             + (("mse_masked_pairs", "baseline_masked_pairs", "mse_visible_pairs") if self.masks_positions else ())
         )
+        if self.space_axes:  # the spatial components alone: their share of the MSE is small beside Δt's
+            self.log_keys += ("mse_space", "baseline_space")
         if self.across_windows:
             n_cross = config.n_pairs - self.n_within_pairs
             self.log_keys += (("mse_within_pairs", "baseline_within_pairs") if self.n_within_pairs else ()) + (
@@ -565,6 +567,10 @@ class PART(Pretext):
             }
             if self.config.predict_size:
                 logs["size_mse"] = F.mse_loss(pred[..., d:], theta[..., d:]).item()
+            if self.space_axes:
+                space = self.space_axes
+                logs["mse_space"] = F.mse_loss(pred[..., :space], theta[..., :space]).item()
+                logs["baseline_space"] = constant_baseline(theta[..., :space]).item()
             if masked_pair is not None:
                 logs["mse_masked_pairs"] = _masked_mean(pair_error, masked_pair).item()
                 logs["baseline_masked_pairs"] = positions_only_baseline(
