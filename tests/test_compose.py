@@ -312,6 +312,32 @@ class StuckConfig:
     pass
 
 
+def test_one_pretext_with_a_window_request_sets_the_samples_and_the_others_see_their_first_window():
+    config = relpos.resolve_config(modality="eeg", pretext="rp+part", overrides=[
+        "encoder.dim=16", "encoder.depth=1", "encoder.heads=2", "modality.window_s=10", "modality.patch_s=1",
+        "pretext.part.n_pairs=8", "pretext.rp.tau_pos_s=60", "pretext.rp.tau_neg_s=120"])
+    onsets = np.arange(40, dtype=float) * 10.0
+    windows = relpos.Windows(x=torch.randn(40, 2, 1000), groups=np.array(["r"] * 40), onsets=onsets,
+                             durations=np.full(40, 10.0), info={"sfreq": 100.0})
+    modality = relpos.get_modality("eeg")(config.modality_config)
+    composed = construct_pretext(relpos.get_pretext("rp+part"), config.pretext_config, modality, config.encoder, windows)
+    assert composed.window_request is composed.parts["rp"].window_request  # the loop draws pairs of windows
+    received = {}
+    original = composed.parts["part"].forward
+
+    def spy(batch, generator):
+        received["x"] = batch["x"]
+        return original(batch, generator)
+
+    composed.parts["part"].forward = spy
+    x = torch.randn(4, 2, 2, 1000)
+    batch = {"x": x, "onsets": torch.tensor([[0.0, 30.0]] * 4), "window_index": torch.tensor([[0, 3]] * 4)}
+    loss, logs = composed(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(received["x"], x[:, 0])  # PART: the first window of each pair
+    assert {"rp/loss", "rp/accuracy", "part/loss", "part/center_l2"} <= set(logs)
+    assert float(loss) == pytest.approx(float(logs["rp/loss"]) + float(logs["part/loss"]), rel=1e-6)
+
+
 class Stuck(relpos.Pretext):
     """A pretext whose loss is its trivial baseline (a constant it cannot lower), plus a tiny gradient."""
 
