@@ -221,6 +221,13 @@ def test_the_weight_decay_is_the_largest_any_pretext_asks_for(part_sove):
         assert result.pretext.weight_decay_at(step, 4) == sove.weight_decay_at(step, 4)  # PART asks for none
 
 
+def test_out_of_memory_advice_names_each_pretexts_settings_where_they_live(part_sove):
+    _, result = part_sove
+    hint = result.pretext.memory_hint(4)
+    assert hint.startswith("sove: each sample makes up to")  # PART gives no advice of its own
+    assert "pretext.sove.n_local (now 2" in hint and "pretext.n_local" not in hint
+
+
 def _kill_after_a_checkpoint(argv: list[str], out: Path, steps: int, timeout: float = 300) -> int:
     """tests/test_resume.py's killer: SIGKILL once a checkpoint exists and a later step was logged."""
     proc = subprocess.Popen([sys.executable, "-m", "relpos.cli", *argv], stdout=subprocess.DEVNULL,

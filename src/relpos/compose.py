@@ -147,7 +147,7 @@ class ComposedConfig:
 
 def _in_component(text: str, name: str) -> str:
     """A component's sentence with its setting names as they are spelt in a composed config."""
-    return re.sub(r"'pretext\.", f"'pretext.{name}.", text)
+    return re.sub(r"(?<![\w.])pretext\.", f"pretext.{name}.", text)
 
 
 def _reword(exc: ConfigError, name: str) -> ConfigError:
