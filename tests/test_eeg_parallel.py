@@ -83,7 +83,7 @@ def test_a_dead_channel_in_a_later_recording_starts_again_and_still_matches(tmp_
     write_edf(folder / "b.edf", seed=1, flat=("Cz",))  # Cz dead here: left out of every recording
     write_edf(folder / "c.edf", seed=2)
     serial = eeg(n_jobs=1).load(folder)
-    parallel = eeg(n_jobs=-1).load(folder)
+    parallel = eeg(n_jobs=2).load(folder)  # two workers even on a one-core machine
     assert serial.info["dead_channels"] == ["Cz"]
     assert parallel.x.shape[1] == 2
     _same(serial, parallel)
