@@ -8,7 +8,8 @@ import torch
 
 import relpos
 from relpos.config import TrainConfig
-from relpos.training import TrainingError, _param_groups, lr_schedule
+from relpos.errors import TrainingError
+from relpos.optim import lr_schedule, param_groups as _param_groups
 
 from conftest import TINY_OVERRIDES
 

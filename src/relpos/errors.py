@@ -32,6 +32,10 @@ class PluginError(RelposError):
     """A plugin is broken, duplicated or unknown."""
 
 
+class TrainingError(RelposError):
+    """Training had to stop (e.g. the loss became NaN or infinite, or memory ran out)."""
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""`` when nothing is close."""
     matches = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)

@@ -489,3 +489,27 @@ def check_modality_class(cls: type[Modality]) -> None:
 
 declare_contract("modality", Modality, check_modality_class)
 
+
+
+def open_data(modality: Modality, source: Any) -> Windows:
+    """Open training data with the modality, or its bundled sample when ``source`` is None."""
+    from .errors import DataError
+    from .paths import refuse_special_file
+
+    if source is None:
+        source = modality.default_data()
+        if source is None:
+            raise DataError(
+                f"Modality {modality.name!r} ships no default data; pass --data PATH."
+            )
+    refuse_special_file(source)
+    windows = source if isinstance(source, Windows) else modality.load(source)
+    if len(windows) == 0:
+        raise DataError(f"No windows could be made from {str(source)!r}.")
+    patch = modality.patch_size()
+    if any(e < p for e, p in zip(windows.extent, patch)):
+        raise DataError(
+            f"Samples of extent {list(windows.extent)} are smaller than the patch size "
+            f"{[round(p, 3) for p in patch]} ({', '.join(modality.axes)})."
+        )
+    return windows

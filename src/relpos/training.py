@@ -56,9 +56,10 @@ from .checkpoint import (
     unsafe_objects,
 )
 from .config import RunConfig, TrainConfig, load_yaml, parse_override, resolve_config
-from .errors import ConfigError, DataError, PluginError, RelposError, warn
-from .modality import Modality, Windows
+from .errors import ConfigError, DataError, PluginError, RelposError, TrainingError, warn
+from .modality import Modality, Windows, open_data
 from .neighbours import RecordingIndex, check_rows, index_for_request
+from .optim import lr_schedule, param_groups
 from .paths import refuse_special_file
 from .plugins import get_modality, get_pretext
 from .monitors import Monitors
@@ -69,10 +70,6 @@ from .trivial_baseline import BASELINE_KEY, BaselineWatch
 
 METRIC_FIELDS = ["step", "loss", "lr", "samples_per_s"]
 _T = TypeVar("_T")
-
-
-class TrainingError(RelposError):
-    """Training had to stop (e.g. the loss became NaN or infinite, or memory ran out)."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -107,58 +104,8 @@ class TrainResult:
 
 
 
-def lr_schedule(cfg: TrainConfig) -> np.ndarray:
-    """Learning rate for each step: linear warm-up from 0, then cosine decay to ``min_lr``."""
-    steps = np.arange(cfg.steps, dtype=np.float64)
-    warm = min(cfg.warmup_steps, cfg.steps)
-    lrs = np.empty(cfg.steps)
-    if warm:
-        lrs[:warm] = cfg.lr * (steps[:warm] + 1) / warm
-    rest = cfg.steps - warm
-    if rest:
-        progress = np.arange(rest) / max(rest, 1)
-        lrs[warm:] = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + np.cos(math.pi * progress))
-    return lrs
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim < 2 or name.endswith(".bias") or "token" in name or "pos_embed" in name:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
 def build_modality(config: RunConfig) -> Modality:
     return get_modality(config.modality)(config.modality_config)
-
-
-def open_data(modality: Modality, source: Any) -> Windows:
-    """Open training data with the modality, or its bundled sample when ``source`` is None."""
-    if source is None:
-        source = modality.default_data()
-        if source is None:
-            raise DataError(
-                f"Modality {modality.name!r} ships no default data; pass --data PATH."
-            )
-    refuse_special_file(source)
-    windows = source if isinstance(source, Windows) else modality.load(source)
-    if len(windows) == 0:
-        raise DataError(f"No windows could be made from {str(source)!r}.")
-    patch = modality.patch_size()
-    if any(e < p for e, p in zip(windows.extent, patch)):
-        raise DataError(
-            f"Samples of extent {list(windows.extent)} are smaller than the patch size "
-            f"{[round(p, 3) for p in patch]} ({', '.join(modality.axes)})."
-        )
-    return windows
 
 
 def build_pretext(config: RunConfig, modality: Modality, windows: Windows) -> Pretext:
@@ -649,7 +596,7 @@ def _train_steps(run: _Run) -> None:
         pretext.set_progress(step - 1, cfg.steps)
         decay = pretext.weight_decay_at(step - 1, cfg.steps)
         if decay is not None:
-            optimizer.param_groups[0]["weight_decay"] = float(decay)  # _param_groups: decayed first
+            optimizer.param_groups[0]["weight_decay"] = float(decay)  # param_groups: decayed first
         batch = run.next_batch()
         with run.autocast():
             output = forward(batch, run.generator)
@@ -738,7 +685,7 @@ def _build_run(config: RunConfig, data: Any, launch: distributed.Launch, device:
     )
     _check_enough_windows(len(windows), launch)
     pretext = build_pretext(config, modality, windows).to(device)
-    optimizer = adamw(_param_groups(pretext, cfg.weight_decay), cfg.lr, device)  # fused on CUDA
+    optimizer = adamw(param_groups(pretext, cfg.weight_decay), cfg.lr, device)  # fused on CUDA
     # A pretext that asks for neighbours gets its window draws from a stream of their own even in one
     # process, as every process has under torchrun, so its rows do not depend on the process count.
     # (Other pretexts keep one stream in one process: their runs and checkpoints stay as they were.)

@@ -446,35 +446,3 @@ def compare(run_a: str | Path, run_b: str | Path, protocol: str | None = None) -
             *_table(header, rows), "",
         ]
     return "\n".join(out)
-
-
-def plot_cards(run: str | Path, path: str | Path) -> Path:
-    """Draw the label-efficiency curve of every card of ``run`` (κ against the label fraction, pretrained and
-    random init with their 95 % intervals), one panel per card; raise :class:`ConfigError` when there is none."""
-    from ..show import new_figure, save_figure
-
-    cards = read_cards(run)
-    if not cards:
-        raise ConfigError(
-            f"Run {str(run)!r} has no evaluation card to draw; write one with `relpos eval {run} "
-            f"--label-fraction 0.01,0.1,1.0`."
-        )
-    figure = new_figure(4.2 * min(3, len(cards)), 3.2 * ((len(cards) + 2) // 3))
-    axes = figure.subplots((len(cards) + 2) // 3, min(3, len(cards)), squeeze=False)
-    for ax, card in zip(axes.flat, cards):
-        points = [p for p in card["curve"]]
-        xs = np.arange(len(points))
-        for offset, (key, label) in enumerate(((card["init"], card["init"]), ("random", "random init"))):
-            means = np.array([p[key]["mean"][HEADLINE] for p in points])
-            cis = np.array([p[key]["ci"][HEADLINE] for p in points])
-            ax.errorbar(xs + (offset - 0.5) * 0.08, means, yerr=[means - cis[:, 0], cis[:, 1] - means], marker="o",
-                        capsize=3, label=label)
-        ax.set_xticks(xs, [_fraction_text(p["label_fraction"]) for p in points])
-        ax.set_xlabel("training labels kept")
-        ax.set_ylabel("Cohen's κ (95 % interval)")
-        ax.set_title(f"{card['protocol']} · {card['features']} · {card['data']}", fontsize="small")
-        ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(cards):]:
-        ax.set_visible(False)
-    figure.suptitle(f"Label efficiency of {Path(run).name}")
-    return save_figure(figure, path)

@@ -25,7 +25,8 @@ from ..extraction import extract_patches
 from ..geometry import Boxes
 from ..modality import Modality
 from ..sampling import grid_boxes
-from ..training import TrainingError, _param_groups, lr_schedule
+from ..errors import TrainingError
+from ..optim import lr_schedule, param_groups
 from .metrics import classification_metrics
 from .probes import ProbeResult
 
@@ -155,7 +156,7 @@ def finetune(
     schedule = lr_schedule(
         TrainConfig(steps=options.steps, lr=options.lr, warmup_steps=options.warmup_steps, min_lr=options.lr * 1e-3)
     )
-    optimizer = torch.optim.AdamW(_param_groups(model, options.weight_decay), lr=options.lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(param_groups(model, options.weight_decay), lr=options.lr, betas=(0.9, 0.999))
     generator = torch.Generator().manual_seed(seed)
     bar = None
     if progress:

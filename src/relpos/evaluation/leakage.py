@@ -112,7 +112,7 @@ def leakage_check(tests: list, by_blocks: bool, opened: Any, eval_source: Any, r
         seen = opened
         entry["pretrained_on_what"] = "the same data with the same settings: every window of it"
     else:
-        from ..training import open_data
+        from ..modality import open_data
 
         try:
             seen = open_data(run_modality, source)
