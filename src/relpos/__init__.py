@@ -62,7 +62,7 @@ _LAZY = {
     "load_weights": "weights",
     "LoadReport": "weights",
     "get_modality": "plugins",
-    "get_pretext": "plugins",
+    "get_pretext": "compose",
     "list_modalities": "plugins",
     "list_pretexts": "plugins",
     "RelposError": "errors",

@@ -456,7 +456,7 @@ def restore_modality(config: RunConfig, data_info: Any, where: str) -> Modality:
 
 def _grid_patch_fraction(config: RunConfig) -> float | None:
     """The training patch size the run's pretext evaluates ``features="grid"`` with, if it says."""
-    from .plugins import get_pretext
+    from .compose import get_pretext
 
     try:
         pretext_cls = get_pretext(config.pretext)

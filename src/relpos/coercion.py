@@ -141,3 +141,17 @@ def build_dataclass(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
     if callable(validate):
         validate()
     return obj
+
+
+def check_override_path(cls: type, path: list[str]) -> None:
+    """Reject ``--set section.key.sub=value`` unless ``section.key`` is a mapping field of ``cls``.
+
+    Unknown keys are left to :func:`build_dataclass`, which suggests the nearest one.
+    """
+    if len(path) <= 2:
+        return
+    hints = typing.get_type_hints(cls)
+    tp = hints.get(path[1])
+    if tp is None or tp is Any or tp is dict or typing.get_origin(tp) is dict:
+        return
+    raise ConfigError(f"Config key {'.'.join(path[:2])!r} takes a value, not {'.'.join(path)!r}.")

@@ -47,8 +47,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .coercion import build_dataclass
-from .config import check_override_path
+from .coercion import build_dataclass, check_override_path
 from .encoders.base import Encoder
 from .errors import ConfigError, RelposError
 from .modality import Modality, Windows
@@ -383,10 +382,10 @@ _CLASSES: dict[tuple[type[Pretext], ...], type[ComposedPretext]] = {}
 def composed_pretext_class(name: str) -> type[ComposedPretext]:
     """The :class:`ComposedPretext` class of ``"part+sove"``: the registered classes of its names,
     in order (an unknown name is refused as for ``--pretext NAME``)."""
-    from .plugins import get_pretext
+    from .plugins import get_pretext as registered_pretext
 
     names = split_name(name)
-    components = tuple(get_pretext(n) for n in names)
+    components = tuple(registered_pretext(n) for n in names)
     cached = _CLASSES.get(components)
     if cached is not None:
         return cached
@@ -421,3 +420,14 @@ def composed_pretext_class(name: str) -> type[ComposedPretext]:
     cls = type(f"Composed[{SEPARATOR.join(names)}]", (ComposedPretext,), attributes)
     _CLASSES[components] = cls
     return cls
+
+
+def get_pretext(name: str) -> type:
+    """The pretext class ``name`` names: a registered pretext (:func:`relpos.plugins.get_pretext`,
+    with a did-you-mean error otherwise), or for a ``+``-joined name (``part+sove``) their
+    composition (:func:`composed_pretext_class`). What ``relpos.get_pretext`` is."""
+    if is_composed_name(name):
+        return composed_pretext_class(name)
+    from .plugins import get_pretext as registered_pretext
+
+    return registered_pretext(name)

@@ -32,7 +32,7 @@ import yaml
 
 from .encoders.vit import EncoderConfig
 from .errors import ConfigError, did_you_mean
-from .coercion import build_dataclass
+from .coercion import build_dataclass, check_override_path
 from .paths import special_file_kind
 from .ranges import (
     MAX_INT, MAX_SEED, MAX_STEPS, Range, bounds, check_fields, check_value, field_range, setting,
@@ -231,20 +231,6 @@ def _apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def check_override_path(cls: type, path: list[str]) -> None:
-    """Reject ``--set section.key.sub=value`` unless ``section.key`` is a mapping field of ``cls``.
-
-    Unknown keys are left to :func:`build_dataclass`, which suggests the nearest one.
-    """
-    if len(path) <= 2:
-        return
-    hints = typing.get_type_hints(cls)
-    tp = hints.get(path[1])
-    if tp is None or tp is Any or tp is dict or typing.get_origin(tp) is dict:
-        return
-    raise ConfigError(f"Config key {'.'.join(path[:2])!r} takes a value, not {'.'.join(path)!r}.")
-
-
 _check_override_path = check_override_path
 
 
@@ -324,7 +310,8 @@ def resolve_config(
     -------
     RunConfig
     """
-    from .plugins import get_modality, get_pretext
+    from .compose import get_pretext
+    from .plugins import get_modality
 
     if config_file is None:
         raw: dict[str, Any] = {}

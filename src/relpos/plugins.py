@@ -301,12 +301,9 @@ def get_modality(name: str) -> type:
 
 
 def get_pretext(name: str) -> type:
-    """The pretext class registered as ``name`` (with a did-you-mean error otherwise); a
-    ``+``-joined name (``part+sove``) is their composition (:mod:`relpos.compose`)."""
-    from .compose import composed_pretext_class, is_composed_name
-
-    if is_composed_name(name):
-        return composed_pretext_class(name)
+    """The pretext class registered as ``name`` (with a did-you-mean error otherwise). A
+    ``+``-joined name (``part+sove``) is a composition of registered ones: look it up with
+    :func:`relpos.get_pretext` (:func:`relpos.compose.get_pretext`), which takes both."""
     return get_registry().get("pretext", name)
 
 

@@ -226,7 +226,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     """
     from .checkpoint import checkpoint_config, find_checkpoint, load_checkpoint
     from .modality import Windows
-    from .plugins import get_modality, get_pretext
+    from .compose import get_pretext
+    from .plugins import get_modality
     from .pretext import construct_pretext
 
     run_dir = Path(run_dir)
@@ -372,7 +373,7 @@ def show(
     """
     from .checkpoint import checkpoint_config, find_checkpoint, load_checkpoint
     from .paths import check_output_file
-    from .plugins import get_pretext
+    from .compose import get_pretext
 
     run_dir = Path(run_dir)
     ckpt_file = find_checkpoint(run_dir, hint=f"train it first (relpos train --out {run_dir})")

@@ -61,7 +61,8 @@ from .modality import Modality, Windows, open_data
 from .neighbours import RecordingIndex, check_rows, index_for_request
 from .optim import lr_schedule, param_groups
 from .paths import refuse_special_file
-from .plugins import get_modality, get_pretext
+from .compose import get_pretext
+from .plugins import get_modality
 from .monitors import Monitors
 from .pretext import Pretext, check_forward_output, check_recording_time, construct_pretext
 from .space import CONTRACT_KEY, check_channel_token_pretext
