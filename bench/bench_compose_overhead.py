@@ -31,7 +31,9 @@ from _common import DATASETS, Contention, fmt, machine_info, markdown_table, wri
 from run import composed_recipe  # noqa: E402
 
 import relpos  # noqa: E402
-from relpos.training import _param_groups, build_modality, build_pretext, open_data  # noqa: E402
+from relpos.modality import open_data  # noqa: E402
+from relpos.optim import param_groups  # noqa: E402
+from relpos.training import build_modality, build_pretext  # noqa: E402
 
 CASES = ("basicmotions", "blink", "sleep")
 METHODS = ("part", "sove", "part+sove")
@@ -45,7 +47,7 @@ def build(ds_name: str, method: str, seed: int = 0):
     modality = build_modality(config)
     windows = open_data(modality, config.data)
     pretext = build_pretext(config, modality, windows)
-    optimizer = torch.optim.AdamW(_param_groups(pretext, config.train.weight_decay), lr=config.train.lr,
+    optimizer = torch.optim.AdamW(param_groups(pretext, config.train.weight_decay), lr=config.train.lr,
                                   betas=(0.9, 0.95))
     generator = torch.Generator().manual_seed(seed)
     return config, modality, windows, pretext, optimizer, generator
