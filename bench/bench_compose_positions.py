@@ -6,9 +6,13 @@ without them: each ``compose`` cell's checkpoint is copied with ``encoder.pos_em
 configuration (sin-cos positions have no weights, so nothing else changes) and evaluated exactly as
 the runner evaluates (linear probe, mean features, the data set's evaluation options, the cell's seed).
 
-Run from the repository root, after ``bench/run.py compose``::
+Run from the repository root, after ``bench/run.py compose --keep-runs`` (the runner deletes the
+checkpoints otherwise)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_compose_positions.py --seeds 0
+    OMP_NUM_THREADS=1 .venv/bin/python bench/run.py compose --methods part+sove --datasets basicmotions blink \
+        --seeds 0 --keep-runs --out bench/results/compose-keep
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_compose_positions.py --out bench/results/compose-keep \
+        --datasets basicmotions blink --seeds 0
 """
 
 from __future__ import annotations
