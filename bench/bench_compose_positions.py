@@ -3,7 +3,7 @@
 A PART+SOVE run's shared encoder has sin-cos positions (SOVE trains with them; PART's forward drops
 them). ``relpos eval`` reads it with its positions, as any run. This script probes the same weights
 without them: each ``compose`` cell's checkpoint is copied with ``encoder.pos_embed: none`` in its
-configuration (sin-cos positions have no weights, so nothing else changes) and evaluated exactly as
+configuration and encoder arguments (sin-cos positions have no weights, so nothing else changes) and evaluated exactly as
 the runner evaluates (linear probe, mean features, the data set's evaluation options, the cell's seed).
 
 Run from the repository root, after ``bench/run.py compose --keep-runs`` (the runner deletes the
@@ -36,6 +36,7 @@ from relpos.checkpoint import atomic_torch_save, load_checkpoint  # noqa: E402
 def probe_without_positions(run_dir: Path, ds_name: str, seed: int) -> float:
     state = load_checkpoint(run_dir)
     state["config"]["encoder"]["pos_embed"] = "none"
+    state["encoder"]["config"]["pos_embed"] = "none"  # what relpos.load_encoder builds from
     with tempfile.TemporaryDirectory() as tmp:
         atomic_torch_save(state, Path(tmp) / "checkpoints" / "last.pt")
         with single_thread_blas():
