@@ -342,7 +342,7 @@ def test_one_pretext_with_a_window_request_sets_the_samples_and_the_others_see_t
     loss, logs = composed(batch, torch.Generator().manual_seed(0))
     assert torch.equal(received["x"], x[:, 0])  # PART: the first window of each pair
     assert {"rp/loss", "rp/accuracy", "part/loss", "part/center_l2"} <= set(logs)
-    assert float(loss) == pytest.approx(float(logs["rp/loss"]) + float(logs["part/loss"]), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(logs["rp/loss"]) + float(logs["part/loss"]), rel=1e-6)
 
 
 class Stuck(relpos.Pretext):
