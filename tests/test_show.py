@@ -212,3 +212,20 @@ def test_loss_panels_use_a_log_scale_only_where_it_helps():
     assert not _wants_log_scale([3.0, 2.0, 1.0])       # a factor of 3
     assert not _wants_log_scale([10.0, -1.0, 0.001])   # not all positive
     assert not _wants_log_scale([float("nan")])
+
+
+def test_show_rebuilds_a_run_whose_memory_is_sized_by_its_windows(tmp_path, capsys):
+    """SOVE sizes its CLS memory by the windows it trained on (the bundled run: 7) and refuses one window:
+    `relpos show` rebuilds it on as many windows as the checkpoint records, and draws its attention."""
+    run = tmp_path / "sove"
+    with torch.random.fork_rng(devices=[]):
+        assert main(["train", "--modality", "eeg", "--pretext", "sove", "--out", str(run), "--no-progress",
+                     "--set", "train.steps=1", "--set", "train.batch_size=4", "--set", "encoder.dim=32",
+                     "--set", "encoder.depth=1", "--set", "encoder.heads=2"]) == 0
+    state = load_checkpoint(checkpoint_path(run))
+    assert state["data_info"]["windows"] == 7 == state["model"]["cls_memory.embeddings"].shape[0]
+    capsys.readouterr()
+    assert main(["show", str(run), "--out", str(tmp_path / "plots")]) == 0
+    printed = capsys.readouterr().out
+    assert "attention.png" in printed and "loss.png" in printed
+    _assert_png(tmp_path / "plots" / "attention.png")

@@ -248,7 +248,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     positions = contract_positions(data_info)  # a run of channel tokens (relpos.space): its channels' places
     if positions is not None:
         channels = positions.shape[1]
-    shape_only = Windows(x=torch.zeros((1, channels, *extent)), info=dict(data_info), positions=positions)
+    # as many windows as the run trained on (a memory bank is sized by them, SOVE's and DINO's need two),
+    # all one zero window expanded in place: no memory for them
+    n_windows = max(1, int(data_info.get("windows", 1)))
+    shape_only = Windows(x=torch.zeros((1, channels, *extent)).expand(n_windows, channels, *extent),
+                         info=dict(data_info), positions=None if positions is None else positions.expand(n_windows, *positions.shape[1:]))
     with torch.random.fork_rng(devices=[]):  # the initial weights are replaced: leave the caller's stream be
         pretext = construct_pretext(
             get_pretext(config.pretext), config.pretext_config, modality, config.encoder, shape_only

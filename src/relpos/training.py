@@ -955,7 +955,8 @@ class _Run:
             "rng": rng_state(self.generator),
             "config": self.config.to_dict(),
             "encoder": self.pretext.encoder.init_args(),
-            "data_info": {"extent": list(windows.extent), "channels": windows.channels, **_jsonable(windows.info)},
+            "data_info": {"extent": list(windows.extent), "channels": windows.channels, "windows": len(windows),
+                          **_jsonable(windows.info)},  # windows: what memories were sized by (relpos show)
             "relpos_version": __version__,
             "baseline_watch": self.baseline_watch.state_dict(),  # so a resumed run judges on the run's steps
         }
