@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from conftest import CONFIGS, SHARED_DATA, TINY_OVERRIDES
 
 import relpos
 from relpos.cli import main
+from relpos.checkpoint import atomic_torch_save, checkpoint_path, load_checkpoint
 from relpos.evaluation import METRICS
 
 BASICMOTIONS = SHARED_DATA / "sensor" / "basicmotions.npz"
@@ -333,3 +335,37 @@ def test_label_fraction_on_one_recording_takes_whole_blocks(capsys, subjects_run
     assert len(labelled) == 2 and not {0, 5} & set(labelled)
     windows_per_block = {1: 3, 4: 3, 6: 3, 2: 4, 3: 4, 7: 4, 8: 4, 9: 4}
     assert f"train {sum(windows_per_block[b] for b in labelled)} windows" in out
+
+
+def test_eval_positions_none_probes_every_encoder_as_one_built_without_position_embeddings(tmp_path):
+    """`eval.positions=none` (for a composed run whose PART trained without positions): the run's
+    encoder, and the random init beside it, run without their sin-cos positions, which is exactly the
+    same encoder built with `pos_embed: none` (sin-cos positions have no weights)."""
+    rng = np.random.default_rng(3)
+    path = tmp_path / "cases.npz"
+    np.savez(path, X=rng.standard_normal((30, 2, 40)).astype(np.float32), y=np.tile([0, 1, 2], 10),
+             subjects=np.repeat([f"s{i}" for i in range(6)], 5), sfreq=np.array(10.0))
+    config = relpos.resolve_config(
+        {"modality": {"name": "timeseries", "patch_s": 1.0}, "pretext": {"name": "dino", "n_local": 2}},
+        overrides=["encoder.dim=32", "encoder.depth=1", "encoder.heads=2", "train.batch_size=4", "train.steps=2",
+                   "train.progress=false", "train.tensorboard=false", f"out={tmp_path / 'dino'}"],
+    )
+    config.data = str(path)
+    run = relpos.train(config).run_dir
+    # the same weights, with an encoder built without position embeddings
+    twin = tmp_path / "twin"
+    shutil.copytree(run, twin)
+    ckpt = checkpoint_path(twin)
+    state = load_checkpoint(ckpt, resume=True)
+    assert state["encoder"]["config"]["pos_embed"] == "sincos"
+    state["encoder"]["config"]["pos_embed"] = "none"
+    atomic_torch_save(state, ckpt)
+
+    def scores(run_dir, **options):
+        return {init: relpos.evaluate(run_dir, protocol="knn", data=path, init=init, progress=False, write=False,
+                                      **options).mean for init in ("pretrained", "random")}
+
+    dropped = scores(run, positions="none")
+    assert dropped == scores(twin)
+    assert dropped == scores(twin, positions="none")  # no positions to drop: unchanged
+    assert scores(run) != dropped  # with its positions the run's encoder gives other features

@@ -78,6 +78,9 @@ class EvalConfig:
     warmup_steps: int = setting(10, ge=0, le=MAX_STEPS)  # fine-tuning linear warm-up
     augment: bool = setting(True)  # fine-tuning: the modality's training augmentation
     embed_batch_size: int = setting(256, ge=1, le=2**20)  # windows per forward pass when extracting features
+    # none: every encoder of the evaluation (pretrained and random init alike) runs without its position
+    # embeddings (Encoder.without_positions), e.g. a composed run whose PART trained without them; auto: as built
+    positions: str = setting("auto", choices=("auto", "none"))
     # features='grid': patches per axis (the Spatial Reasoning paper's 3 x 3) and their size as a
     # fraction of every axis (0: the run's training patch size, or 1/grid for a pretext without one)
     grid: int = setting(3, ge=1, le=32)
@@ -576,9 +579,11 @@ class _Repeats:
         pretrained = self.pretrained
         if self.from_run:
             pretrained.encoder.load_state_dict(self.pretrained_state)  # fine-tuning changes it in place
+            pretrained.encoder.positions_dropped = self.cfg.positions == "none"
             return pretrained
         torch.manual_seed(repeat_seed)
         fresh = rebuild_encoder(self.encoder_args).to(self.device).eval()
+        fresh.positions_dropped = self.cfg.positions == "none"
         return PretrainedEncoder(fresh, pretrained.modality, pretrained.config, 0, pretrained.grid_patch_fraction)
 
     def frozen_features(self, repeat_seed: int, train: Windows, test: Windows,
