@@ -100,6 +100,7 @@ def test_print_config_shows_the_composed_config(capsys):
     ("part+sove", ["pretext.n_pairs=4"], "Unknown config key 'pretext.n_pairs'"),
     ("part+sove", ["pretext.sove.n_pairs=4"], "Unknown config key 'pretext.sove.n_pairs'"),
     ("part+sove", ["pretext.part.n_pairs=0"], "'pretext.part.n_pairs'"),
+    ("part+sove", ["pretext.scale=loud"], "Invalid value for 'pretext.scale': allowed 'none' or 'baseline', got 'loud'"),
 ])
 def test_a_bad_composition_is_one_sentence_with_exit_status_2(pretext, overrides, expected, capsys, tmp_path):
     argv = ["train", "--modality", "timeseries", "--pretext", pretext, "--out", str(tmp_path / "run")]
@@ -173,6 +174,32 @@ def test_the_loss_is_the_weighted_sum_and_each_pretext_is_logged(part_sove):
     for row in logged:  # weights part 2, sove 0.5
         assert float(row["loss"]) == pytest.approx(2 * float(row["part/loss"]) + 0.5 * float(row["sove/loss"]), rel=1e-5)
     assert {"part/loss_baseline", "part/center_l2", "sove/loss_baseline", "sove/teacher_temp"} <= set(logged[0])
+
+
+def test_scale_baseline_weighs_each_loss_over_its_trivial_baseline(tmp_path):
+    out = tmp_path / "scaled"
+    relpos.train(composed_config(out, steps=3, extra=["pretext.scale=baseline", "pretext.weights.part=2"]),
+                 data=tiny_windows())
+    logged = rows(out)
+    assert len(logged) == 3
+    for row in logged:  # 2 · part/loss / part/loss_baseline + 1 · sove/loss / sove/loss_baseline
+        expected = (2 * float(row["part/loss"]) / float(row["part/loss_baseline"])
+                    + float(row["sove/loss"]) / float(row["sove/loss_baseline"]))
+        assert float(row["loss"]) == pytest.approx(expected, rel=1e-5)
+    assert relpos.load_encoder(out).config.to_dict()["pretext"]["scale"] == "baseline"
+
+
+def test_scale_baseline_with_a_pretext_that_reports_no_baseline_is_one_sentence(monkeypatch):
+    from relpos.trivial_baseline import BASELINE_KEY
+
+    sove = relpos.plugins.get_pretext("sove")
+    monkeypatch.setattr(sove, "log_keys", tuple(k for k in sove.log_keys if k != BASELINE_KEY))
+    config = relpos.resolve_config(modality="timeseries", pretext="part+sove",
+                                   overrides=[*TINY, *SOVE_TINY, "pretext.scale=baseline"])
+    with pytest.raises(ConfigError, match=r"^'pretext.scale: baseline' divides each pretext's loss by its trivial "
+                                          r"baseline, and 'sove' reports none"):
+        construct_pretext(relpos.get_pretext("part+sove"), config.pretext_config, relpos.get_modality("timeseries")(
+            config.modality_config), config.encoder, tiny_windows())
 
 
 def test_the_checkpoint_holds_each_tensor_once_and_the_teacher_where_runs_keep_it(part_sove):

@@ -58,6 +58,10 @@ from .trivial_baseline import BASELINE_KEY
 SEPARATOR = "+"
 #: The key of the loss weights in a composed pretext's section.
 WEIGHTS_KEY = "weights"
+#: The key of how each pretext's loss is scaled before it is weighted: ``none`` (as it is) or ``baseline``
+#: (divided by its trivial baseline on the same batch, so every pretext starts near 1 whatever its units).
+SCALE_KEY = "scale"
+SCALES = ("none", "baseline")
 #: Where an EMA teacher lives in a component's state (:class:`relpos.student_teacher.StudentTeacher`).
 TEACHER_PREFIX = "teacher_encoder."
 
@@ -137,10 +141,11 @@ class ComposedConfig:
 
     parts: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
+    scale: str = "none"
 
     def as_section(self) -> dict[str, Any]:
-        """The YAML layout (without ``name``): ``{weights: {...}, part: {...}, sove: {...}}``."""
-        return {WEIGHTS_KEY: dict(self.weights),
+        """The YAML layout (without ``name``): ``{weights: {...}, scale: none, part: {...}, sove: {...}}``."""
+        return {WEIGHTS_KEY: dict(self.weights), SCALE_KEY: self.scale,
                 **{name: dataclasses.asdict(config) for name, config in self.parts.items()}}
 
 
@@ -181,13 +186,13 @@ class ComposedPretext(Pretext):
         """The :class:`ComposedConfig` of a ``pretext`` section (``name`` taken out)."""
         names = cls.component_names()
         values = dict(values)
-        unknown = [key for key in values if key not in names and key != WEIGHTS_KEY]
+        unknown = [key for key in values if key not in names and key not in (WEIGHTS_KEY, SCALE_KEY)]
         if unknown:
             from .errors import did_you_mean
 
-            valid = ", ".join((WEIGHTS_KEY, *names))
+            valid = ", ".join((WEIGHTS_KEY, SCALE_KEY, *names))
             raise ConfigError(
-                f"Unknown config key 'pretext.{unknown[0]}'.{did_you_mean(unknown[0], (WEIGHTS_KEY, *names))} A "
+                f"Unknown config key 'pretext.{unknown[0]}'.{did_you_mean(unknown[0], (WEIGHTS_KEY, SCALE_KEY, *names))} A "
                 f"composed pretext keeps each pretext's settings under its name; valid keys in 'pretext': {valid}."
             )
         given_weights = values.get(WEIGHTS_KEY) or {}
@@ -203,6 +208,11 @@ class ComposedPretext(Pretext):
                     f"{', '.join(map(repr, names))}."
                 )
         weights = {n: check_weight(n, given_weights.get(n, 1.0), f"pretext.{WEIGHTS_KEY}.{n}") for n in names}
+        scale = values.get(SCALE_KEY, "none")
+        if scale not in SCALES:
+            raise ConfigError(
+                f"Invalid value for 'pretext.{SCALE_KEY}': allowed {' or '.join(map(repr, SCALES))}, got {scale!r}."
+            )
         parts = {}
         for component in cls.components:
             settings = values.get(component.name) or {}
@@ -212,7 +222,7 @@ class ComposedPretext(Pretext):
                     f"settings, got {settings!r}."
                 )
             parts[component.name] = build_dataclass(component.Config, dict(settings), f"pretext.{component.name}")
-        return ComposedConfig(parts=parts, weights=weights)
+        return ComposedConfig(parts=parts, weights=weights, scale=scale)
 
     @classmethod
     def check_override(cls, path: Sequence[str]) -> None:
@@ -264,6 +274,7 @@ class ComposedPretext(Pretext):
     def __init__(self, config: ComposedConfig, modality: Modality, encoder_config: Any, data: Windows):
         super().__init__(config, modality, encoder_config, data)  # builds (or takes) the shared encoder
         self.weights = dict(config.weights)
+        self.scale = config.scale
         self.parts = nn.ModuleDict()
         for component in self.components:
             own = self.component_encoder_config(component, encoder_config)
@@ -285,6 +296,13 @@ class ComposedPretext(Pretext):
                 f"one pretext with a window request (rp, ts, cpc, part with scope 'recording')."
             )
         self.window_request = requests[0][1] if requests else None
+        without = [name for name, part in self.parts.items() if BASELINE_KEY not in tuple(part.log_keys)]
+        if self.scale == "baseline" and without:  # log_keys may depend on the settings: known once built
+            raise ConfigError(
+                f"'pretext.{SCALE_KEY}: baseline' divides each pretext's loss by its trivial baseline, and "
+                f"{', '.join(map(repr, without))} reports none (no {BASELINE_KEY!r} in its log_keys); use "
+                f"'pretext.{SCALE_KEY}: none' with 'pretext.{WEIGHTS_KEY}'."
+            )
         self.log_keys = tuple(
             key for name, part in self.parts.items() for key in (f"{name}/loss", *(f"{name}/{k}" for k in part.log_keys))
         )
@@ -319,6 +337,9 @@ class ComposedPretext(Pretext):
             loss, part_logs = output
             logs[f"{name}/loss"] = loss.detach()
             logs.update({f"{name}/{key}": value for key, value in part_logs.items()})
+            if self.scale == "baseline":  # scale-free: each loss over its trivial baseline on this batch
+                baseline = torch.as_tensor(part_logs[BASELINE_KEY], dtype=loss.dtype, device=loss.device)
+                loss = loss / baseline.detach().clamp_min(torch.finfo(loss.dtype).tiny)
             weighted = loss * self.weights[name]
             total = weighted if total is None else total + weighted
         self._outputs_checked = True
