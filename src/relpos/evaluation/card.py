@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, RelposError, warn
+from ..errors import ConfigError, warn
 from .bootstrap import N_BOOT, interval, paired_bootstrap
 from .metrics import METRICS
 
@@ -196,13 +196,13 @@ def write_card(
     Card
     """
     from .. import __version__
-    from ..api import PretrainedEncoder, load_encoder
+    from ..api import load_encoder
     from ..config import build_dataclass
     from ..distributed import resolve_device
     from ..paths import refuse_special_file
     from .evaluate import (
-        EvalConfig, _check_arguments, _check_channels, _open, _Repeats, _source_text, _trained_data_info,
-        _with_overrides, check_data_matches, check_results_writable, result_name, results_folder, write_result,
+        EvalConfig, _check_arguments, _check_split, _open, _Repeats, _score_repeats, _source_of, _source_text,
+        _trained_data_info, _with_overrides, check_results_writable, result_name, results_folder, write_result,
     )
     from .leakage import leakage_check, leakage_sentence
 
@@ -225,11 +225,7 @@ def write_card(
                 check_results_writable(run_dir, result_name(protocol, which, features, fraction))
     pretrained.check_features(features)
     modality = _with_overrides(pretrained.modality, modality_overrides)
-    source = data if data is not None else (pretrained.config.data or modality.default_data())
-    if source is None:
-        raise RelposError(
-            f"The run in {str(run_dir)!r} records no data and modality {modality.name!r} ships none; pass --data."
-        )
+    source = _source_of(run_dir, pretrained, modality, data)
     data_hash = data_fingerprint(source, modality)
     slug = data_slug(source, data_hash)
     folder = results_folder(run_dir)
@@ -253,14 +249,9 @@ def write_card(
             repeated.cached = caches.setdefault(which, {})  # frozen pretrained features: once per split
             train, test, _ = repeated.split_for(seed)
             if first_repeats is None:
-                _check_channels(pretrained.encoder.in_channels, train, test, modality, source)
-                for windows in (train, test) if data is not None else ():
-                    check_data_matches(trained_on, windows, modality.name, source)
-            repeated.use(PretrainedEncoder(pretrained.encoder, modality, pretrained.config, pretrained.step,
-                                           pretrained.grid_patch_fraction), train, test)
-            for repeat in range(repeats):
-                repeated.score(seed + repeat)
-            repeated.restore_pretrained()
+                _check_split(protocol, pretrained, modality, source, train, test,
+                             trained_on if data is not None else None)
+            _score_repeats(repeated, pretrained, modality, train, test, seed, repeats)
             result = repeated.result(run_dir, _source_text(source), started)
             if cfg.write:
                 write_result(result)

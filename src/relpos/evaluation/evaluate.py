@@ -455,29 +455,13 @@ def evaluate(
         check_results_writable(run_dir, result_name(protocol, init, features, label_fraction))
     pretrained.check_features(features)  # a CNN has no tokens to pool: say so before reading data
     modality = _with_overrides(pretrained.modality, modality_overrides)
-    source = data if data is not None else (pretrained.config.data or modality.default_data())
-    if source is None:
-        raise DataError(
-            f"The run in {str(run_dir)!r} records no data and modality {modality.name!r} ships none; pass --data."
-        )
+    source = _source_of(run_dir, pretrained, modality, data)
     opened = _open(modality, source, data is not None)
     repeated = _Repeats(cfg, protocol, init, features, label_fraction, seed, device, opened, source)
     train, test, _ = repeated.split_for(seed)
-    if protocol == "finetune" and train.positions is not None:
-        raise ConfigError(
-            "Fine-tuning reads a window's tokens in grid order, which windows of channel tokens (modality.space) "
-            "do not have; evaluate them with the linear or knn protocol."
-        )
-    _check_channels(pretrained.encoder.in_channels, train, test, modality, source)
-    if data is not None:
-        trained_on = _trained_data_info(run_dir)
-        for windows in (train, test):
-            check_data_matches(trained_on, windows, modality.name, source)
-    repeated.use(PretrainedEncoder(pretrained.encoder, modality, pretrained.config, pretrained.step,
-                                   pretrained.grid_patch_fraction), train, test)
-    for repeat in range(repeats):
-        repeated.score(seed + repeat)
-    repeated.restore_pretrained()
+    _check_split(protocol, pretrained, modality, source, train, test,
+                 _trained_data_info(run_dir) if data is not None else None)
+    _score_repeats(repeated, pretrained, modality, train, test, seed, repeats)
     result = repeated.result(run_dir, _source_text(source), started)
     if cfg.write:
         result.path = write_result(result)
@@ -522,6 +506,41 @@ def _check_channels(channels: int, train: Windows, test: Windows, modality: Moda
             f"The run's encoder takes {channels} channel(s) of {modality.name} data, but "
             f"{_source_text(source)!r} opens into {train.channels}; is it data of another modality or montage?"
         )
+
+
+def _source_of(run_dir: Path, pretrained: PretrainedEncoder, modality: Modality, data: Any) -> Any:
+    """The data an evaluation reads: ``data``, else the run's, else the modality's bundled sample."""
+    source = data if data is not None else (pretrained.config.data or modality.default_data())
+    if source is None:
+        raise DataError(
+            f"The run in {str(run_dir)!r} records no data and modality {modality.name!r} ships none; pass --data."
+        )
+    return source
+
+
+def _check_split(protocol: str, pretrained: PretrainedEncoder, modality: Modality, source: Any, train: Windows,
+                 test: Windows, trained_on: dict[str, Any] | None) -> None:
+    """Refuse, before anything is scored, a split the run's encoder cannot be evaluated on; ``trained_on``
+    (the run's ``data_info``, when the evaluation reads other data than the run's) is checked against it."""
+    if protocol == "finetune" and train.positions is not None:
+        raise ConfigError(
+            "Fine-tuning reads a window's tokens in grid order, which windows of channel tokens (modality.space) "
+            "do not have; evaluate them with the linear or knn protocol."
+        )
+    _check_channels(pretrained.encoder.in_channels, train, test, modality, source)
+    if trained_on is not None:
+        for windows in (train, test):
+            check_data_matches(trained_on, windows, modality.name, source)
+
+
+def _score_repeats(repeated: "_Repeats", pretrained: PretrainedEncoder, modality: Modality, train: Windows,
+                   test: Windows, seed: int, repeats: int) -> None:
+    """Score ``repeats`` repeats from ``seed`` on, leaving the run's weights as they were loaded."""
+    repeated.use(PretrainedEncoder(pretrained.encoder, modality, pretrained.config, pretrained.step,
+                                   pretrained.grid_patch_fraction), train, test)
+    for repeat in range(repeats):
+        repeated.score(seed + repeat)
+    repeated.restore_pretrained()
 
 
 class _Repeats:
