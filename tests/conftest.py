@@ -166,3 +166,46 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared real data not found at {SHARED_DATA} (it lives beside the repository)")
     return SHARED_DATA
+
+
+def kill_after_a_checkpoint(argv: list[str], out: str | Path, min_step: int = 1, before_step: int | None = None,
+                            timeout: float = 300) -> tuple[int, int]:
+    """Run ``relpos ARGV`` in a real process and SIGKILL it once it has a checkpoint at step ``min_step`` or
+    later (and before ``before_step``) *and* has logged steps after it, which resume must drop and replay.
+
+    The process is frozen (SIGSTOP) while it is looked at, so it cannot run on behind the test's back
+    however fast its steps are, and runs on the same number of torch threads as this process (whose
+    in-process run it is compared with bit for bit). Returns (the checkpoint's step, rows logged).
+    """
+    import os
+    import signal
+    import time
+
+    out = Path(out)
+    ckpt, metrics = out / "checkpoints" / "last.pt", out / "metrics.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "relpos.cli", *map(str, argv)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended by itself (exit {proc.returncode}) before it could be killed: "
+                            f"{proc.stderr.read().decode(errors='replace')}")
+            if time.monotonic() > deadline:
+                pytest.fail("the run made no checkpoint in time")
+            if ckpt.exists() and metrics.exists():
+                os.kill(proc.pid, signal.SIGSTOP)
+                step = int(torch.load(ckpt, map_location="cpu", weights_only=True)["step"])
+                rows = len(metrics.read_text().splitlines()) - 1
+                if rows > step >= min_step and (before_step is None or step < before_step):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+                os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.002)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    return step, rows

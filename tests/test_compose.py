@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import kill_after_a_checkpoint
 
 import relpos
 from relpos.checkpoint import load_checkpoint
@@ -255,37 +253,6 @@ def test_out_of_memory_advice_names_each_pretexts_settings_where_they_live(part_
     assert "pretext.sove.n_local (now 2" in hint and "pretext.n_local" not in hint
 
 
-def _kill_after_a_checkpoint(argv: list[str], out: Path, steps: int, timeout: float = 300) -> int:
-    """tests/test_resume.py's killer: SIGKILL once a checkpoint exists and a later step was logged."""
-    proc = subprocess.Popen([sys.executable, "-m", "relpos.cli", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended (exit {proc.returncode}) before it could be killed: "
-                            f"{proc.stderr.read().decode(errors='replace')}")
-            if time.monotonic() > deadline:
-                pytest.fail("the run made no checkpoint in time")
-            ckpt = out / "checkpoints" / "last.pt"
-            if ckpt.exists() and (out / "metrics.csv").exists():
-                os.kill(proc.pid, signal.SIGSTOP)
-                step = int(torch.load(ckpt, weights_only=True)["step"])
-                logged = len((out / "metrics.csv").read_text().splitlines()) - 1
-                if logged > step >= 2 and step < steps:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-                os.kill(proc.pid, signal.SIGCONT)
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    return step
-
-
 def test_a_killed_composed_run_resumes_bit_for_bit(tmp_path):
     steps = 8
 
@@ -297,7 +264,7 @@ def test_a_killed_composed_run_resumes_bit_for_bit(tmp_path):
 
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert main(argv(whole)) == 0
-    step = _kill_after_a_checkpoint(argv(cut), cut, steps)
+    step, _ = kill_after_a_checkpoint(argv(cut), cut, min_step=2, before_step=steps)
     assert main([*argv(cut), "--resume"]) == 0
     first, second = rows(whole), rows(cut)
     assert [int(r["step"]) for r in second] == list(range(1, steps + 1)) and step % 2 == 0

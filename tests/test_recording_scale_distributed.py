@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +25,10 @@ import torch
 
 import relpos
 import test_distributed
-from conftest import read_metrics
+from conftest import read_metrics, kill_after_a_checkpoint
 from relpos.checkpoint import load_checkpoint
 from relpos.cli import main
 from test_distributed import column, losses, no_errors, run_processes
-from test_resume import ckpt_step, n_rows, same_threads_env
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or sys.platform == "win32",
@@ -225,42 +221,12 @@ def train_argv(pretext_name: str, data: Path, out: Path) -> list[str]:
     return argv
 
 
-def kill_after_a_checkpoint(argv: list[str], out: Path, timeout: float = 300) -> int:
-    """Run ``relpos ARGV`` in a real process and SIGKILL it once it has a checkpoint and has logged a step
-    after it (which the resumed run must drop and replay), as tests/test_resume.py does; returns the
-    checkpoint's step."""
-    proc = subprocess.Popen([sys.executable, "-m", "relpos.cli", *argv], env=same_threads_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended by itself (exit {proc.returncode}) before it could be killed: "
-                            f"{proc.stderr.read().decode(errors='replace')}")
-            if time.monotonic() > deadline:
-                pytest.fail("the run made no checkpoint in time")
-            if (out / "checkpoints" / "last.pt").exists() and n_rows(out) > CKPT_EVERY:
-                os.kill(proc.pid, signal.SIGSTOP)  # frozen while we look, so it cannot run on behind our back
-                step, rows = ckpt_step(out), n_rows(out)
-                if rows > step >= CKPT_EVERY and step < STEPS:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-                os.kill(proc.pid, signal.SIGCONT)
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    return step
-
-
 @pytest.mark.parametrize("pretext_name", PRETEXTS)
 def test_a_run_killed_after_its_checkpoint_resumes_bit_for_bit(pretext_name, five_minutes, tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert main(train_argv(pretext_name, five_minutes, whole)) == 0
-    step = kill_after_a_checkpoint(train_argv(pretext_name, five_minutes, cut), cut)
+    step, _ = kill_after_a_checkpoint(train_argv(pretext_name, five_minutes, cut), cut, min_step=CKPT_EVERY,
+                                      before_step=STEPS)
     assert step % CKPT_EVERY == 0 and CKPT_EVERY <= step < STEPS
     assert main([*train_argv(pretext_name, five_minutes, cut), "--resume"]) == 0
     header_whole, rows_whole = read_metrics(whole)

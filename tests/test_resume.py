@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics
+from conftest import kill_after_a_checkpoint, read_metrics
 
 import relpos
 from relpos.cli import main
@@ -46,44 +46,9 @@ def ckpt_step(run_dir: Path) -> int:
     return int(torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["step"])
 
 
-def n_rows(run_dir: Path) -> int:
-    try:
-        return len((run_dir / "metrics.csv").read_text().splitlines()) - 1
-    except FileNotFoundError:
-        return 0
-
-
-def kill_mid_run(out: Path, timeout: float = 300) -> tuple[int, int]:
-    """Start the run in a real process and SIGKILL it once it has a checkpoint and has logged steps
-    *after* that checkpoint (which resume must drop and replay). Returns (checkpoint step, rows)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relpos.cli", *RESUME_ARGS, "--out", str(out)], env=same_threads_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended by itself (exit {proc.returncode}) before it could be killed: "
-                            f"{proc.stderr.read().decode(errors='replace')}")
-            if time.monotonic() > deadline:
-                pytest.fail("the run made no checkpoint in time")
-            if (out / "checkpoints" / "last.pt").exists() and n_rows(out) >= 5:
-                # Freeze it, look, and either kill it there or let it go on.
-                os.kill(proc.pid, signal.SIGSTOP)
-                step, rows = ckpt_step(out), n_rows(out)
-                if rows > step >= 4:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-                os.kill(proc.pid, signal.SIGCONT)
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    return step, rows
+def kill_mid_run(out: Path) -> tuple[int, int]:
+    """SIGKILL the run once it has a checkpoint at step 4 or later and has logged steps after it."""
+    return kill_after_a_checkpoint([*RESUME_ARGS, "--out", str(out)], out, min_step=4)
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import read_metrics
+from conftest import read_metrics, kill_after_a_checkpoint
 
 import relpos
 from relpos.cli import main
@@ -246,40 +241,6 @@ def cli_args(data, out, steps=6):
     return args
 
 
-def kill_after_a_checkpoint(args: list[str], out: Path, timeout: float = 300) -> int:
-    """Run ``relpos train`` in a real process and SIGKILL it once it has a checkpoint at step 4 or
-    later *and* has logged steps after it (which resume must drop and replay); its checkpoint step."""
-    # The same number of torch threads as this process, whose in-process run it is compared with bit
-    # for bit (the module runs on one thread, whatever OMP_NUM_THREADS says).
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "-m", "relpos.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended (exit {proc.returncode}) before it could be killed: "
-                            f"{proc.stderr.read().decode(errors='replace')}")
-            if time.monotonic() > deadline:
-                pytest.fail("the run made no checkpoint in time")
-            if (out / "checkpoints" / "last.pt").exists() and (out / "metrics.csv").exists():
-                os.kill(proc.pid, signal.SIGSTOP)  # freeze it while looking, so it cannot finish meanwhile
-                step = int(torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"])
-                rows = len((out / "metrics.csv").read_text().splitlines()) - 1
-                if rows > step >= 4:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-                os.kill(proc.pid, signal.SIGCONT)
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    return step
-
-
 def test_sigkilled_and_resumed_run_continues_with_the_same_memory(tmp_path):
     data = tmp_path / "images.npz"
     np.savez(data, x=images(n=8))
@@ -287,7 +248,7 @@ def test_sigkilled_and_resumed_run_continues_with_the_same_memory(tmp_path):
     args_a = [*cli_args(data, tmp_path / "A", steps=steps), "--set", "train.ckpt_every=4"]
     args_b = [*cli_args(data, tmp_path / "B", steps=steps), "--set", "train.ckpt_every=4"]
     assert main(args_a) == 0
-    step = kill_after_a_checkpoint(args_b, tmp_path / "B")
+    step, _ = kill_after_a_checkpoint(args_b, tmp_path / "B", min_step=4)
     killed = torch.load(tmp_path / "B" / "checkpoints" / "last.pt", weights_only=True)
     # by step 4 the bank of 8 has received 16 rows: full, and wrapped around once
     assert int(killed["model"]["cls_memory.count"]) == 8 and step in (4, 8)
