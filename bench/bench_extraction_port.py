@@ -28,6 +28,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -93,17 +94,30 @@ def load_port(repr_dir: str | None) -> tuple[object | None, str]:
     return module.BaselineSampler, note
 
 
-def port_images_per_s(sampler_class, side: int, patch: int, repeats: int) -> dict:
+def timed(fn, repeats: int, warmup: int, clock: str) -> list[float]:
+    """Seconds per call of ``fn``: wall clock, or this thread's CPU time (``--clock cpu``), which other
+    processes competing for the cores do not inflate (one thread: CPU time is the work done)."""
+    if clock == "wall":
+        return time_call(fn, repeats=repeats, warmup=warmup)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        fn()
+        times.append(time.thread_time() - t0)
+    return times
+
+
+def port_call(sampler_class, side: int, patch: int):
     from PIL import Image
 
     rng = torch.Generator().manual_seed(0)
     pixels = (torch.rand(side, side, 3, generator=rng) * 255).to(torch.uint8).numpy()
-    sampler = sampler_class(Image.fromarray(pixels), patch)
-    times = time_call(sampler, repeats=repeats, warmup=3)
-    return summarise(times)
+    return sampler_class(Image.fromarray(pixels), patch)
 
 
-def relpos_times(side: int, patch: int, n_patches: int, batch: int, repeats: int, method: str, grid: bool) -> dict:
+def relpos_call(side: int, patch: int, n_patches: int, batch: int, method: str, grid: bool):
     x = torch.rand(batch, 3, side, side)
     generator = torch.Generator().manual_seed(0)
     cells = side // patch
@@ -116,30 +130,40 @@ def relpos_times(side: int, patch: int, n_patches: int, batch: int, repeats: int
         # the (B, N, C·P·P) layout the encoder reads, charged to extraction as in bench_extraction.py
         return extract_patches(x, boxes, patch, method=method).reshape(batch, boxes.center.shape[1], -1)
 
-    return summarise(time_call(step, repeats=repeats, warmup=5))
+    return step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per implementation and round")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds that time every implementation in turn (load that drifts hits all alike)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: this thread's CPU time (default with one thread); wall: elapsed time")
     parser.add_argument("--repr", default=os.environ.get("RELPOS_REPR"), help="a dgcnz/REPR checkout")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error(f"--clock cpu counts one thread's time; with --threads {args.threads} use --clock wall.")
     sampler_class, note = load_port(args.repr)
     print(note)
     rows, payload = [], {"machine": machine_info(), "threads": args.threads, "port": note, "cases": []}
     contention = Contention().start()
     for side, patch, n_patches, batch in CASES:
-        entry = {"image": side, "patch": patch, "n_patches": n_patches, "batch": batch}
-        for key, method, grid in (("before", "grid_sample", False), ("after", "auto", False), ("grid", "auto", True)):
-            entry[key] = relpos_times(side, patch, n_patches, batch, args.repeats, method, grid)
-            entry[key + "_images_per_s"] = batch / entry[key]["median_s"]
-        port = "skipped"
-        if sampler_class is not None:
-            entry["port"] = port_images_per_s(sampler_class, side, patch, max(5, args.repeats // 3))
-            entry["port_images_per_s"] = 1 / entry["port"]["median_s"]
-            port = fmt(entry["port_images_per_s"])
+        entry = {"image": side, "patch": patch, "n_patches": n_patches, "batch": batch, "clock": args.clock}
+        calls = {key: (relpos_call(side, patch, n_patches, batch, method, grid), batch, args.repeats)
+                 for key, method, grid in (("before", "grid_sample", False), ("after", "auto", False), ("grid", "auto", True))}
+        if sampler_class is not None:  # one image per call
+            calls["port"] = (port_call(sampler_class, side, patch), 1, max(5, args.repeats // 3))
+        times = {key: [] for key in calls}
+        for _ in range(args.rounds):
+            for key, (fn, _, repeats) in calls.items():
+                times[key] += timed(fn, repeats, warmup=3, clock=args.clock)
+        for key, (_, images, _) in calls.items():
+            entry[key] = summarise(times[key])
+            entry[key + "_images_per_s"] = images / entry[key]["median_s"]
+        port = fmt(entry["port_images_per_s"]) if sampler_class is not None else "skipped"
         ratio = lambda key: fmt(entry[key + "_images_per_s"] / entry["port_images_per_s"]) + "×" if sampler_class else "–"
         rows.append([
             f"{side} px, {n_patches} × {patch} px", port,
@@ -154,7 +178,9 @@ def main() -> None:
          "before / port", "after / port", "after / before"],
         rows,
     )
-    markdown = f"{note}\n\n{table}\n\n{args.threads} thread(s); {contention.describe()}; load {payload['pressure']}"
+    clock = "this thread's CPU time" if args.clock == "cpu" else "wall-clock time"
+    markdown = (f"{note}\n\n{table}\n\nMedians of {args.rounds} rounds of {clock}; {args.threads} thread(s); "
+                f"{contention.describe()}; load {payload['pressure']}")
     print(markdown)
     write_results(f"bench_extraction_port_t{args.threads}", markdown, payload)
 

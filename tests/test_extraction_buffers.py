@@ -196,3 +196,29 @@ def test_inference_mode_then_training_mode():
     outside = extract_patches(x, boxes, 6)
     assert torch.equal(inside, outside)
     assert torch.equal(outside, shifted_slices_before(x, boxes, (6, 6), "border"))
+
+
+@pytest.mark.parametrize("shape, out", CASES)
+def test_gathering_by_rows_or_by_windows_and_in_passes_gives_the_same_bits(shape, out, monkeypatch):
+    """Windows copied one row at a time or one box at a time, and a batch blended one sample per
+    pass or all at once, are the same patches (the copy is exact, every lerp sees the same operands)."""
+    gen = torch.Generator().manual_seed(len(shape) + out[-1])
+    x = torch.randn(shape, generator=gen)
+    boxes = _random_unscaled(shape, out, 40, gen, torch.float32)
+    grid_boxes = Boxes(boxes.center.round() + torch.tensor([p % 2 / 2 for p in out]), boxes.size)  # integer corners
+    results = []
+    for min_run, chunk in ((10**9, 1 << 30), (0, 1 << 30), (0, 1), (10**9, 1)):
+        monkeypatch.setattr(extraction, "MIN_CPU_WINDOW_RUN", min_run)  # by rows / by whole windows
+        monkeypatch.setattr(extraction, "CPU_BLEND_CHUNK", chunk)  # one pass / one sample per pass
+        results.append((extract_patches(x, boxes, out), extract_patches(x, grid_boxes, out)))
+    reference = shifted_slices_before(x, boxes, out, "border")
+    for blended, copied in results:
+        assert torch.equal(blended, reference)
+        assert torch.equal(copied, results[0][1])
+    # the copy path really copied: a box with integer corners is the slice itself
+    b, n = 0, 0
+    corner = (grid_boxes.center[b, n] - grid_boxes.size[b, n] / 2).long().clamp(min=0)
+    inside = all(int(c) + p <= e for c, p, e in zip(corner, out, shape[2:])) and bool((grid_boxes.center[b, n] - grid_boxes.size[b, n] / 2 >= 0).all())
+    if inside:
+        window = x[(b, slice(None)) + tuple(slice(int(c), int(c) + p) for c, p in zip(corner, out))]
+        assert torch.equal(results[0][1][b, n], window)
