@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from _common import fmt, machine_info, markdown_table, write_results
     from relpos.encoders.vit import EncoderConfig
     from relpos.modality import Windows
-    from relpos.training import _param_groups
+    from relpos.optim import param_groups
     from relpos_modalities.image import ImageConfig, ImageModality
     from relpos_plugins.part import PART, PARTConfig
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ).to(device)
     pretext.train()
     opt_kwargs = {"fused": True} if args.fused_adamw else {}
-    optimizer = torch.optim.AdamW(_param_groups(pretext, 0.05), lr=1e-4, betas=(0.9, 0.95), **opt_kwargs)
+    optimizer = torch.optim.AdamW(param_groups(pretext, 0.05), lr=1e-4, betas=(0.9, 0.95), **opt_kwargs)
     model = torch.compile(pretext) if args.compile else pretext
     generator = torch.Generator().manual_seed(args.seed)
     # Two resident batches in [-1, 1], alternated.
