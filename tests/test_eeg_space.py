@@ -199,12 +199,21 @@ def test_bad_input_is_one_sentence_and_exit_2_before_a_run_exists(tmp_path, caps
     assert not out.exists()
 
 
-def test_a_pretext_without_channel_tokens_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("pretext", ["part-grid", "sove", "part+sove"])
+def test_a_pretext_without_channel_tokens_is_refused_before_the_data_is_read(tmp_path, capsys, monkeypatch, pretext):
+    from relpos_modalities.eeg.modality import EEGModality
+
     data = save_raw(tmp_path / "rec_raw.fif", ["Cz", "Pz"])
+    read = []
+    monkeypatch.setattr(EEGModality, "load", lambda self, source: read.append(source))
     args = cli_args(tmp_path / "run", data)
-    args[args.index("part")] = "part-grid"
+    args[args.index("part")] = pretext
+    for i in [i for i, a in enumerate(args) if a.startswith("pretext.")][::-1]:  # PART's tiny settings
+        del args[i - 1 : i + 1]
     assert main(args) == 2
-    assert "does not tokenise channels by their positions" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"Pretext {pretext!r} does not tokenise channels by their positions" in err
+    assert read == [] and not (tmp_path / "run").exists()
 
 
 def test_inspect_and_show_print_the_channel_contract(tmp_path, capsys, one_thread):

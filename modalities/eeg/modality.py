@@ -93,6 +93,9 @@ class EEGModality(Modality):
     def default_data(self) -> str:
         return str(SAMPLE)
 
+    def gives_positions(self) -> bool:
+        return self.config.space == "montage"  # every channel placed at its electrode (space.py)
+
     def photometric(self, patches, generator, view="global-1", per_patch=False):
         """Amplitude scaling, noise, channel dropout and time masking (see :mod:`..common.series_photometric`)."""
         from ..common.series_photometric import photometric_series

@@ -285,6 +285,13 @@ class Modality:
         """
         return tuple(as_axis(a) for a in self.axes)
 
+    def gives_positions(self) -> bool:
+        """Whether these options open windows whose channels carry positions (:attr:`Windows.positions`,
+        :mod:`relpos.space`), known before any data is read, so that a pretext that cannot read them is
+        refused first. The base says no; a modality with such an option (EEG's ``modality.space``)
+        overrides it. A modality that leaves it unsaid is still checked once its windows are open."""
+        return False
+
     # -- data ---------------------------------------------------------------------------------
     def default_data(self) -> str | None:
         """Data used when the user passes no ``--data`` (e.g. a sample shipped in the package)."""

@@ -156,8 +156,10 @@ def masked_mean(tokens: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
 
 
 def check_channel_token_pretext(pretext_cls: type, windows: Any) -> None:
-    """Refuse, in one sentence, a pretext that does not read channel tokens for windows with positions."""
-    if getattr(windows, "positions", None) is None or getattr(pretext_cls, "channel_tokens", False):
+    """Refuse, in one sentence, a pretext that does not read channel tokens for windows with positions
+    (``windows`` may be ``True``: the modality's options say its windows will have them)."""
+    has_positions = windows is True or getattr(windows, "positions", None) is not None
+    if not has_positions or getattr(pretext_cls, "channel_tokens", False):
         return
     raise ConfigError(
         f"Pretext {getattr(pretext_cls, 'name', pretext_cls.__name__)!r} does not tokenise channels by their "

@@ -680,6 +680,8 @@ def _build_run(config: RunConfig, data: Any, launch: distributed.Launch, device:
     restored from ``state`` when the run continues a checkpoint."""
     cfg = config.train
     modality = build_modality(config)
+    if modality.gives_positions():  # a pretext that cannot read placed channels: refused before any data
+        check_channel_token_pretext(get_pretext(config.pretext), True)
     # Rank 0 builds a missing data cache first; the others then memory-map the same entry.
     windows = distributed.run_in_turn(
         lambda: open_data(modality, data if data is not None else config.data), launch
