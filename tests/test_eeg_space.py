@@ -169,6 +169,13 @@ def test_a_mixed_montage_run_trains_and_embeds_a_montage_it_never_saw(tmp_path, 
     save_raw(tmp_path / "far_raw.fif", ["T7", "T8"], seed=3)
     with pytest.raises(DataError, match="no electrode in common with the run's channel contract"):
         encoder.embed_data(tmp_path / "far_raw.fif")
+    # an export carries the contract: the same vectors, the same refusal
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "encoder.safetensors")]) == 0
+    exported = relpos.load_encoder(tmp_path / "encoder.safetensors")
+    assert exported.data_info["channel_contract"] == encoder.data_info["channel_contract"]
+    assert torch.allclose(exported.embed_data(tmp_path / "new_raw.fif"), vectors)
+    with pytest.raises(DataError, match="no electrode in common with the run's channel contract"):
+        exported.embed_data(tmp_path / "far_raw.fif")
 
 
 # -- bad input from the CLI -------------------------------------------------------------------------------------

@@ -394,6 +394,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu", strict: 
         encoder=encoder, modality=modality, config=config, step=step,
         grid_patch_fraction=_grid_patch_fraction(config),  # --features grid reads the training patch size
         load_report=report,
+        data_info=dict(meta.get("data_info") or {}),  # the channel contract travels with the export
     )
 
 
