@@ -133,3 +133,67 @@ def test_the_check_against_mne_passes_on_the_installed_mne(monkeypatch):
     x = np.random.default_rng(0).standard_normal(4000)
     assert eeg_dsp.matches_mne(x, 160.0, 0.1, 30.0, 100.0)
     assert eeg_dsp._CHECKED == {(160.0, 0.1, 30.0, 100.0): True}
+
+
+@pytest.mark.parametrize(
+    "sfreq, l_freq, h_freq, n",
+    [
+        (100.0, 0.1, 30.0, 1_100_000),  # a 3-h recording: 3301 taps, 32768-sample FFTs, 38 segments
+        (160.0, 0.5, 40.0, 50_001),
+        (128.0, None, 30.0, 7777),  # low-pass only
+        (200.0, 1.0, None, 4001),  # high-pass only
+        (160.0, 0.1, 30.0, 3000),  # the filter (5281 taps) is longer than the signal
+    ],
+)
+def test_overlap_add_gives_mne_filter_data_bit_for_bit(sfreq, l_freq, h_freq, n):
+    x = np.random.default_rng(n).standard_normal((2, n)) * 5e-5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mne.filter.filter_data(x.copy(), sfreq, l_freq, h_freq, verbose="error")
+    for block_bytes in (1, eeg_dsp.SEGMENT_BLOCK_BYTES):  # one segment per FFT call, and several
+        ours = x.copy()
+        eeg_dsp.SEGMENT_BLOCK_BYTES, saved = block_bytes, eeg_dsp.SEGMENT_BLOCK_BYTES
+        try:
+            eeg_dsp.overlap_add_(ours, sfreq, l_freq, h_freq)
+        finally:
+            eeg_dsp.SEGMENT_BLOCK_BYTES = saved
+        np.testing.assert_array_equal(ours, ref)
+
+
+def test_overlap_add_uses_the_fft_length_mne_logs():
+    x = np.random.default_rng(0).standard_normal((1, 200_000))
+    with mne.utils.catch_logging() as log:
+        mne.filter.filter_data(x, 100.0, 0.1, 30.0, verbose="debug")
+    logged = int(log.getvalue().split("FFT block length:")[1].split()[0])
+    # 3301 taps; the signal padded by 3300 samples on each side
+    assert eeg_dsp.overlap_add_fft_len(3301, 200_000 + 2 * 3300) == logged == 16384
+
+
+def test_a_long_recording_is_band_passed_by_overlap_add_as_raw_filter_does(monkeypatch):
+    raw = mne.io.read_raw(SAMPLE, preload=True, verbose="error").pick("eeg")  # 9760 samples at 160 Hz
+    ref = raw.copy().filter(0.1, 30.0, verbose="error").resample(100.0, verbose="error").get_data()
+    monkeypatch.setattr(eeg_dsp, "MAX_SAMPLES", 5000)  # so that the sample counts as long
+    monkeypatch.setattr(eeg_dsp, "_CHECKED", {})
+    calls = []
+    overlap_add = eeg_dsp.overlap_add_
+    monkeypatch.setattr(eeg_dsp, "overlap_add_", lambda data, *a: calls.append(data.shape) or overlap_add(data, *a))
+    monkeypatch.setattr(eeg_dsp, "band_pass_", lambda *a: calls.append("band_pass_"))
+    cfg = relpos.get_modality("eeg").Config()
+    data = eeg_pipeline.preprocess_raw(raw, cfg, list(raw.ch_names), "'sample'")
+    assert calls == [(1, 9760), (64, 9760)]  # the check on the first channel (up to 600 s: all 61 s), then all
+    np.testing.assert_array_equal(data, ref)
+    assert eeg_dsp._CHECKED == {(160.0, 0.1, 30.0, "overlap-add"): True}
+
+
+def test_a_long_recording_uses_raw_filter_when_overlap_add_disagrees_with_mne(monkeypatch):
+    raw = mne.io.read_raw(SAMPLE, preload=True, verbose="error").pick("eeg")
+    ref = raw.copy().filter(0.1, 30.0, verbose="error").resample(100.0, verbose="error").get_data()
+    monkeypatch.setattr(eeg_dsp, "MAX_SAMPLES", 5000)
+    monkeypatch.setattr(eeg_dsp, "_CHECKED", {})
+    monkeypatch.setattr(eeg_dsp, "_compare_overlap_add", lambda *a: False)
+    calls = []
+    monkeypatch.setattr(eeg_dsp, "overlap_add_", lambda *a: calls.append("overlap_add_"))
+    cfg = relpos.get_modality("eeg").Config()
+    data = eeg_pipeline.preprocess_raw(raw, cfg, list(raw.ch_names), "'sample'")
+    assert calls == []
+    np.testing.assert_array_equal(data, ref)

@@ -218,7 +218,8 @@ def preprocess_raw(raw, cfg, keep: list[str], where: str) -> np.ndarray:
     (filtered, re-referenced, picked; still at its own rate when the resampling was done outside it).
     The band-pass and the resampling are MNE's (``raw.filter``, ``raw.resample``); for the usual
     case (one continuous segment, no stim channels) :mod:`.dsp` computes the same numbers for
-    blocks of channels at once.
+    blocks of channels at once, or for a long recording MNE's overlap-add band-pass with several
+    segments per FFT call (bit for bit ``raw.filter``'s numbers; the resampling stays MNE's).
     """
     from . import dsp
 
@@ -231,10 +232,14 @@ def preprocess_raw(raw, cfg, keep: list[str], where: str) -> np.ndarray:
     l_freq, h_freq = cfg.l_freq or None, cfg.h_freq
     resampling = not np.isclose(cfg.sfreq, sfreq, atol=0, rtol=1e-6)  # as raw.resample decides
     # One FFT over a whole long recording loses to MNE's overlap-add (a 22-h, 2-channel night: 2.4 s
-    # against 0.5 s), so long recordings keep MNE's methods.
-    batched = _batched_ok(raw) and raw.n_times <= dsp.MAX_SAMPLES and dsp.matches_mne(
+    # against 0.5 s), so long recordings keep MNE's overlap-add, with segments batched (0.21 against
+    # raw.filter's 0.29 s on that night, best of 7), and MNE's resampling.
+    one_segment = _batched_ok(raw)
+    long = raw.n_times > dsp.MAX_SAMPLES
+    batched = one_segment and not long and dsp.matches_mne(
         raw._data[0], sfreq, l_freq, h_freq, cfg.sfreq if resampling else sfreq
     )
+    overlap_add = one_segment and long and dsp.overlap_add_matches_mne(raw._data[0], sfreq, l_freq, h_freq)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         freqs = notch_freqs(cfg.notch_freq, sfreq)
@@ -242,6 +247,8 @@ def preprocess_raw(raw, cfg, keep: list[str], where: str) -> np.ndarray:
             raw.notch_filter(freqs, picks="all", verbose="error")
         if batched:
             dsp.band_pass_(raw._data, sfreq, l_freq, h_freq)
+        elif overlap_add:
+            dsp.overlap_add_(raw._data, sfreq, l_freq, h_freq)
         else:
             raw.filter(l_freq, h_freq, picks="all", verbose="error")
         reference = cfg.reference.strip()
