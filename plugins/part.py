@@ -354,6 +354,10 @@ class PART(Pretext):
     channel_tokens = True
 
     @classmethod
+    def requests_windows(cls, config) -> bool:
+        return config.scope == "recording"  # across windows: samples of K windows of one recording
+
+    @classmethod
     def check_config(cls, config, modality, encoder_config):
         # Rules that involve the other sections, checked before the modality's data is read.
         heads = config.head_heads or encoder_config.heads

@@ -73,6 +73,10 @@ class RecordingPretext(Pretext):
 
     modalities = ("eeg", "timeseries")  # the modalities whose windows can have a time in a recording
     needs_recording_time = True
+
+    @classmethod
+    def requests_windows(cls, config) -> bool:
+        return True  # every recording pretext draws samples of several windows (its window_request)
     encoder_output = "vector"
     encoder_pos_embed = ("none", "sincos")
     # a ViT reading whole windows: without positions its CLS token would not know where anything is

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -297,7 +298,34 @@ def test_the_example_plugin_jigsaw_composes_with_part_and_show_draws_parts_figur
         assert shown.numbers["part.reconstruction"]
 
 
-def test_two_pretexts_with_window_requests_are_refused_in_one_sentence():
+@pytest.mark.parametrize("name, settings, refused", [
+    ("rp+ts", [], "'rp' and 'ts'"),
+    ("part+cpc", ["pretext.part.scope=recording"], "'part' and 'cpc'"),
+    ("part+cpc", [], None),  # PART within a window asks for nothing
+])
+def test_two_pretexts_with_window_requests_are_refused_before_the_data_is_read(tmp_path, capsys, monkeypatch, name,
+                                                                                  settings, refused):
+    from relpos_modalities.eeg.modality import EEGModality
+
+    small = ["encoder.dim=16", "encoder.depth=1", "encoder.heads=2", *settings]
+    if refused is None:
+        assert relpos.resolve_config(modality="eeg", pretext=name, overrides=small).pretext == name
+        return
+    sentence = rf"Pretexts {refused} each ask for their own samples .* compose at most one"
+    with pytest.raises(ConfigError, match=sentence):
+        relpos.resolve_config(modality="eeg", pretext=name, overrides=small)
+    read = []
+    monkeypatch.setattr(EEGModality, "load", lambda self, source: read.append(source))
+    argv = ["train", "--pretext", name, "--out", str(tmp_path / "run")] + [a for s in small for a in ("--set", s)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and re.search(sentence, err) and read == [] and not (tmp_path / "run").exists()
+
+
+def test_a_plugin_that_sets_two_window_requests_unannounced_is_still_refused_when_built(monkeypatch):
+    from relpos_plugins.rp import RecordingPretext
+
+    monkeypatch.setattr(RecordingPretext, "requests_windows", classmethod(lambda cls, config: False))
     config = relpos.resolve_config(modality="eeg", pretext="rp+ts", overrides=["encoder.dim=16", "encoder.depth=1",
                                                                                   "encoder.heads=2"])
     onsets = np.arange(40, dtype=float) * 30.0

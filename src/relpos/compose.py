@@ -261,6 +261,9 @@ class ComposedPretext(Pretext):
                                        cls.component_encoder_config(component, encoder_config))
             except ConfigError as exc:
                 raise _reword(exc, component.name) from None
+        requesting = [c.name for c in cls.components if c.requests_windows(config.parts[c.name])]
+        if len(requesting) > 1:  # before any data is read; __init__ checks the built requests again
+            raise two_window_requests(requesting)
 
     @classmethod
     def grid_patch_fraction(cls, config: ComposedConfig) -> float | None:
@@ -289,12 +292,8 @@ class ComposedPretext(Pretext):
             c.name for c in self.components if encoder_config.pos_embed == "sincos" and not self.sees_positions(c, encoder_config)
         )
         requests = [(name, part.window_request) for name, part in self.parts.items() if part.window_request is not None]
-        if len(requests) > 1:
-            raise ConfigError(
-                f"Pretexts {' and '.join(repr(n) for n, _ in requests)} each ask for their own samples of several "
-                f"windows of a recording, and a composed run draws one kind of sample per step; compose at most "
-                f"one pretext with a window request (rp, ts, cpc, part with scope 'recording')."
-            )
+        if len(requests) > 1:  # a plugin that sets a request without saying so in requests_windows
+            raise two_window_requests([name for name, _ in requests])
         self.window_request = requests[0][1] if requests else None
         without = [name for name, part in self.parts.items() if BASELINE_KEY not in tuple(part.log_keys)]
         if self.scale == "baseline" and without:  # log_keys may depend on the settings: known once built
@@ -441,6 +440,15 @@ def composed_pretext_class(name: str) -> type[ComposedPretext]:
     cls = type(f"Composed[{SEPARATOR.join(names)}]", (ComposedPretext,), attributes)
     _CLASSES[components] = cls
     return cls
+
+
+def two_window_requests(names: Sequence[str]) -> ConfigError:
+    """The one sentence that refuses a composition of several pretexts with window requests."""
+    return ConfigError(
+        f"Pretexts {' and '.join(map(repr, names))} each ask for their own samples of several windows of a "
+        f"recording, and a composed run draws one kind of sample per step; compose at most one pretext with a "
+        f"window request (rp, ts, cpc, part with scope 'recording')."
+    )
 
 
 def get_pretext(name: str) -> type:

@@ -154,6 +154,14 @@ class Pretext(nn.Module):
         """
 
     @classmethod
+    def requests_windows(cls, config: Any) -> bool:
+        """Whether a pretext built with options ``config`` sets a :attr:`window_request` (samples of
+        several windows of one recording), known before any data is read, so that a composition of
+        two such pretexts is refused first. The default says no; ``rp``, ``ts``, ``cpc`` and PART
+        across windows say yes."""
+        return False
+
+    @classmethod
     def grid_patch_fraction(cls, config: Any) -> float | None:
         """The patch size, as a fraction of every axis, of ``relpos eval --features grid`` for runs of
         this pretext with options ``config``; None (the default) leaves it at ``1 / grid``.
