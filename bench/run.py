@@ -406,7 +406,31 @@ def loss_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     out["ratio_last"] = (out["loss_last"] / out["baseline_last"]
                          if out["baseline_last"] not in (None, 0) and out["loss_last"] is not None else None)
     out["curve"] = [[int(r["step"]), r["loss"], r.get("loss_baseline")] for r in rows]
+    # A composed run (part+sove) has no baseline of its weighted total: each pretext's own ratio.
+    names = [k[: -len("/loss_baseline")] for k in (rows[0] if rows else {}) if k.endswith("/loss_baseline")]
+    out["components"] = {
+        name: {"loss_last": mean(rows[-n:], f"{name}/loss"), "baseline_last": mean(rows[-n:], f"{name}/loss_baseline")}
+        for name in names
+    }
+    for part in out["components"].values():
+        part["ratio_last"] = (part["loss_last"] / part["baseline_last"]
+                              if part["baseline_last"] not in (None, 0) and part["loss_last"] is not None else None)
     return out
+
+
+def ratio_text(pretrain: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """Loss over baseline at the end: the run's, or for a composed run each pretext's (``part 0.83, sove 0.64``);
+    over several seeds, the mean."""
+    runs = pretrain if isinstance(pretrain, list) else [pretrain]
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    if any(r.get("ratio_last") is not None for r in runs) or not runs[0].get("components"):
+        return _ratio(mean(r.get("ratio_last") for r in runs))
+    return ", ".join(f"{name} {_ratio(mean(r.get('components', {}).get(name, {}).get('ratio_last') for r in runs))}"
+                     for name in runs[0]["components"])
 
 
 def atomic_json(path: Path, payload: Any) -> None:
@@ -579,9 +603,7 @@ def run_cell(recipe: Recipe, ds_name: str, method_name: str, setting_name: str, 
                 # a sample of a pretext with a window_request is K windows of one recording (RP: a pair)
                 "windows_per_sample": windows_per_sample,
                 "windows_seen": steps * int(config.train.batch_size) * windows_per_sample}
-    ratio = pretrain["ratio_last"]
-    print(f"[{name}] pretrained in {pretrain_s:.1f} s; loss/baseline at the end "
-          f"{'n/a' if ratio is None else f'{ratio:.3f}'}", flush=True)
+    print(f"[{name}] pretrained in {pretrain_s:.1f} s; loss/baseline at the end {ratio_text(pretrain)}", flush=True)
 
     evaluator = Evaluator(run_dir, recipe, ds, seed, args)
     evals: dict[str, dict] = {"pretrained": evaluator.evaluate("pretrained")}
@@ -750,7 +772,7 @@ def pretrain_rows(cells: list[dict]) -> list[list[str]]:
                 shares.setdefault(k.rpartition(":")[2], []).append(v)
         warned = sum(bool(x["warned_stuck"]) for x in p)
         table.append([ds, method, setting, str(p[0]["steps"]), _num(mean("loss_first")), _num(mean("baseline_first")),
-                      _num(mean("loss_last")), _num(mean("baseline_last")), _ratio(mean("ratio_last")),
+                      _num(mean("loss_last")), _num(mean("baseline_last")), ratio_text(p),
                       f"{warned} of {len(p)}", f"{mean('seconds'):.1f}",
                       ", ".join(f"{k} {100 * np.mean(v):.1f} %" for k, v in shares.items()) or "–"])
     return table

@@ -196,3 +196,19 @@ def test_a_cell_counts_every_window_of_a_sample_in_its_time_per_1000_windows(run
     pretrain = json.loads((tmp_path / "cells" / "sleep-rp-recipe-s0.json").read_text())["pretrain"]
     assert pretrain["windows_per_sample"] == 2
     assert pretrain["windows_seen"] == 12
+
+
+def test_a_composed_runs_loss_over_baseline_is_each_pretexts_own(run):
+    """part+sove logs no baseline of its weighted total: the report gives each pretext's ratio over the
+    last tenth of the rows (hand-computed: part 116.2 / 140 = 0.830, sove 3.2 / 5 = 0.640)."""
+    rows = [{"step": 10 * i, "loss": 150.0, "part/loss": 140.0, "part/loss_baseline": 140.0, "sove/loss": 5.0,
+             "sove/loss_baseline": 5.0} for i in range(1, 10)]
+    rows.append({"step": 100, "loss": 120.0, "part/loss": 116.2, "part/loss_baseline": 140.0, "sove/loss": 3.2,
+                 "sove/loss_baseline": 5.0})
+    summary = run.loss_summary(rows)
+    assert summary["ratio_last"] is None
+    assert summary["components"]["part"]["ratio_last"] == pytest.approx(0.83)
+    assert run.ratio_text(summary) == "part 0.830, sove 0.640"
+    assert run.ratio_text([summary, summary]) == "part 0.830, sove 0.640"
+    single = run.loss_summary([{"step": 1, "loss": 1.0, "loss_baseline": 2.0}])
+    assert single["components"] == {} and run.ratio_text(single) == "0.500"
