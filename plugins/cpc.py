@@ -122,7 +122,7 @@ class ContrastivePredictiveCoding(RecordingPretext):
         target = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
         with torch.no_grad():
-            accuracy = (logits.argmax(-1) == 0).float().mean().item()
+            accuracy = (logits.argmax(-1) == 0).float().mean()
         return loss, {BASELINE_KEY: math.log(n_negatives + 1), "accuracy": accuracy}
 
     def memory_hint(self, batch_size: int) -> str | None:

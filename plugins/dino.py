@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from relpos import hookimpl
-from relpos.blocks import MIN_CLASSES, Centering, DINOHead, distillation_cross_entropy
+from relpos.blocks import MIN_CLASSES, Centering, DINOHead, distillation_cross_entropy, off_diagonal
 from relpos.config import MAX_STEPS, setting
 from relpos.student_teacher import MultiCropConfig, StudentTeacher, schedule_setting
 from relpos.trivial_baseline import BASELINE_KEY
@@ -113,11 +113,9 @@ class DINO(StudentTeacher):
     def cls_loss(self, teacher_out: torch.Tensor, student_out: torch.Tensor, temp: float) -> torch.Tensor:
         """Eq. 7: mean over samples and (i, j ≠ i) pairs of H(P_t^i, P_s^j)."""
         centred = self.centering(teacher_out)
-        n_teacher, n_student = teacher_out.shape[1], student_out.shape[1]
         # (B, n_teacher, n_student) cross-entropies of every pair, from one broadcast
         ce = distillation_cross_entropy(centred[:, :, None], student_out[:, None, :], temp, self.config.student_temp)
-        keep = ~torch.eye(n_teacher, n_student, dtype=torch.bool, device=ce.device)
-        return ce[:, keep].mean()
+        return off_diagonal(ce).mean()
 
 
 @hookimpl

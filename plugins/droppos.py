@@ -241,7 +241,7 @@ class DropPos(GridPretext):
             correct = (logits.argmax(dim=-1) == visible_idx) & dropped
             logs = {
                 BASELINE_KEY: math.log(self.n_patches),
-                "accuracy": (correct.sum() / dropped.sum()).item(),
+                "accuracy": correct.sum() / dropped.sum(),
                 "sigma": sigma,
             }
         return loss, logs

@@ -312,7 +312,7 @@ class MAE(GridPretext):
         batch_size = x.shape[0]
         boxes = self.grid(batch_size, x.device)
         patches = extract_patches(x, boxes, self.patch_shape)
-        masked, visible_idx, _ = random_masking(batch_size, self.n_patches, self.config.mask_ratio, generator, x.device)
+        masked, visible_idx, masked_idx = random_masking(batch_size, self.n_patches, self.config.mask_ratio, generator, x.device)
         encoded = self.encoder(take_tokens(patches, visible_idx), take_tokens(boxes.center, visible_idx), generator)
         # The visible tokens back at their grid positions; the masked slots' zeros are replaced
         # by the decoder's mask token.
@@ -324,10 +324,13 @@ class MAE(GridPretext):
         target = patch_targets(patches, self.config.norm_pix_loss)
         loss, per_patch = masked_mse(pred, target, masked)
         with torch.no_grad():
-            visible = ~masked
+            # Gathered by index, not by boolean mask (whose count a GPU would have to report to the host);
+            # the indices are in grid order, so the values and their order are a boolean mask's.
+            masked_targets = target.gather(1, masked_idx.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+            n_visible = visible_idx.shape[1]
             logs = {
-                BASELINE_KEY: constant_baseline(target[masked]).item(),
-                "mse_visible": (per_patch[visible].mean() if visible.any() else per_patch.new_zeros(())).item(),
+                BASELINE_KEY: constant_baseline(masked_targets.reshape(-1, target.shape[-1])),
+                "mse_visible": per_patch.gather(1, visible_idx).mean() if n_visible else per_patch.new_zeros(()),
             }
         return loss, logs
 

@@ -84,7 +84,7 @@ class MP3(GridPretext):
         with torch.no_grad():
             logs = {
                 BASELINE_KEY: math.log(self.n_patches),
-                "accuracy": (logits.argmax(dim=-1) == target).float().mean().item(),
+                "accuracy": (logits.argmax(dim=-1) == target).float().mean(),
             }
         return loss, logs
 

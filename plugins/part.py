@@ -257,8 +257,11 @@ def constant_baseline(theta: torch.Tensor, selected: torch.Tensor | None = None)
         Scalar; 0 when no pair is selected.
     """
     theta = theta.detach().float().reshape(-1, theta.shape[-1])
-    if selected is not None:
-        theta = theta[selected.reshape(-1)]
+    if selected is not None:  # weighted, not indexed: a boolean index would wait for its count on a GPU
+        weight = selected.reshape(-1, 1).to(theta.dtype)
+        count = weight.sum().clamp(min=1)
+        mean = (theta * weight).sum(dim=0) / count
+        return ((theta - mean).pow(2) * weight).sum(dim=0).div(count).mean()
     if theta.shape[0] == 0:
         return theta.new_zeros(())
     return (theta - theta.mean(dim=0)).pow(2).mean()
@@ -318,8 +321,11 @@ def positions_only_baseline(
     error = (offset_guess - theta[..., :n_axes]).pow(2)
     if theta.shape[-1] > n_axes:  # size ratios: the best constant, their mean over the counted pairs
         sizes = theta[..., n_axes:]
-        counted = sizes if selected is None else sizes[selected]
-        mean_size = counted.reshape(-1, sizes.shape[-1]).mean(dim=0) if counted.numel() else 0.0
+        if selected is None:
+            mean_size = sizes.reshape(-1, sizes.shape[-1]).mean(dim=0) if sizes.numel() else 0.0
+        else:  # weighted, not indexed (no wait for the count on a GPU); 0 when no pair is selected
+            weight = selected.unsqueeze(-1).to(sizes.dtype)
+            mean_size = (sizes * weight).sum(dim=(0, 1)) / weight.sum().clamp(min=1)
         error = torch.cat([error, (sizes - mean_size).pow(2)], dim=-1)
     per_pair = error.mean(dim=-1)
     if selected is None:
@@ -566,21 +572,21 @@ class PART(Pretext):
         with torch.no_grad():
             d = self.n_axes
             logs = {
-                BASELINE_KEY: baseline.item(),
-                "center_l2": (pred[..., :d] - theta[..., :d]).norm(dim=-1).mean().item(),
+                BASELINE_KEY: baseline,
+                "center_l2": (pred[..., :d] - theta[..., :d]).norm(dim=-1).mean(),
             }
             if self.config.predict_size:
-                logs["size_mse"] = F.mse_loss(pred[..., d:], theta[..., d:]).item()
+                logs["size_mse"] = F.mse_loss(pred[..., d:], theta[..., d:])
             if self.space_axes:
                 space = self.space_axes
-                logs["mse_space"] = F.mse_loss(pred[..., :space], theta[..., :space]).item()
-                logs["baseline_space"] = constant_baseline(theta[..., :space]).item()
+                logs["mse_space"] = F.mse_loss(pred[..., :space], theta[..., :space])
+                logs["baseline_space"] = constant_baseline(theta[..., :space])
             if masked_pair is not None:
-                logs["mse_masked_pairs"] = _masked_mean(pair_error, masked_pair).item()
+                logs["mse_masked_pairs"] = _masked_mean(pair_error, masked_pair)
                 logs["baseline_masked_pairs"] = positions_only_baseline(
                     boxes, pos_masked, ref, tgt, theta, masked_pair
-                ).item()
-                logs["mse_visible_pairs"] = _masked_mean(pair_error, ~masked_pair).item()
+                )
+                logs["mse_visible_pairs"] = _masked_mean(pair_error, ~masked_pair)
         return loss, logs
 
     def windows_of(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -648,17 +654,19 @@ class PART(Pretext):
         loss = pair_error.mean()
         with torch.no_grad():
             logs = {
-                BASELINE_KEY: constant_baseline(theta).item(),
-                "center_l2": (pred[..., :1] - theta[..., :1]).norm(dim=-1).mean().item(),
+                BASELINE_KEY: constant_baseline(theta),
+                "center_l2": (pred[..., :1] - theta[..., :1]).norm(dim=-1).mean(),
             }
             if self.config.predict_size:
-                logs["size_mse"] = F.mse_loss(pred[..., 1:], theta[..., 1:]).item()
+                logs["size_mse"] = F.mse_loss(pred[..., 1:], theta[..., 1:])
             within = torch.zeros_like(pair_error, dtype=torch.bool)
             within[:, : self.n_within_pairs] = True
             for kind, selected in (("within", within), ("cross", ~within)):
                 if f"mse_{kind}_pairs" in self.log_keys:
-                    logs[f"mse_{kind}_pairs"] = _masked_mean(pair_error, selected).item()
-                    logs[f"baseline_{kind}_pairs"] = constant_baseline(theta, selected).item()
+                    logs[f"mse_{kind}_pairs"] = _masked_mean(pair_error, selected)
+                    # the pairs of a kind are columns: sliced, the same numbers as indexed, with no wait
+                    columns = slice(None, self.n_within_pairs) if kind == "within" else slice(self.n_within_pairs, None)
+                    logs[f"baseline_{kind}_pairs"] = constant_baseline(theta[:, columns])
         return loss, logs
 
     def decoded_offsets(self, predicted: torch.Tensor) -> torch.Tensor:

@@ -140,11 +140,11 @@ class PWSelf(DINO):
         loss = torch.stack(terms).mean()
         self._pending_center = teacher_out[:, :, 0].detach()
         logs = {
-            BASELINE_KEY: torch.stack(uniform_terms).mean().item(),
+            BASELINE_KEY: torch.stack(uniform_terms).mean().detach(),
             "teacher_temp": temp,
             "momentum": self.momentum_now(),
-            "cls_ce": torch.stack(cls_terms).mean().item(),
-            "matched": torch.stack(matched).mean().item(),
+            "cls_ce": torch.stack(cls_terms).mean(),
+            "matched": torch.stack(matched).mean().detach(),
         }
         return loss, logs
 

@@ -23,7 +23,6 @@ sign. The module also holds :class:`RecordingPretext`, the base the three pretex
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -54,14 +53,17 @@ def check_separation(config) -> None:
         )
 
 
-def label_entropy(labels: torch.Tensor) -> float:
-    """The BCE of the best constant prediction of 0/1 ``labels``: the entropy of their frequency, in nats."""
+def label_entropy(labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The BCE of the best constant prediction of 0/1 ``labels`` (those of weight 1 when ``weights``, 0/1,
+    are given): the entropy of their frequency, in nats, as a float64 0-d tensor on the labels' device
+    (0 when there are none), computed there so that a step never waits for it."""
     if labels.numel() == 0:
-        return 0.0
-    q = float(labels.float().mean())
-    if q in (0.0, 1.0):
-        return 0.0
-    return -(q * math.log(q) + (1 - q) * math.log(1 - q))
+        return torch.zeros((), dtype=torch.float64, device=labels.device)
+    if weights is None:
+        q = labels.float().mean().double()
+    else:
+        q = ((labels.float() * weights).sum() / weights.sum().clamp(min=1)).double()
+    return torch.special.entr(q) + torch.special.entr(1 - q)  # entr(p) = -p log p, 0 at p = 0
 
 
 class RecordingPretext(Pretext):
@@ -141,17 +143,17 @@ class RelativePositioning(RecordingPretext):
     def forward(self, batch, generator):
         x, onsets = self.windows_of(batch, 2)
         labels, used = rp_labels(onsets, self.config.tau_pos_s, self.config.tau_neg_s)
-        if not bool(used.any()):
-            raise DataError(
-                f"No pair of this batch is close (<= {self.config.tau_pos_s:g} s) or far (>= "
-                f"{self.config.tau_neg_s:g} s), so relative positioning has nothing to learn from it."
-            )
+        # Pairs in between (neither close nor far) weigh 0: weighted means rather than a boolean index,
+        # whose count a GPU would have to report to the host. The loop's window_request draws only close
+        # and far pairs; a hand-made batch with neither gives a NaN loss (0 / 0), which stops training.
+        weights = used.float()
         h = self.embed_windows(x)
         logits = self.head((h[:, 0] - h[:, 1]).abs()).squeeze(-1).float()
-        loss = F.binary_cross_entropy_with_logits(logits[used], labels[used])
+        per_pair = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        loss = (per_pair * weights).sum() / weights.sum()
         with torch.no_grad():
-            accuracy = ((logits[used] > 0).float() == labels[used]).float().mean().item()
-        return loss, {BASELINE_KEY: label_entropy(labels[used]), "accuracy": accuracy}
+            accuracy = (((logits > 0).float() == labels).float() * weights).sum() / weights.sum().clamp(min=1)
+        return loss, {BASELINE_KEY: label_entropy(labels, weights), "accuracy": accuracy}
 
     def memory_hint(self, batch_size: int) -> str | None:
         return f"lower train.batch_size (now {batch_size}; the encoder reads 2 windows per sample)"

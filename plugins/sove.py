@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from relpos import hookimpl
-from relpos.blocks import MIN_CLASSES, DINOHead
+from relpos.blocks import MIN_CLASSES, DINOHead, off_diagonal
 from relpos.config import setting
 from relpos.errors import ConfigError, DataError, did_you_mean
 from relpos.masking import block_mask, check_mask_ratio, masked_token_count
@@ -188,8 +188,9 @@ class Judges:
     embeddings: torch.Tensor
     own_label: torch.Tensor
     spread: torch.Tensor
-    #: Mean cosine between an anchor and its additional judges (nan when k = 0).
-    similarity: float
+    #: Mean cosine between an anchor and its additional judges: a 0-d tensor on the memory's device (left
+    #: there, as a logged value, so a step does not wait for it), or the float nan when k = 0.
+    similarity: torch.Tensor | float
 
     @property
     def n_concepts(self) -> int:
@@ -248,7 +249,7 @@ def judges_of_anchors(memory: torch.Tensor, index: torch.Tensor, k: int, soft_la
         neighbour_sim, neighbour = similarity.topk(k, dim=1)
         judges = torch.cat([anchors[:, None], memory[neighbour]], dim=1)  # (K, k+1, d)
         scores = torch.cat([ones, neighbour_sim], dim=1)
-        mean_similarity = float(neighbour_sim.mean())
+        mean_similarity = neighbour_sim.mean()
     else:
         judges, scores, mean_similarity = anchors[:, None], ones, math.nan
     if soft_labels == "onehot":
@@ -444,11 +445,10 @@ class SOVE(StudentTeacher):
             teacher_probs = judge_probabilities(teacher_cls, judges, temp)  # (B, n_global, K)
             student_probs = judge_probabilities(student_cls, judges, c.student_temp)  # (B, V, K)
             ce = cross_entropy(teacher_probs[:, :, None], student_probs[:, None, :])  # (B, n_global, V)
-            other = ~torch.eye(ce.shape[1], ce.shape[2], dtype=torch.bool, device=ce.device)
-            loss_cls = ce[:, other].mean()
+            loss_cls = off_diagonal(ce).mean()
             loss = loss + c.cls_weight * loss_cls
             entropy = -(teacher_probs * teacher_probs.clamp_min(1e-12).log()).sum(-1).mean()
-            logs.update(loss_cls=float(loss_cls.detach()), cls_entropy=float(entropy))
+            logs.update(loss_cls=loss_cls.detach(), cls_entropy=entropy)
             if min(self.k, cls_memory.shape[0] - 1) > 0:  # without judges there is no similarity to show
                 logs["judge_similarity"] = judges.similarity
 
@@ -465,7 +465,7 @@ class SOVE(StudentTeacher):
             per_view = (ce * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
             loss_patch = per_view.mean()
             loss = loss + c.patch_weight * loss_patch
-            logs["loss_patch"] = float(loss_patch.detach())
+            logs["loss_patch"] = loss_patch.detach()
 
         logs["cls_fill"] = self.cls_memory.fill_fraction
         logs["patch_fill"] = self.patch_memory.fill_fraction

@@ -340,12 +340,13 @@ class SpatialReasoning(Pretext):
         return bce, mse
 
     @staticmethod
-    def trivial_loss(target: torch.Tensor) -> float:
+    def trivial_loss(target: torch.Tensor) -> torch.Tensor:
         """Eq. 3 for the best constant prediction on this batch: the entropy of the label frequency
-        plus the variance of each coordinate's targets."""
-        q = float(target[:, 0].mean())
-        entropy = 0.0 if q in (0.0, 1.0) else -(q * math.log(q) + (1 - q) * math.log(1 - q))
-        return entropy + float(target[:, 1:].var(dim=0, unbiased=False).sum())
+        plus the variance of each coordinate's targets (a float64 0-d tensor on the targets' device,
+        so that a step never waits for it)."""
+        q = target[:, 0].mean().double()
+        entropy = torch.special.entr(q) + torch.special.entr(1 - q)  # entr(p) = -p log p, 0 at p = 0
+        return entropy + target[:, 1:].var(dim=0, unbiased=False).sum().double()
 
     def forward(self, batch, generator):
         x = batch["x"]
@@ -365,8 +366,8 @@ class SpatialReasoning(Pretext):
         prediction = self.head(pairs)
         bce, mse = self.loss_terms(prediction, target)
         with torch.no_grad():
-            same_accuracy = float(((prediction[:, 0] > 0).to(target.dtype) == target[:, 0]).float().mean())
-        logs = {BASELINE_KEY: self.trivial_loss(target), "bce": bce.item(), "mse": mse.item(),
+            same_accuracy = ((prediction[:, 0] > 0).to(target.dtype) == target[:, 0]).float().mean()
+        logs = {BASELINE_KEY: self.trivial_loss(target), "bce": bce.detach(), "mse": mse.detach(),
                 "same_accuracy": same_accuracy}
         return bce + mse, logs
 

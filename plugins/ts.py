@@ -77,7 +77,7 @@ class TemporalShuffling(RecordingPretext):
         logits = self.head(pair_features).squeeze(-1).float()
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         with torch.no_grad():
-            accuracy = ((logits > 0).float() == labels).float().mean().item()
+            accuracy = ((logits > 0).float() == labels).float().mean()
         return loss, {BASELINE_KEY: label_entropy(labels), "accuracy": accuracy}
 
     def memory_hint(self, batch_size: int) -> str | None:

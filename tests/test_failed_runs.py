@@ -227,6 +227,42 @@ def test_a_failure_after_a_checkpoint_keeps_the_run_and_names_the_checkpoint(tmp
     assert [r["step"] for r in read_metrics(out)[1]] == ["1", "2"]
 
 
+def test_a_nan_between_two_flushes_names_its_step_and_keeps_the_checkpoint_before_it(tmp_path, images, capfd, fail_at):
+    # The losses are read every 10 steps and before each checkpoint (steps 1, 4, 8, 10 here), so the NaN of
+    # step 6 is seen at step 8, before step 8's backward and save: step 4's checkpoint stays, untouched.
+    fail_at(6, None)
+    out = tmp_path / "run"
+    args = [*image_args(out, steps=10, ckpt_every=4), "--set", "train.log_every=10", "--data", str(images)]
+    assert main(args) == 1
+    (line,) = error_lines(capfd)
+    ckpt = out / "checkpoints" / "last.pt"
+    assert line.startswith("relpos: error: The loss became nan at step 6, so training stopped and the last good "
+                           f"checkpoint (step 4) is {str(ckpt)!r}")
+    assert torch.load(ckpt, weights_only=True)["step"] == 4
+    assert read_metrics(out)[1] == []  # the first row would have been step 10's
+
+
+def test_a_failure_after_an_unread_nan_is_said_as_the_nan(tmp_path, images, capfd, monkeypatch):
+    # Step 5's NaN is not read until the next flush; step 6 fails first (what a NaN often leads to), and
+    # the message names the NaN that caused it rather than its consequence.
+    part = relpos.get_pretext("part")
+    original, calls = part.forward, []
+
+    def forward(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("probability tensor contains either inf, nan or element < 0")
+        loss, logs = original(self, *args, **kwargs)
+        return (loss * float("nan"), logs) if len(calls) == 5 else (loss, logs)
+
+    monkeypatch.setattr(part, "forward", forward)
+    out = tmp_path / "run"
+    assert main([*image_args(out, steps=10, ckpt_every=4), "--set", "train.log_every=10", "--data", str(images)]) == 1
+    (line,) = error_lines(capfd)
+    assert line.startswith("relpos: error: The loss became nan at step 5, so training stopped and the last good "
+                           "checkpoint (step 4)")
+
+
 def test_a_resumed_run_that_fails_keeps_the_run(tmp_path, images, capfd, fail_at):
     out = tmp_path / "run"
     assert main([*image_args(out, steps=2), "--data", str(images)]) == 0

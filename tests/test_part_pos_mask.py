@@ -94,8 +94,8 @@ def test_positions_only_baseline_by_hand():
 def test_pair_loss_masked_trains_on_pairs_with_a_masked_patch_only(monkeypatch):
     pretext, x = make("eeg", "part", [*MASKED, "pretext.n_pairs=64", "pretext.pair_loss=masked"])
     loss, logs = pretext({"x": x}, torch.Generator().manual_seed(0))
-    assert loss.item() == pytest.approx(logs["mse_masked_pairs"], rel=1e-6)
-    assert logs[BASELINE_KEY] == pytest.approx(logs["baseline_masked_pairs"], rel=1e-6)
+    assert loss.item() == pytest.approx(float(logs["mse_masked_pairs"]), rel=1e-6)
+    assert float(logs[BASELINE_KEY]) == pytest.approx(float(logs["baseline_masked_pairs"]), rel=1e-6)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -104,7 +104,8 @@ def train_args(pretext: str, out: Path, images: Path, steps: int = 2) -> list[st
 # -- forward's return value --------------------------------------------------------------------------------
 def test_the_contract_sentence_is_the_documented_one():
     assert FORWARD_CONTRACT == (
-        "forward must return (loss, logs): a scalar tensor and a dict of floats whose keys are in log_keys"
+        "forward must return (loss, logs): a scalar tensor and a dict of numbers (0-d tensors or floats) whose "
+        "keys are in log_keys"
     )
     assert "returns `loss`, a scalar tensor to minimise" in (REPO / "docs" / "plugins.md").read_text()
 

@@ -119,14 +119,14 @@ def test_loss_is_finite_and_gradients_reach_the_student_not_the_teacher():
 def test_the_loss_is_the_weighted_sum_of_its_two_terms():
     pretext, windows = build()
     loss, logs = step(pretext, windows.x[:4])
-    assert loss.item() == pytest.approx(logs["loss_cls"] + logs["loss_patch"], rel=1e-5)
+    assert loss.item() == pytest.approx(float(logs["loss_cls"] + logs["loss_patch"]), rel=1e-5)
     cls_only, _ = build(["pretext.patch_weight=0"])
     loss, logs = step(cls_only, windows.x[:4])
-    assert "loss_patch" not in logs and loss.item() == pytest.approx(logs["loss_cls"], rel=1e-6)
+    assert "loss_patch" not in logs and loss.item() == pytest.approx(float(logs["loss_cls"]), rel=1e-6)
     assert cls_only.mask_token.grad is None  # nothing is masked without L_patch
     patch_only, _ = build(["pretext.cls_weight=0", "pretext.patch_weight=2"])
     loss, logs = step(patch_only, windows.x[:4])
-    assert "loss_cls" not in logs and loss.item() == pytest.approx(2 * logs["loss_patch"], rel=1e-6)
+    assert "loss_cls" not in logs and loss.item() == pytest.approx(2 * float(logs["loss_patch"]), rel=1e-6)
 
 
 def test_patch_loss_counts_masked_tokens_only():

@@ -236,5 +236,5 @@ def test_pw_self_baseline_is_a_uniform_student_on_every_term(loss):
     _, logs = step_loss(pretext, windows.x[:4])
     # log K per CLS term and per matched patch term; 'mean' divides their sum by 1 + matches,
     # 'sum' does not, so its baseline grows with the mean number of matched patches.
-    expected = math.log(64) * (1 if loss == "mean" else 1 + logs["matched"])
-    assert logs[BASELINE_KEY] == pytest.approx(expected, rel=1e-5)
+    expected = math.log(64) * (1 if loss == "mean" else 1 + float(logs["matched"]))
+    assert float(logs[BASELINE_KEY]) == pytest.approx(expected, rel=1e-5)

@@ -13,7 +13,7 @@ defaults in their signatures (as lightly's ``DINOProjectionHead``, ``DINOLoss`` 
 * :class:`Centering`, the teacher's centre as a persistent (checkpointed) buffer, averaged across
   processes by :func:`relpos.distributed.all_reduce_mean` when training is distributed;
 * :func:`distillation_cross_entropy`, ``H(P_t, P_s)`` of centred, sharpened teacher outputs and
-  student outputs, per token.
+  student outputs, per token; :func:`off_diagonal`, the pairs of different views of a cross-entropy table.
 
 :mod:`relpos.student_teacher` puts them together: the student–teacher skeleton those pretexts extend.
 
@@ -244,3 +244,22 @@ def distillation_cross_entropy(
     teacher_probs = F.softmax(teacher_output.detach().float() / teacher_temp, dim=-1)
     student_log_probs = F.log_softmax(student_output.float() / student_temp, dim=-1)
     return -(teacher_probs * student_log_probs).sum(-1)
+
+
+_OFF_DIAGONAL: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def off_diagonal(values: torch.Tensor) -> torch.Tensor:
+    """``values[..., i, j]`` for every ``i ≠ j`` of ``(..., n, m)`` values, flattened in row-major order.
+
+    What ``values[..., ~torch.eye(n, m, dtype=torch.bool)]`` gives (so a mean over them is the same
+    number), through an index built on the host once per shape and device: indexing by a boolean mask
+    makes a GPU report the mask's count to the host, a wait in every step.
+    """
+    n, m = values.shape[-2:]
+    key = (n, m, values.device)
+    index = _OFF_DIAGONAL.get(key)
+    if index is None:
+        index = torch.tensor([i * m + j for i in range(n) for j in range(m) if i != j], dtype=torch.long)
+        index = _OFF_DIAGONAL[key] = index.to(values.device)
+    return values.flatten(-2)[..., index]

@@ -64,6 +64,18 @@ class MemoryBank(nn.Module):
         self.register_buffer("embeddings", torch.zeros(self.size, self.dim))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        #: (pointer, count) as Python ints beside the buffers, so a step never reads them back from a GPU;
+        #: None after a state_dict was loaded (then read from the buffers once).
+        self._positions: tuple[int, int] | None = (0, 0)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._positions = None
+
+    def _host_positions(self) -> tuple[int, int]:
+        if self._positions is None:
+            self._positions = (int(self.pointer), int(self.count))
+        return self._positions
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
@@ -71,7 +83,7 @@ class MemoryBank(nn.Module):
     @property
     def n_filled(self) -> int:
         """How many rows hold embeddings (``size`` once the bank has wrapped around)."""
-        return int(self.count)
+        return self._host_positions()[1]
 
     @property
     def fill_fraction(self) -> float:
@@ -96,12 +108,13 @@ class MemoryBank(nn.Module):
         n = rows.shape[0]
         if n == 0:
             return
-        start = int(self.pointer)
+        start, count = self._host_positions()
         if n > self.size:  # keep the newest `size` rows, written where they would have landed
             start = (start + n - self.size) % self.size
             rows = rows[-self.size:]
             n = self.size
         slots = (start + torch.arange(n, device=rows.device)) % self.size
         self.embeddings[slots.to(self.embeddings.device)] = rows
-        self.pointer.fill_((start + n) % self.size)
-        self.count.fill_(min(self.size, int(self.count) + n))
+        self._positions = ((start + n) % self.size, min(self.size, count + n))
+        self.pointer.fill_(self._positions[0])
+        self.count.fill_(self._positions[1])

@@ -30,7 +30,8 @@ from .modality import Modality, Windows
 POS_EMBEDS = ("none", "sincos")
 #: What :meth:`Pretext.forward` returns, quoted by :func:`check_forward_output` when it returns anything else.
 FORWARD_CONTRACT = (
-    "forward must return (loss, logs): a scalar tensor and a dict of floats whose keys are in log_keys"
+    "forward must return (loss, logs): a scalar tensor and a dict of numbers (0-d tensors or floats) whose keys "
+    "are in log_keys"
 )
 
 
@@ -387,7 +388,9 @@ def check_forward_output(pretext: Pretext, output: Any) -> None:
     The training loop calls it on the first step of a run (what a pretext returns is of the same
     kinds at every step): ``output`` must be a pair ``(loss, logs)``, ``loss`` a 0-d floating-point
     tensor with a gradient, ``logs`` a dict whose keys are in ``pretext.log_keys`` and whose values
-    are numbers or one-element tensors (the loop logs ``float(value)``).
+    are one-element tensors or numbers. Tensors are what a pretext should log: the loop keeps them on
+    the device and reads every step's values in one transfer per metrics row, so a GPU never waits for
+    the host inside a step; a Python float is accepted too (``.item()`` to make one is such a wait).
     """
     def refuse(what: str) -> PluginError:
         return PluginError(f"Pretext {pretext.name!r} {what}, but {FORWARD_CONTRACT}.")

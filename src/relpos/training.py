@@ -492,17 +492,64 @@ def _refuse_other_world_size(state: dict[str, Any], launch: distributed.Launch, 
     )
 
 
-def _reduced_logs(loss: torch.Tensor, extra: Mapping[str, Any]) -> tuple[float, dict[str, Any]]:
-    """The loss and the pretext's logged values, averaged over the processes of a distributed run
-    (so every process sees the same numbers and stops on a non-finite loss together)."""
-    if not distributed.is_distributed():
-        return float(loss.detach()), dict(extra)  # logged values become floats where they are logged
-    keys = list(extra)
-    values = torch.stack([loss.detach().double().reshape(())] + [
-        torch.as_tensor(extra[key], dtype=torch.float64, device=loss.device).detach().reshape(()) for key in keys
-    ])
-    values = distributed.all_reduce_mean(values).tolist()
-    return values[0], dict(zip(keys, values[1:]))
+class _PendingValues:
+    """The loss and logged values of the steps since the last flush, kept where they were computed.
+
+    Each step's tensors (the loss first, then the logged tensors in the order they were logged) are
+    stacked into one small float64 vector on the device; logged Python numbers stay on the host. A
+    flush brings every buffered vector to the host in one transfer (so a GPU never waits for the host
+    inside a step) and, in a distributed run, averages them over the processes in one all-reduce.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, tuple[str, ...], torch.Tensor, dict[str, Any]]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def add(self, step: int, loss: torch.Tensor, logs: Mapping[str, Any]) -> None:
+        """Buffer ``step``'s loss and logs without reading them."""
+        on_device = tuple(key for key, value in logs.items()
+                          if isinstance(value, torch.Tensor) and value.device == loss.device)
+        on_host = {key: value for key, value in logs.items() if key not in on_device}
+        values = torch.stack([loss.detach().reshape(()).double()]
+                             + [logs[key].detach().reshape(()).double() for key in on_device])
+        self.steps.append((step, on_device, values, on_host))
+
+    def flush(self, reduce: bool) -> list[tuple[int, float, dict[str, float]]]:
+        """``(step, loss, logs)`` of every buffered step, in order, as Python floats; the buffer empties.
+
+        ``reduce``: average every value over the processes of a distributed run (a collective call).
+        """
+        steps, self.steps = self.steps, []
+        if not steps:
+            return []
+        device_values = torch.cat([values for _, _, values, _ in steps]).tolist()  # the one transfer
+        rows, start = [], 0
+        for step, on_device, values, on_host in steps:
+            loss, *logged = device_values[start:start + len(values)]
+            start += len(values)
+            logs = dict(zip(on_device, logged))
+            logs.update((key, float(value)) for key, value in on_host.items())
+            rows.append((step, loss, logs))
+        if reduce:  # every process buffered the same steps and keys: one all-reduce of them all
+            flat = torch.tensor([value for _, loss, logs in rows for value in (loss, *logs.values())],
+                                dtype=torch.float64, device=steps[0][2].device)
+            averaged, start = distributed.all_reduce_mean(flat).tolist(), 0
+            for i, (step, _, logs) in enumerate(rows):
+                values = averaged[start:start + 1 + len(logs)]
+                start += 1 + len(logs)
+                rows[i] = (step, values[0], dict(zip(logs, values[1:])))
+        return rows
+
+    def first_not_finite(self) -> tuple[int, float] | None:
+        """``(step, loss)`` of the first buffered step whose own loss is not finite, read without any
+        collective call (a failing process still says why it failed)."""
+        for step, _, values, _ in self.steps:
+            loss = float(values[0])
+            if not math.isfinite(loss):
+                return step, loss
+        return None
 
 
 def train(
@@ -604,16 +651,16 @@ def _train_steps(run: _Run) -> None:
         if step == run.start + 1:  # once: what forward returns is of the same kinds at every step
             check_forward_output(pretext, output)
         loss, logs = output
-        run.loss, logs = _reduced_logs(loss, logs)
-        run.watch_baseline(step, logs)
-        run.stop_if_not_finite(step)
+        run.pending.add(step, loss, logs)  # kept on the device: no host read inside the step
+        if run.flushes_at(step):  # before backward, so a non-finite loss here never reaches the weights
+            run.flush()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(pretext.parameters(), cfg.grad_clip)
         optimizer.step()
         pretext.after_step(step)
-        run.report(step, logs)
+        run.report(step)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             run.save(step)
 
@@ -770,7 +817,11 @@ class _Run:
         self.start = 0  # the checkpoint's step on resume
         self.step = 0  # the step being trained (the start before the first)
         self.last_saved: int | None = None  # step of the newest checkpoint on disk
-        self.loss = float("nan")  # the last step's loss, averaged over the processes
+        self.loss = float("nan")  # the last flushed step's loss, averaged over the processes
+        self.logs: dict[str, float] = {}  # and its logged values
+        self.flushed_step: int | None = None  # the step of the last flush
+        #: The steps since the last flush, their loss and logs still on the device (read by flush).
+        self.pending = _PendingValues()
         self.new_files: _NewRunFiles | None = None
         #: The recordings the pretext's window_request draws from; None: independent windows.
         self.recording_index: RecordingIndex | None = None
@@ -877,6 +928,22 @@ class _Run:
         return {"x": x.to(self.device, non_blocking=True), "onsets": onsets.to(self.device),
                 "window_index": rows.to(self.device)}
 
+    def flushes_at(self, step: int) -> bool:
+        """Whether the buffered values are read at ``step``: the run's first step (the contract is
+        checked and the bar shows a loss early), every row of metrics.csv, before every checkpoint
+        and at the last step. The same steps in every process (the flush is a collective call)."""
+        cfg = self.cfg
+        return (step == self.start + 1 or step == cfg.steps or step % cfg.log_every == 0
+                or step % cfg.ckpt_every == 0 or (self.monitors is not None and step % cfg.monitor_every == 0))
+
+    def flush(self) -> None:
+        """Bring the buffered steps' values to the host in one transfer (averaged over the processes)
+        and feed them, step by step, to the stuck-at-baseline watches and the non-finite check."""
+        for step, loss, logs in self.pending.flush(reduce=self.distributed):
+            self.loss, self.logs, self.flushed_step = loss, logs, step
+            self.watch_baseline(step, logs)
+            self.stop_if_not_finite(step)
+
     def watch_baseline(self, step: int, logs: Mapping[str, Any]) -> None:
         """Feed the stuck-at-baseline watch; rank 0 prints its warning (once per run)."""
         baseline = logs.get(BASELINE_KEY)
@@ -895,26 +962,33 @@ class _Run:
     def stop_if_not_finite(self, step: int) -> None:
         if math.isfinite(self.loss):
             return
-        error = TrainingError(
-            f"The loss became {self.loss} at step {step}, so training stopped and {self.kept()} "
-            f"(try a lower train.lr, now {self.cfg.lr}, or check the data for NaN values)."
-        )
+        error = self._not_finite(step, self.loss)
         # Every process sees the same averaged loss and stops here; rank 0 says so.
         error.reported_elsewhere = not self.main_process
         raise error
 
-    def report(self, step: int, logs: Mapping[str, Any]) -> None:
-        """Advance the progress bar; every ``train.log_every`` steps and at the last, log a row."""
+    def _not_finite(self, step: int, loss: float) -> TrainingError:
+        return TrainingError(
+            f"The loss became {loss} at step {step}, so training stopped and {self.kept()} "
+            f"(try a lower train.lr, now {self.cfg.lr}, or check the data for NaN values)."
+        )
+
+    def report(self, step: int) -> None:
+        """Advance the progress bar; every ``train.log_every`` steps and at the last, log a row (of the
+        values the flush of this step read)."""
         self._samples += self.cfg.batch_size
+        logs = self.logs
         baseline = logs.get(BASELINE_KEY)
         measured = self.monitor(step)
         if self.progress is not None:
             self.progress.update(1)
+        if self.progress is not None and self.flushed_step == step:
             self.progress.set_postfix(
                 loss=f"{self.loss:.4f}", **({"baseline": f"{float(baseline):.4f}"} if baseline is not None else {}),
                 **{key: f"{value:.3g}" for key, value in self.monitored.items()},
             )
         if (step % self.cfg.log_every == 0 or step == self.cfg.steps or measured) and self.log is not None:
+            assert self.flushed_step == step, "flushes_at must cover every row of metrics.csv"
             now = time.perf_counter()
             row = {"step": step, "loss": self.loss, "lr": float(self.lrs[step - 1]),
                    "samples_per_s": self._samples / max(now - self._t_last, 1e-9)}
@@ -1003,6 +1077,12 @@ class _Run:
         """The one-sentence error that replaces ``exc`` (a lost peer, memory running out), or None
         to let ``exc`` through as it is (noted for the peers of a distributed run)."""
         step, launch = self.step, self.launch
+        earlier = self._not_finite_before()
+        if earlier is not None:  # what failed ran on weights a non-finite loss had already spoilt
+            error = self._not_finite(*earlier)
+            if self.distributed:
+                distributed.note_failure(str(error))
+            return error
         if self.distributed and distributed.is_collective_failure(exc):
             # A peer is gone, so this process cannot go on; say which one when it left a note.
             peer = distributed.peer_failure() or (
@@ -1027,6 +1107,14 @@ class _Run:
         if self.distributed and not said_elsewhere:
             distributed.note_failure(_one_line(exc))
         return None
+
+    def _not_finite_before(self) -> tuple[int, float] | None:
+        """The first step since the last flush whose loss was not finite, if any (the values are read
+        here, when the run has failed, as non-finite detection lags by up to ``train.log_every`` steps)."""
+        try:
+            return self.pending.first_not_finite()
+        except Exception:  # noqa: BLE001 - a device that failed cannot be read; the failure itself is said
+            return None
 
     def close(self) -> None:
         """Close the progress bar and the logs; a new run without a checkpoint removes what it added."""

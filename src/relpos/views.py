@@ -294,9 +294,9 @@ def extract_view_tokens(x: torch.Tensor, views: Sequence[Views], mode: str = "bi
         chunk = chunk.reshape(batch, v.n_views, v.n_tokens, *chunk.shape[2:])
         n_axes = v.n_axes
         for d in range(n_axes):
-            flipped = v.flip[..., d].to(chunk.device)
-            if bool(flipped.any()):
-                mask = flipped.reshape(batch, v.n_views, *([1] * (chunk.dim() - 2)))
+            flipped = v.flip[..., d]
+            if bool(flipped.any()):  # the flags are drawn on the host (the step's generator): no wait
+                mask = flipped.to(chunk.device).reshape(batch, v.n_views, *([1] * (chunk.dim() - 2)))
                 chunk = torch.where(mask, chunk.flip(chunk.dim() - n_axes + d), chunk)
         out.append(chunk)
     return out

@@ -172,7 +172,7 @@ class Jigsaw(relpos.Pretext):
         logits = self.head(tokens).float()
         loss = F.cross_entropy(logits, label)
         with torch.no_grad():
-            accuracy = (logits.argmax(dim=1) == label).float().mean().item()
+            accuracy = (logits.argmax(dim=1) == label).float().mean()  # a tensor: no wait for the device
         return loss, {BASELINE_KEY: math.log(self.n_classes), "accuracy": accuracy}
 
 
