@@ -129,3 +129,55 @@ def test_recording_windows_fill_any_slice_of_its_windows(recording):
         rw.fill(part, first=1)
         np.testing.assert_array_equal(part, rw.x[1:3])
         np.testing.assert_allclose(rw.x, normalise_windows(recording, starts, 3000), rtol=0, atol=1e-6)
+
+
+def stats_segment_by_segment(data, starts, n_samples):
+    """window_stats's sums, one segment at a time, as it first took them."""
+    from relpos_modalities.common.segments import over_windows, segments
+
+    level = data[:, starts[0] : starts[0] + n_samples].mean(axis=1, keepdims=True)
+    cuts, first, count = segments(starts, starts + n_samples, data.shape[1])
+    ends = np.append(cuts[1:], data.shape[1])
+    sums = np.empty((data.shape[0], len(cuts)))
+    squares = np.empty((data.shape[0], len(cuts)))
+    for j, (a, b) in enumerate(zip(cuts.tolist(), ends.tolist())):
+        part = data[:, a:b] - level
+        sums[:, j] = np.sum(part, axis=1)
+        squares[:, j] = np.einsum("ij,ij->i", part, part)
+    mean = over_windows(sums, first, count, np.add) / n_samples
+    var = over_windows(squares, first, count, np.add) / n_samples - mean * mean
+    return (mean + level).T, np.sqrt(np.maximum(var, 0.0)).T
+
+
+def fill_one_window_at_a_time(data, starts, n_samples, mean, std):
+    """fill_normalised's windows, one at a time, as it first wrote them."""
+    out = np.empty((len(starts), data.shape[0], n_samples), dtype=np.float32)
+    for i, a in enumerate(starts):
+        window = data[:, a : a + n_samples]
+        if mean is None:
+            centre = np.add.reduce(window, axis=1) / n_samples
+            scratch = window - centre[:, None]
+            spread = np.sqrt(np.einsum("ij,ij->i", scratch, scratch) / n_samples)
+        else:
+            scratch = window - mean[i][:, None]
+            spread = std[i]
+        np.divide(scratch, np.maximum(spread, 1e-12)[:, None], out=out[i], casting="same_kind")
+    return out
+
+
+@pytest.mark.parametrize("stride", [3000, 500, 1234, 7])
+@pytest.mark.parametrize("block_bytes", [1, 4 * 2**20])  # one segment / window per call, and many
+def test_stats_and_windows_taken_a_block_at_a_time_are_those_of_one_at_a_time(recording, stride, block_bytes, monkeypatch):
+    import relpos_modalities.common.normalisation as normalisation
+
+    monkeypatch.setattr(normalisation, "SEGMENT_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(normalisation, "WINDOW_GROUP_BYTES", block_bytes)
+    starts = np.arange(0, recording.shape[1] - 3000 + 1, stride)[:400]
+    mean, std = window_stats(recording, starts, 3000)
+    want_mean, want_std = stats_segment_by_segment(recording, starts, 3000)
+    np.testing.assert_array_equal(mean, want_mean)  # bit for bit: the same sums in the same order
+    np.testing.assert_array_equal(std, want_std)
+    for given in [(mean, std), (None, None)]:
+        out = np.empty((len(starts), recording.shape[0], 3000), dtype=np.float32)
+        fill_normalised(out, recording, starts, 3000, *given)
+        np.testing.assert_array_equal(out, fill_one_window_at_a_time(recording, starts, 3000, *given))

@@ -64,6 +64,13 @@ def normalise(x: np.ndarray) -> np.ndarray:
 #: which would lose digits to cancellation.
 CANCELLATION_RATIO = 1e6
 
+#: Largest float64 scratch (bytes) of :func:`window_stats` (segments of one length summed in one
+#: call) and of :func:`fill_normalised` (windows normalised in one call): each row is still summed
+#: on its own, so the numbers are those of one segment or one window at a time, without a Python
+#: step per segment (a 22-h night, 2 channels, 5-s stride: 0.13 s -> 0.02 s) or per window.
+SEGMENT_BLOCK_BYTES = 4 * 2**20
+WINDOW_GROUP_BYTES = 2**20
+
 
 def window_stats(data: np.ndarray, starts: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of each channel of each window ``data[:, a:a + n_samples]``.
@@ -80,15 +87,25 @@ def window_stats(data: np.ndarray, starts: np.ndarray, n_samples: int) -> tuple[
         return np.zeros((0, n_ch)), np.zeros((0, n_ch))
     level = data[:, starts[0] : starts[0] + n_samples].mean(axis=1, keepdims=True)
     cuts, first, count = segments(starts, starts + n_samples, n)
-    ends = np.append(cuts[1:], n)
+    lengths = np.append(cuts[1:], n) - cuts  # the segments follow each other up to the end
     sums = np.empty((n_ch, len(cuts)))
     squares = np.empty((n_ch, len(cuts)))
-    scratch = np.empty((n_ch, int((ends - cuts).max())))
-    for j, (a, b) in enumerate(zip(cuts.tolist(), ends.tolist())):
-        part = scratch[:, : b - a]
-        np.subtract(data[:, a:b], level, out=part)
-        np.sum(part, axis=1, out=sums[:, j])
-        squares[:, j] = np.einsum("ij,ij->i", part, part)
+    columns = max(int(lengths.max()), SEGMENT_BLOCK_BYTES // (8 * n_ch))
+    scratch = np.empty((n_ch, columns))
+    j = 0
+    while j < len(cuts):  # a run of segments of one length: (channels, segments, length) at once
+        length = int(lengths[j])
+        run = 1
+        most = max(1, columns // length)
+        while j + run < len(cuts) and run < most and lengths[j + run] == length:
+            run += 1
+        a = int(cuts[j])
+        part = scratch[:, : run * length]
+        np.subtract(data[:, a : a + run * length], level, out=part)
+        blocks = part.reshape(n_ch, run, length)
+        np.sum(blocks, axis=2, out=sums[:, j : j + run])
+        squares[:, j : j + run] = np.einsum("csl,csl->cs", blocks, blocks)
+        j += run
     mean = over_windows(sums, first, count, np.add) / n_samples
     var = over_windows(squares, first, count, np.add) / n_samples - mean * mean
     unsure = ~(var * CANCELLATION_RATIO > mean * mean)  # also catches var <= 0
@@ -110,22 +127,29 @@ def fill_normalised(
     std: np.ndarray | None = None,
 ) -> None:
     """``out[i] = (window - mean[i]) / std[i]`` with ``window = data[:, a:a + n_samples]`` for each
-    start ``a`` (float64 maths, float32 ``out``), one window at a time through a float64 scratch window.
+    start ``a`` (float64 maths, float32 ``out``), a few windows at a time through a float64 copy of them
+    (each window's numbers are those it would get alone).
 
     Without ``mean`` and ``std``, each window's are computed on the way, as
     :func:`normalise` does (the mean, then the spread around it), while the window is at hand.
     """
-    scratch = np.empty((data.shape[0], n_samples), dtype=np.float64)
-    for i, a in enumerate(starts):
-        window = data[:, a : a + n_samples]
+    starts = np.asarray(starts, dtype=np.int64)
+    if len(starts) == 0:
+        return
+    n_ch = data.shape[0]
+    group = max(1, WINDOW_GROUP_BYTES // (8 * n_ch * n_samples))
+    every = np.lib.stride_tricks.sliding_window_view(data, n_samples, axis=1).transpose(1, 0, 2)  # (start, C, T)
+    for first in range(0, len(starts), group):
+        part = slice(first, first + group)
+        windows = every[starts[part]]  # a float64 copy, (k, C, T)
         if mean is None:
-            centre = np.add.reduce(window, axis=1) / n_samples
-            np.subtract(window, centre[:, None], out=scratch)
-            spread = np.sqrt(np.einsum("ij,ij->i", scratch, scratch) / n_samples)
+            centre = np.add.reduce(windows, axis=2) / n_samples
+            windows -= centre[:, :, None]
+            spread = np.sqrt(np.einsum("kij,kij->ki", windows, windows) / n_samples)
         else:
-            np.subtract(window, mean[i][:, None], out=scratch)
-            spread = std[i]
-        np.divide(scratch, np.maximum(spread, MIN_SCALE)[:, None], out=out[i], casting="same_kind")
+            windows -= mean[part][:, :, None]
+            spread = std[part]
+        np.divide(windows, np.maximum(spread, MIN_SCALE)[:, :, None], out=out[part], casting="same_kind")
 
 
 def normalise_windows(data: np.ndarray, starts: np.ndarray, n_win: int) -> np.ndarray:
