@@ -106,3 +106,103 @@ def test_adamw_is_fused_on_cuda_only():
         pytest.skip("needs a CUDA device for the fused AdamW (none on this machine)")
     gpu = torch.nn.Parameter(torch.ones(3, device="cuda"))
     assert adamw([{"params": [gpu]}], 1e-3, torch.device("cuda")).defaults["fused"] is True
+
+
+class _FailingBackward(torch.autograd.Function):
+    """The identity, whose backward fails as a compiled backward graph that does not compile does."""
+
+    @staticmethod
+    def forward(ctx, loss):
+        return loss.view_as(loss)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("BackendCompilerFailed: backend='inductor' raised:\n CppCompileError: C++ compile error")
+
+
+class _CompilerWithBrokenBackward:
+    """A torch.compile whose compiled step runs forward (drawing from the generator, moving a buffer as
+    BatchNorm statistics do) and fails in the first backward; the eager redo must undo all of it."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model):
+        def compiled(batch, generator):
+            self.calls += 1
+            for buffer in model.buffers():
+                buffer.add_(1.0)
+            loss, logs = model(batch, generator)
+            return _FailingBackward.apply(loss), logs
+
+        return compiled
+
+
+def test_a_failing_compiled_backward_falls_back_with_one_warning_line_and_the_eager_losses(
+        tmp_path, capsys, monkeypatch, eager_losses):
+    broken = _CompilerWithBrokenBackward()
+    monkeypatch.setattr(torch, "compile", broken)
+    compiled = losses(train_tiny_part(tmp_path / "run", extra=["train.compile=true"]))
+    said = warnings_of(capsys.readouterr().err)
+    assert broken.calls == 1  # one compiled forward, then eager for good
+    assert said == [
+        "relpos: warning: train.compile is on but torch.compile failed in the first step's backward (RuntimeError: "
+        "BackendCompilerFailed: backend='inductor' raised: CppCompileError: C++ compile error); training without "
+        "it (eager, as with train.compile: false)."
+    ]
+    assert compiled == eager_losses  # bit for bit: stream rewound, buffers restored, gradients zeroed
+
+
+def test_the_eager_redo_of_a_failed_backward_restores_buffers_and_zeroes_gradients(monkeypatch, capsys):
+    monkeypatch.setattr(torch, "compile", _CompilerWithBrokenBackward())
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.tensor([2.0]))
+            self.register_buffer("seen", torch.zeros(1))
+
+        def forward(self, batch, generator):
+            noise = torch.rand(1, generator=generator)
+            return (self.weight * batch["x"] * noise).sum(), {"noise": noise[0]}
+
+    model = Model()
+    model.weight.grad = torch.tensor([100.0])  # what a partial backward may leave behind
+    forward = StepForward(model, enabled=True)
+    generator = torch.Generator().manual_seed(0)
+    loss, logs = forward.forward_backward({"x": torch.tensor([3.0])}, generator)
+    noise = torch.rand(1, generator=torch.Generator().manual_seed(0))
+    assert not forward.active and float(logs["noise"]) == float(noise)  # the same draw as eager
+    assert float(model.seen) == 0.0  # the compiled forward's change undone
+    assert float(model.weight.grad) == pytest.approx(3.0 * float(noise))  # d(w·3·noise)/dw, nothing left over
+    assert len(warnings_of(capsys.readouterr().err)) == 1
+
+
+def test_a_compiled_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_one(tmp_path, monkeypatch, capsys):
+    import relpos
+    from relpos import training
+    from relpos.training import TrainingInterrupted
+
+    # Dynamo's own backend (see above): the compiled step's guards and graph breaks, without a C++ compiler.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    extra = ["train.compile=true", "train.ckpt_every=3"]
+    whole = read_metrics(train_tiny_part(tmp_path / "whole", steps=6, extra=extra))[1]
+    save = training._Run.save
+
+    def interrupted_after_step_3(run, step):  # Ctrl-C right after the checkpoint of step 3
+        save(run, step)
+        if step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training._Run, "save", interrupted_after_step_3)
+    with pytest.raises(TrainingInterrupted):
+        train_tiny_part(tmp_path / "resumed", steps=6, extra=extra)
+    monkeypatch.setattr(training._Run, "save", save)
+    config = relpos.resume_config(tmp_path / "resumed")
+    config.train.steps, config.train.progress = 6, False
+    relpos.train(config, resume=True)
+    resumed = read_metrics(tmp_path / "resumed")[1]
+    assert [row["step"] for row in resumed] == [str(step) for step in range(1, 7)]
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "samples_per_s"} for row in rows]  # noqa: E731
+    assert strip(resumed) == strip(whole)
+    assert warnings_of(capsys.readouterr().err) == []  # compiled throughout (Dynamo runs on this machine)

@@ -2,10 +2,12 @@
 
 * ``train.compile`` (default off): the step's forward (the pretext, with its encoder, or DDP's
   wrapper of it) runs through ``torch.compile``. Where ``torch.compile`` is missing or fails on the
-  first step (no C++ compiler for the CPU backend, an unsupported Python, an operation it cannot
-  trace), one warning line says why and the run goes on in eager mode from that same step, with the
-  random streams rewound, so its numbers are those of ``train.compile: false``. The parameters are
-  the pretext's own: checkpoints and exports do not change.
+  first step, in its forward or in its backward (no C++ compiler for the CPU backend, an unsupported
+  Python, an operation it cannot trace, a backward graph that does not compile), one warning line
+  says why and the run goes on in eager mode from that same step, with the random streams rewound,
+  the module's buffers restored and the gradients zeroed, so its numbers are those of
+  ``train.compile: false``. The parameters are the pretext's own: checkpoints and exports do not
+  change, and a run resumes exactly under compile as without it.
 * ``train.amp`` (default on): bf16 autocast on CUDA; the parameters, their gradients and the
   optimiser's moments stay float32 (the master weights). No effect on a CPU.
 * AdamW is the fused CUDA kernel on CUDA (one launch for every parameter); elsewhere PyTorch's
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable
 
 import torch
@@ -46,6 +49,7 @@ class StepForward:
         self.say = say  # rank 0 warns; the other processes fall back silently
         self.compiled: Callable[..., Any] | None = None
         self.proven = False  # the compiled forward has run once
+        self.backward_proven = False  # and its backward too
         if not enabled:
             return
         if not hasattr(torch, "compile"):
@@ -79,10 +83,56 @@ class StepForward:
         except Exception as exc:  # noqa: BLE001 - any failure of the compiler stack
             generator.set_state(rewind)
             self._fall_back(f"torch.compile failed on the first step ({_one_line(exc)})")
-            try:
-                torch._dynamo.reset()
-            except Exception:  # noqa: BLE001 - only frees the compiler's caches
-                pass
+            _reset_compiler()
             return self.model(batch, generator)
         self.proven = True
         return output
+
+    def forward_backward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
+                         autocast: Callable[[], AbstractContextManager] = nullcontext,
+                         check: Callable[[Any], None] | None = None) -> Any:
+        """The step's forward (under ``autocast``), ``check`` of its output, and the backward of its
+        loss; returns the forward's output ``(loss, logs)``, the gradients accumulated.
+
+        The compiled backward graph is built at the first ``backward``; where that fails, the step is
+        redone in eager mode as a failed forward is (one warning line, the random stream rewound), with
+        the module's buffers (e.g. BatchNorm statistics the compiled forward updated) restored and the
+        gradients it left zeroed, so the run is the one ``train.compile: false`` gives.
+        """
+        trying = self.compiled is not None and not self.backward_proven
+        if trying:  # once: what the compiled step's first forward may change, to undo
+            rewind = generator.get_state()
+            buffers = [(buffer, buffer.detach().clone()) for buffer in self.model.buffers()]
+        with autocast():
+            output = self(batch, generator)
+        if check is not None:
+            check(output)
+        if not trying or self.compiled is None:  # eager (from the start, or after the forward failed)
+            output[0].backward()
+            return output
+        try:
+            output[0].backward()
+        except Exception as exc:  # noqa: BLE001 - any failure of the compiler stack
+            generator.set_state(rewind)
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            self.model.zero_grad(set_to_none=True)
+            self._fall_back(f"torch.compile failed in the first step's backward ({_one_line(exc)})")
+            _reset_compiler()
+            with autocast():
+                output = self.model(batch, generator)
+            if check is not None:
+                check(output)
+            output[0].backward()
+            return output
+        self.backward_proven = True
+        return output
+
+
+def _reset_compiler() -> None:
+    """Free the compiler's caches once a run has fallen back to eager mode."""
+    try:
+        torch._dynamo.reset()
+    except Exception:  # noqa: BLE001 - only frees the compiler's caches
+        pass

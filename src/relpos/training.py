@@ -646,16 +646,14 @@ def _train_steps(run: _Run) -> None:
         if decay is not None:
             optimizer.param_groups[0]["weight_decay"] = float(decay)  # param_groups: decayed first
         batch = run.next_batch()
-        with run.autocast():
-            output = forward(batch, run.generator)
-        if step == run.start + 1:  # once: what forward returns is of the same kinds at every step
-            check_forward_output(pretext, output)
-        loss, logs = output
-        run.pending.add(step, loss, logs)  # kept on the device: no host read inside the step
-        if run.flushes_at(step):  # before backward, so a non-finite loss here never reaches the weights
-            run.flush()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # once: what forward returns is of the same kinds at every step
+        check = (lambda output: check_forward_output(pretext, output)) if step == run.start + 1 else None
+        # forward and backward; a compiled step that fails in either is redone in eager mode
+        loss, logs = forward.forward_backward(batch, run.generator, run.autocast, check)
+        run.pending.add(step, loss, logs)  # kept on the device: no host read inside the step
+        if run.flushes_at(step):  # before the update, so a non-finite loss here never reaches the weights
+            run.flush()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(pretext.parameters(), cfg.grad_clip)
         optimizer.step()
