@@ -2,15 +2,12 @@
 
 A modality that spends time turning files into windows (reading, filtering, resampling) wraps that
 work in :func:`cached_windows`. The first call runs ``build``, which appends windows to a
-:class:`WindowWriter` one recording at a time; the writer streams them into a raw float32 file
-(flushing it to disk in the background while the build goes on), and the finished folder is
-published atomically once the file is on disk. Every later call with the same sources and
-parameters skips ``build`` entirely and memory-maps that file (entries under
-``$RELPOS_CACHE_MMAP_MIN_BYTES``, default 1 GiB, are read into memory instead), so opening a data set
-larger than RAM costs almost nothing. Memory during a build stays bounded by one recording for an
-entry that will be memory-mapped; the windows of a smaller entry, which a hit reads into memory
-anyway, are also kept in memory as they are written, and the first call returns them without
-reading the file back.
+:class:`WindowWriter` one recording at a time (so memory stays bounded by one recording, whatever
+the size of the data set); the writer streams them into a raw float32 file (flushing it to disk in
+the background while the build goes on), and the finished folder is published atomically once the
+file is on disk. Every later call with the same sources and parameters skips ``build``
+entirely and memory-maps that file (entries under ``$RELPOS_CACHE_MMAP_MIN_BYTES``, default 1 GiB, are
+read into memory instead), so opening a data set larger than RAM costs almost nothing.
 
 The key covers the namespace, the cache format, every parameter and, for each source file, its
 resolved path, size and modification time: changing any of them builds a new entry. Entries live in
@@ -145,12 +142,7 @@ class WindowWriter:
         self._has_times: bool | None = None
         self._onsets: list[np.ndarray] = []
         self._durations: list[np.ndarray] = []
-        # The windows in memory: always without a folder (cache disabled); with one, as long as the
-        # entry stays under mmap_min_bytes() (a hit reads such an entry into memory anyway), so that
-        # cached_windows need not read back the file it has just written (None: not kept).
-        self._chunks: list[np.ndarray] | None = []
-        self._keep_below = mmap_min_bytes() if folder is not None else None
-        self._kept_bytes = 0
+        self._chunks: list[np.ndarray] = []  # only without a folder (cache disabled)
         self._fh = open(folder / X_FILE, "wb") if folder is not None else None
         self._pool = None  # one thread that flushes the file to disk while the build goes on
         self._sync = None
@@ -184,20 +176,18 @@ class WindowWriter:
             ``n`` window lengths in the unit of ``onsets`` (a single number is repeated); required
             with ``onsets``.
         """
-        given = x = np.asarray(x)
+        x = np.asarray(x)
         if x.ndim < 3:
             raise ValueError(f"WindowWriter.append() takes windows of shape (n, C, *extent), got {x.shape}.")
         n = int(x.shape[0])
         if not self._accept(n, x.shape[1:], groups, labels, subjects, onsets, durations):
             return
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if self._fh is None:
+        if self._fh is not None:
+            x.tofile(self._fh)
+            self._start_sync()
+        else:
             self._chunks.append(x)
-            return
-        x.tofile(self._fh)
-        self._start_sync()
-        if self._keeping(x.nbytes):  # a copy where x is the caller's array, which it may reuse
-            self._chunks.append(x.copy() if np.may_share_memory(x, given) else x)
 
     def append_filled(
         self,
@@ -228,43 +218,12 @@ class WindowWriter:
             return
         per_window = int(np.prod(shape, dtype=np.int64)) * 4
         k = max(1, min(n, FILL_CHUNK_BYTES // max(per_window, 1)))
-        # Filled in place where the windows are kept, else in one reused chunk.
-        kept = np.empty((n, *shape), dtype=np.float32) if self._keeping(n * per_window) else None
-        buffer = np.empty((k, *shape), dtype=np.float32) if kept is None else None
+        buffer = np.empty((k, *shape), dtype=np.float32)
         for first in range(0, n, k):
-            out = buffer[: min(k, n - first)] if kept is None else kept[first : first + k]
+            out = buffer[: min(k, n - first)]
             fill(out, first)
             self._fh.write(memoryview(out).cast("B"))
         self._start_sync()
-        if kept is not None:
-            self._chunks.append(kept)
-
-    def _keeping(self, nbytes: int) -> bool:
-        """Whether ``nbytes`` more of windows are kept in memory (the entry stays under
-        :func:`mmap_min_bytes`); once it grows past it, the windows kept so far are let go."""
-        if self._chunks is None:
-            return False
-        self._kept_bytes += int(nbytes)
-        if self._kept_bytes >= self._keep_below:
-            self._chunks = None
-            return False
-        return True
-
-    def take_kept_windows(self) -> np.ndarray | None:
-        """Every window appended, as one float32 ``(count, C, *extent)`` array, when the writer kept
-        them in memory (always with the cache disabled), else None; the writer lets them go."""
-        chunks, self._chunks = self._chunks, None
-        if chunks is None:
-            return None
-        if len(chunks) == 1:
-            return chunks[0]
-        x = np.empty(tuple(self._full_shape()), dtype=np.float32)
-        done = 0
-        for i in range(len(chunks)):  # each recording's windows freed once copied: no second copy of all
-            part, chunks[i] = chunks[i], None
-            x[done : done + len(part)] = part
-            done += len(part)
-        return x
 
     def _accept(self, n, shape, groups, labels, subjects, onsets=None, durations=None) -> bool:
         """Check and record everything about ``n`` windows but their values; False when n is 0."""
@@ -409,7 +368,10 @@ class WindowWriter:
 
     def to_windows(self) -> Windows:
         """The windows held in memory (cache disabled)."""
-        x = torch.from_numpy(self.take_kept_windows())
+        if self._chunks:
+            x = torch.from_numpy(np.concatenate(self._chunks))
+        else:
+            x = torch.zeros(tuple(self._full_shape()), dtype=torch.float32)
         labels = self._labels_array()
         onsets, durations = self._times_arrays()
         info = json.loads(json.dumps(self.info, default=_json_default))
@@ -465,12 +427,10 @@ def _read_float32(path: Path) -> np.ndarray:
     return np.frombuffer(buffer, dtype=np.float32)
 
 
-def load_entry(folder: Path, replay_warnings: bool = True, in_memory: np.ndarray | None = None) -> Windows | None:
+def load_entry(folder: Path, replay_warnings: bool = True) -> Windows | None:
     """Open a published entry, memory-mapped; None when it is missing, partial or corrupt.
 
-    ``replay_warnings`` repeats the warnings ``build`` gave when the entry was made. ``in_memory``
-    is the entry's windows as its writer kept them (:meth:`WindowWriter.take_kept_windows`): they stand
-    for the file (whose size is still checked) where the file would be read into memory.
+    ``replay_warnings`` repeats the warnings ``build`` gave when the entry was made.
     """
     try:
         meta = json.loads((folder / META_FILE).read_text())
@@ -497,10 +457,7 @@ def load_entry(folder: Path, replay_warnings: bool = True, in_memory: np.ndarray
         elif x_path.stat().st_size < mmap_min_bytes():
             # Small entries are read into memory: training reads random batches every step, and
             # from a memory map that was measured 25 % slower (35 vs 46 windows/s, bundled EEG).
-            if in_memory is not None and tuple(in_memory.shape) == shape:
-                x = torch.from_numpy(in_memory)
-            else:
-                x = torch.from_numpy(_read_float32(x_path).reshape(shape))
+            x = torch.from_numpy(_read_float32(x_path).reshape(shape))
         else:
             # Copy-on-write: torch wants a writable buffer; nothing is ever written back to the file.
             x = torch.from_numpy(np.memmap(x_path, dtype=np.float32, mode="c", shape=shape))
@@ -623,8 +580,7 @@ def cached_windows(
             raise DataError(f"The cache entry {str(final)!r} could not be written or read back.") from None
         windows.info["cache"] = {"hit": True, "path": str(final)}
         return windows
-    # build just gave the warnings; its windows are still in memory where a hit would read them
-    windows = load_entry(final, replay_warnings=False, in_memory=writer.take_kept_windows())
+    windows = load_entry(final, replay_warnings=False)  # build just gave them
     if windows is None:
         raise DataError(f"The cache entry {str(final)!r} could not be read back after writing it.")
     windows.info["cache"] = {"hit": False, "path": str(final)}
