@@ -282,11 +282,12 @@ class GridPretext(Pretext):
         grid = grid_boxes(self.extent, self.patch_size)
         self.register_buffer("grid_center", grid.center, persistent=False)
         self.register_buffer("grid_size", grid.size, persistent=False)
+        self.grid_layout = grid.layout  # every box's size, inside the extent, at whole pixels
 
     def grid(self, batch_size: int, device: torch.device) -> Boxes:
         """The grid boxes, ``(B, N, D)``, the same for every sample."""
         center = self.grid_center.to(device).expand(batch_size, -1, -1)
-        return Boxes(center, self.grid_size.to(device).expand_as(center))
+        return Boxes(center, self.grid_size.to(device).expand_as(center), self.grid_layout)
 
 
 class MAE(GridPretext):

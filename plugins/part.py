@@ -453,7 +453,9 @@ class PART(Pretext):
                     f"{list(self.extent)}), so 'pretext.n_patches' must be 0 or {self.n_patches}, "
                     f"got {config.n_patches}."
                 )
-            self.register_buffer("grid_center", grid_boxes(self.extent, self.patch_size).center, persistent=False)
+            grid = grid_boxes(self.extent, self.patch_size)
+            self.register_buffer("grid_center", grid.center, persistent=False)
+            self.grid_layout = grid.layout  # every box's size, inside the extent (geometry.BoxLayout)
         else:
             self.n_patches = config.n_patches or modality.default_num_patches(self.extent)
         if self.n_patches < 2:
@@ -514,7 +516,7 @@ class PART(Pretext):
         if self.sampling == "grid":
             center = self.grid_center.to(device).expand(batch_size, -1, -1)
             size = torch.tensor(self.patch_size, device=device).expand_as(center)
-            return Boxes(center, size)
+            return Boxes(center, size, self.grid_layout)
         return sample_offgrid(
             batch_size,
             self.extent,

@@ -62,7 +62,7 @@ from relpos import hookimpl
 from relpos.config import setting
 from relpos.errors import ConfigError, DataError
 from relpos.extraction import extract_patches
-from relpos.geometry import Boxes
+from relpos.geometry import Boxes, BoxLayout
 from relpos.pretext import Pretext
 from relpos.trivial_baseline import BASELINE_KEY
 from relpos.views import check_scale_range, extract_view_tokens, flip_mask_for, sample_views
@@ -290,7 +290,9 @@ class SpatialReasoning(Pretext):
         size = torch.tensor([float(s) for s in self.patch_size], device=x.device)
         centers = starts + size / 2
         if self.config.patch_use == "plain":
-            boxes = Boxes(centers, size.expand_as(centers).clone())
+            # whole starts, inside the input, every box of the patch size: extraction reads nothing back
+            layout = BoxLayout(tuple(float(p) for p in self.patch_size), extent, integer=True)
+            boxes = Boxes(centers, size.expand_as(centers).clone(), layout)
             inputs = extract_patches(x, boxes, extent)
             if self.config.photometric:
                 flat = inputs.reshape(batch * n_patches, 1, *inputs.shape[2:])

@@ -222,3 +222,27 @@ def test_gathering_by_rows_or_by_windows_and_in_passes_gives_the_same_bits(shape
     if inside:
         window = x[(b, slice(None)) + tuple(slice(int(c), int(c) + p) for c, p in zip(corner, out))]
         assert torch.equal(results[0][1][b, n], window)
+
+
+@pytest.mark.parametrize("shape, out", CASES)
+def test_a_layout_read_on_the_host_takes_the_road_reading_the_boxes_takes(shape, out):
+    """layout_of(boxes) gives extract_patches what it would read: the same patches bit for bit, for
+    boxes inside, past a border (no layout: extraction reads them itself) and rescaled (resampled)."""
+    from relpos.extraction import layout_of
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(shape, generator=gen)
+    inside = _random_unscaled(shape, out, 12, gen, torch.float32, reach=0.0)
+    past = _random_unscaled(shape, out, 12, gen, torch.float32, reach=1.5)
+    rescaled = Boxes(inside.center, inside.size * 1.25)
+    for boxes, expected in ((inside, tuple(float(p) for p in out)), (rescaled, None)):
+        layout = layout_of(boxes, shape[2:], out)
+        assert layout is not None and layout.size == expected and layout.extent == tuple(shape[2:])
+        vouched = Boxes(boxes.center, boxes.size, layout)
+        assert torch.equal(extract_patches(x, vouched, out), extract_patches(x, boxes, out))
+    crossing = past.center - past.size / 2 < 0
+    if bool(crossing.any()):
+        assert layout_of(past, shape[2:], out) is None
+    # a layout made for another extent is not trusted: the boxes are read
+    other = Boxes(inside.center, inside.size, layout_of(inside, [e + 1 for e in shape[2:]], out))
+    assert torch.equal(extract_patches(x, other, out), extract_patches(x, inside, out))

@@ -22,11 +22,13 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Boxes": "geometry",
+    "BoxLayout": "geometry",
     "relative_transform": "geometry",
     "sample_offgrid": "sampling",
     "grid_boxes": "sampling",
     "sample_pairs": "sampling",
     "extract_patches": "extraction",
+    "layout_of": "extraction",
     "Views": "views",
     "TokenMatch": "views",
     "sample_views": "views",

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .geometry import Boxes
+from .geometry import Boxes, BoxLayout
 
 
 EXTRACTION_METHODS = ("auto", "grid_sample")
@@ -157,32 +157,24 @@ def _shifted_slices(
     if boxes.center.numel() == 0:
         return None
     device = boxes.center.device
-    patch = torch.tensor(out_size, device=device)
-    extent = torch.tensor(x.shape[2:], device=device)
+    extent_size = tuple(int(e) for e in x.shape[2:])
     # Positions in at least float32: a bf16 box start would lose whole pixels.
     position_dtype = torch.promote_types(x.dtype, torch.float32)
-    start = boxes.center.to(position_dtype) - patch.to(position_dtype) / 2  # (B, N, D)
-    first = start.floor()
-    unscaled, integer = torch.stack([(boxes.size == patch).all(), (start == first).all()]).tolist()
+    # What the sampler said of every box (geometry.BoxLayout) for this input's extent: the road is
+    # chosen without reading the boxes back from an accelerator. Otherwise the values are read.
+    layout = boxes.layout
+    if layout is not None and tuple(layout.extent) == extent_size:
+        unscaled = layout.size is not None and tuple(layout.size) == tuple(float(p) for p in out_size)
+        integer, low, high = layout.integer, [0] * len(out_size), [0] * len(out_size)  # inside: no padding
+    else:
+        unscaled, integer, low, high = _read_road(boxes, extent_size, out_size, position_dtype, x.device.type)
     if not unscaled:
         return None  # rescaled boxes resample with grid_sample
     # 1-D keeps the blend at every length, as before this rule (one lerp, exact in float32).
-    if not integer and x.device.type == "cpu" and len(out_size) > 1 and out_size[-1] + 1 < MIN_CPU_BLEND_RUN:
+    if not integer and _short_cpu_rows(x.device.type, out_size):
         return None  # short rows: grid_sample is faster on a CPU (bench/README.md, issue 16)
-    # How far the windows read past each end of each axis (one more host sync).
     n_axes = len(out_size)
-    if integer:
-        first, span = first.long(), out_size
-    else:
-        # A box flush with the end blends from one sample earlier with weight 1 (the same
-        # values), so that its (P + 1)-wide window stays inside the input.
-        first = first.long() - (start == (extent - patch).to(position_dtype)).long()
-        span = tuple(p + 1 for p in out_size)
-    span_t = torch.tensor(span, device=device)
-    reach = torch.cat([-first.amin(dim=(0, 1)), first.amax(dim=(0, 1)) + span_t - extent]).tolist()
-    low, high = reach[:n_axes], reach[n_axes:]
-    low = [max(0, v) for v in low]
-    high = [max(0, v) for v in high]
+    start, first, span = _window_starts(boxes.center, extent_size, out_size, position_dtype, integer)
     weight = None if integer else (start - first.to(position_dtype)).to(x.dtype)  # in [0, 1]
     if any(low) or any(high):
         if padding_mode not in _PADDING or max(low + high) > max(x.shape[2:]):
@@ -237,6 +229,65 @@ def _blend(windows: torch.Tensor, weight: torch.Tensor, out_size: tuple[int, ...
     rows = source.view(batch, n_boxes, channels, *span)[(slice(None),) * 3 + tuple(slice(0, p) for p in out_size[:-1])]
     last = weight[..., -1].reshape(batch, n_boxes, *([1] * (n_axes + 1)))
     torch.lerp(rows[..., : out_size[-1]], rows[..., 1:], last, out=out)
+
+
+def _short_cpu_rows(device_type: str, out_size: tuple[int, ...]) -> bool:
+    """Rows of 2-D and 3-D patches too short for the blend to beat grid_sample on a CPU."""
+    return device_type == "cpu" and len(out_size) > 1 and out_size[-1] + 1 < MIN_CPU_BLEND_RUN
+
+
+def _window_starts(center: torch.Tensor, extent: tuple[int, ...], out_size: tuple[int, ...],
+                   position_dtype: torch.dtype, integer: bool) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """``(start, first, span)``: the boxes' continuous starts, the first sample of each box's window
+    (long) and the window's size per axis (the patch, plus one sample to blend with unless integer)."""
+    patch = torch.tensor(out_size, device=center.device, dtype=position_dtype)
+    start = center.to(position_dtype) - patch / 2  # (B, N, D)
+    first = start.floor()
+    if integer:
+        return start, first.long(), out_size
+    # A box flush with the end blends from one sample earlier with weight 1 (the same values), so
+    # that its (P + 1)-wide window stays inside the input.
+    end = torch.tensor(extent, device=center.device, dtype=position_dtype) - patch
+    return start, first.long() - (start == end).long(), tuple(p + 1 for p in out_size)
+
+
+def _read_road(boxes: Boxes, extent: tuple[int, ...], out_size: tuple[int, ...], position_dtype: torch.dtype,
+               device_type: str) -> tuple[bool, bool, list[int], list[int]]:
+    """``(unscaled, integer, low, high)`` read from the boxes' values: all of the patch size, all at
+    whole starts, and how far the windows reach past the start and the end of each axis (host reads)."""
+    patch = torch.tensor(out_size, device=boxes.center.device)
+    start = boxes.center.to(position_dtype) - patch.to(position_dtype) / 2
+    unscaled, integer = torch.stack([(boxes.size == patch).all(), (start == start.floor()).all()]).tolist()
+    n_axes = len(out_size)
+    if not unscaled or (not integer and _short_cpu_rows(device_type, out_size)):
+        return unscaled, integer, [0] * n_axes, [0] * n_axes  # no window is cut: the reach does not matter
+    _, first, span = _window_starts(boxes.center, extent, out_size, position_dtype, integer)
+    limit = torch.tensor(extent, device=first.device) - torch.tensor(span, device=first.device)
+    reach = torch.cat([-first.amin(dim=(0, 1)), first.amax(dim=(0, 1)) - limit]).tolist()
+    return unscaled, integer, [max(0, v) for v in reach[:n_axes]], [max(0, v) for v in reach[n_axes:]]
+
+
+def layout_of(boxes: Boxes, extent: Sequence[int], out_size: int | Sequence[int],
+              dtype: torch.dtype = torch.float32) -> BoxLayout | None:
+    """The :class:`relpos.geometry.BoxLayout` of ``boxes`` for :func:`extract_patches` from inputs of
+    ``extent`` and ``dtype`` at ``out_size``, read from their values.
+
+    For boxes made on the host and about to move to an accelerator (``Boxes(..., layout=layout_of(...))``
+    then ``.to(device)``): extraction then reads nothing back from the device, and takes the road it
+    would have taken by reading them there. None where some box reaches past the input (extraction
+    then reads the boxes itself, for its padding).
+    """
+    extent = tuple(int(e) for e in extent)
+    out_size = (int(out_size),) * len(extent) if isinstance(out_size, int) else tuple(int(p) for p in out_size)
+    if boxes.center.numel() == 0:
+        return None
+    position_dtype = torch.promote_types(dtype, torch.float32)
+    unscaled, integer, low, high = _read_road(boxes, extent, out_size, position_dtype, boxes.center.device.type)
+    if not unscaled:
+        return BoxLayout(None, extent)  # boxes of other sizes: resampled, wherever they lie
+    if any(low) or any(high):
+        return None
+    return BoxLayout(tuple(float(p) for p in out_size), extent, integer)
 
 
 class _Workspace(threading.local):

@@ -13,9 +13,35 @@ scale/aspect extension, written once for any number of axes::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+
+@dataclass(frozen=True)
+class BoxLayout:
+    """What a sampler knows of all its boxes, on the host: read by :func:`relpos.extract_patches`
+    instead of the boxes' values, so that choosing its road reads nothing back from an accelerator.
+
+    A promise about every box: a layout that does not hold gives wrong patches. The built-in samplers
+    set it (:func:`relpos.sample_offgrid` at scale 1, :func:`relpos.grid_boxes`, the views' token
+    boxes through :func:`relpos.extraction.layout_of`); boxes made by hand have none, and extraction
+    then reads their values.
+
+    Attributes
+    ----------
+    size : tuple of float or None
+        The size of every box, per axis; None: the boxes are not all of the patch size, so they are
+        resampled (``grid_sample``), wherever they lie.
+    extent : tuple of int
+        The sample extent every box lies within (corners in ``[0, extent]`` on every axis).
+    integer : bool
+        Every box starts at a whole number on every axis (grid patches).
+    """
+
+    size: tuple[float, ...] | None
+    extent: tuple[int, ...]
+    integer: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,10 +54,13 @@ class Boxes:
         ``(..., D)`` box centres in native units.
     size : torch.Tensor
         ``(..., D)`` box sizes (extent per axis) in native units, all positive.
+    layout : BoxLayout or None
+        What the sampler knows of every box (host-side; see :class:`BoxLayout`), or None.
     """
 
     center: torch.Tensor
     size: torch.Tensor
+    layout: BoxLayout | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.center.shape != self.size.shape:
@@ -61,12 +90,16 @@ class Boxes:
         return cls(center=(start + end) / 2, size=end - start)
 
     def to(self, device: torch.device | str) -> "Boxes":
-        return Boxes(self.center.to(device), self.size.to(device))
+        return Boxes(self.center.to(device), self.size.to(device), self.layout)
+
+    def expand(self, batch_size: int) -> "Boxes":
+        """``(N, D)`` boxes (one sample's) as ``(batch_size, N, D)``, without a copy."""
+        return Boxes(self.center.expand(batch_size, -1, -1), self.size.expand(batch_size, -1, -1), self.layout)
 
     def gather(self, index: torch.Tensor) -> "Boxes":
         """Select boxes along the patch dimension: ``(B, N, D)`` boxes and ``(B, M)`` indices."""
         idx = index.unsqueeze(-1).expand(*index.shape, self.n_axes)
-        return Boxes(self.center.gather(-2, idx), self.size.gather(-2, idx))
+        return Boxes(self.center.gather(-2, idx), self.size.gather(-2, idx), self.layout)
 
 
 def relative_transform(ref: Boxes, tgt: Boxes, with_size: bool = False) -> torch.Tensor:

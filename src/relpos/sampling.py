@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
-from .geometry import Boxes
+from .geometry import Boxes, BoxLayout
 
 
 def _as_tuple(value: float | Sequence[float], n_axes: int, name: str) -> tuple[float, ...]:
@@ -144,7 +145,12 @@ def sample_offgrid(
     size = torch.minimum(size, ext)  # a box never exceeds the sample
     free = ext - size
     start = torch.rand((*shape, n_axes), generator=generator, device=gen_device) * free
-    boxes = Boxes(center=start + size / 2, size=size)
+    # At scale 1 every box has the patch size (at most the extent) and lies inside: said on the host
+    # so that extraction reads nothing back (geometry.BoxLayout).
+    unscaled = tuple(scale_range) == (1.0, 1.0) and tuple(aspect_range) == (1.0, 1.0)
+    sides = (float(np.float32(p)) for p in _as_tuple(patch_size, n_axes, "patch_size"))  # the float32 sizes
+    layout = BoxLayout(tuple(min(p, float(e)) for p, e in zip(sides, extent)), tuple(int(e) for e in extent)) if unscaled else None
+    boxes = Boxes(center=start + size / 2, size=size, layout=layout)
     return boxes.to(device) if device is not None else boxes
 
 
@@ -173,7 +179,9 @@ def grid_boxes(
     axes = [(torch.arange(n, dtype=torch.float32) + 0.5) * s for n, s in zip(counts, size)]
     centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, n_axes)
     sizes = torch.tensor(size, dtype=torch.float32).expand_as(centers).clone()
-    return Boxes(centers.to(device), sizes.to(device))
+    layout = BoxLayout(tuple(float(s) for s in size), tuple(int(e) for e in extent),
+                       integer=all(float(s).is_integer() for s in size))  # cell i starts at i · size
+    return Boxes(centers.to(device), sizes.to(device), layout)
 
 
 def grid_count(extent: Sequence[int], patch_size: float | Sequence[float]) -> int:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ConfigError
-from .extraction import extract_patches
+from .extraction import extract_patches, layout_of
 from .geometry import Boxes
 
 
@@ -288,7 +288,11 @@ def extract_view_tokens(x: torch.Tensor, views: Sequence[Views], mode: str = "bi
     counts = [v.n_views * v.n_tokens for v in views]
     center = torch.cat([b.center.reshape(batch, -1, b.n_axes) for b in boxes], dim=1)
     size = torch.cat([b.size.reshape(batch, -1, b.n_axes) for b in boxes], dim=1)
-    patches = extract_patches(x, Boxes(center.to(x.device), size.to(x.device)), patch_shape, mode=mode)
+    tokens = Boxes(center, size)
+    if center.device.type == "cpu" and mode == "bilinear":  # views drawn on the host (the step's generator):
+        # extraction's road is read here, so it reads nothing back from an accelerator
+        tokens = Boxes(center, size, layout_of(tokens, x.shape[2:], patch_shape, x.dtype))
+    patches = extract_patches(x, tokens.to(x.device), patch_shape, mode=mode)
     out = []
     for v, chunk in zip(views, patches.split(counts, dim=1)):
         chunk = chunk.reshape(batch, v.n_views, v.n_tokens, *chunk.shape[2:])

@@ -21,7 +21,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..extraction import extract_patches
-from ..geometry import Boxes
 from ..ranges import check_fields, setting
 from ..sampling import grid_boxes
 from .base import Encoder, EncoderOptions
@@ -295,8 +294,6 @@ class ViTEncoder(PatchEncoder, Encoder):
         the size of the training samples is read exactly as :meth:`relpos.PretrainedEncoder.embed`
         reads it.
         """
-        grid = grid_boxes(tuple(x.shape[2:]), [float(p) for p in self.patch_shape], device=x.device)
-        center = grid.center.expand(len(x), -1, -1)
-        size = grid.size.expand(len(x), -1, -1)
-        patches = extract_patches(x, Boxes(center, size), self.patch_shape)
-        return self(patches, center)[:, 0]
+        grid = grid_boxes(tuple(x.shape[2:]), [float(p) for p in self.patch_shape], device=x.device).expand(len(x))
+        patches = extract_patches(x, grid, self.patch_shape)  # the grid's layout: nothing read back
+        return self(patches, grid.center)[:, 0]
