@@ -98,10 +98,15 @@ def test_compile_off_calls_the_model_itself(monkeypatch):
     assert forward({"x": 1}, torch.Generator()) == 1.0 and seen == [{"x": 1}] and not forward.active
 
 
-def test_adamw_is_fused_on_cuda_only():
+def test_adamw_is_fused_on_a_cpu_and_cuda_and_takes_adamws_step():
     weight = torch.nn.Parameter(torch.ones(3))
     cpu = adamw([{"params": [weight]}], 1e-3, torch.device("cpu"))
-    assert not cpu.defaults.get("fused") and cpu.defaults["betas"] == step_options.BETAS
+    assert cpu.defaults["fused"] is True and cpu.defaults["betas"] == step_options.BETAS
+    # one step by hand: decay 1 - lr * 0.01 (AdamW's default), then -lr * m̂ / (√v̂ + eps) = -lr for a
+    # first step of any gradient: 1 · (1 - 1e-5) - 1e-3 = 0.99899
+    weight.grad = torch.full((3,), 0.5)
+    cpu.step()
+    assert torch.allclose(weight.detach(), torch.full((3,), 0.99899), rtol=0, atol=1e-7)
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device for the fused AdamW (none on this machine)")
     gpu = torch.nn.Parameter(torch.ones(3, device="cuda"))

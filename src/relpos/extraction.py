@@ -48,8 +48,9 @@ EXTRACTION_METHODS = ("auto", "grid_sample")
 # length the per-row cost makes it slower than grid_sample (measured on one thread: 4-px patches
 # 1.4x slower, 16-px patches 1.6x faster), so shorter rows of 2-D and 3-D patches keep grid_sample.
 MIN_CPU_BLEND_RUN = 16
-# On a CPU, windows with rows at least this long are copied a whole window at a time, shorter ones a
-# row at a time (one thread, issue 27: 1.2-1.3x faster for 17-sample rows, 2x slower for 5).
+# On a CPU, 2-D and 3-D windows with rows at least this long are copied a whole window at a time,
+# shorter ones and 1-D windows a row at a time (one thread, issue 27: 1.2-1.3x faster for 17-sample
+# rows, 2x slower for 5; for 1-D windows of 2 channels 1.4x slower, of 64 channels the same).
 MIN_CPU_WINDOW_RUN = 16
 # On a CPU the blend runs over at most this many window elements at a time (2 MB of float32, about
 # one core's L2 cache here: three 224-px samples of 196 16-px patches), at least one sample per pass.
@@ -338,7 +339,7 @@ def _window_slices(x: torch.Tensor, first: torch.Tensor, span: tuple[int, ...]) 
     is every box's ``(C, *span)`` window, box after box (a box's slices are consecutive in ``offset``).
 
     ``slices`` is an ``as_strided`` view of ``x`` (no copy) with a slice starting at every element.
-    On a CPU with rows of at least ``MIN_CPU_WINDOW_RUN`` samples a slice is a box's whole window
+    On a CPU with 2-D or 3-D rows of at least ``MIN_CPU_WINDOW_RUN`` samples a slice is a box's whole window
     (one offset per box: 1.2-1.3x faster at 224 px than one per row); otherwise it is one contiguous
     run along the last axis (one offset per row; 2x faster than whole windows for 4-px patches, and
     3x faster than advanced indexing into an ``unfold`` view, whose every element needs its own offset).
@@ -348,7 +349,7 @@ def _window_slices(x: torch.Tensor, first: torch.Tensor, span: tuple[int, ...]) 
     device = first.device
     element_strides = torch.tensor(x.stride()[2:], device=device)
     per_box = torch.arange(batch, device=device)[:, None] * x.stride(0) + (first * element_strides).sum(-1)
-    if x.device.type == "cpu" and span[-1] >= MIN_CPU_WINDOW_RUN:
+    if x.device.type == "cpu" and len(span) > 1 and span[-1] >= MIN_CPU_WINDOW_RUN:
         # Flat offset of (b, 0, f_0, ..., f_{D-1}), the first element of each box's window.
         block, strides = (channels, *span), (x.stride(1), *x.stride()[2:])
         reach = sum((n - 1) * s for n, s in zip(block, strides))  # a window's last element

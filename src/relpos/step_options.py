@@ -10,8 +10,11 @@
   change, and a run resumes exactly under compile as without it.
 * ``train.amp`` (default on): bf16 autocast on CUDA; the parameters, their gradients and the
   optimiser's moments stay float32 (the master weights). No effect on a CPU.
-* AdamW is the fused CUDA kernel on CUDA (one launch for every parameter); elsewhere PyTorch's
-  default implementation, so CPU runs keep their numbers.
+* AdamW is PyTorch's fused kernel on CUDA and on a CPU (one call for every parameter; on the
+  default EEG recipe's 4.1 M parameters 5.6 ms a step against 22 ms, one CPU thread); elsewhere, or
+  with a PyTorch without the fused CPU kernel, its default implementation. A CPU run's numbers
+  therefore differ from those of relpos before this change in the last digits (the same after 40
+  steps of the default recipe to 9 digits; 84.8987 against 84.9004 after 100).
 """
 
 from __future__ import annotations
@@ -28,9 +31,14 @@ BETAS = (0.9, 0.95)
 
 
 def adamw(param_groups: list[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over ``param_groups``: the fused kernel on CUDA, PyTorch's default elsewhere."""
-    if device.type == "cuda":
-        return torch.optim.AdamW(param_groups, lr=lr, betas=BETAS, fused=True)
+    """AdamW over ``param_groups``: PyTorch's fused kernel (one call for every parameter) on CUDA and
+    on a CPU, PyTorch's default implementation on other devices or where this PyTorch has no fused
+    kernel for the device."""
+    if device.type in ("cuda", "cpu"):
+        try:
+            return torch.optim.AdamW(param_groups, lr=lr, betas=BETAS, fused=True)
+        except (RuntimeError, ValueError):  # e.g. a PyTorch before 2.4 has no fused CPU kernel
+            pass
     return torch.optim.AdamW(param_groups, lr=lr, betas=BETAS)
 
 
@@ -90,9 +98,14 @@ class StepForward:
 
     def forward_backward(self, batch: dict[str, torch.Tensor], generator: torch.Generator,
                          autocast: Callable[[], AbstractContextManager] = nullcontext,
-                         check: Callable[[Any], None] | None = None) -> Any:
-        """The step's forward (under ``autocast``), ``check`` of its output, and the backward of its
-        loss; returns the forward's output ``(loss, logs)``, the gradients accumulated.
+                         check: Callable[[Any], None] | None = None,
+                         zero_grad: Callable[[], None] | None = None) -> Any:
+        """The step's forward (under ``autocast``), ``check`` of its output, ``zero_grad`` and the
+        backward of its loss; returns the forward's output ``(loss, logs)``, the gradients accumulated.
+
+        The gradients are cleared after the forward, just before the backward, as the loop always did:
+        cleared before the forward, the CPU step was 8-10 % slower (the forward's tensors then take the
+        memory the gradients had, and the backward allocates theirs afresh).
 
         The compiled backward graph is built at the first ``backward``; where that fails, the step is
         redone in eager mode as a failed forward is (one warning line, the random stream rewound), with
@@ -108,10 +121,10 @@ class StepForward:
         if check is not None:
             check(output)
         if not trying or self.compiled is None:  # eager (from the start, or after the forward failed)
-            output[0].backward()
+            _backward(output, zero_grad)
             return output
         try:
-            output[0].backward()
+            _backward(output, zero_grad)
         except Exception as exc:  # noqa: BLE001 - any failure of the compiler stack
             generator.set_state(rewind)
             with torch.no_grad():
@@ -124,10 +137,16 @@ class StepForward:
                 output = self.model(batch, generator)
             if check is not None:
                 check(output)
-            output[0].backward()
+            _backward(output, zero_grad)
             return output
         self.backward_proven = True
         return output
+
+
+def _backward(output: Any, zero_grad: Callable[[], None] | None) -> None:
+    if zero_grad is not None:
+        zero_grad()
+    output[0].backward()
 
 
 def _reset_compiler() -> None:

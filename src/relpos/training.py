@@ -646,11 +646,11 @@ def _train_steps(run: _Run) -> None:
         if decay is not None:
             optimizer.param_groups[0]["weight_decay"] = float(decay)  # param_groups: decayed first
         batch = run.next_batch()
-        optimizer.zero_grad(set_to_none=True)
         # once: what forward returns is of the same kinds at every step
         check = (lambda output: check_forward_output(pretext, output)) if step == run.start + 1 else None
-        # forward and backward; a compiled step that fails in either is redone in eager mode
-        loss, logs = forward.forward_backward(batch, run.generator, run.autocast, check)
+        # forward, zero_grad and backward; a compiled step that fails in either is redone in eager mode
+        loss, logs = forward.forward_backward(batch, run.generator, run.autocast, check,
+                                              lambda: optimizer.zero_grad(set_to_none=True))
         run.pending.add(step, loss, logs)  # kept on the device: no host read inside the step
         if run.flushes_at(step):  # before the update, so a non-finite loss here never reaches the weights
             run.flush()
