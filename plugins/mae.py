@@ -49,6 +49,7 @@ from relpos.masking import mae_masked_count, visible_token_count
 from relpos.pretext import Pretext
 from relpos.sampling import grid_boxes, grid_count
 from relpos.trivial_baseline import BASELINE_KEY
+from relpos.transfer import to_device
 
 #: ``var + NORM_EPS`` under the square root of the normalised target (facebookresearch/mae's 1e-6).
 NORM_EPS = 1e-6
@@ -147,7 +148,7 @@ def random_subset_mask(
     gen_device = generator.device if generator is not None else torch.device("cpu")
     scores = torch.rand((batch, n_tokens), generator=generator, device=gen_device)
     ranks = scores.argsort(dim=1).argsort(dim=1)
-    return (ranks < n_masked).to(device if device is not None else gen_device)
+    return to_device(ranks < n_masked, device if device is not None else gen_device)
 
 
 def take_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

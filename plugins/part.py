@@ -90,6 +90,7 @@ from relpos.sampling import (
     sample_pairs,
 )
 from relpos.trivial_baseline import BASELINE_KEY
+from relpos.transfer import to_device
 
 HEADS = ("cross_attention", "pairwise_mlp", "mlp")
 #: Which pairs the loss is computed on (``pretext.pair_loss``).
@@ -620,7 +621,7 @@ class PART(Pretext):
                 ref, tgt = sample_near_pairs(boxes, n_within, self.config.pair_max_offset, generator)
             else:
                 ref, tgt = sample_pairs(batch_size * k, n, n_within, generator, device)
-            window = torch.randint(0, k, (batch_size, 1, n_within), generator=generator, device=gen_device).to(device)
+            window = to_device(torch.randint(0, k, (batch_size, 1, n_within), generator=generator, device=gen_device), device)
             pick = lambda index: index.reshape(batch_size, k, n_within).gather(1, window).squeeze(1)  # noqa: E731
             refs.append(pick(ref) + window.squeeze(1) * n)
             tgts.append(pick(tgt) + window.squeeze(1) * n)
@@ -631,8 +632,8 @@ class PART(Pretext):
             tgt_window = (ref_window + torch.randint(1, k, shape, generator=generator, device=gen_device)) % k
             ref_patch = torch.randint(0, n, shape, generator=generator, device=gen_device)
             tgt_patch = torch.randint(0, n, shape, generator=generator, device=gen_device)
-            refs.append((ref_window * n + ref_patch).to(device))
-            tgts.append((tgt_window * n + tgt_patch).to(device))
+            refs.append(to_device(ref_window * n + ref_patch, device))
+            tgts.append(to_device(tgt_window * n + tgt_patch, device))
         return torch.cat(refs, dim=1), torch.cat(tgts, dim=1)
 
     def forward_across_windows(self, batch, generator):

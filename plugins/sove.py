@@ -66,6 +66,7 @@ from relpos.memory import MemoryBank
 from relpos.student_teacher import MultiCropConfig, StudentTeacher, schedule_setting
 from relpos.trivial_baseline import BASELINE_KEY
 from relpos.views import Views
+from relpos.transfer import to_device
 
 SOFT_LABELS = ("similarity", "onehot")
 
@@ -434,7 +435,7 @@ class SOVE(StudentTeacher):
 
         # E_C gets the first global view's CLS, E_P one random patch of it, per sample.
         cls_rows = teacher_cls[:, 0]
-        pick = torch.randint(0, n_tokens, (n_samples,), generator=generator).to(x.device)
+        pick = to_device(torch.randint(0, n_tokens, (n_samples,), generator=generator), x.device)
         patch_rows = teacher_tokens[torch.arange(n_samples, device=x.device), 0, pick]
 
         cls_memory = self.memory_for_step(self.cls_memory, cls_rows)

@@ -66,6 +66,7 @@ from relpos.geometry import Boxes, BoxLayout
 from relpos.pretext import Pretext
 from relpos.trivial_baseline import BASELINE_KEY
 from relpos.views import check_scale_range, extract_view_tokens, flip_mask_for, sample_views
+from relpos.transfer import to_device
 
 #: Relational Reasoning's crops: torchvision's RandomResizedCrop defaults.
 IMAGE_CROP_SCALE = (0.08, 1.0)
@@ -188,8 +189,8 @@ def additive_inputs(
     """
     batch, n_patches, n_axes = starts.shape
     extent = x.shape[2:]
-    starts = starts.to(x.device).long()
-    paste = starts if paste_starts is None else paste_starts.to(x.device).long()
+    starts = to_device(starts, x.device).long()
+    paste = starts if paste_starts is None else to_device(paste_starts, x.device).long()
     out = x.unsqueeze(1).expand(batch, n_patches, *x.shape[1:])
     inside = torch.ones((batch, n_patches, *extent), dtype=torch.bool, device=x.device)
     for d in range(n_axes):
@@ -286,7 +287,7 @@ class SpatialReasoning(Pretext):
         """``(M · N, C, *extent)`` patch inputs (row ``m · N + n``) and ``(M, N, D)`` normalised centres."""
         batch, extent = len(x), tuple(x.shape[2:])
         n_patches = self.config.n_patches
-        starts = sample_patch_starts(batch, n_patches, extent, self.patch_size, generator).to(x.device)
+        starts = to_device(sample_patch_starts(batch, n_patches, extent, self.patch_size, generator), x.device)
         size = torch.tensor([float(s) for s in self.patch_size], device=x.device)
         centers = starts + size / 2
         if self.config.patch_use == "plain":
@@ -305,7 +306,7 @@ class SpatialReasoning(Pretext):
                 flat = source.reshape(batch * n_patches, 1, *x.shape[1:])
                 source = self.modality.photometric(flat, generator, "global-2").reshape(source.shape)
             # pasted at a random place, the target staying where the patch was cut (see the module docstring)
-            paste = sample_paste_starts(batch, n_patches, extent, self.patch_size, generator).to(x.device)
+            paste = to_device(sample_paste_starts(batch, n_patches, extent, self.patch_size, generator), x.device)
             inputs = additive_inputs(
                 source.reshape(batch * n_patches, *x.shape[1:]), starts.reshape(-1, 1, self.n_axes), self.patch_size,
                 paste.reshape(-1, 1, self.n_axes),

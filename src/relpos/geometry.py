@@ -90,7 +90,9 @@ class Boxes:
         return cls(center=(start + end) / 2, size=end - start)
 
     def to(self, device: torch.device | str) -> "Boxes":
-        return Boxes(self.center.to(device), self.size.to(device), self.layout)
+        from .transfer import to_device  # pinned and without blocking from the host to CUDA
+
+        return Boxes(to_device(self.center, device), to_device(self.size, device), self.layout)
 
     def expand(self, batch_size: int) -> "Boxes":
         """``(N, D)`` boxes (one sample's) as ``(batch_size, N, D)``, without a copy."""

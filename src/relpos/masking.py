@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .transfer import to_device
 
 #: BEiT's aspect-ratio range of a block (``min_aspect = 0.3``, ``max_aspect = 1 / 0.3``).
 BLOCK_ASPECT = 0.3
@@ -148,4 +149,4 @@ def block_mask(
     masks = np.stack(
         [_one_block_mask(grid, masked_token_count(r, n_tokens), min_block_tokens, rng).reshape(-1) for r in ratios]
     ) if batch else np.zeros((0, n_tokens), dtype=bool)
-    return torch.from_numpy(masks).to(device if device is not None else "cpu")
+    return to_device(torch.from_numpy(masks), device if device is not None else "cpu")

@@ -16,6 +16,7 @@ import torch
 
 from .errors import ConfigError
 from .geometry import Boxes, BoxLayout
+from .transfer import to_device
 
 
 def _as_tuple(value: float | Sequence[float], n_axes: int, name: str) -> tuple[float, ...]:
@@ -181,7 +182,7 @@ def grid_boxes(
     sizes = torch.tensor(size, dtype=torch.float32).expand_as(centers).clone()
     layout = BoxLayout(tuple(float(s) for s in size), tuple(int(e) for e in extent),
                        integer=all(float(s).is_integer() for s in size))  # cell i starts at i · size
-    return Boxes(centers.to(device), sizes.to(device), layout)
+    return Boxes(centers, sizes, layout).to(device) if device is not None else Boxes(centers, sizes, layout)
 
 
 def grid_count(extent: Sequence[int], patch_size: float | Sequence[float]) -> int:
@@ -212,7 +213,7 @@ def sample_pairs(
     offset = torch.randint(1, n_patches, shape, generator=generator, device=gen_device)
     tgt = (ref + offset) % n_patches
     if device is not None:
-        ref, tgt = ref.to(device), tgt.to(device)
+        ref, tgt = to_device(ref, device), to_device(tgt, device)
     return ref, tgt
 
 

@@ -66,6 +66,7 @@ from .plugins import get_modality
 from .monitors import Monitors
 from .pretext import Pretext, check_forward_output, check_recording_time, construct_pretext
 from .space import CONTRACT_KEY, check_channel_token_pretext
+from .transfer import to_device
 from .step_options import StepForward, adamw
 from .trivial_baseline import BASELINE_KEY, BaselineWatch
 
@@ -910,8 +911,8 @@ class _Run:
         mine = index[first:first + self.per_process]
         x = self.modality.augment(self.windows.x[mine], self.generator)
         if self.windows.positions is not None:  # channels with positions: tokens are placed by them (relpos.space)
-            return {"x": x.to(self.device, non_blocking=True), "positions": self.windows.positions[mine].to(self.device)}
-        return {"x": x.to(self.device, non_blocking=True)}
+            return {"x": to_device(x, self.device), "positions": to_device(self.windows.positions[mine], self.device)}
+        return {"x": to_device(x, self.device)}  # pinned, without blocking the host (relpos.transfer)
 
     def _neighbour_batch(self, first: int) -> dict[str, torch.Tensor]:
         """The batch of a pretext with a ``window_request``: the global batch's rows of K windows of one
@@ -923,8 +924,8 @@ class _Run:
         x = self.modality.augment(self.windows.x[rows.reshape(-1)], self.generator)
         x = x.reshape(*rows.shape, *x.shape[1:])
         onsets = torch.from_numpy(self.windows.onsets)[rows].float()
-        return {"x": x.to(self.device, non_blocking=True), "onsets": onsets.to(self.device),
-                "window_index": rows.to(self.device)}
+        return {"x": to_device(x, self.device), "onsets": to_device(onsets, self.device),
+                "window_index": to_device(rows, self.device)}
 
     def flushes_at(self, step: int) -> bool:
         """Whether the buffered values are read at ``step``: the run's first step (the contract is

@@ -34,6 +34,7 @@ import torch
 
 from .errors import ConfigError
 from .extraction import extract_patches, layout_of
+from .transfer import to_device
 from .geometry import Boxes
 
 
@@ -259,7 +260,7 @@ def sample_views(
         flips = (torch.rand((*shape, n_axes), generator=generator, device=gen_device) < 0.5) & allowed
     crop = Boxes(start + size / 2, size)
     if device is not None:
-        crop, flips = crop.to(device), flips.to(device)
+        crop, flips = crop.to(device), to_device(flips, device)
     return Views(crop, flips, tuple(resolution), patch_shape, tuple(int(e) for e in extent))
 
 
@@ -300,7 +301,7 @@ def extract_view_tokens(x: torch.Tensor, views: Sequence[Views], mode: str = "bi
         for d in range(n_axes):
             flipped = v.flip[..., d]
             if bool(flipped.any()):  # the flags are drawn on the host (the step's generator): no wait
-                mask = flipped.to(chunk.device).reshape(batch, v.n_views, *([1] * (chunk.dim() - 2)))
+                mask = to_device(flipped, chunk.device).reshape(batch, v.n_views, *([1] * (chunk.dim() - 2)))
                 chunk = torch.where(mask, chunk.flip(chunk.dim() - n_axes + d), chunk)
         out.append(chunk)
     return out
