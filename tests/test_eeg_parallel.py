@@ -122,3 +122,25 @@ def test_n_jobs_is_not_part_of_the_cache_key():
     cls = relpos.get_modality("eeg")
     one, many = (build_dataclass(cls.Config, {"n_jobs": n}, "modality") for n in (1, -1))
     assert params_of(one) == params_of(many) and "n_jobs" not in params_of(one)
+
+
+@pytest.mark.parametrize("stride_s, sent", [(10.0, "_Normalised"), (2.0, "RecordingWindows")])
+def test_a_worker_sends_the_smaller_of_its_samples_and_its_normalised_windows(tmp_path, monkeypatch, stride_s, sent):
+    # 120 s at 100 Hz, 3 channels: 288 kB of float64 samples. 10-s windows every 10 s: 12 windows,
+    # 144 kB of float32; every 2 s: 56 windows, 672 kB, so the samples go back instead.
+    folder = tmp_path / "edfs"
+    for i in range(3):
+        write_edf(folder / f"rec{i}.edf", seed=i, seconds=120)
+    kinds = []
+    original = build_module.replay
+
+    def watching(build, writer, item, state, index, prepared):
+        kinds.append(type(prepared.appended[2]).__name__)
+        return original(build, writer, item, state, index, prepared)
+
+    monkeypatch.setattr(build_module, "replay", watching)
+    serial = eeg(n_jobs=1, stride_s=stride_s).load(folder)
+    parallel = eeg(n_jobs=2, stride_s=stride_s).load(folder)
+    assert kinds == [sent] * 3
+    assert parallel.x.shape == (3 * (12 if stride_s == 10.0 else 56), 3, 1000)
+    _same(serial, parallel)

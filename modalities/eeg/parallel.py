@@ -9,6 +9,11 @@ reached, it takes the worker's result: its warnings, its share of the summary, a
 which it normalises into the cache as with one job. Otherwise (a new dead channel, a skipped first
 recording), or where the worker failed, it builds that recording itself. The windows, warnings and
 errors are therefore those of ``n_jobs: 1``, bit for bit and sentence for sentence.
+
+What comes back through the pipe is the smaller of the recording's preprocessed samples (float64,
+normalised into windows by the main process) and its windows already normalised by the worker
+(float32; smaller where the stride is at least half a window): on the benchmark's 12 files with
+30-s windows every 30 s, 15 MB a file instead of 31 MB, and no normalising left to the main process.
 """
 
 from __future__ import annotations
@@ -65,7 +70,20 @@ class Prepared:
     truncated: str
     messages: list[str]  # through RecordingsBuild._warn, in order
     state: Any  # the private BuildState after the recording
-    appended: tuple | None  # (n, shape, RecordingWindows, keyword arguments) of writer.append_filled
+    appended: tuple | None  # (n, shape, RecordingWindows or _Normalised, keyword arguments) of writer.append_filled
+
+
+class _Normalised:
+    """A recording's windows normalised in the worker (what ``RecordingWindows.fill`` writes),
+    sent back instead of its samples where they are smaller."""
+
+    def __init__(self, windows, n: int, shape: tuple) -> None:
+        self.labels = windows.labels
+        self.x = np.empty((n, *shape), dtype=np.float32)
+        windows.fill(self.x, 0)  # each window's numbers do not depend on which others share a call
+
+    def fill(self, out: np.ndarray, first: int = 0) -> None:
+        out[...] = self.x[first : first + len(out)]
 
 
 class _Recorder:
@@ -79,7 +97,10 @@ class _Recorder:
         self.warnings.append(message)
 
     def append_filled(self, n, shape, fill, **kwargs) -> None:
-        self.appended = (n, tuple(shape), fill.__self__, kwargs)
+        windows = fill.__self__
+        if n * int(np.prod(shape)) * 4 < windows.data.nbytes:
+            windows = _Normalised(windows, n, tuple(shape))
+        self.appended = (n, tuple(shape), windows, kwargs)
 
 
 def _prepare(build, item: Item, first: Item | None, common, dead, mostly) -> Prepared | None:
