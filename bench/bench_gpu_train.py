@@ -20,6 +20,12 @@ The loss curves are smoothed with a 20-step moving average over the logged rows;
 "within noise" when the largest gap between bf16 and fp32 (seed 0) after ``--skip`` is at most the
 largest gap between the two fp32 seeds.
 
+Last, ``sync-check``: 6 steps of the same run in this process with
+``torch.cuda.set_sync_debug_mode("warn")`` on from the start of step 2 to the end of step 5, off
+during the loop's flushes (where the loop reads its buffered values on purpose): the number of
+host-device synchronisations CUDA reports inside those steps (the goal is none), with the first
+messages.
+
 The images are made by the script (smooth random colour fields with a finer octave, deterministic,
 ``--images`` of them), so it needs no download and the device machine needs nothing but the
 working tree. Run from the repository root::
@@ -33,7 +39,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,7 +60,7 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--peak-tflops", type=float, default=989.0)
-    p.add_argument("--runs", default="bf16,fp32,fp32-seed1", help="which of the three runs, comma-separated")
+    p.add_argument("--runs", default="bf16,fp32,fp32-seed1,sync-check", help="which runs, comma-separated")
     p.add_argument("--tiny", action="store_true", help="a 32-px, dim-64 model for a smoke test of the script")
     p.add_argument("--allow-cpu", action="store_true", help="run without CUDA (smoke test only)")
     p.add_argument("--work", default=None, help="folder for the images and runs (default: a temporary one)")
@@ -90,6 +96,7 @@ def run_train(name: str, data: Path, folder: Path, args, settings: list[str]) ->
     amp, compile_, seed = {"bf16": ("true", "true", 0), "fp32": ("false", "false", 0),
                            "fp32-seed1": ("false", "false", 1)}[name]
     out = folder / name
+    shutil.rmtree(out, ignore_errors=True)  # the script's own folder: a rerun starts afresh
     cmd = [sys.executable, "-m", "relpos", "train", "--modality", "image", "--pretext", "part",
            "--data", str(data), "--out", str(out), "--no-progress"]
     for s in settings + [f"train.batch_size={args.batch}", f"train.steps={args.steps}", "train.log_every=10",
@@ -108,6 +115,53 @@ def run_train(name: str, data: Path, folder: Path, args, settings: list[str]) ->
     rate = float(np.median([r["samples_per_s"] for r in timed])) / args.batch if timed else float("nan")
     warnings = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
     return {"name": name, "wall_s": wall, "steps_per_s": rate, "rows": rows, "warnings": warnings}
+
+
+def sync_check(data: Path, folder: Path, args, settings: list[str]) -> dict:
+    """Steps 2-5 of a 6-step run under CUDA's sync debug mode (flushes excluded): what synchronises."""
+    import warnings
+
+    import relpos
+    from relpos import training
+
+    cuda = torch.cuda.is_available()  # on a CPU (--allow-cpu) the mechanics run and nothing is watched
+    set_mode = torch.cuda.set_sync_debug_mode if cuda else (lambda mode: None)
+    get_mode = torch.cuda.get_sync_debug_mode if cuda else (lambda: 0)
+    config = relpos.resolve_config(modality="image", pretext="part", overrides=settings + [
+        f"train.batch_size={args.batch}", "train.steps=6", "train.log_every=100", "train.ckpt_every=100",
+        "train.monitor_every=0", "train.tensorboard=false", "train.progress=false",
+        f"train.device={'cuda' if cuda else 'cpu'}"])
+    shutil.rmtree(folder / "sync-check", ignore_errors=True)
+    config.out, config.data = str(folder / "sync-check"), str(data)
+    next_batch, flush = training._Run.next_batch, training._Run.flush
+    watched = []
+
+    def watched_next_batch(run):
+        set_mode("warn" if run.start + 1 < run.step < run.cfg.steps else 0)
+        watched.extend([run.step] if run.start + 1 < run.step < run.cfg.steps else [])
+        return next_batch(run)
+
+    def unwatched_flush(run, *a, **k):
+        mode = get_mode()
+        set_mode(0)
+        try:
+            return flush(run, *a, **k)
+        finally:
+            set_mode(mode)
+
+    training._Run.next_batch, training._Run.flush = watched_next_batch, unwatched_flush
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t0 = time.perf_counter()
+            relpos.train(config)
+            wall = time.perf_counter() - t0
+    finally:
+        set_mode(0)
+        training._Run.next_batch, training._Run.flush = next_batch, flush
+    syncs = [" ".join(str(w.message).split())[:300] for w in caught if "synchroniz" in str(w.message).lower()]
+    return {"name": "sync-check", "wall_s": wall, "watched_steps": watched, "syncs": len(syncs), "first": syncs[:5],
+            "device": "cuda" if cuda else "cpu (nothing watched)"}
 
 
 def smoothed(rows: list[dict], width: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -162,8 +216,15 @@ def main(argv=None) -> int:
     if not data.exists():
         make_images(data, args.images, size)
     flops = flops_per_step(args, settings)
-    results = {}
+    results, checked = {}, None
     for name in args.runs.split(","):
+        if name == "sync-check":
+            try:  # the timed runs' results are kept whatever happens here
+                checked = sync_check(data, work, args, settings)
+            except Exception as exc:  # noqa: BLE001 - reported in the results
+                checked = {"name": "sync-check", "error": f"{type(exc).__name__}: {exc}"[:500], "syncs": None, "first": []}
+            print(f"sync-check: {checked}", file=sys.stderr)
+            continue
         results[name] = run_train(name, data, work, args, settings)
         r = results[name]
         print(f"{name}: {r['steps_per_s']:.2f} steps/s, {r['wall_s']:.0f} s in all", file=sys.stderr)
@@ -187,6 +248,12 @@ def main(argv=None) -> int:
         verdict = (f"\n\nLoss curves (20-step means, steps > {args.skip}): largest gap bf16 vs fp32 {gap_bf16:.4f}, "
                    f"fp32 seed 0 vs seed 1 {gap_seed:.4f}: "
                    f"{'within noise' if gap_bf16 <= gap_seed else 'NOT within noise'}.")
+    if checked is not None:
+        payload["sync_check"] = checked
+        verdict += ("\n\nSync check (CUDA sync debug mode, steps 2-5, flushes excluded): " + (
+            f"failed ({checked['error']})" if "error" in checked else
+            f"{checked['syncs']} synchronisation(s) on {checked['device']}, steps {checked['watched_steps']}"
+            + (": " + " | ".join(checked["first"]) if checked["first"] else "")) + ".")
     table = markdown_table(["run", "steps/s", "images/s", "TFLOP/s", "MFU", "final loss", "wall s"], rows)
     model = ", ".join(s.split("=")[0].split(".")[1] + " " + s.split("=")[1] for s in settings[2:5])
     markdown = (f"PART ViT ({model}) at {size} px, batch {args.batch}, {args.steps} steps of `relpos train` "
