@@ -115,13 +115,19 @@ def test_preprocess_raw_uses_mne_where_mne_would_split_the_recording(monkeypatch
     assert data.shape == (64, 6100)  # each 30.5-s part resampled by MNE to 100 Hz on its own
 
 
-def test_preprocess_raw_uses_mne_when_the_installed_mne_disagrees(monkeypatch):
+@pytest.mark.parametrize("check, ours, max_samples", [
+    ("_compare", "band_pass_", None),  # a recording of the usual length: the one-FFT band-pass
+    ("_compare_overlap_add", "overlap_add_", 5000),  # a long recording: the overlap-add band-pass
+])
+def test_preprocess_raw_uses_mne_when_the_installed_mne_disagrees(monkeypatch, check, ours, max_samples):
     raw = mne.io.read_raw(SAMPLE, preload=True, verbose="error").pick("eeg")
     ref = raw.copy().filter(0.1, 30.0, verbose="error").resample(100.0, verbose="error").get_data()
+    if max_samples is not None:
+        monkeypatch.setattr(eeg_dsp, "MAX_SAMPLES", max_samples)
     monkeypatch.setattr(eeg_dsp, "_CHECKED", {})
-    monkeypatch.setattr(eeg_dsp, "_compare", lambda *a: False)
+    monkeypatch.setattr(eeg_dsp, check, lambda *a: False)
     calls = []
-    monkeypatch.setattr(eeg_dsp, "band_pass_", lambda *a: calls.append("band_pass_"))
+    monkeypatch.setattr(eeg_dsp, ours, lambda *a: calls.append(ours))
     cfg = relpos.get_modality("eeg").Config()
     data = eeg_pipeline.preprocess_raw(raw, cfg, list(raw.ch_names), "'sample'")
     assert calls == []
@@ -185,15 +191,3 @@ def test_a_long_recording_is_band_passed_by_overlap_add_as_raw_filter_does(monke
     assert eeg_dsp._CHECKED == {(160.0, 0.1, 30.0, "overlap-add"): True}
 
 
-def test_a_long_recording_uses_raw_filter_when_overlap_add_disagrees_with_mne(monkeypatch):
-    raw = mne.io.read_raw(SAMPLE, preload=True, verbose="error").pick("eeg")
-    ref = raw.copy().filter(0.1, 30.0, verbose="error").resample(100.0, verbose="error").get_data()
-    monkeypatch.setattr(eeg_dsp, "MAX_SAMPLES", 5000)
-    monkeypatch.setattr(eeg_dsp, "_CHECKED", {})
-    monkeypatch.setattr(eeg_dsp, "_compare_overlap_add", lambda *a: False)
-    calls = []
-    monkeypatch.setattr(eeg_dsp, "overlap_add_", lambda *a: calls.append("overlap_add_"))
-    cfg = relpos.get_modality("eeg").Config()
-    data = eeg_pipeline.preprocess_raw(raw, cfg, list(raw.ch_names), "'sample'")
-    assert calls == []
-    np.testing.assert_array_equal(data, ref)

@@ -85,13 +85,10 @@ def band_pass_(data: np.ndarray, sfreq: float, l_freq: float | None, h_freq: flo
     """
     from scipy import fft
 
-    if l_freq is None and h_freq is None:
+    h = _taps(data, sfreq, l_freq, h_freq)
+    if h is None:
         return
-    h = design(sfreq, l_freq, h_freq)
     n_h = len(h)
-    if n_h == 1:
-        data *= h[0]
-        return
     half = (n_h - 1) // 2  # zero-phase FIR filters have odd length
     n = data.shape[-1]
     n_fft = fft.next_fast_len(n + n_h - 1, real=True)  # wrap-around stays out of the kept part
@@ -100,6 +97,18 @@ def band_pass_(data: np.ndarray, sfreq: float, l_freq: float | None, h_freq: flo
         spectrum = fft.rfft(reflect_limited(data[rows], half, half), n_fft, axis=-1)
         spectrum *= taps
         data[rows] = fft.irfft(spectrum, n_fft, axis=-1)[:, n_h - 1 : n_h - 1 + n]
+
+
+def _taps(data: np.ndarray, sfreq: float, l_freq: float | None, h_freq: float | None) -> np.ndarray | None:
+    """The band-pass's taps, or None where nothing is left to do: no band, or a one-tap filter (then
+    applied to ``data`` here, as a scale)."""
+    if l_freq is None and h_freq is None:
+        return None
+    h = design(sfreq, l_freq, h_freq)
+    if len(h) == 1:
+        data *= h[0]
+        return None
+    return h
 
 
 def overlap_add_fft_len(n_taps: int, n_padded: int) -> int:
@@ -129,13 +138,10 @@ def overlap_add_(data: np.ndarray, sfreq: float, l_freq: float | None, h_freq: f
     """
     from scipy import fft
 
-    if l_freq is None and h_freq is None:
+    h = _taps(data, sfreq, l_freq, h_freq)
+    if h is None:
         return
-    h = design(sfreq, l_freq, h_freq)
     n_h = len(h)
-    if n_h == 1:
-        data *= h[0]
-        return
     n = data.shape[-1]
     n_edge = max(min(n_h, n) - 1, 0)
     n_padded = n + 2 * n_edge
