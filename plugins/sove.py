@@ -402,8 +402,9 @@ class SOVE(StudentTeacher):
         super().after_step(step)  # the EMA teacher
         if self._pending is not None:
             cls_rows, patch_rows = self._pending
-            self.cls_memory.enqueue(cls_rows)
-            self.patch_memory.enqueue(patch_rows)
+            # one row per sample of this process's slice of the global batch, which splits evenly
+            self.cls_memory.enqueue(cls_rows, equal_shares=True)
+            self.patch_memory.enqueue(patch_rows, equal_shares=True)
             self._pending = None
 
     # -- loss ---------------------------------------------------------------------------------------

@@ -225,6 +225,11 @@ def _gather_process(rank: int, port: int, report: Path) -> None:
         bank = MemoryBank(size=8, dim=3)
         bank.enqueue(torch.full((2, 3), float(rank + 1)))
         out["bank"] = bank.filled()
+        # equal shares gathered without exchanging the counts: the same rows in the same order
+        out["equal"] = distributed.all_gather(torch.full((2, 3), float(rank + 1)), equal_shares=True)
+        equal_bank = MemoryBank(size=8, dim=3)
+        equal_bank.enqueue(torch.full((2, 3), float(rank + 1)), equal_shares=True)
+        out["equal_bank"] = equal_bank.filled()
         torch.save(out, report / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
@@ -250,6 +255,8 @@ def test_gather_and_reduce_across_two_processes(tmp_path):
         assert out["turn"] == rank
         # a memory bank filled by both processes holds both processes' rows, on each of them
         assert sorted(out["bank"][:, 0].tolist()) == [1.0, 1.0, 2.0, 2.0]
+        assert out["equal"].tolist() == [[1.0] * 3, [1.0] * 3, [2.0] * 3, [2.0] * 3]  # rank order
+        assert torch.equal(out["equal_bank"], out["bank"])
     # rank 0 builds first, the other starts only once it is done (a data cache is built once)
     assert (tmp_path / "turns.txt").read_text() == "start 0\nend 0\nstart 1\nend 1\n"
 

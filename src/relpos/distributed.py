@@ -319,12 +319,14 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return all_reduce_sum(tensor) / world_size()
 
 
-def all_gather(tensor: torch.Tensor) -> torch.Tensor:
+def all_gather(tensor: torch.Tensor, equal_shares: bool = False) -> torch.Tensor:
     """Every process's ``tensor`` concatenated along dim 0, in rank order; ``tensor`` in one process.
 
-    The processes may hold different numbers of rows (the other dimensions must agree). The result
-    is detached: no gradient flows back to the other processes (a memory bank or a logged statistic
-    needs none).
+    The processes may hold different numbers of rows (the other dimensions must agree): the counts
+    are exchanged first and read on the host. With ``equal_shares`` the caller says every process
+    holds as many rows as this one (e.g. its slice of a global batch that splits evenly), and the
+    rows are gathered at once, with nothing read back from the device. The result is detached: no
+    gradient flows back to the other processes (a memory bank or a logged statistic needs none).
     """
     import torch.distributed as dist
 
@@ -333,6 +335,10 @@ def all_gather(tensor: torch.Tensor) -> torch.Tensor:
     tensor = tensor.detach().contiguous()
     if tensor.ndim == 0:
         tensor = tensor.reshape(1)
+    if equal_shares:
+        pieces = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(pieces, tensor)
+        return torch.cat(pieces)
     rows = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.int64)
     counts = [torch.zeros_like(rows) for _ in range(world_size())]
     dist.all_gather(counts, rows)

@@ -95,8 +95,11 @@ class MemoryBank(nn.Module):
         return self.embeddings[: self.n_filled]
 
     @torch.no_grad()
-    def enqueue(self, rows: torch.Tensor) -> None:
+    def enqueue(self, rows: torch.Tensor, equal_shares: bool = False) -> None:
         """Write ``(n, dim)`` rows (gathered across processes first) over the oldest slots.
+
+        ``equal_shares``: every process enqueues as many rows as this one (one row per sample of a
+        batch that splits evenly), so the gather reads no counts back (:func:`relpos.distributed.all_gather`).
 
         Rows go to consecutive slots from :attr:`pointer`, wrapping around at the end; when more
         rows arrive than the bank holds, only the last ``size`` are kept (the earlier ones would be
@@ -104,7 +107,7 @@ class MemoryBank(nn.Module):
         """
         if rows.dim() != 2 or rows.shape[1] != self.dim:
             raise ValueError(f"MemoryBank.enqueue needs (n, {self.dim}) rows, got shape {tuple(rows.shape)}.")
-        rows = all_gather(rows.detach()).to(self.embeddings)
+        rows = all_gather(rows.detach(), equal_shares).to(self.embeddings)
         n = rows.shape[0]
         if n == 0:
             return
