@@ -314,7 +314,9 @@ class MAE(GridPretext):
         batch_size = x.shape[0]
         boxes = self.grid(batch_size, x.device)
         patches = extract_patches(x, boxes, self.patch_shape)
-        masked, visible_idx, masked_idx = random_masking(batch_size, self.n_patches, self.config.mask_ratio, generator, x.device)
+        masked, visible_idx, masked_idx = random_masking(
+            batch_size, self.n_patches, self.config.mask_ratio, generator, x.device
+        )
         encoded = self.encoder(take_tokens(patches, visible_idx), take_tokens(boxes.center, visible_idx), generator)
         # The visible tokens back at their grid positions; the masked slots' zeros are replaced
         # by the decoder's mask token.

@@ -621,7 +621,8 @@ class PART(Pretext):
                 ref, tgt = sample_near_pairs(boxes, n_within, self.config.pair_max_offset, generator)
             else:
                 ref, tgt = sample_pairs(batch_size * k, n, n_within, generator, device)
-            window = to_device(torch.randint(0, k, (batch_size, 1, n_within), generator=generator, device=gen_device), device)
+            window = torch.randint(0, k, (batch_size, 1, n_within), generator=generator, device=gen_device)
+            window = to_device(window, device)
             pick = lambda index: index.reshape(batch_size, k, n_within).gather(1, window).squeeze(1)  # noqa: E731
             refs.append(pick(ref) + window.squeeze(1) * n)
             tgts.append(pick(tgt) + window.squeeze(1) * n)

@@ -75,14 +75,14 @@ class RecordingPretext(Pretext):
 
     modalities = ("eeg", "timeseries")  # the modalities whose windows can have a time in a recording
     needs_recording_time = True
-
-    @classmethod
-    def requests_windows(cls, config) -> bool:
-        return True  # every recording pretext draws samples of several windows (its window_request)
     encoder_output = "vector"
     encoder_pos_embed = ("none", "sincos")
     # a ViT reading whole windows: without positions its CLS token would not know where anything is
     encoder_defaults = {"pos_embed": "sincos"}
+
+    @classmethod
+    def requests_windows(cls, config) -> bool:
+        return True  # every recording pretext draws samples of several windows (its window_request)
 
     def embed_windows(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, K, C, *extent)`` windows → ``(B, K, F)``, one vector per window."""

@@ -257,8 +257,8 @@ def _read_road(boxes: Boxes, extent: tuple[int, ...], out_size: tuple[int, ...],
     """``(unscaled, integer, low, high)`` read from the boxes' values: all of the patch size, all at
     whole starts, and how far the windows reach past the start and the end of each axis (host reads)."""
     patch = torch.tensor(out_size, device=boxes.center.device)
-    start = boxes.center.to(position_dtype) - patch.to(position_dtype) / 2
-    unscaled, integer = torch.stack([(boxes.size == patch).all(), (start == start.floor()).all()]).tolist()
+    start, floor, _ = _window_starts(boxes.center, extent, out_size, position_dtype, integer=True)
+    unscaled, integer = torch.stack([(boxes.size == patch).all(), (start == floor).all()]).tolist()
     n_axes = len(out_size)
     if not unscaled or (not integer and _short_cpu_rows(device_type, out_size)):
         return unscaled, integer, [0] * n_axes, [0] * n_axes  # no window is cut: the reach does not matter

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .transfer import to_device
+
 
 @dataclass(frozen=True)
 class BoxLayout:
@@ -90,8 +92,7 @@ class Boxes:
         return cls(center=(start + end) / 2, size=end - start)
 
     def to(self, device: torch.device | str) -> "Boxes":
-        from .transfer import to_device  # pinned and without blocking from the host to CUDA
-
+        # pinned and without blocking from the host to CUDA (relpos.transfer)
         return Boxes(to_device(self.center, device), to_device(self.size, device), self.layout)
 
     def expand(self, batch_size: int) -> "Boxes":

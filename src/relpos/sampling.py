@@ -149,8 +149,10 @@ def sample_offgrid(
     # At scale 1 every box has the patch size (at most the extent) and lies inside: said on the host
     # so that extraction reads nothing back (geometry.BoxLayout).
     unscaled = tuple(scale_range) == (1.0, 1.0) and tuple(aspect_range) == (1.0, 1.0)
-    sides = (float(np.float32(p)) for p in _as_tuple(patch_size, n_axes, "patch_size"))  # the float32 sizes
-    layout = BoxLayout(tuple(min(p, float(e)) for p, e in zip(sides, extent)), tuple(int(e) for e in extent)) if unscaled else None
+    layout = None
+    if unscaled:
+        sides = (float(np.float32(p)) for p in _as_tuple(patch_size, n_axes, "patch_size"))  # the float32 sizes
+        layout = BoxLayout(tuple(min(p, float(e)) for p, e in zip(sides, extent)), tuple(int(e) for e in extent))
     boxes = Boxes(center=start + size / 2, size=size, layout=layout)
     return boxes.to(device) if device is not None else boxes
 
@@ -182,7 +184,8 @@ def grid_boxes(
     sizes = torch.tensor(size, dtype=torch.float32).expand_as(centers).clone()
     layout = BoxLayout(tuple(float(s) for s in size), tuple(int(e) for e in extent),
                        integer=all(float(s).is_integer() for s in size))  # cell i starts at i · size
-    return Boxes(centers, sizes, layout).to(device) if device is not None else Boxes(centers, sizes, layout)
+    boxes = Boxes(centers, sizes, layout)
+    return boxes.to(device) if device is not None else boxes
 
 
 def grid_count(extent: Sequence[int], patch_size: float | Sequence[float]) -> int:
